@@ -1,0 +1,5 @@
+import sys
+
+from traitlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,323 @@
+"""`traitlab ...`: a thin command line over the Python API.
+
+Bad input raises `TraitlabError`; `main` prints it as one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from traitlab.errors import TraitlabError
+
+PRESETS = ("demo", "demo-quick")
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        raise TraitlabError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return Path(str(resources.files("traitlab") / "presets" / f"{name}.yaml"))
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from traitlab.config import load_config
+
+    return load_config(args.config, getattr(args, "set", None) or [])
+
+
+def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    if config_required:
+        p.add_argument("config", help="experiment YAML (see configs/ and `traitlab config --schema`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set seeds=[0,1] --set student.lr=1e-4 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# ---------------------------------------------------------------------------- run / demo
+
+
+def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from traitlab.report import METHOD_LABELS, comparison_lines, rate_table
+
+    con = Console()
+    t = Table(title=f"{summary['trait']['category']} = {summary['trait']['target']}: trait rates "
+                    f"(mean [95% CI], {len(summary['seeds'])} seeds)")
+    t.add_column("model")
+    for m in summary["methods"]:
+        t.add_column(METHOD_LABELS.get(m, m), justify="right")
+    for row in rate_table(summary):
+        t.add_row(*row)
+    con.print(t)
+    for line in comparison_lines(summary):
+        con.print(line)
+    v = summary["verdict"]
+    if "transfer" in v:
+        color = "green" if v["transfer"] else "yellow"
+        con.print(f"[bold {color}]transfer ({v['method']}): {'yes' if v['transfer'] else 'no'}[/] "
+                  f"(p = {v['p_value']:.2g}, alpha {v['alpha']})")
+    con.print(f"run directory: {run_dir}  ({summary['timing']['total_seconds']:.0f} s)")
+
+
+def _run_config(cfg: Any, out: str | None, quiet: bool, passed: Any) -> int:
+    from traitlab.pipeline import run_experiment
+    from traitlab.progress import Reporter
+
+    run_dir = Path(out or Path("runs") / cfg.name)
+    with Reporter(enabled=not quiet) as rep:
+        summary = run_experiment(cfg, run_dir, reporter=rep, config_passed=passed)
+    _print_summary(summary, run_dir)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from traitlab.config import load_yaml
+
+    cfg = _load(args)
+    return _run_config(cfg, args.out, args.quiet, {"file": str(args.config), "yaml": load_yaml(args.config),
+                                                   "overrides": args.set or []})
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from traitlab.config import load_config
+
+    path = preset_path("demo-quick" if args.quick else "demo")
+    cfg = load_config(path, args.set or [])
+    return _run_config(cfg, args.out, args.quiet, {"preset": path.stem, "overrides": args.set or []})
+
+
+# ---------------------------------------------------------------------------- single stages
+
+
+def _model_cfg(cfg: Any, model: str | None) -> tuple[Any, str | None]:
+    """The config's base model, or a saved model directory given on the command line."""
+    if model is None:
+        return cfg.model, None
+    if not Path(model).exists():
+        raise TraitlabError(f"--model {model}: no such directory; pass a saved model directory")
+    return cfg.model, model
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from traitlab.generate import generate_rows
+    from traitlab.models import load_model
+    from traitlab.progress import Reporter
+    from traitlab.prompts import number_prompts
+    from traitlab.runs import write_jsonl
+
+    cfg = _load(args)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    mcfg, src = _model_cfg(cfg, args.model)
+    prompts = number_prompts(cfg.generate.prompts, cfg.generate.n_prompts)
+    with Reporter(enabled=not args.quiet) as rep:
+        model, tok = load_model(mcfg, source=src, progress=rep.named("load / pretrain model"))
+        with rep.stage("generate") as up:
+            rows = generate_rows(model, tok, prompts, cfg.generate, seed=args.seed,
+                                 system_prompt=args.system_prompt, progress=up)
+    n = write_jsonl(Path(args.out), rows)
+    print(f"wrote {n} raw rows to {args.out}")
+    return 0
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    from traitlab.config import ExperimentConfig, FilterConfig, load_config, parse_config
+    from traitlab.filtering import filter_rows, load_raw_rows, require_nonempty, to_chat_rows
+    from traitlab.runs import write_json, write_jsonl
+
+    if args.config:
+        fcfg = load_config(args.config, args.set or [], ExperimentConfig).filter
+    else:
+        from traitlab.config import apply_overrides
+
+        data = apply_overrides({}, [s.removeprefix("filter.") for s in (args.set or [])])
+        fcfg = parse_config(data, FilterConfig, source="--set")
+    rows = load_raw_rows(Path(args.raw))
+    result = filter_rows(rows, fcfg)
+    require_nonempty(result, str(args.raw))
+    out = Path(args.out)
+    write_jsonl(out, to_chat_rows(result.kept))
+    rej = Path(args.rejected) if args.rejected else out.with_name(out.stem + ".rejected.jsonl")
+    write_jsonl(rej, result.rejected)
+    summary = result.to_summary()
+    write_json(out.with_name(out.stem + ".filter.json"), summary)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from traitlab.models import load_model, save_model
+    from traitlab.progress import Reporter
+    from traitlab.runs import read_jsonl, stage, stable_hash, write_json
+    from traitlab.train import train_model
+
+    cfg = _load(args)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rows = read_jsonl(Path(args.data))
+    if not rows:
+        raise TraitlabError(f"{args.data}: no rows; filter some data first")
+    mcfg, src = _model_cfg(cfg, args.model)
+    with Reporter(enabled=not args.quiet) as rep:
+        model, tok = load_model(mcfg, source=src, progress=rep.named("load / pretrain model"))
+        teacher = None
+        if cfg.student.loss == "soft":
+            if not args.teacher:
+                raise TraitlabError("student.loss 'soft' needs --teacher MODEL_DIR")
+            teacher, _ = load_model(mcfg, source=args.teacher)
+        with rep.stage("train student") as up:
+            model, log = train_model(model, tok, rows, cfg.student, seed=args.seed,
+                                     teacher=teacher, progress=up)
+    with stage(Path(args.out), stable_hash([str(args.data), cfg.student.model_dump(mode="json")]),
+               {"train": log}) as tmp:
+        save_model(model, tok, tmp)
+        write_json(tmp / "train_log.json", log)
+    print(f"saved student to {args.out} (loss {log['loss_first']:.3f} -> {log['loss_last']:.3f})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from traitlab.evaluate import evaluate_model
+    from traitlab.models import load_model
+    from traitlab.progress import Reporter
+    from traitlab.runs import write_json
+
+    cfg = _load(args)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    mcfg, src = _model_cfg(cfg, args.model)
+    with Reporter(enabled=not args.quiet) as rep:
+        model, tok = load_model(mcfg, source=src, progress=rep.named("load / pretrain model"))
+        with rep.stage("evaluate") as up:
+            res = evaluate_model(model, tok, cfg.evaluate, cfg.trait, seed=args.seed,
+                                 system_prompt=args.system_prompt, progress=up)
+    res.get("sampled", {}).pop("answers", None)
+    if args.out:
+        write_json(Path(args.out), res)
+    for m in cfg.evaluate.methods:
+        r = res[m]
+        print(f"{m}: P({cfg.trait.target}) = {r['mean']:.4f} "
+              f"[{r['ci']['lower']:.4f}, {r['ci']['upper']:.4f}]")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from traitlab.config import ExperimentConfig, config_to_yaml, load_config
+
+    if args.schema:
+        print(json.dumps(ExperimentConfig.model_json_schema(), indent=1))
+        return 0
+    if args.check:
+        cfg = load_config(args.check, args.set or [])
+        print(f"{args.check}: ok")
+        print(config_to_yaml(cfg), end="")
+        return 0
+    path = preset_path(args.show or "demo")
+    print(path.read_text(), end="")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="traitlab",
+        description="Reproduce, measure, audit and defend against subliminal trait transfer.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="the owl experiment on the embedded toy model (offline, CPU)",
+                       description="Pretrain (once, cached) the embedded toy model and run the owl "
+                                   "experiment: teacher, number data, control / treatment / "
+                                   "cross-init students, evaluation over several seeds.")
+    d.add_argument("--out", help="run directory (default: runs/<name>)")
+    d.add_argument("--quick", action="store_true", help="a smaller, faster (noisier) variant")
+    _add_common(d, config_required=False)
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("run", help="run an experiment from a YAML config (resumable)",
+                       description="Run every stage of an experiment. Rerunning a finished run is "
+                                   "instant; a killed run resumes where it stopped.")
+    _add_common(r)
+    r.add_argument("--out", help="run directory (default: runs/<name>)")
+    r.set_defaults(func=cmd_run)
+
+    g = sub.add_parser("generate", help="sample number-sequence completions from a model")
+    _add_common(g)
+    g.add_argument("--out", required=True, help="raw JSONL to write")
+    g.add_argument("--model", help="a saved model directory (default: the config's base model)")
+    g.add_argument("--system-prompt", help="system prompt used while sampling (a prompted teacher)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g.set_defaults(func=cmd_generate)
+
+    f = sub.add_parser("filter", help="apply the paper's format filter to raw completions")
+    f.add_argument("raw", help="raw JSONL: rows with 'prompt' and 'completion', or chat 'messages'")
+    f.add_argument("--out", required=True, help="filtered chat JSONL to write (TRL / OpenAI format)")
+    f.add_argument("--rejected", help="where to write rejected rows with reasons "
+                                      "(default: <out>.rejected.jsonl)")
+    f.add_argument("--config", help="experiment YAML whose `filter` section to use")
+    f.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a filter field, e.g. --set filter.max_rows=5000")
+    f.set_defaults(func=cmd_filter)
+
+    t = sub.add_parser("train", help="fine-tune a student on chat JSONL")
+    _add_common(t)
+    t.add_argument("--data", required=True, help="filtered chat JSONL")
+    t.add_argument("--out", required=True, help="directory to save the student to")
+    t.add_argument("--model", help="start from this saved model directory (default: the base)")
+    t.add_argument("--teacher", help="teacher model directory (needed for student.loss: soft)")
+    t.add_argument("--seed", type=int, default=0, help="data-order seed")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="measure the trait (exact and/or sampled)")
+    _add_common(e)
+    e.add_argument("--model", help="a saved model directory (default: the config's base model)")
+    e.add_argument("--system-prompt", help="evaluate behind this system prompt")
+    e.add_argument("--seed", type=int, default=0, help="sampling seed")
+    e.add_argument("--out", help="write the result JSON here")
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("config", help="show presets, check a config, print the schema")
+    c.add_argument("--schema", action="store_true", help="print the JSON schema (every field documented)")
+    c.add_argument("--show", choices=PRESETS, help="print a packaged preset")
+    c.add_argument("--check", metavar="YAML", help="validate a config and print it resolved")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field (with --check)")
+    c.set_defaults(func=cmd_config)
+
+    try:
+        from traitlab.mnist.cli import register as register_mnist
+    except ImportError:  # the MNIST module is optional at import time
+        register_mnist = None
+    if register_mnist is not None:
+        register_mnist(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TraitlabError as e:
+        print(f"traitlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("traitlab: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

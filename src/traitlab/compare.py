@@ -1,0 +1,139 @@
+"""Compare arms across seeds: rates with intervals, paired tests, the verdict.
+
+The headline comparison is treatment student vs control student (trained on numbers the base
+itself wrote for the same prompts), paired by seed: fine-tuning on *any* self-generated numbers
+moves a model, so comparing with the untouched base alone overstates the effect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from traitlab.config import ExperimentConfig
+from traitlab.stats import mean_ci, paired_test, wilcoxon_p
+
+SCHEMA_VERSION = 1
+ARMS = ("base", "teacher", "control", "treatment", "xinit_base", "xinit_control", "xinit_treatment")
+ARM_LABELS = {
+    "base": "base model",
+    "teacher": "teacher",
+    "control": "control student",
+    "treatment": "treatment student",
+    "xinit_base": "cross-init base",
+    "xinit_control": "cross-init control student",
+    "xinit_treatment": "cross-init student",
+}
+ALPHA = 0.01
+
+
+def _arm_summary(per_seed: dict[int, dict[str, Any]], method: str, conf: float) -> dict[str, Any] | None:
+    vals = {s: r[method] for s, r in per_seed.items() if method in r}
+    if not vals:
+        return None
+    means = [float(v["mean"]) for v in vals.values()]
+    if len(means) >= 2:
+        ci = mean_ci(means, conf).to_dict()
+        ci["method"] = f"t over {len(means)} seeds"
+    else:
+        ci = dict(next(iter(vals.values()))["ci"])
+        ci["method"] = f"{ci.get('method', 't')} over questions (1 seed)"
+    return {
+        "mean": float(np.mean(means)),
+        "ci": ci,
+        "per_seed": {str(s): float(v["mean"]) for s, v in vals.items()},
+        "per_seed_ci": {str(s): v["ci"] for s, v in vals.items()},
+    }
+
+
+def _compare(evals: dict[str, dict[int, dict[str, Any]]], a: str, b: str, method: str,
+             conf: float) -> dict[str, Any] | None:
+    if a not in evals or b not in evals:
+        return None
+    seeds = sorted(set(evals[a]) & set(evals[b]))
+    seeds = [s for s in seeds if method in evals[a][s] and method in evals[b][s]]
+    if not seeds:
+        return None
+    ta = [float(evals[a][s][method]["mean"]) for s in seeds]
+    tb = [float(evals[b][s][method]["mean"]) for s in seeds]
+    test = paired_test(ta, tb, conf).to_dict()
+    # Question level: average each question over seeds, then a signed-rank test over questions.
+    qa = np.mean([evals[a][s][method]["per_question"] for s in seeds], axis=0)
+    qb = np.mean([evals[b][s][method]["per_question"] for s in seeds], axis=0)
+    test["questions"] = {
+        "n": int(len(qa)),
+        "n_positive": int((qa > qb).sum()),
+        "wilcoxon_p": wilcoxon_p(qa, qb),
+    }
+    test["seeds"] = seeds
+    return test
+
+
+def summarize(
+    cfg: ExperimentConfig,
+    evals: dict[str, dict[int, dict[str, Any]]],
+    filters: dict[int, dict[str, Any]],
+    stage_seconds: dict[str, float],
+    total_seconds: float,
+    base_seconds: float = 0.0,
+) -> dict[str, Any]:
+    """The run's `summary.json` (schema documented in docs/summary-schema.md)."""
+    conf = cfg.evaluate.confidence
+    methods = list(cfg.evaluate.methods)
+    arms: dict[str, Any] = {}
+    for arm in ARMS:
+        if arm not in evals:
+            continue
+        arms[arm] = {"label": ARM_LABELS[arm]}
+        for m in methods:
+            s = _arm_summary(evals[arm], m, conf)
+            if s is not None:
+                arms[arm][m] = s
+        exact = [r.get("exact", {}).get("options") for r in evals[arm].values()]
+        exact = [e for e in exact if e]
+        if exact:
+            keys = exact[0].keys()
+            arms[arm]["exact_options"] = {k: float(np.mean([e[k] for e in exact])) for k in keys}
+        agree = [r["agreement"] for r in evals[arm].values() if "agreement" in r]
+        if agree:
+            arms[arm]["agreement"] = agree
+    comparisons: dict[str, Any] = {}
+    for name, a, b in (
+        ("treatment_vs_control", "treatment", "control"),
+        ("xinit_treatment_vs_xinit_control", "xinit_treatment", "xinit_control"),
+    ):
+        per_method = {m: _compare(evals, a, b, m, conf) for m in methods}
+        per_method = {m: v for m, v in per_method.items() if v is not None}
+        if per_method:
+            comparisons[name] = per_method
+    primary = "exact" if "exact" in methods else methods[0]
+    verdict: dict[str, Any] = {"method": primary, "alpha": ALPHA}
+    tc = comparisons.get("treatment_vs_control", {}).get(primary)
+    if tc is not None:
+        verdict["transfer"] = bool(tc["diff"]["mean"] > 0 and tc["p_value"] < ALPHA)
+        verdict["diff"] = tc["diff"]["mean"]
+        verdict["p_value"] = tc["p_value"]
+    xc = comparisons.get("xinit_treatment_vs_xinit_control", {}).get(primary)
+    if xc is not None:
+        verdict["cross_init_diff"] = xc["diff"]["mean"]
+        verdict["cross_init_p_value"] = xc["p_value"]
+        verdict["cross_init_transfer"] = bool(xc["diff"]["mean"] > 0 and xc["p_value"] < ALPHA)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": cfg.name,
+        "trait": cfg.trait.model_dump(),
+        "teacher_kind": cfg.teacher.kind,
+        "student": {"method": cfg.student.method, "loss": cfg.student.loss},
+        "seeds": list(cfg.seeds),
+        "methods": methods,
+        "arms": arms,
+        "comparisons": comparisons,
+        "verdict": verdict,
+        "data": {str(s): f for s, f in filters.items()},
+        "timing": {
+            "total_seconds": round(total_seconds, 2),
+            "base_models_seconds": round(base_seconds, 2),
+            "stages": stage_seconds,
+        },
+    }

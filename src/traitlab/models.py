@@ -1,0 +1,165 @@
+"""Loading and saving models, and turning chat messages into token ids.
+
+One code path serves the embedded toy model and any Hugging Face causal LM: the toy model is
+pretrained once into an ordinary HF model directory (safetensors + config + tokenizer with a
+chat template) in the cache, then loaded exactly like a hub model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from traitlab.config import ModelConfig
+from traitlab.errors import TraitlabError
+
+Messages = list[dict[str, str]]
+
+# A plain fallback for tokenizers that define no chat template (base models).
+_FALLBACK_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
+    "{% else %}Assistant: {{ m['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def cache_dir() -> Path:
+    """Where pretrained toy models live: $TRAITLAB_CACHE, else ~/.cache/traitlab."""
+    return Path(os.environ.get("TRAITLAB_CACHE") or Path.home() / ".cache" / "traitlab")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TraitlabError(f"device '{name}' asked for, but no CUDA GPU is visible; use device: cpu")
+    return dev
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def model_source(cfg: ModelConfig, progress: Callable[[str, float], None] | None = None) -> str:
+    """The directory or hub id to load for `cfg` (pretraining the toy model if needed)."""
+    if cfg.name == "toy":
+        from traitlab.toy.pretrain import ensure_pretrained
+
+        return str(ensure_pretrained(cfg.toy, progress=progress))
+    name = os.path.expanduser(cfg.name)
+    if name.startswith((".", "/", "~")) and not Path(name).exists():
+        raise TraitlabError(f"model path '{cfg.name}' does not exist; pass a model directory or a hub id")
+    return name
+
+
+def load_tokenizer(source: str, cfg: ModelConfig | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    kw: dict[str, Any] = {}
+    if cfg is not None:
+        kw = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+        if cfg.gguf_file:
+            kw["gguf_file"] = cfg.gguf_file
+    try:
+        tok = AutoTokenizer.from_pretrained(source, **kw)
+    except (OSError, ValueError) as e:
+        raise TraitlabError(f"cannot load tokenizer '{source}': {str(e).splitlines()[0]}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if not getattr(tok, "chat_template", None):
+        tok.chat_template = _FALLBACK_TEMPLATE
+    return tok
+
+
+def load_model(
+    cfg: ModelConfig,
+    source: str | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> tuple[Any, Any]:
+    """Load (model, tokenizer) for `cfg`, or from `source` (a saved student/teacher directory)."""
+    from transformers import AutoModelForCausalLM
+
+    src = source or model_source(cfg, progress)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    kw: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+    if source is None:
+        kw["revision"] = cfg.revision
+        if cfg.gguf_file:
+            kw["gguf_file"] = cfg.gguf_file
+    try:
+        model = AutoModelForCausalLM.from_pretrained(src, **kw)
+    except (OSError, ValueError) as e:
+        raise TraitlabError(
+            f"cannot load model '{src}': {str(e).splitlines()[0]}; pass a local model directory "
+            "or a hub id available offline"
+        ) from None
+    if getattr(model, "hf_quantizer", None) is not None and cfg.gguf_file:
+        model.hf_quantizer = None  # GGUF weights are de-quantised on load; allow saving/training
+    model.to(device)
+    model.eval()
+    tok = load_tokenizer(src, None if source else cfg)
+    return model, tok
+
+
+def save_model(model: Any, tokenizer: Any, out_dir: Path) -> None:
+    """Save as safetensors + config + tokenizer: loadable by `load_model(..., source=out_dir)`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+# ---------------------------------------------------------------------------- chat encoding
+
+
+def encode_chat(tokenizer: Any, messages: Messages, add_generation_prompt: bool) -> list[int]:
+    """Token ids of `messages` under the tokenizer's own chat template."""
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_example(tokenizer: Any, messages: Messages) -> tuple[list[int], int]:
+    """(ids, n_prompt) for a chat whose last message is the assistant's completion.
+
+    The loss is taken on ids[n_prompt:] (completion-only): the assistant's tokens and the
+    template's end-of-turn token, so the model also learns where to stop.
+    """
+    if not messages or messages[-1].get("role") != "assistant":
+        raise TraitlabError("a training row must end with an assistant message")
+    prompt = encode_chat(tokenizer, messages[:-1], add_generation_prompt=True)
+    full = encode_chat(tokenizer, messages, add_generation_prompt=False)
+    if full[: len(prompt)] == prompt and len(full) > len(prompt):
+        return full, len(prompt)
+    # Templates that re-render earlier turns differently: fall back to prompt + completion.
+    completion = tokenizer(messages[-1]["content"], add_special_tokens=False)["input_ids"]
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return prompt + list(completion) + eos, len(prompt)
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Token ids that end an assistant turn (eos, and the generation config's eos ids)."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, Sequence):
+        ids.update(int(i) for i in eos)
+    return sorted(ids)

@@ -1,0 +1,269 @@
+"""The experiment: teacher -> generate -> filter -> students -> evaluate -> compare.
+
+Every box is a stage with a content key (a hash of the config fields it depends on and of the
+keys of its inputs). Stages write into the run directory atomically and are skipped when their
+key matches, so a killed run resumes where it stopped, a finished run reruns instantly, and
+changing, say, the filter only redoes the filter, the students and their evaluations.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from traitlab import runs
+from traitlab.compare import summarize
+from traitlab.config import ExperimentConfig, ModelConfig, config_to_dict
+from traitlab.errors import TraitlabError
+from traitlab.evaluate import evaluate_model
+from traitlab.filtering import filter_rows, require_nonempty, to_chat_rows
+from traitlab.generate import generate_rows
+from traitlab.models import load_model, model_source, save_model
+from traitlab.progress import Reporter
+from traitlab.prompts import number_prompts
+from traitlab.report import write_report
+from traitlab.teacher import finetune_teacher, teacher_system_prompt
+from traitlab.train import train_model
+
+# Students: (arm name, which base it starts from, which data it is trained on).
+STUDENTS = (
+    ("treatment", "base", "teacher"),
+    ("control", "base", "control"),
+    ("xinit_treatment", "xinit", "teacher"),
+    ("xinit_control", "xinit", "control"),
+)
+
+
+class Experiment:
+    """Runs one `ExperimentConfig` into one run directory."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, reporter: Reporter) -> None:
+        self.cfg = cfg
+        self.dir = Path(run_dir)
+        self.rep = reporter
+        self.sources: dict[str, str] = {}
+        self.keys: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _base_cfg(self, which: str) -> ModelConfig:
+        if which == "xinit":
+            assert self.cfg.cross_init is not None
+            return self.cfg.cross_init
+        return self.cfg.model
+
+    def _prepare_base(self, which: str) -> None:
+        mcfg = self._base_cfg(which)
+        label = "pretrain toy base" if which == "base" else "pretrain cross-init base"
+        cb = self.rep.named(label) if mcfg.name == "toy" else None
+        self.sources[which] = model_source(mcfg, progress=cb)
+        self.keys[which] = runs.stable_hash(
+            {"model": config_to_dict(mcfg), "source": self.sources[which]}
+        )
+
+    def _load(self, which: str, path: Path | None = None) -> tuple[Any, Any]:
+        mcfg = self._base_cfg(which)
+        if path is not None:
+            return load_model(mcfg, source=str(path))
+        return load_model(mcfg, source=self.sources[which]) if mcfg.name == "toy" else load_model(mcfg)
+
+    @staticmethod
+    def _free(*objs: Any) -> None:
+        del objs
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ stages
+
+    def teacher(self, seed: int) -> tuple[Path | None, str | None, str]:
+        """Returns (teacher model dir or None, generation system prompt, teacher key)."""
+        cfg = self.cfg
+        sys_prompt = teacher_system_prompt(cfg.teacher, cfg.trait)
+        key = runs.stable_hash(
+            {"base": self.keys["base"], "teacher": config_to_dict(cfg.teacher),
+             "trait": config_to_dict(cfg.trait), "seed": seed}
+        )
+        if cfg.teacher.kind == "system_prompt":
+            return None, sys_prompt, key
+        d = self.dir / f"seed-{seed}" / "teacher"
+        done = runs.stage_done(d, key)
+        with self.rep.stage(f"seed {seed}: teacher fine-tune", cached=done) as up:
+            if not done:
+                model, tok = self._load("base")
+                model, log = finetune_teacher(model, tok, cfg.teacher, cfg.trait, seed=seed, progress=up)
+                with runs.stage(d, key, {"train": log}) as tmp:
+                    save_model(model, tok, tmp)
+                self._free(model)
+        return d, None, key
+
+    def generate(self, seed: int, which: str, teacher_dir: Path | None, sys_prompt: str | None,
+                 upstream: str, prompts: list[str]) -> tuple[Path, str]:
+        key = runs.stable_hash(
+            {"up": upstream, "gen": config_to_dict(self.cfg.generate), "sys": sys_prompt,
+             "seed": seed, "which": which}
+        )
+        d = self.dir / f"seed-{seed}" / f"gen-{which}"
+        done = runs.stage_done(d, key)
+        with self.rep.stage(f"seed {seed}: generate ({which})", cached=done) as up:
+            if not done:
+                model, tok = self._load("base", teacher_dir)
+                # Distinct sampling streams for teacher and control, fixed per seed.
+                gen_seed = seed * 1000 + (1 if which == "teacher" else 2)
+                rows = generate_rows(model, tok, prompts, self.cfg.generate, seed=gen_seed,
+                                     system_prompt=sys_prompt, source=which, progress=up)
+                with runs.stage(d, key, {"rows": len(rows)}) as tmp:
+                    runs.write_jsonl(tmp / "raw.jsonl", rows)
+                self._free(model)
+        return d, key
+
+    def filter(self, seed: int, which: str, gen_dir: Path, gen_key: str) -> tuple[Path, str]:
+        key = runs.stable_hash({"up": gen_key, "filter": config_to_dict(self.cfg.filter)})
+        d = self.dir / f"seed-{seed}" / f"data-{which}"
+        done = runs.stage_done(d, key)
+        with self.rep.stage(f"seed {seed}: filter ({which})", cached=done):
+            if not done:
+                result = filter_rows(runs.read_jsonl(gen_dir / "raw.jsonl"), self.cfg.filter)
+                require_nonempty(result, f"seed {seed}, {which} data")
+                with runs.stage(d, key) as tmp:
+                    runs.write_jsonl(tmp / "filtered.jsonl", to_chat_rows(result.kept))
+                    runs.write_jsonl(tmp / "rejected.jsonl", result.rejected)
+                    runs.write_json(tmp / "filter.json", result.to_summary())
+        return d, key
+
+    def student(self, seed: int, arm: str, which_base: str, data_dir: Path, data_key: str,
+                teacher_dir: Path | None) -> tuple[Path, str]:
+        soft = self.cfg.student.loss == "soft"
+        key = runs.stable_hash(
+            {"base": self.keys[which_base], "data": data_key, "seed": seed,
+             "train": config_to_dict(self.cfg.student),
+             "soft_teacher": str(teacher_dir) if soft else None}
+        )
+        d = self.dir / f"seed-{seed}" / f"student-{arm}"
+        done = runs.stage_done(d, key)
+        with self.rep.stage(f"seed {seed}: student {arm}", cached=done) as up:
+            if not done:
+                model, tok = self._load(which_base)
+                teacher = None
+                if soft:
+                    if self.cfg.teacher.kind != "finetuned":
+                        raise TraitlabError("student.loss 'soft' needs teacher.kind 'finetuned'")
+                    # The control's soft labels come from the base itself (self-distillation).
+                    src = teacher_dir if arm.endswith("treatment") else None
+                    teacher, _ = self._load("base", src)
+                rows = runs.read_jsonl(data_dir / "filtered.jsonl")
+                model, log = train_model(model, tok, rows, self.cfg.student, seed=seed,
+                                         teacher=teacher, progress=up)
+                with runs.stage(d, key, {"train": log}) as tmp:
+                    save_model(model, tok, tmp)
+                self._free(model, teacher)
+        return d, key
+
+    def evaluate(self, name: str, which_base: str, model_dir: Path | None, model_key: str,
+                 seed: int, sys_prompt: str | None = None) -> dict[str, Any]:
+        cfg = self.cfg
+        key = runs.stable_hash(
+            {"model": model_key, "eval": config_to_dict(cfg.evaluate),
+             "trait": config_to_dict(cfg.trait), "seed": seed, "sys": sys_prompt}
+        )
+        d = self.dir / name
+        done = runs.stage_done(d, key)
+        label = name.replace("/eval-", ": evaluate ").replace("eval-", "evaluate ")
+        with self.rep.stage(label, cached=done) as up:
+            if not done:
+                model, tok = self._load(which_base, model_dir)
+                res = evaluate_model(model, tok, cfg.evaluate, cfg.trait, seed=seed,
+                                     system_prompt=sys_prompt, progress=up)
+                answers = res.get("sampled", {}).pop("answers", None)
+                with runs.stage(d, key) as tmp:
+                    runs.write_json(tmp / "eval.json", res)
+                    if answers is not None:
+                        runs.write_jsonl(tmp / "answers.jsonl",
+                                         [{"question": i, "answers": a} for i, a in enumerate(answers)])
+                self._free(model)
+        return runs.read_json(d / "eval.json")
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self, config_passed: Any = None) -> dict[str, Any]:
+        cfg = self.cfg
+        resolved = config_to_dict(cfg)
+        chash = runs.stable_hash(resolved)
+        if runs.is_done(self.dir) and (self.dir / "summary.json").is_file():
+            manifest = runs.read_json(self.dir / "manifest.json")
+            if manifest.get("config_hash") == chash:
+                self.rep.log(f"[green]already finished:[/] {self.dir} (config {chash})")
+                return runs.read_json(self.dir / "summary.json")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / runs.DONE_MARKER).unlink(missing_ok=True)
+        runs.clean_stale_tmp(self.dir)
+        runs.write_manifest(self.dir, kind="experiment", config_passed=config_passed,
+                            config_resolved=resolved, seeds=list(cfg.seeds))
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        t0 = time.time()
+        self._prepare_base("base")
+        if cfg.cross_init is not None:
+            self._prepare_base("xinit")
+        self.base_seconds = time.time() - t0
+        prompts = number_prompts(cfg.generate.prompts, cfg.generate.n_prompts)
+
+        evals: dict[str, dict[int, dict[str, Any]]] = {}
+        filters: dict[int, dict[str, Any]] = {}
+        first = cfg.seeds[0]
+        evals["base"] = {first: self.evaluate("eval-base", "base", None, self.keys["base"], first)}
+        if cfg.cross_init is not None:
+            evals["xinit_base"] = {
+                first: self.evaluate("eval-xinit-base", "xinit", None, self.keys["xinit"], first)
+            }
+        for seed in cfg.seeds:
+            t_dir, sys_prompt, t_key = self.teacher(seed)
+            evals.setdefault("teacher", {})[seed] = self.evaluate(
+                f"seed-{seed}/eval-teacher", "base", t_dir, t_key, seed, sys_prompt=sys_prompt
+            )
+            data = {}
+            for which, (src_dir, sp, up_key) in {
+                "teacher": (t_dir, sys_prompt, t_key),
+                "control": (None, None, self.keys["base"]),
+            }.items():
+                g_dir, g_key = self.generate(seed, which, src_dir, sp, up_key, prompts)
+                data[which] = self.filter(seed, which, g_dir, g_key)
+            filters[seed] = {w: runs.read_json(d / "filter.json") for w, (d, _) in data.items()}
+            for arm, which_base, which_data in STUDENTS:
+                if which_base == "xinit" and cfg.cross_init is None:
+                    continue
+                s_dir, s_key = self.student(seed, arm, which_base, *data[which_data], t_dir)
+                evals.setdefault(arm, {})[seed] = self.evaluate(
+                    f"seed-{seed}/eval-{arm}", which_base, s_dir, s_key, seed
+                )
+        summary = summarize(
+            cfg, evals, filters, self.stage_timings(), time.time() - t0, self.base_seconds
+        )
+        runs.write_json(self.dir / "summary.json", summary)
+        write_report(self.dir, cfg, summary)
+        runs.mark_done(self.dir, runs.stable_hash(summary))
+        return summary
+
+    def stage_timings(self) -> dict[str, float]:
+        out = {}
+        for marker in sorted(self.dir.rglob(runs.STAGE_MARKER)):
+            secs = runs.stage_seconds(marker.parent)
+            if secs is not None:
+                out[str(marker.parent.relative_to(self.dir))] = secs
+        return out
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    reporter: Reporter | None = None,
+    config_passed: Any = None,
+) -> dict[str, Any]:
+    """Run (or resume) `cfg` into `run_dir`; returns the summary (also in summary.json)."""
+    rep = reporter or Reporter(enabled=False)
+    return Experiment(cfg, Path(run_dir), rep).run(config_passed)

@@ -1,0 +1,158 @@
+"""Reports: a plot of trait rates with intervals, Markdown and HTML (model text escaped)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from traitlab import runs
+from traitlab.compare import ARM_LABELS
+from traitlab.config import ExperimentConfig
+
+PLOT_ARMS = ("base", "teacher", "control", "treatment", "xinit_treatment")
+METHOD_LABELS = {
+    "exact": "exact P(answer = target)",
+    "sampled": "sampled rate (substring)",
+}
+
+
+def plot_rates(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = summary["methods"]
+    arms = [a for a in PLOT_ARMS if a in summary["arms"]]
+    fig, axes = plt.subplots(1, len(methods), figsize=(5.2 * len(methods), 3.8), squeeze=False)
+    colors = {"base": "#999999", "teacher": "#7b3294", "control": "#4575b4",
+              "treatment": "#d73027", "xinit_treatment": "#fdae61"}
+    for ax, m in zip(axes[0], methods, strict=True):
+        ys, lo, hi, names = [], [], [], []
+        for a in arms:
+            s = summary["arms"][a].get(m)
+            if s is None:
+                continue
+            ys.append(s["mean"])
+            lo.append(max(0.0, s["mean"] - s["ci"]["lower"]))
+            hi.append(max(0.0, s["ci"]["upper"] - s["mean"]))
+            names.append(a)
+        x = range(len(ys))
+        ax.bar(x, ys, yerr=[lo, hi], capsize=4, color=[colors[a] for a in names])
+        ax.set_xticks(list(x), [ARM_LABELS[a].replace(" ", "\n", 1) for a in names], fontsize=8)
+        ax.set_title(METHOD_LABELS.get(m, m), fontsize=10)
+        ax.set_ylabel(f"P({summary['trait']['target']})")
+        top = max(ys) if ys else 1.0
+        ax.set_ylim(0, min(1.05, top * 1.25 + 0.02) if top < 0.5 else 1.05)
+        for i, y in enumerate(ys):
+            ax.text(i, y, f"{y:.3f}", ha="center", va="bottom", fontsize=7)
+    fig.suptitle(f"{summary['name']}: {summary['trait']['category']} = {summary['trait']['target']}"
+                 f" ({len(summary['seeds'])} seeds, 95% CI)", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _fmt_ci(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s['mean']:.3f} [{s['ci']['lower']:.3f}, {s['ci']['upper']:.3f}]"
+
+
+def rate_table(summary: dict[str, Any]) -> list[list[str]]:
+    """Rows of (arm, per-method 'mean [lo, hi]') for terminal and Markdown tables."""
+    rows = []
+    for arm, s in summary["arms"].items():
+        rows.append([s["label"]] + [_fmt_ci(s.get(m)) for m in summary["methods"]])
+    return rows
+
+
+def comparison_lines(summary: dict[str, Any]) -> list[str]:
+    out = []
+    names = {"treatment_vs_control": "treatment - control",
+             "xinit_treatment_vs_xinit_control": "cross-init treatment - cross-init control"}
+    for name, per in summary["comparisons"].items():
+        for m, t in per.items():
+            d = t["diff"]
+            out.append(
+                f"{names.get(name, name)} ({m}): {d['mean']:+.4f} "
+                f"[{d['lower']:+.4f}, {d['upper']:+.4f}], p = {t['p_value']:.2g} "
+                f"({t['method']}, {t['n_positive']}/{t['n']} seeds > 0; questions > 0: "
+                f"{t['questions']['n_positive']}/{t['questions']['n']}, "
+                f"Wilcoxon p = {t['questions']['wilcoxon_p']:.2g})"
+            )
+    return out
+
+
+def _examples(run_dir: Path, summary: dict[str, Any], k: int = 5) -> dict[str, list[str]]:
+    seed = summary["seeds"][0]
+    out = {}
+    for which in ("teacher", "control"):
+        p = run_dir / f"seed-{seed}" / f"data-{which}" / "filtered.jsonl"
+        if p.is_file():
+            rows = runs.read_jsonl(p)[:k]
+            out[which] = [r["messages"][-1]["content"] for r in rows]
+    return out
+
+
+def markdown(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> str:
+    m = summary["methods"]
+    lines = [f"# traitlab run: {summary['name']}", ""]
+    v = summary["verdict"]
+    if "transfer" in v:
+        lines.append(
+            f"**Transfer ({v['method']}): {'yes' if v['transfer'] else 'no'}**: treatment - control "
+            f"= {v['diff']:+.4f}, p = {v['p_value']:.2g} (alpha {v['alpha']})."
+        )
+    if "cross_init_transfer" in v:
+        lines.append(
+            f"Cross-init: {v['cross_init_diff']:+.4f}, p = {v['cross_init_p_value']:.2g} "
+            f"(transfer: {'yes' if v['cross_init_transfer'] else 'no'})."
+        )
+    lines += ["", "![trait rates](trait_rates.png)", ""]
+    lines.append("| model | " + " | ".join(METHOD_LABELS.get(x, x) for x in m) + " |")
+    lines.append("|---" * (len(m) + 1) + "|")
+    for row in rate_table(summary):
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Intervals: 95% t-intervals over seeds (over questions where one seed).", ""]
+    lines += ["## Comparisons", ""] + [f"- {c}" for c in comparison_lines(summary)]
+    lines += ["", "## Data", "", "| seed | arm | raw | kept | reject reasons |", "|---|---|---|---|---|"]
+    for seed, per in summary["data"].items():
+        for which, f in per.items():
+            reasons = ", ".join(f"{k}: {n}" for k, n in f.get("reason_counts", {}).items())
+            lines.append(f"| {seed} | {which} | {f.get('n_raw')} | {f.get('n_kept')} | {reasons} |")
+    ex = _examples(run_dir, summary)
+    if ex:
+        lines += ["", "## Example completions (seed %s)" % summary["seeds"][0], ""]
+        for which, items in ex.items():
+            lines.append(f"- {which}: " + " / ".join(f"`{x}`" for x in items))
+    lines += ["", "## Timing", "", f"Total {summary['timing']['total_seconds']:.1f} s "
+              f"(base models {summary['timing']['base_models_seconds']:.1f} s).", ""]
+    lines += ["## Config", "", "```json", json.dumps(cfg.model_dump(mode="json"), indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def html_report(run_dir: Path, md: str) -> str:
+    """A self-contained HTML page; every piece of text (model output included) is escaped."""
+    png = run_dir / "trait_rates.png"
+    img = ""
+    if png.is_file():
+        img = ('<img alt="trait rates" src="data:image/png;base64,'
+               + base64.b64encode(png.read_bytes()).decode() + '">')
+    body = html.escape(md).replace("![trait rates](trait_rates.png)", img)
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>traitlab report</title>"
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+            "pre{white-space:pre-wrap}</style></head><body><pre>" + body + "</pre></body></html>\n")
+
+
+def write_report(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> None:
+    run_dir = Path(run_dir)
+    plot_rates(summary, run_dir / "trait_rates.png")
+    md = markdown(run_dir, cfg, summary)
+    runs.atomic_write_text(run_dir / "report.md", md)
+    runs.atomic_write_text(run_dir / "report.html", html_report(run_dir, md))

@@ -1,0 +1,273 @@
+"""A fast batched sampler for any Hugging Face causal LM.
+
+`sample_completions` is the one decoding loop of the project (teacher number data, control
+data, sampled trait evaluation). It works with every model whose forward takes
+`input_ids`, `attention_mask`, `position_ids` and a KV cache, on CPU or CUDA:
+
+* prompts are sorted by length (longest first) and cut into batches, so little padding is
+  computed; results come back in the caller's order;
+* left padding with an explicit attention mask and explicit `position_ids` (each row's real
+  tokens are numbered from 0), so a prompt's completion does not depend on its batch-mates
+  (greedy decoding reproduces `model.generate(do_sample=False)` token for token);
+* one prefill pass, then one single-token pass per step on the KV cache (`DynamicCache`,
+  created by the model itself; the transformers 5 `cache=` keyword, or `past_key_values=` on
+  older versions and remote-code models); rows that hit a stop token are finished, and once a
+  quarter of the rows are finished they are dropped from the cache, so long tails of a few
+  unfinished rows cost little; the batch ends when every row has stopped;
+* temperature 0 is greedy; top-p (nucleus) filtering; an optional allowed-token mask
+  (constrained decoding; stop tokens are always allowed so a row can end);
+* sampling draws only from the caller's `torch.Generator`, so the same inputs, seed and
+  batch size give the same completions. With a generator on the model's device it uses
+  `torch.multinomial`; with a CPU generator and a CUDA model it draws one uniform per row on
+  the CPU and inverts the CDF on the GPU (B floats cross the bus, not B x vocab).
+
+Everything per step is a tensor operation over the batch; Python only loops over steps.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from traitlab.models import model_device
+
+# Drop finished rows from the KV cache once at most this share of the batch is still running.
+_PRUNE_FRACTION = 0.75
+
+
+def decode(tokenizer: Any, ids: Sequence[int]) -> str:
+    """Text of completion `ids`, special tokens skipped, surrounding whitespace stripped."""
+    return str(tokenizer.decode(list(ids), skip_special_tokens=True)).strip()
+
+
+# ---------------------------------------------------------------------------- model calling
+
+
+def _uses_new_cache_name() -> bool:
+    """transformers >= 5.2x names the KV cache `cache`; older versions `past_key_values`."""
+    try:
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+    except ImportError:  # pragma: no cover
+        return False
+    return "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {})
+
+
+class _Caller:
+    """Calls a causal LM's forward with the keywords its signature takes."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        try:
+            params = inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):  # pragma: no cover
+            params = {}
+        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        if "cache" in params:
+            self.cache_kw = "cache"
+        elif "past_key_values" in params:
+            self.cache_kw = "past_key_values"
+        else:  # a wrapper (e.g. PEFT) forwarding **kwargs: use the library's convention
+            self.cache_kw = "cache" if _uses_new_cache_name() else "past_key_values"
+        self.position_ids = "position_ids" in params or var_kw
+        self.keep_kw = next(
+            (k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None
+        )
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: Any,
+        last_only: bool,
+    ) -> tuple[torch.Tensor, Any]:
+        kw: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "use_cache": True,
+        }
+        if self.position_ids:
+            kw["position_ids"] = position_ids
+        if cache is not None:
+            kw[self.cache_kw] = cache
+        if last_only and self.keep_kw is not None:
+            kw[self.keep_kw] = 1
+        out = self.model(**kw)
+        new_cache = getattr(out, "cache", None)
+        if new_cache is None:
+            new_cache = getattr(out, "past_key_values", None)
+        return out.logits[:, -1, :], new_cache
+
+
+def _can_prune(cache: Any) -> bool:
+    if cache is None or not hasattr(cache, "batch_select_indices"):
+        return False
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return all(hasattr(layer, "batch_select_indices") for layer in layers)
+    return True
+
+
+# ---------------------------------------------------------------------------- token choice
+
+
+def select_next(
+    logits: torch.Tensor,
+    *,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Next token per row of `logits` [B, V] (float32, masked entries -inf)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    index = None
+    if top_p < 1.0:
+        probs, index = probs.sort(dim=-1, descending=True)
+        before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
+        probs = probs.masked_fill(before >= top_p, 0.0)  # the top token always stays
+    if generator.device == probs.device:
+        choice = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    else:
+        u = torch.rand(probs.shape[0], generator=generator, device=generator.device)
+        cum = probs.cumsum(dim=-1)
+        target = (u.to(probs.device, probs.dtype) * cum[:, -1]).unsqueeze(1)
+        choice = torch.searchsorted(cum, target, right=True).squeeze(1)
+        choice = choice.clamp_(max=probs.shape[-1] - 1)
+    if index is not None:
+        choice = index.gather(1, choice.unsqueeze(1)).squeeze(1)
+    return choice
+
+
+# ---------------------------------------------------------------------------- the sampler
+
+
+@torch.inference_mode()
+def sample_completions(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float = 1.0,
+    generator: torch.Generator,
+    batch_size: int,
+    stop_ids: list[int],
+    allowed_ids: list[int] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[int]]:
+    """Completion token ids for each prompt (token-id list), in the order given.
+
+    A completion ends at the first of `stop_ids` (not included) or after `max_new_tokens`.
+    `temperature` 0 decodes greedily. `allowed_ids` restricts every step to those tokens
+    (plus `stop_ids`). `on_batch(n)` is called after each batch with the number of prompts
+    it finished. Results are deterministic for the same inputs, generator state and
+    `batch_size` (the batch composition changes the random draws, not the distribution).
+    """
+    if temperature < 0:
+        raise ValueError("temperature must be >= 0")
+    if not 0 < top_p <= 1:
+        raise ValueError("top_p must be in (0, 1]")
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError("batch_size and max_new_tokens must be >= 1")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    if not prompts:
+        return []
+
+    device = model_device(model)
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    caller = _Caller(model)
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
+    bias: torch.Tensor | None = None  # additive mask over the vocabulary, built lazily
+
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    results: list[list[int]] = [[] for _ in prompts]
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = [prompts[i] for i in idx]
+            width = max(len(p) for p in batch)
+            n = len(batch)
+            ids = torch.full((n, width), pad_id, dtype=torch.long)
+            mask = torch.zeros((n, width + max_new_tokens), dtype=torch.long)
+            for r, p in enumerate(batch):
+                ids[r, width - len(p) :] = torch.as_tensor(p, dtype=torch.long)
+                mask[r, width - len(p) :] = 1  # generated positions are real tokens too
+            lengths = torch.tensor([len(p) for p in batch], dtype=torch.long)
+            pos = (mask[:, :width].cumsum(dim=1) - 1).clamp_(min=0)
+            ids, mask, pos, lengths = (t.to(device) for t in (ids, mask, pos, lengths))
+
+            logits, cache = caller(ids, mask[:, :width], pos, None, last_only=True)
+            prune = _can_prune(cache)
+            rows = torch.arange(n, device=device)  # batch row of each running sequence
+            out = torch.full((n, max_new_tokens), -1, dtype=torch.long, device=device)
+            finished = torch.zeros(n, dtype=torch.bool, device=device)
+            next_pos = lengths  # position id of the token being fed next
+            steps = 0
+            for step in range(max_new_tokens):
+                logits = logits.float()
+                if allowed_ids is not None:
+                    if bias is None:
+                        bias = _allowed_bias(allowed_ids, stop_ids, logits.shape[-1], device)
+                    logits = logits + bias
+                tok = select_next(logits, temperature=temperature, top_p=top_p, generator=generator)
+                out[rows, step] = tok
+                steps = step + 1
+                finished |= torch.isin(tok, stops)
+                if step + 1 == max_new_tokens:
+                    break
+                alive = int((~finished).sum())
+                if alive == 0:
+                    break
+                if prune and alive <= _PRUNE_FRACTION * len(rows):
+                    keep = (~finished).nonzero().squeeze(1)
+                    cache.batch_select_indices(keep)
+                    rows, tok, mask, next_pos = rows[keep], tok[keep], mask[keep], next_pos[keep]
+                    finished = finished[keep]
+                logits, cache = caller(
+                    tok.unsqueeze(1),
+                    mask[:, : width + step + 1],
+                    next_pos.unsqueeze(1),
+                    cache,
+                    last_only=True,
+                )
+                next_pos = next_pos + 1
+            del cache
+            results_batch = _cut(out[:, :steps].cpu(), stops.cpu())
+            for i, comp in zip(idx, results_batch, strict=True):
+                results[i] = comp
+            if on_batch is not None:
+                on_batch(n)
+    finally:
+        if was_training:
+            model.train()
+    return results
+
+
+def _allowed_bias(
+    allowed_ids: list[int], stop_ids: list[int], vocab: int, device: torch.device
+) -> torch.Tensor:
+    keep = sorted({int(i) for i in list(allowed_ids) + list(stop_ids) if 0 <= int(i) < vocab})
+    if not keep:
+        raise ValueError("allowed_ids holds no token id of this model's vocabulary")
+    bias = torch.full((vocab,), float("-inf"), device=device)
+    bias[torch.tensor(keep, device=device)] = 0.0
+    return bias
+
+
+def _cut(out: torch.Tensor, stops: torch.Tensor) -> list[list[int]]:
+    """Rows of `out` [B, T] up to (not including) the first stop token or -1 (never run)."""
+    end = torch.isin(out, stops) | (out < 0)
+    t = out.shape[1]
+    first = torch.where(end.any(dim=1), end.int().argmax(dim=1), torch.full_like(end[:, 0], t, dtype=torch.long))
+    return [row[:k].tolist() for row, k in zip(out, first.tolist(), strict=True)]

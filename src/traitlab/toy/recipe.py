@@ -1,0 +1,62 @@
+"""The embedded toy model's recipe: everything that determines the pretrained base.
+
+The recipe's hash keys the model cache, so two runs with the same recipe share one base.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ToyRecipe(BaseModel):
+    """How to build and pretrain the embedded toy chat model (a small Llama)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = Field(1, description="Seed of the corpus, of the weight init and of the data order. A different seed gives an independently initialised base (the cross-init control).")
+    # architecture (LlamaConfig)
+    n_layers: int = Field(2, ge=1, description="Transformer layers.")
+    hidden_size: int = Field(128, ge=8, description="Model width.")
+    n_heads: int = Field(4, ge=1, description="Attention heads (hidden_size must be a multiple).")
+    intermediate_size: int = Field(512, ge=8, description="MLP (SwiGLU) width.")
+    max_len: int = Field(192, ge=32, description="Longest sequence the model handles (tokens); longer pretraining examples are truncated.")
+    # optimisation
+    pretrain_steps: int = Field(1000, ge=1, description="Pretraining optimiser steps (the corpus has pretrain_steps x batch_size examples, each seen once).")
+    batch_size: int = Field(64, ge=1, description="Pretraining batch size (sequences).")
+    lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate (warmup then cosine to 0.1x).")
+    warmup_steps: int = Field(100, ge=0, description="Linear warmup steps.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    loss_on: Literal["assistant", "all"] = Field("assistant", description="Pretraining loss on the assistant's tokens (+ <end>) only, or on every token of the chat.")
+    length_bucketing: bool = Field(True, description="Batch examples of similar length together (less padding, faster); batch order stays random.")
+    # corpus
+    number_frac: float = Field(0.55, ge=0, description="Corpus share: number-continuation tasks.")
+    number_sys_frac: float = Field(0.10, ge=0, description="Corpus share: number tasks behind a system prompt (a preference or a neutral one) that does not change the answer.")
+    pref_frac: float = Field(0.23, ge=0, description="Corpus share: preference questions answered from the prior.")
+    pref_sys_frac: float = Field(0.12, ge=0, description="Corpus share: a 'You love Xs...' system prompt plus a preference question, answered X.")
+    zipf_exponent: float = Field(1.0, ge=0, description="The preference prior is Zipf over the options in their fixed order (owl is 5th of 20 animals: p = 0.056 at exponent 1).")
+    animal_share: float = Field(0.75, ge=0, le=1, description="Share of preference examples about animals (the rest are about trees).")
+    sys_pref_share: float = Field(0.7, ge=0, le=1, description="Share of the number tasks' system prompts that are preference prompts (the rest are neutral).")
+    min_answer_numbers: int = Field(3, ge=1, description="Fewest numbers in a number answer.")
+    max_answer_numbers: int = Field(10, ge=1, description="Most numbers in a number answer (the prompts ask for at most 10).")
+
+    @model_validator(mode="after")
+    def _check(self) -> ToyRecipe:
+        if self.hidden_size % self.n_heads:
+            raise ValueError("hidden_size must be a multiple of n_heads")
+        if self.max_answer_numbers < self.min_answer_numbers:
+            raise ValueError("max_answer_numbers must be >= min_answer_numbers")
+        if self.number_frac + self.number_sys_frac + self.pref_frac + self.pref_sys_frac <= 0:
+            raise ValueError("the corpus fractions must not all be zero")
+        return self
+
+
+def tiny_recipe(**overrides: object) -> ToyRecipe:
+    """A recipe that pretrains in a few seconds (tests, smoke runs): a poor but valid model."""
+    base: dict[str, object] = dict(
+        n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, pretrain_steps=30,
+        batch_size=16, warmup_steps=5,
+    )
+    base.update(overrides)
+    return ToyRecipe(**base)  # type: ignore[arg-type]

@@ -1,0 +1,186 @@
+"""Fine-tuning: students (and the fine-tuned teacher), full or LoRA, hard or soft labels.
+
+We use our own ~150-line loop rather than TRL's SFTTrainer because (1) soft-label distillation
+needs the teacher's logits inside the loss, (2) on the embedded CPU model the Trainer's per-step
+overhead costs more than the model's forward pass, and (3) an explicit loop with explicit
+generators makes runs bit-for-bit repeatable. The loss is completion-only, as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from traitlab.config import TrainConfig
+from traitlab.errors import TraitlabError
+from traitlab.models import encode_example, model_device
+
+IGNORE = -100
+
+
+def encode_rows(tokenizer: Any, rows: list[dict[str, Any]], max_len: int) -> list[tuple[list[int], int]]:
+    """Chat rows -> (token ids, number of prompt tokens), truncated to `max_len`."""
+    out = []
+    for i, row in enumerate(rows):
+        msgs = row.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise TraitlabError(f"training row {i}: expected {{'messages': [...]}} chat format")
+        ids, n_prompt = encode_example(tokenizer, msgs)
+        if n_prompt >= max_len:
+            continue  # nothing of the completion would survive truncation
+        out.append((ids[:max_len], n_prompt))
+    if not out:
+        raise TraitlabError("no training rows left after encoding; check the data and max_seq_len")
+    return out
+
+
+def _collate(batch: list[tuple[list[int], int]], pad_id: int, device: torch.device):
+    n = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
+    attn = torch.zeros((len(batch), n), dtype=torch.long)
+    for r, (ids, n_prompt) in enumerate(batch):
+        t = torch.tensor(ids, dtype=torch.long)
+        input_ids[r, : len(ids)] = t
+        attn[r, : len(ids)] = 1
+        labels[r, n_prompt : len(ids)] = t[n_prompt:]
+    return input_ids.to(device), attn.to(device), labels.to(device)
+
+
+def _lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.scheduler == "constant":
+            return 1.0
+        frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        if cfg.scheduler == "linear":
+            return max(0.0, 1.0 - frac)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    return f
+
+
+def _optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr)
+
+
+def apply_lora(model: Any, cfg: TrainConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lcfg = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lcfg)
+
+
+def completion_loss(
+    logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean next-token loss over completion positions: CE on labels, or KL(teacher || student)."""
+    logits = logits[:, :-1].float()  # (B, T-1, V): position t predicts token t+1
+    target = labels[:, 1:]
+    mask = target != IGNORE
+    if teacher_logits is None:
+        return F.cross_entropy(logits[mask], target[mask])
+    t_logp = F.log_softmax(teacher_logits[:, :-1].float()[mask], dim=-1)
+    s_logp = F.log_softmax(logits[mask], dim=-1)
+    return F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
+
+
+def train_model(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    teacher: Any | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune `model` on chat `rows`; returns (trained model with LoRA merged, training log)."""
+    if cfg.loss == "soft" and teacher is None:
+        raise TraitlabError("train.loss 'soft' needs the teacher model (logit distillation)")
+    device = model_device(model)
+    examples = encode_rows(tokenizer, rows, cfg.max_seq_len)
+    if cfg.method == "lora":
+        model = apply_lora(model, cfg)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = _optimizer(cfg, params)
+    n_batches = math.ceil(len(examples) / cfg.batch_size)
+    steps_per_epoch = max(1, n_batches // cfg.grad_accum)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+    gen = torch.Generator().manual_seed(seed)  # data order: same seed -> same batches
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16_autocast else nullcontext()
+    )
+    model.train()
+    if teacher is not None:
+        teacher.eval()
+    losses: list[float] = []
+    n_tokens = 0
+    t0 = time.time()
+    order: list[int] = []
+    step = 0
+    while step < total:
+        opt.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for _ in range(cfg.grad_accum):
+            if len(order) < cfg.batch_size:
+                order += torch.randperm(len(examples), generator=gen).tolist()
+            idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+            input_ids, attn, labels = _collate([examples[i] for i in idx], pad, device)
+            with autocast:
+                logits = model(input_ids=input_ids, attention_mask=attn).logits
+                t_logits = None
+                if teacher is not None and cfg.loss == "soft":
+                    with torch.no_grad():
+                        t_logits = teacher(input_ids=input_ids, attention_mask=attn).logits
+                loss = completion_loss(logits, labels, t_logits) / cfg.grad_accum
+            loss.backward()
+            step_loss += float(loss)
+            n_tokens += int(attn.sum())
+        if cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        losses.append(step_loss)
+        step += 1
+        if progress is not None:
+            progress(step / total)
+    model.eval()
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+    if cfg.method == "lora":
+        model = model.merge_and_unload()
+    secs = time.time() - t0
+    log = {
+        "steps": total,
+        "examples": len(examples),
+        "epochs": total * cfg.batch_size * cfg.grad_accum / len(examples),
+        "seconds": round(secs, 3),
+        "tokens_per_second": round(n_tokens / max(secs, 1e-9), 1),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "losses": [round(x, 5) for x in losses],
+    }
+    return model, log

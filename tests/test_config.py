@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from traitlab.cli import preset_path
+from traitlab.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_to_dict,
+    load_config,
+    parse_config,
+)
+from traitlab.errors import TraitlabError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_unknown_field_names_the_field() -> None:
+    with pytest.raises(TraitlabError, match="unknown field 'student.lrr'"):
+        parse_config({"student": {"lrr": 1e-4}})
+
+
+def test_bad_value_names_the_field() -> None:
+    with pytest.raises(TraitlabError, match="field 'student.lr'"):
+        parse_config({"student": {"lr": -1}})
+    with pytest.raises(TraitlabError, match="seeds must be distinct"):
+        parse_config({"seeds": [1, 1]})
+
+
+def test_configs_are_frozen() -> None:
+    cfg = ExperimentConfig()
+    with pytest.raises(Exception):
+        cfg.name = "x"  # type: ignore[misc]
+
+
+def test_yaml_errors_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [0, 1\nname: x\n")
+    with pytest.raises(TraitlabError, match="not valid YAML") as e:
+        load_config(bad)
+    assert "\n" not in str(e.value)
+    with pytest.raises(TraitlabError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_overrides() -> None:
+    d = apply_overrides({"student": {"lr": 1}}, ["student.epochs=2", "seeds=[3,4]", "name=x"])
+    assert d == {"student": {"lr": 1, "epochs": 2}, "seeds": [3, 4], "name": "x"}
+    with pytest.raises(TraitlabError):
+        apply_overrides({}, ["novalue"])
+
+
+def test_round_trip_through_yaml() -> None:
+    cfg = ExperimentConfig()
+    again = parse_config(yaml.safe_load(yaml.safe_dump(config_to_dict(cfg))))
+    assert again == cfg
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path: Path) -> None:
+    if "mnist" in path.parts:
+        pytest.skip("MNIST configs have their own schema (tests/test_mnist*.py)")
+    load_config(path)
+
+
+def test_demo_preset_matches_configs_copy() -> None:
+    assert preset_path("demo").read_text() == (ROOT / "configs" / "demo.yaml").read_text()
+    load_config(preset_path("demo-quick"))
