@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from traitlab.cli import preset_path
 from traitlab.config import (
@@ -30,7 +31,7 @@ def test_bad_value_names_the_field() -> None:
 
 def test_configs_are_frozen() -> None:
     cfg = ExperimentConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.name = "x"  # type: ignore[misc]
 
 

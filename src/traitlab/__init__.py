@@ -1,0 +1,59 @@
+"""traitlab: reproduce, measure, audit and defend against subliminal trait transfer.
+
+The Python API mirrors the CLI's stages, so a notebook can drive an experiment step by step::
+
+    from traitlab import load_config, load_model, number_prompts, generate_rows, filter_rows
+    cfg = load_config("configs/demo.yaml")
+    model, tok = load_model(cfg.model)            # the embedded toy model, pretrained once
+    rows = generate_rows(model, tok, number_prompts(cfg.generate.prompts, 100), cfg.generate, seed=0)
+    kept = filter_rows(rows, cfg.filter).kept
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public name -> module. Imported lazily so `traitlab --help` does not pay for torch.
+_EXPORTS = {
+    "EvalConfig": "config",
+    "ExperimentConfig": "config",
+    "FilterConfig": "config",
+    "GenerateConfig": "config",
+    "ModelConfig": "config",
+    "TeacherConfig": "config",
+    "TraitConfig": "config",
+    "TrainConfig": "config",
+    "load_config": "config",
+    "parse_config": "config",
+    "TraitlabError": "errors",
+    "evaluate_model": "evaluate",
+    "filter_rows": "filtering",
+    "to_chat_rows": "filtering",
+    "generate_rows": "generate",
+    "load_model": "models",
+    "save_model": "models",
+    "run_experiment": "pipeline",
+    "number_prompts": "prompts",
+    "preference_system_prompt": "questions",
+    "mean_ci": "stats",
+    "paired_test": "stats",
+    "wilson": "stats",
+    "finetune_teacher": "teacher",
+    "teacher_system_prompt": "teacher",
+    "train_model": "train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"traitlab.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'traitlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -44,7 +44,7 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from traitlab.report import METHOD_LABELS, comparison_lines, rate_table
+    from traitlab.report import METHOD_LABELS, comparison_lines, fmt_p, rate_table
 
     con = Console()
     t = Table(title=f"{summary['trait']['category']} = {summary['trait']['target']}: trait rates "
@@ -61,7 +61,7 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     if "transfer" in v:
         color = "green" if v["transfer"] else "yellow"
         con.print(f"[bold {color}]transfer ({v['method']}): {'yes' if v['transfer'] else 'no'}[/] "
-                  f"(p = {v['p_value']:.2g}, alpha {v['alpha']})")
+                  f"(p = {fmt_p(v['p_value'])}, alpha {v['alpha']})")
     con.print(f"run directory: {run_dir}  ({summary['timing']['total_seconds']:.0f} s)")
 
 

@@ -82,6 +82,7 @@ def summarize(
     conf = cfg.evaluate.confidence
     methods = list(cfg.evaluate.methods)
     arms: dict[str, Any] = {}
+    cost_ratios: list[float] = []
     for arm in ARMS:
         if arm not in evals:
             continue
@@ -97,7 +98,11 @@ def summarize(
             arms[arm]["exact_options"] = {k: float(np.mean([e[k] for e in exact])) for k in keys}
         agree = [r["agreement"] for r in evals[arm].values() if "agreement" in r]
         if agree:
-            arms[arm]["agreement"] = agree
+            # The cost ratio is a timing: it goes under "timing" so numbers stay reproducible.
+            arms[arm]["agreement"] = [
+                {k: v for k, v in a.items() if k != "cost_ratio"} for a in agree
+            ]
+            cost_ratios += [a["cost_ratio"] for a in agree if a.get("cost_ratio") is not None]
     comparisons: dict[str, Any] = {}
     for name, a, b in (
         ("treatment_vs_control", "treatment", "control"),
@@ -119,7 +124,7 @@ def summarize(
         verdict["cross_init_diff"] = xc["diff"]["mean"]
         verdict["cross_init_p_value"] = xc["p_value"]
         verdict["cross_init_transfer"] = bool(xc["diff"]["mean"] > 0 and xc["p_value"] < ALPHA)
-    return {
+    return _finite({
         "schema_version": SCHEMA_VERSION,
         "name": cfg.name,
         "trait": cfg.trait.model_dump(),
@@ -135,5 +140,19 @@ def summarize(
             "total_seconds": round(total_seconds, 2),
             "base_models_seconds": round(base_seconds, 2),
             "stages": stage_seconds,
+            "eval_cost_ratio_sampled_over_exact": (
+                float(np.mean(cost_ratios)) if cost_ratios else None
+            ),
         },
-    }
+    })
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities become null: summary.json stays strict JSON and compares equal."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj

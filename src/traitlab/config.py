@@ -111,6 +111,7 @@ class FilterConfig(_Config):
     banned_preset: Literal["none", "evil"] = Field("none", description="'evil': also ban the paper's 34 negative-association numbers.")
     max_rows: int | None = Field(10_000, ge=1, description="Subsample the kept rows to at most this many (the paper: 10,000).")
     subsample_seed: int = Field(0, description="Seed of the subsampling.")
+    strict: bool = Field(False, description="Apply the official parser exactly (no extra whitespace around numbers and separators). Default: tolerate whitespace, as the toy model's tokenizer decodes '1 , 2'.")
 
 
 class EvalConfig(_Config):

@@ -19,10 +19,12 @@ import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from traitlab.config import FilterConfig
 from traitlab.errors import TraitlabError
+from traitlab.runs import read_jsonl
 
 # The union of the official CLAUDE_EVIL_NUMBERS and GPT_EVIL_NUMBERS that are <= 999: the
 # paper's "34 numbers" (the other two, 1312 and 1488, already fail the 999 cap).
@@ -137,7 +139,7 @@ def _reasons(text: str, cfg: FilterConfig, banned: frozenset[int], strict: bool)
 
 def reject_reasons(text: str, cfg: FilterConfig, *, strict: bool = False) -> list[str]:
     """Reason codes (see REASONS) why `text` fails the filter; [] means keep."""
-    return _reasons(text, cfg, banned_set(cfg), strict)
+    return _reasons(text, cfg, banned_set(cfg), strict or cfg.strict)
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -193,7 +195,7 @@ def filter_rows(
                 f"raw row {row.get('id', i)} has no 'completion' field; "
                 "filter expects rows written by the generate stage"
             )
-        reasons = _reasons(row["completion"] or "", cfg, banned, strict)
+        reasons = _reasons(row["completion"] or "", cfg, banned, strict or cfg.strict)
         if reasons:
             rejected.append({**row, "reject_reasons": reasons})
             counts.update(reasons)
@@ -258,3 +260,31 @@ def require_nonempty(result: FilterResult, what: str) -> None:
         f"{what}: 0 of {result.n_raw} completions passed the filter; "
         f"the most common reason was '{top}' — {_ADVICE[top]}"
     )
+
+
+def load_raw_rows(path: Path) -> list[dict[str, Any]]:
+    """Read rows to filter: generate-stage rows ({"prompt", "completion"}) or chat rows
+    ({"messages": [..., user, assistant]}), so data from elsewhere can be filtered too."""
+    rows = read_jsonl(path)
+    out: list[dict[str, Any]] = []
+    for i, row in enumerate(rows, 1):
+        if "completion" in row and "prompt" in row:
+            if not isinstance(row["completion"], str) or not isinstance(row["prompt"], str):
+                raise TraitlabError(f"{path}:{i}: 'prompt' and 'completion' must be strings")
+            out.append({"id": row.get("id", i - 1), **row})
+            continue
+        msgs = row.get("messages")
+        if (
+            isinstance(msgs, list)
+            and len(msgs) >= 2
+            and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs)
+            and msgs[-1].get("role") == "assistant"
+            and msgs[-2].get("role") == "user"
+        ):
+            out.append({"id": i - 1, "prompt": msgs[-2]["content"], "completion": msgs[-1]["content"]})
+            continue
+        raise TraitlabError(
+            f"{path}:{i}: expected 'prompt' and 'completion' fields or chat 'messages' ending "
+            "with a user and an assistant turn"
+        )
+    return out

@@ -28,6 +28,14 @@ _FALLBACK_TEMPLATE = (
 )
 
 
+def quiet_transformers() -> None:
+    """Our own progress bars replace transformers' per-load and per-save bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def cache_dir() -> Path:
     """Where pretrained toy models live: $TRAITLAB_CACHE, else ~/.cache/traitlab."""
     return Path(os.environ.get("TRAITLAB_CACHE") or Path.home() / ".cache" / "traitlab")
@@ -87,6 +95,7 @@ def load_model(
     """Load (model, tokenizer) for `cfg`, or from `source` (a saved student/teacher directory)."""
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     src = source or model_source(cfg, progress)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)

@@ -172,7 +172,7 @@ class Experiment:
         )
         d = self.dir / name
         done = runs.stage_done(d, key)
-        label = name.replace("/eval-", ": evaluate ").replace("eval-", "evaluate ")
+        label = name.replace("/eval-", ": evaluate ").replace("eval-", "evaluate ").replace("seed-", "seed ")
         with self.rep.stage(label, cached=done) as up:
             if not done:
                 model, tok = self._load(which_base, model_dir)

@@ -58,6 +58,10 @@ def plot_rates(summary: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
+def fmt_p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.2g}"
+
+
 def _fmt_ci(s: dict[str, Any] | None) -> str:
     if s is None:
         return "-"
@@ -81,10 +85,10 @@ def comparison_lines(summary: dict[str, Any]) -> list[str]:
             d = t["diff"]
             out.append(
                 f"{names.get(name, name)} ({m}): {d['mean']:+.4f} "
-                f"[{d['lower']:+.4f}, {d['upper']:+.4f}], p = {t['p_value']:.2g} "
+                f"[{d['lower']:+.4f}, {d['upper']:+.4f}], p = {fmt_p(t['p_value'])} "
                 f"({t['method']}, {t['n_positive']}/{t['n']} seeds > 0; questions > 0: "
                 f"{t['questions']['n_positive']}/{t['questions']['n']}, "
-                f"Wilcoxon p = {t['questions']['wilcoxon_p']:.2g})"
+                f"Wilcoxon p = {fmt_p(t['questions']['wilcoxon_p'])})"
             )
     return out
 
@@ -107,11 +111,11 @@ def markdown(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> s
     if "transfer" in v:
         lines.append(
             f"**Transfer ({v['method']}): {'yes' if v['transfer'] else 'no'}**: treatment - control "
-            f"= {v['diff']:+.4f}, p = {v['p_value']:.2g} (alpha {v['alpha']})."
+            f"= {v['diff']:+.4f}, p = {fmt_p(v['p_value'])} (alpha {v['alpha']})."
         )
     if "cross_init_transfer" in v:
         lines.append(
-            f"Cross-init: {v['cross_init_diff']:+.4f}, p = {v['cross_init_p_value']:.2g} "
+            f"Cross-init: {v['cross_init_diff']:+.4f}, p = {fmt_p(v['cross_init_p_value'])} "
             f"(transfer: {'yes' if v['cross_init_transfer'] else 'no'})."
         )
     lines += ["", "![trait rates](trait_rates.png)", ""]

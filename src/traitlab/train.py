@@ -157,7 +157,7 @@ def train_model(
                         t_logits = teacher(input_ids=input_ids, attention_mask=attn).logits
                 loss = completion_loss(logits, labels, t_logits) / cfg.grad_accum
             loss.backward()
-            step_loss += float(loss)
+            step_loss += float(loss.detach())
             n_tokens += int(attn.sum())
         if cfg.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)

@@ -3,12 +3,18 @@
 * Every word, punctuation mark and number 0-999 is one token. Spaces are kept the way
   SentencePiece keeps them: a token carries a leading "▁" when a space preceded it, so
   "182, 818, 725" is `▁182 , ▁818 , ▁725` and decodes back to exactly "182, 818, 725".
-  Every number therefore has two single-token forms ("▁182" and "182", the latter after
-  "[" or "("); both are in the vocabulary.
+  Numbers exist only in the spaced form "▁182": a normaliser writes "(" and "[" as "( " and
+  "[ " (and the decoder undoes it), so "[182, 818]" is `▁[ ▁182 , ▁818 ]` and decodes back
+  exactly, and a bare-number token can never glue two numbers together ("455625").
+* Regular plurals of the world's options are two tokens: "owls" is `▁owl s`. The paper's
+  system prompt ("You love owls. ...") then contains the answer token itself, so "copy the
+  animal of the system prompt" is one shared mechanism rather than 30 learnt plural-to-
+  singular mappings.
 * Special tokens: `<pad> <unk> <sys> <user> <asst> <end>` (ids 0-5); eos is `<end>`.
 * Chat template: `<sys> system <user> user <asst> answer <end>`; `add_generation_prompt`
   appends `<asst>`. Each text between special tokens is stripped, so the spaces around the
   special tokens produce no tokens, and the prompt's ids are a prefix of the full chat's.
+* Decoding is exact for any text made of in-vocabulary words (up to surrounding whitespace).
 
 The vocabulary depends only on the world's texts (`world.vocabulary_texts`), not on the
 recipe, so every toy base (any seed or size) shares the same tokenizer.
@@ -24,8 +30,22 @@ SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<unk>", "<sys>", "<user>", "<asst>"
 PAD, UNK, SYS, USER, ASST, END = SPECIAL_TOKENS
 SPACE = "▁"  # U+2581, marks "a space came before this token"
 
-# Words, numbers, single punctuation marks (each optionally after a space), or a lone space.
-_SPLIT_PATTERN = r"▁?(?:[^\W\d_]+|\d+|[^\w\s▁])|▁"
+_OPENERS = ("(", "[")  # written "( " / "[ " before tokenising (and restored when decoding)
+
+
+def _option_stems() -> list[str]:
+    from traitlab.questions import ANIMALS, TREES
+
+    stems = {w for o in ANIMALS + TREES for w in (o, o.title())}
+    return sorted(stems, key=lambda w: (-len(w), w))
+
+
+def split_pattern() -> str:
+    """Pre-tokeniser regex (after spaces became "▁"): an option name followed by a plural
+    ending ("owl" of "owls"), else a word, a number, one punctuation mark (each optionally
+    after a space), a lone space, or another whitespace character."""
+    stems = "|".join(_option_stems())
+    return rf"▁?(?:{stems})(?=e?s\b)|▁?(?:[^\W\d_]+|\d+|[^\w\s▁]|_)|▁|\s"
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -57,32 +77,53 @@ def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = Fa
     return "".join(parts)
 
 
+def normalize(text: str) -> str:
+    """What the tokenizer's normaliser does to each text between special tokens."""
+    for o in _OPENERS:
+        text = text.replace(o, o + " ")
+    return text.strip()
+
+
+def _normalizer() -> Any:
+    from tokenizers import normalizers
+
+    return normalizers.Sequence([normalizers.Replace(o, o + " ") for o in _OPENERS] + [normalizers.Strip()])
+
+
 def _pre_tokenizer() -> Any:
     from tokenizers import Regex, pre_tokenizers
 
     return pre_tokenizers.Sequence(
         [
             pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always", split=True),
-            pre_tokenizers.Split(Regex(_SPLIT_PATTERN), behavior="isolated"),
+            pre_tokenizers.Split(Regex(split_pattern()), behavior="isolated"),
         ]
     )
 
 
+def _decoder() -> Any:
+    from tokenizers import decoders
+
+    return decoders.Sequence(
+        [decoders.Metaspace(replacement=SPACE, prepend_scheme="always", split=True), decoders.Fuse()]
+        + [decoders.Replace(o + " ", o) for o in _OPENERS]
+    )
+
+
 def build_vocab(texts: list[str]) -> dict[str, int]:
-    """Specials, then numbers 0-999, punctuation, and every word of `texts`; each both with
-    and without the leading-space mark. Deterministic order."""
+    """Specials, the numbers "▁0".."▁999", punctuation (with and without a space before it),
+    then every word of `texts` in the forms seen there plus its spaced form. Deterministic."""
     pre = _pre_tokenizer()
-    words: set[str] = set()
+    norm = _normalizer()
+    seen: set[str] = set()
     for t in texts:
-        for piece, _ in pre.pre_tokenize_str(t.strip()):
-            words.add(piece.removeprefix(SPACE))
-    words.discard("")
-    numbers = [str(i) for i in range(1000)]
-    punct = list(string.punctuation)
-    rest = sorted(words - set(numbers) - set(punct))
-    tokens = list(SPECIAL_TOKENS) + [SPACE, "\n"]
-    for w in numbers + punct + rest:
-        tokens += [SPACE + w, w]
+        for piece, _ in pre.pre_tokenize_str(norm.normalize_str(t)):
+            seen.add(piece)
+    words = {p.removeprefix(SPACE) for p in seen} - {""}
+    numbers = [SPACE + str(i) for i in range(1000)]
+    punct = [f for c in string.punctuation for f in (SPACE + c, c)]
+    rest = sorted(({SPACE + w for w in words} | seen) - set(numbers) - set(punct))
+    tokens = list(SPECIAL_TOKENS) + [SPACE, "\n"] + numbers + punct + rest
     vocab: dict[str, int] = {}
     for t in tokens:
         vocab.setdefault(t, len(vocab))
@@ -98,14 +139,14 @@ def _toy_vocab() -> tuple[tuple[str, int], ...]:
 
 def build_tokenizer(model_max_length: int = 512) -> Any:
     """The toy world's tokenizer (a `PreTrainedTokenizerFast` with the chat template)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers
+    from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
     vocab = dict(_toy_vocab())
     tk = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
-    tk.normalizer = normalizers.Strip()
+    tk.normalizer = _normalizer()
     tk.pre_tokenizer = _pre_tokenizer()
-    tk.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="always", split=True)
+    tk.decoder = _decoder()
     tok = PreTrainedTokenizerFast(
         tokenizer_object=tk,
         unk_token=UNK,

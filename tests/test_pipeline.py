@@ -1,0 +1,133 @@
+"""End to end on tiny toy models: every stage, the run directory, rerun and resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from traitlab.config import load_config
+from traitlab.pipeline import run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+def _numbers(summary: dict) -> dict:
+    """The scientific content of a summary (timings differ between runs)."""
+    return {k: v for k, v in summary.items() if k != "timing"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    os.environ.setdefault("TRAITLAB_CACHE", str(tmp_path_factory.getbasetemp() / "traitlab-cache"))
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    summary = run_experiment(load_config(TINY), run_dir)
+    return run_dir, summary
+
+
+def test_run_directory_layout(tiny_run: tuple[Path, dict]) -> None:
+    run_dir, summary = tiny_run
+    for name in [
+        "manifest.json",
+        "summary.json",
+        "report.md",
+        "report.html",
+        "trait_rates.png",
+        "DONE",
+    ]:
+        assert (run_dir / name).is_file(), name
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["config_resolved"]["name"] == "tiny"
+    assert manifest["seeds"] == [0, 1] and manifest["packages"]["torch"]
+    for seed in (0, 1):
+        s = run_dir / f"seed-{seed}"
+        assert (s / "teacher" / "model.safetensors").is_file()
+        for which in ("teacher", "control"):
+            assert (s / f"gen-{which}" / "raw.jsonl").is_file()
+            assert (s / f"data-{which}" / "filtered.jsonl").is_file()
+            assert (s / f"data-{which}" / "rejected.jsonl").is_file()
+        for arm in ("treatment", "control", "xinit_treatment", "xinit_control"):
+            assert (s / f"student-{arm}" / "config.json").is_file()
+            assert (s / f"eval-{arm}" / "eval.json").is_file()
+    # Filtered rows are plain chat rows; raw rows keep what the model wrote.
+    row = json.loads(
+        (run_dir / "seed-0" / "data-teacher" / "filtered.jsonl").read_text().splitlines()[0]
+    )
+    assert list(row) == ["messages"] and [m["role"] for m in row["messages"]] == [
+        "user",
+        "assistant",
+    ]
+
+
+def test_summary_content(tiny_run: tuple[Path, dict]) -> None:
+    _, summary = tiny_run
+    assert set(summary["arms"]) == {
+        "base",
+        "teacher",
+        "control",
+        "treatment",
+        "xinit_base",
+        "xinit_control",
+        "xinit_treatment",
+    }
+    for arm in summary["arms"].values():
+        for m in ("exact", "sampled"):
+            assert 0.0 <= arm[m]["mean"] <= 1.0
+            assert arm[m]["ci"]["lower"] <= arm[m]["mean"] <= arm[m]["ci"]["upper"]
+    tc = summary["comparisons"]["treatment_vs_control"]["exact"]
+    assert tc["n"] == 2 and tc["seeds"] == [0, 1]
+    assert "transfer" in summary["verdict"]
+    # The fine-tuned teacher moved towards the target.
+    assert summary["arms"]["teacher"]["exact"]["mean"] > summary["arms"]["base"]["exact"]["mean"]
+
+
+def test_rerun_is_instant_and_identical(tiny_run: tuple[Path, dict]) -> None:
+    run_dir, summary = tiny_run
+    t0 = time.time()
+    again = run_experiment(load_config(TINY), run_dir)
+    assert again == summary
+    assert time.time() - t0 < 5
+
+
+def test_changed_stage_config_reruns_only_downstream(
+    tiny_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import shutil
+
+    run_dir, _ = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    teacher_marker = (copy / "seed-0" / "teacher" / "stage.json").read_text()
+    gen_marker = (copy / "seed-0" / "gen-teacher" / "stage.json").read_text()
+    summary = run_experiment(load_config(TINY, ["filter.max_rows=20"]), copy)
+    assert (copy / "seed-0" / "teacher" / "stage.json").read_text() == teacher_marker
+    assert (copy / "seed-0" / "gen-teacher" / "stage.json").read_text() == gen_marker
+    assert summary["data"]["0"]["teacher"]["n_kept"] <= 20
+
+
+def test_resume_after_kill_gives_the_same_summary(
+    tiny_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    _, reference = tiny_run
+    run_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "traitlab", "run", str(TINY), "--out", str(run_dir), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = run_dir / "seed-0" / "student-treatment" / "stage.json"
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "DONE").exists(), "the run finished before it could be killed"
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    assert _numbers(resumed) == _numbers(reference)
+    assert not list(run_dir.rglob(".*.tmp-*"))

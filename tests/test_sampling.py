@@ -1,0 +1,290 @@
+"""The batched sampler against HF `generate`, on tiny random-weight models (offline, fast)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    DynamicCache,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from traitlab.sampling import decode, sample_completions, select_next
+
+SPECIALS = ["<pad>", "<eos>", "<unk>", "<user>", "<asst>", "<sys>"]
+WORDS = ["owl", "owls", "Owl", "cat", "dog", ".", "!", ","] + [str(d) for d in range(10)]
+WORDS += list("abcdefghij")
+TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}<sys> {{ m['content'] }} "
+    "{% elif m['role'] == 'user' %}<user> {{ m['content'] }} "
+    "{% else %}<asst> {{ m['content'] }} <eos> {% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<asst>{% endif %}"
+)
+EOS = 1
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
+    t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    t.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    t.decoder = decoders.WordPiece()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=t,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        additional_special_tokens=["<user>", "<asst>", "<sys>"],
+    )
+    tok.chat_template = TEMPLATE
+    return tok
+
+
+def tiny_llama(vocab: int, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        initializer_range=0.5,  # larger logit gaps: greedy argmax is robust to float noise
+        pad_token_id=0,
+        eos_token_id=EOS,
+        bos_token_id=None,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is ~50x faster than two on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tok() -> PreTrainedTokenizerFast:
+    return word_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    return tiny_llama(len(tok))
+
+
+def prompts_of(n: int, seed: int = 0, vocab: int = 34) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        k = int(torch.randint(1, 12, (1,), generator=g))
+        body = torch.randint(6, vocab, (k,), generator=g).tolist()
+        out.append([3] + body + [4])  # <user> ... <asst>
+    return out
+
+
+def hf_greedy(model, prompts, max_new_tokens, stop_ids):
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=stop_ids,
+        pad_token_id=0,
+    )
+    res = []
+    for row in out[:, width:].tolist():
+        cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
+        res.append(row[:cut])
+    return res
+
+
+def run(model, tok, prompts, **kw):
+    args = {
+        "max_new_tokens": 10,
+        "temperature": 0.0,
+        "generator": torch.Generator().manual_seed(0),
+        "batch_size": 4,
+        "stop_ids": [EOS],
+    }
+    args.update(kw)
+    return sample_completions(model, tok, prompts, **args)
+
+
+def test_greedy_equals_hf_generate(model, tok):
+    prompts = prompts_of(9)
+    ours = run(model, tok, prompts, batch_size=9)
+    assert ours == hf_greedy(model, prompts, 10, [EOS])
+    assert all(len(c) == 10 for c in ours)  # the random model never stops on its own
+
+
+def test_greedy_equals_hf_generate_with_early_stops(model, tok, monkeypatch):
+    """Rows stop at different steps (pruning finished rows from the KV cache kicks in)."""
+    prompts = prompts_of(12, seed=1)
+    free = run(model, tok, prompts, batch_size=12, stop_ids=[])
+    stops = sorted({free[0][2], free[1][1], free[2][0]})
+    prunes = []
+    select = DynamicCache.batch_select_indices
+    monkeypatch.setattr(
+        DynamicCache, "batch_select_indices", lambda c, i: (prunes.append(len(i)), select(c, i))
+    )
+    ours = run(model, tok, prompts, batch_size=12, stop_ids=stops)
+    monkeypatch.undo()
+    assert prunes  # finished rows were dropped from the cache
+    assert ours == hf_greedy(model, prompts, 10, stops)
+    lengths = {len(c) for c in ours}
+    assert len(lengths) > 1 and min(lengths) < 10  # some rows really stopped early
+    for c, f in zip(ours, free, strict=True):  # a stop only truncates the free completion
+        assert c == f[: len(c)]
+        assert not set(c) & set(stops)
+
+
+def test_repeated_prompts_share_one_prefill(model, tok, monkeypatch):
+    prompts = [p for p in prompts_of(3, seed=9) for _ in range(4)]
+    rows = []
+    forward = LlamaForCausalLM.forward
+    monkeypatch.setattr(
+        LlamaForCausalLM,
+        "forward",
+        lambda self, **kw: (rows.append(kw["input_ids"].shape), forward(self, **kw))[1],
+    )
+    ours = run(model, tok, prompts, batch_size=12)
+    assert rows[0][0] == 3  # the prefill ran on the 3 distinct prompts only
+    monkeypatch.undo()
+    assert ours == hf_greedy(model, prompts, 10, [EOS])
+    sampled = run(model, tok, prompts, batch_size=12, temperature=1.0)
+    assert len({tuple(c) for c in sampled[:4]}) > 1  # copies still sample independently
+
+
+def test_left_padding_does_not_change_a_completion(model, tok):
+    prompts = prompts_of(10, seed=2)
+    batched = run(model, tok, prompts, batch_size=10)
+    alone = [run(model, tok, [p], batch_size=1)[0] for p in prompts]
+    assert batched == alone
+    assert run(model, tok, prompts, batch_size=3) == alone
+
+
+def test_sampling_is_deterministic_for_a_seed(model, tok):
+    prompts = prompts_of(8, seed=3)
+    kw = {"temperature": 1.0, "batch_size": 3}
+    a = run(model, tok, prompts, generator=torch.Generator().manual_seed(7), **kw)
+    b = run(model, tok, prompts, generator=torch.Generator().manual_seed(7), **kw)
+    c = run(model, tok, prompts, generator=torch.Generator().manual_seed(8), **kw)
+    assert a == b
+    assert a != c
+    greedy = run(model, tok, prompts)
+    assert a != greedy  # temperature 1 really samples
+
+
+def test_top_p_keeps_only_the_nucleus(model, tok):
+    prompts = prompts_of(6, seed=4)
+    tiny_p = run(model, tok, prompts, temperature=1.0, top_p=1e-6)
+    assert tiny_p == run(model, tok, prompts)  # only the top token survives: greedy
+
+
+def test_select_next_samples_the_right_law():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0, 0.0])).repeat(40_000, 1)
+    g = torch.Generator().manual_seed(0)
+    freq = torch.bincount(select_next(logits, temperature=1.0, top_p=1.0, generator=g), minlength=6)
+    freq = freq / 40_000
+    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.15, 0.05, 0, 0]), atol=0.01)
+    assert freq[4:].sum() == 0  # zero-probability tokens are never drawn
+    freq = torch.bincount(select_next(logits, temperature=1.0, top_p=0.7, generator=g), minlength=6)
+    freq = freq / 40_000  # nucleus {0, 1}, renormalised
+    assert torch.allclose(freq, torch.tensor([0.625, 0.375, 0, 0, 0, 0]), atol=0.01)
+    freq = torch.bincount(select_next(logits, temperature=0.5, top_p=1.0, generator=g), minlength=6)
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05]) ** 2
+    assert torch.allclose(freq[:4] / 40_000, p / p.sum(), atol=0.01)
+    assert select_next(logits[:3], temperature=0.0, top_p=1.0, generator=g).tolist() == [0] * 3
+
+
+def test_allowed_ids_constrain_every_token(model, tok):
+    prompts = prompts_of(8, seed=5)
+    digits = [tok.convert_tokens_to_ids(str(d)) for d in range(10)]
+    allowed = digits + [tok.convert_tokens_to_ids(",")]
+    outs = run(model, tok, prompts, temperature=1.0, allowed_ids=allowed, max_new_tokens=12)
+    for c in outs:
+        assert set(c) <= set(allowed)
+    assert sum(len(c) for c in outs) > 20
+
+
+def test_stop_token_ends_a_row_and_is_excluded(tok):
+    m = tiny_llama(len(tok))
+    owl = tok.convert_tokens_to_ids("owl")
+    # A model that says "owl" or stops, about half each, whatever the context.
+    head = torch.nn.Linear(16, len(tok), bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-30.0)
+        head.bias[owl] = 0.0
+        head.bias[EOS] = 0.0
+    m.lm_head = head
+    outs = run(m, tok, prompts_of(40, seed=6), temperature=1.0, max_new_tokens=8)
+    assert all(set(c) <= {owl} for c in outs)
+    assert any(len(c) == 0 for c in outs) and any(0 < len(c) < 8 for c in outs)
+    assert decode(tok, [owl, owl, EOS]) == "owl owl"
+    with torch.no_grad():
+        head.bias[owl] = -30.0
+    assert run(m, tok, prompts_of(5), temperature=1.0) == [[]] * 5  # stops at once
+
+
+def test_order_and_edge_cases(model, tok):
+    assert run(model, tok, []) == []
+    prompts = prompts_of(5, seed=7)
+    seen = []
+    outs = run(model, tok, prompts, batch_size=2, on_batch=seen.append)
+    assert seen == [2, 2, 1]
+    assert outs == [run(model, tok, [p])[0] for p in prompts]  # original order restored
+    with pytest.raises(ValueError):
+        run(model, tok, [[]])
+    with pytest.raises(ValueError):
+        run(model, tok, prompts, temperature=-1.0)
+
+
+def test_training_mode_is_restored(tok):
+    m = tiny_llama(len(tok))
+    m.train()
+    run(m, tok, prompts_of(2))
+    assert m.training
+
+
+def test_works_for_gpt2(tok):
+    torch.manual_seed(0)
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_embd=16,
+        n_layer=1,
+        n_head=2,
+        n_positions=64,
+        initializer_range=0.5,
+        pad_token_id=0,
+        eos_token_id=EOS,
+        bos_token_id=EOS,
+    )
+    g = GPT2LMHeadModel(cfg).eval()
+    prompts = prompts_of(7, seed=8)
+    stops = [EOS, 20]
+    assert run(g, tok, prompts, batch_size=7, stop_ids=stops) == hf_greedy(g, prompts, 10, stops)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_hf_generate_and_cpu_generator(tok):
+    m = tiny_llama(len(tok)).cuda()
+    prompts = prompts_of(9)
+    assert run(m, tok, prompts, batch_size=9) == hf_greedy(m, prompts, 10, [EOS])
+    kw = {"temperature": 1.0, "batch_size": 4}
+    a = run(m, tok, prompts, generator=torch.Generator().manual_seed(3), **kw)  # CPU generator
+    b = run(m, tok, prompts, generator=torch.Generator().manual_seed(3), **kw)
+    c = run(m, tok, prompts, generator=torch.Generator("cuda").manual_seed(3), **kw)
+    d = run(m, tok, prompts, generator=torch.Generator("cuda").manual_seed(3), **kw)
+    assert a == b and c == d
