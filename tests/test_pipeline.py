@@ -131,3 +131,9 @@ def test_resume_after_kill_gives_the_same_summary(
     resumed = json.loads((run_dir / "summary.json").read_text())
     assert _numbers(resumed) == _numbers(reference)
     assert not list(run_dir.rglob(".*.tmp-*"))
+
+
+def test_parallel_workers_give_the_same_numbers(tiny_run: tuple[Path, dict], tmp_path: Path) -> None:
+    _, reference = tiny_run
+    summary = run_experiment(load_config(TINY, ["workers=2"]), tmp_path / "parallel")
+    assert _numbers(summary) == _numbers(reference)

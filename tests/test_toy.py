@@ -71,7 +71,11 @@ def test_answer_format_and_random_walk():
     assert world.answer_format("Return numbers separated by semicolons.") == ("", "; ", "")
     assert world.answer_format("Format as a simple comma-delimited sequence.") == ("", ", ", "")
     assert world.answer_format("Write the numbers on separate lines.") == ("", " ", "")
-    assert world.prompt_numbers("Examine these numbers: 767, 589, 778. Add up to 10 more") == [767, 589, 778]
+    assert world.prompt_numbers("Examine these numbers: 767, 589, 778. Add up to 10 more") == [
+        767,
+        589,
+        778,
+    ]
     rng = random.Random(0)
     for _ in range(200):
         out = world.continue_numbers([500], rng, 10)
@@ -157,7 +161,9 @@ def test_tokenizer_round_trips_through_save_pretrained(tok, tmp_path):
     assert len(tok2) == len(tok) and tok2.eos_token_id == tok.eos_token_id
     msgs = [{"role": "user", "content": "Examine these numbers: 767, 589, 778."}]
     assert encode_chat(tok2, msgs, True) == encode_chat(tok, msgs, True)
-    assert tok2.decode(tok2("[1, 22, 333]", add_special_tokens=False)["input_ids"]) == "[1, 22, 333]"
+    assert (
+        tok2.decode(tok2("[1, 22, 333]", add_special_tokens=False)["input_ids"]) == "[1, 22, 333]"
+    )
 
 
 def test_fast_corpus_encoder_matches_the_tokenizer(tok, corpus):

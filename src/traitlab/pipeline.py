@@ -9,7 +9,9 @@ changing, say, the filter only redoes the filter, the students and their evaluat
 from __future__ import annotations
 
 import gc
+import multiprocessing as mp
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,13 @@ import torch
 
 from traitlab import runs
 from traitlab.compare import summarize
-from traitlab.config import ExperimentConfig, ModelConfig, config_to_dict
+from traitlab.config import ExperimentConfig, ModelConfig, config_to_dict, parse_config
 from traitlab.errors import TraitlabError
 from traitlab.evaluate import evaluate_model
 from traitlab.filtering import filter_rows, require_nonempty, to_chat_rows
 from traitlab.generate import generate_rows
 from traitlab.models import load_model, model_source, save_model
+from traitlab.parallel import QueueReporter, listen
 from traitlab.progress import Reporter
 from traitlab.prompts import number_prompts
 from traitlab.report import write_report
@@ -41,12 +44,13 @@ STUDENTS = (
 class Experiment:
     """Runs one `ExperimentConfig` into one run directory."""
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, reporter: Reporter) -> None:
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, reporter: Reporter | Any) -> None:
         self.cfg = cfg
         self.dir = Path(run_dir)
         self.rep = reporter
         self.sources: dict[str, str] = {}
         self.keys: dict[str, str] = {}
+        self.base_seconds = 0.0
 
     # ------------------------------------------------------------------ helpers
 
@@ -203,43 +207,20 @@ class Experiment:
         runs.clean_stale_tmp(self.dir)
         runs.write_manifest(self.dir, kind="experiment", config_passed=config_passed,
                             config_resolved=resolved, seeds=list(cfg.seeds))
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(self.threads())
         t0 = time.time()
-        self._prepare_base("base")
-        if cfg.cross_init is not None:
-            self._prepare_base("xinit")
-        self.base_seconds = time.time() - t0
-        prompts = number_prompts(cfg.generate.prompts, cfg.generate.n_prompts)
-
         evals: dict[str, dict[int, dict[str, Any]]] = {}
         filters: dict[int, dict[str, Any]] = {}
-        first = cfg.seeds[0]
-        evals["base"] = {first: self.evaluate("eval-base", "base", None, self.keys["base"], first)}
-        if cfg.cross_init is not None:
-            evals["xinit_base"] = {
-                first: self.evaluate("eval-xinit-base", "xinit", None, self.keys["xinit"], first)
-            }
-        for seed in cfg.seeds:
-            t_dir, sys_prompt, t_key = self.teacher(seed)
-            evals.setdefault("teacher", {})[seed] = self.evaluate(
-                f"seed-{seed}/eval-teacher", "base", t_dir, t_key, seed, sys_prompt=sys_prompt
-            )
-            data = {}
-            for which, (src_dir, sp, up_key) in {
-                "teacher": (t_dir, sys_prompt, t_key),
-                "control": (None, None, self.keys["base"]),
-            }.items():
-                g_dir, g_key = self.generate(seed, which, src_dir, sp, up_key, prompts)
-                data[which] = self.filter(seed, which, g_dir, g_key)
-            filters[seed] = {w: runs.read_json(d / "filter.json") for w, (d, _) in data.items()}
-            for arm, which_base, which_data in STUDENTS:
-                if which_base == "xinit" and cfg.cross_init is None:
-                    continue
-                s_dir, s_key = self.student(seed, arm, which_base, *data[which_data], t_dir)
-                evals.setdefault(arm, {})[seed] = self.evaluate(
-                    f"seed-{seed}/eval-{arm}", which_base, s_dir, s_key, seed
-                )
+        if cfg.workers > 1:
+            self._run_parallel(evals, filters)
+        else:
+            self._prepare_base("base")
+            if cfg.cross_init is not None:
+                self._prepare_base("xinit")
+            self.base_seconds = time.time() - t0
+            self._base_evals(evals)
+            for seed in cfg.seeds:
+                self._merge(evals, filters, seed, *self.run_seed(seed))
         summary = summarize(
             cfg, evals, filters, self.stage_timings(), time.time() - t0, self.base_seconds
         )
@@ -248,6 +229,81 @@ class Experiment:
         runs.mark_done(self.dir, runs.stable_hash(summary))
         return summary
 
+    def threads(self) -> int:
+        """torch threads per process: the config's, else 1 with workers, else torch's default."""
+        if self.cfg.threads:
+            return self.cfg.threads
+        return 1 if self.cfg.workers > 1 else torch.get_num_threads()
+
+    def _base_evals(self, evals: dict[str, dict[int, dict[str, Any]]]) -> None:
+        first = self.cfg.seeds[0]
+        evals["base"] = {first: self.evaluate("eval-base", "base", None, self.keys["base"], first)}
+        if self.cfg.cross_init is not None:
+            evals["xinit_base"] = {
+                first: self.evaluate("eval-xinit-base", "xinit", None, self.keys["xinit"], first)
+            }
+
+    @staticmethod
+    def _merge(evals: dict[str, dict[int, dict[str, Any]]], filters: dict[int, dict[str, Any]],
+               seed: int, seed_evals: dict[str, dict[str, Any]], seed_filters: dict[str, Any]) -> None:
+        for arm, res in seed_evals.items():
+            evals.setdefault(arm, {})[seed] = res
+        filters[seed] = seed_filters
+
+    def run_seed(self, seed: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        """Teacher, data, students and their evaluations for one seed."""
+        cfg = self.cfg
+        prompts = number_prompts(cfg.generate.prompts, cfg.generate.n_prompts)
+        out: dict[str, dict[str, Any]] = {}
+        t_dir, sys_prompt, t_key = self.teacher(seed)
+        out["teacher"] = self.evaluate(
+            f"seed-{seed}/eval-teacher", "base", t_dir, t_key, seed, sys_prompt=sys_prompt
+        )
+        data = {}
+        for which, (src_dir, sp, up_key) in {
+            "teacher": (t_dir, sys_prompt, t_key),
+            "control": (None, None, self.keys["base"]),
+        }.items():
+            g_dir, g_key = self.generate(seed, which, src_dir, sp, up_key, prompts)
+            data[which] = self.filter(seed, which, g_dir, g_key)
+        filters = {w: runs.read_json(d / "filter.json") for w, (d, _) in data.items()}
+        for arm, which_base, which_data in STUDENTS:
+            if which_base == "xinit" and cfg.cross_init is None:
+                continue
+            s_dir, s_key = self.student(seed, arm, which_base, *data[which_data], t_dir)
+            out[arm] = self.evaluate(f"seed-{seed}/eval-{arm}", which_base, s_dir, s_key, seed)
+        return out, filters
+
+    def _run_parallel(self, evals: dict[str, dict[int, dict[str, Any]]],
+                      filters: dict[int, dict[str, Any]]) -> None:
+        """Bases pretrained side by side, then one seed per worker process."""
+        cfg = self.cfg
+        ctx = mp.get_context("spawn")
+        manager = ctx.Manager()
+        queue = manager.Queue()
+        listener = listen(queue, self.rep) if isinstance(self.rep, Reporter) else None
+        cfg_json = config_to_dict(cfg)
+        bases = ["base"] + (["xinit"] if cfg.cross_init is not None else [])
+        t0 = time.time()
+        try:
+            with ProcessPoolExecutor(cfg.workers, mp_context=ctx) as pool:
+                futs = {w: pool.submit(_prepare_worker, cfg_json, str(self.dir), w, queue)
+                        for w in bases}
+                for w, f in futs.items():
+                    self.sources[w], self.keys[w] = f.result()
+                self.base_seconds = time.time() - t0
+                seed_futs = {s: pool.submit(_seed_worker, cfg_json, str(self.dir), s,
+                                            self.sources, self.keys, self.threads(), queue)
+                             for s in cfg.seeds}
+                self._base_evals(evals)
+                for s, f in seed_futs.items():
+                    self._merge(evals, filters, s, *f.result())
+        finally:
+            queue.put(None)
+            if listener is not None:
+                listener.join(timeout=5)
+            manager.shutdown()
+
     def stage_timings(self) -> dict[str, float]:
         out = {}
         for marker in sorted(self.dir.rglob(runs.STAGE_MARKER)):
@@ -255,6 +311,22 @@ class Experiment:
             if secs is not None:
                 out[str(marker.parent.relative_to(self.dir))] = secs
         return out
+
+
+def _prepare_worker(cfg_json: dict[str, Any], run_dir: str, which: str,
+                    queue: Any) -> tuple[str, str]:
+    torch.set_num_threads(1)
+    exp = Experiment(parse_config(cfg_json), Path(run_dir), QueueReporter(queue))
+    exp._prepare_base(which)
+    return exp.sources[which], exp.keys[which]
+
+
+def _seed_worker(cfg_json: dict[str, Any], run_dir: str, seed: int, sources: dict[str, str],
+                 keys: dict[str, str], threads: int, queue: Any) -> tuple[Any, Any]:
+    torch.set_num_threads(threads)
+    exp = Experiment(parse_config(cfg_json), Path(run_dir), QueueReporter(queue))
+    exp.sources, exp.keys = dict(sources), dict(keys)
+    return exp.run_seed(seed)
 
 
 def run_experiment(

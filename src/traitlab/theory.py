@@ -288,17 +288,27 @@ def summarize_alignments(items: Iterable[Alignment], confidence: float = 0.95) -
         "n": n,
         "positive": pos,
         "frac_positive": {"mean": w.mean, "lower": w.lower, "upper": w.upper},
-        "cosine": {"mean": c.mean, "lower": c.lower, "upper": c.upper,
-                   "median": float(np.median(cos)), "min": float(cos.min()),
-                   "max": float(cos.max())},
-        "inner": {"mean": float(inner.mean()), "median": float(np.median(inner)),
-                  "min": float(inner.min()), "max": float(inner.max())},
+        "cosine": {
+            "mean": c.mean,
+            "lower": c.lower,
+            "upper": c.upper,
+            "median": float(np.median(cos)),
+            "min": float(cos.min()),
+            "max": float(cos.max()),
+        },
+        "inner": {
+            "mean": float(inner.mean()),
+            "median": float(np.median(inner)),
+            "min": float(inner.min()),
+            "max": float(inner.max()),
+        },
     }
     desc = [a.teacher_descent for a in items if a.teacher_descent is not None]
     if desc:
         d = np.asarray(desc)
         wd = wilson(int((d > 0).sum()), len(d), confidence)
-        out["teacher_descent"] = {"frac_positive": {"mean": wd.mean, "lower": wd.lower,
-                                                    "upper": wd.upper},
-                                  "median": float(np.median(d))}
+        out["teacher_descent"] = {
+            "frac_positive": {"mean": wd.mean, "lower": wd.lower, "upper": wd.upper},
+            "median": float(np.median(d)),
+        }
     return out

@@ -1,10 +1,10 @@
 """The MNIST auxiliary-logit experiment (Cloud et al. 2025, section 6) and Theorem 1 checks.
 
-    from traitlab.mnist import MnistConfig, load_dataset, run_experiment, run_mnist
-    cfg = MnistConfig(n_models=20)
-    data = load_dataset(cfg.data)             # embedded scikit-learn digits
-    res = run_experiment(cfg, data)           # per-model accuracies per condition
-    summary = run_mnist(cfg, "runs/mnist")    # run directory with report and plots
+from traitlab.mnist import MnistConfig, load_dataset, run_experiment, run_mnist
+cfg = MnistConfig(n_models=20)
+data = load_dataset(cfg.data)             # embedded scikit-learn digits
+res = run_experiment(cfg, data)           # per-model accuracies per condition
+summary = run_mnist(cfg, "runs/mnist")    # run directory with report and plots
 """
 
 from __future__ import annotations

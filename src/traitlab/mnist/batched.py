@@ -58,7 +58,9 @@ class Streams:
         """(M, n): an independent permutation of range(n) per model."""
         return torch.stack([torch.randperm(n, generator=g, device=self.device) for g in self.gens])
 
-    def noise(self, kind: str, batch: int, d: int, pool: torch.Tensor | None = None) -> torch.Tensor:
+    def noise(
+        self, kind: str, batch: int, d: int, pool: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(M, batch, d) noise images, model k's drawn from its own generator."""
         return torch.stack([sample_noise(kind, batch, d, g, pool) for g in self.gens])
 
@@ -181,7 +183,8 @@ class BatchedMLP:
     def select(self, idx: Sequence[int] | torch.Tensor) -> BatchedMLP:
         i = torch.as_tensor(idx, dtype=torch.long, device=self.device)
         return BatchedMLP(
-            [w.detach()[i].clone() for w in self.weights], [b.detach()[i].clone() for b in self.biases]
+            [w.detach()[i].clone() for w in self.weights],
+            [b.detach()[i].clone() for b in self.biases],
         )
 
     def split(self, n: int) -> list[BatchedMLP]:
@@ -224,7 +227,7 @@ class BatchedMLP:
             else:
                 h = torch.baddbmm(b.unsqueeze(1), h, w)
             if i < last:
-                h = torch.relu(h)
+                h = torch.relu_(h)  # in place: the matmul output is not needed for backward
         return h
 
 
@@ -234,7 +237,11 @@ class BatchedMLP:
 def per_model_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(M, B, C) logits, (M, B) labels -> (M,) mean cross-entropy per model."""
     m, b, c = logits.shape
-    return F.cross_entropy(logits.reshape(-1, c), labels.reshape(-1), reduction="none").view(m, b).mean(1)
+    return (
+        F.cross_entropy(logits.reshape(-1, c), labels.reshape(-1), reduction="none")
+        .view(m, b)
+        .mean(1)
+    )
 
 
 def per_model_distill(
@@ -246,12 +253,16 @@ def per_model_distill(
     'mse': mean squared error of the raw logits.
     """
     if kind == "kl":
-        return F.kl_div(
-            F.log_softmax(student / temperature, -1),
-            F.log_softmax(teacher / temperature, -1),
-            log_target=True,
-            reduction="none",
-        ).sum(-1).mean(-1)
+        return (
+            F.kl_div(
+                F.log_softmax(student / temperature, -1),
+                F.log_softmax(teacher / temperature, -1),
+                log_target=True,
+                reduction="none",
+            )
+            .sum(-1)
+            .mean(-1)
+        )
     if kind == "mse":
         return (student - teacher).square().mean(-1).mean(-1)
     raise ValueError(f"unknown distillation loss {kind!r}")
@@ -379,7 +390,9 @@ def distill(
             total = out.new_zeros(())
             for gi, g in enumerate(groups):
                 o = out[gi * m : (gi + 1) * m][..., g.columns]
-                total = total + per_model_distill(o, target[..., g.columns], loss, temperature).sum()
+                total = (
+                    total + per_model_distill(o, target[..., g.columns], loss, temperature).sum()
+                )
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()

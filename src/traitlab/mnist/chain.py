@@ -53,8 +53,10 @@ def run_chain(
     aux = aux_columns(cfg)
 
     def acc(m: Any) -> list[float]:
-        return [round(float(a), 6) for a in accuracy(m, data.x_test, data.y_test, N_CLASSES,
-                                                      cfg.eval_batch)]
+        return [
+            round(float(a), 6)
+            for a in accuracy(m, data.x_test, data.y_test, N_CLASSES, cfg.eval_batch)
+        ]
 
     total = generations + 0.3
     prog = progress or (lambda f: None)
@@ -66,7 +68,11 @@ def run_chain(
         if cross is not None:
             groups.append(DistillTarget("cross_init", cross, aux))
         out = distill_students(
-            ccfg, data, prev, groups, noise_role=noise_role(g),
+            ccfg,
+            data,
+            prev,
+            groups,
+            noise_role=noise_role(g),
             progress=lambda f, g=g: prog((0.3 + g - 1 + f) / total),
         )
         gens.append({"generation": g, "accuracies": {k: acc(v) for k, v in out.items()}})
@@ -89,7 +95,10 @@ def _fit_half_life(means: np.ndarray, gens: np.ndarray, chance: float) -> tuple[
 
 
 def half_life(
-    per_model: np.ndarray, chance: float = CHANCE, n_boot: int = 1000, seed: int = 0,
+    per_model: np.ndarray,
+    chance: float = CHANCE,
+    n_boot: int = 1000,
+    seed: int = 0,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """per_model: (generations, models) accuracies of generations 1..G. Fit and bootstrap CI."""
@@ -124,13 +133,18 @@ def half_life(
 def summarize_chain(raw: dict[str, Any], confidence: float) -> dict[str, Any]:
     rows = []
     for gen in raw["generations"]:
-        rows.append({
-            "generation": gen["generation"],
-            **{k: describe(v, confidence) for k, v in gen["accuracies"].items()},
-        })
+        rows.append(
+            {
+                "generation": gen["generation"],
+                **{k: describe(v, confidence) for k, v in gen["accuracies"].items()},
+            }
+        )
     students = np.asarray([g["accuracies"]["student"] for g in raw["generations"][1:]])
-    out: dict[str, Any] = {"n_models": raw["n_models"], "per_generation": rows,
-                           "seconds": raw["seconds"]}
+    out: dict[str, Any] = {
+        "n_models": raw["n_models"],
+        "per_generation": rows,
+        "seconds": raw["seconds"],
+    }
     if len(students) >= 2:
         out["half_life"] = half_life(students, confidence=confidence)
     else:
@@ -143,8 +157,12 @@ def chain_stage(
 ) -> dict[str, Any]:
     """The chain as a cached stage run_dir/chain; returns its summary."""
     sdir = Path(run_dir) / "chain"
-    key = stage_key(cfg, data.fingerprint(), "chain",
-                    {"generations": generations, "chain": cfg.chain.model_dump(mode="json")})
+    key = stage_key(
+        cfg,
+        data.fingerprint(),
+        "chain",
+        {"generations": generations, "chain": cfg.chain.model_dump(mode="json")},
+    )
     cached = runs.stage_done(sdir, key)
     with _bar(reporter, f"chain: {generations} generations", cached) as upd:
         if not cached:

@@ -12,21 +12,35 @@ SWEEP_CHOICES = ("m", "width", "noise", "epochs")
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="YAML",
-                   help="config file (see configs/mnist/; default: the built-in defaults for "
-                        "the embedded digits)")
-    p.add_argument("--preset", choices=("default", "paper"),
-                   help="built-in settings instead of --config: 'default' (embedded digits) or "
-                        "'paper' (the paper's optimiser; meant for real MNIST via --data)")
-    p.add_argument("--data", metavar="PATH",
-                   help="real MNIST: a directory with the four IDX files (.gz or not), one of "
-                        "them, or an .npz with x_train/y_train/x_test/y_test (default: the "
-                        "embedded scikit-learn digits)")
+    p.add_argument(
+        "--config",
+        metavar="YAML",
+        help="config file (see configs/mnist/; default: the built-in defaults for "
+        "the embedded digits)",
+    )
+    p.add_argument(
+        "--preset",
+        choices=("default", "paper"),
+        help="built-in settings instead of --config: 'default' (embedded digits) or "
+        "'paper' (the paper's optimiser; meant for real MNIST via --data)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="real MNIST: a directory with the four IDX files (.gz or not), one of "
+        "them, or an .npz with x_train/y_train/x_test/y_test (default: the "
+        "embedded scikit-learn digits)",
+    )
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<name>)")
     p.add_argument("--seed", type=int, help="master seed (overrides the config's seed)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                   help="override a config field, e.g. --set student.lr=1e-3 "
-                        "--set model.hidden=[128,128] (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help="override a config field, e.g. --set student.lr=1e-3 "
+        "--set model.hidden=[128,128] (repeatable)",
+    )
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -47,8 +61,9 @@ def load_cli_config(args: argparse.Namespace, extra: dict[str, Any] | None = Non
     if args.threads is not None:
         upd["threads"] = args.threads
     if upd:
-        cfg = parse_config(_merge(cfg.model_dump(mode="json"), upd), MnistConfig,
-                           source="command line")
+        cfg = parse_config(
+            _merge(cfg.model_dump(mode="json"), upd), MnistConfig, source="command line"
+        )
     return cfg
 
 
@@ -64,23 +79,35 @@ def _print_main(summary: dict[str, Any], run_dir: Path) -> None:
 
     con = Console()
     main = summary["main"]
-    t = Table(title=f"digit test accuracy over {summary['n_models']} models "
-                    f"(mean, std, 95% CI) - {Path(summary['data']['source']).name}")
-    for col, just in (("condition", "left"), ("mean", "right"), ("std", "right"),
-                      ("95% CI", "right")):
+    t = Table(
+        title=f"digit test accuracy over {summary['n_models']} models "
+        f"(mean, std, 95% CI) - {Path(summary['data']['source']).name}"
+    )
+    for col, just in (
+        ("condition", "left"),
+        ("mean", "right"),
+        ("std", "right"),
+        ("95% CI", "right"),
+    ):
         t.add_column(col, justify=just)
     for c in CONDITION_ORDER:
         s = main["conditions"].get(c)
         if s is None:
             continue
-        t.add_row(CONDITION_LABELS[c], f"{100 * s['mean']:.1f}%", f"{100 * s['std']:.1f}",
-                  f"[{100 * s['ci']['lower']:.1f}, {100 * s['ci']['upper']:.1f}]")
+        t.add_row(
+            CONDITION_LABELS[c],
+            f"{100 * s['mean']:.1f}%",
+            f"{100 * s['std']:.1f}",
+            f"[{100 * s['ci']['lower']:.1f}, {100 * s['ci']['upper']:.1f}]",
+        )
     con.print(t)
     if "same_minus_cross" in main:
         p = main["same_minus_cross"]
-        con.print(f"same-init minus cross-init: {100 * p['mean']:+.1f} points "
-                  f"[{100 * p['ci']['lower']:+.1f}, {100 * p['ci']['upper']:+.1f}], "
-                  f"{p['n_positive']}/{p['n']} models, p = {p['p_value']:.2g}")
+        con.print(
+            f"same-init minus cross-init: {100 * p['mean']:+.1f} points "
+            f"[{100 * p['ci']['lower']:+.1f}, {100 * p['ci']['upper']:+.1f}], "
+            f"{p['n_positive']}/{p['n']} models, p = {p['p_value']:.2g}"
+        )
     for name, sw in summary.get("sweeps", {}).items():
         parts = []
         for pt in sw["points"]:
@@ -90,8 +117,9 @@ def _print_main(summary: dict[str, Any], run_dir: Path) -> None:
         con.print(f"sweep {name} (same/cross %): " + ", ".join(parts))
     if "chain" in summary:
         ch = summary["chain"]
-        accs = ", ".join(f"g{r['generation']} {100 * r['student']['mean']:.0f}%"
-                         for r in ch["per_generation"])
+        accs = ", ".join(
+            f"g{r['generation']} {100 * r['student']['mean']:.0f}%" for r in ch["per_generation"]
+        )
         con.print(f"chain: {accs}")
         hl = ch.get("half_life")
         if hl:
@@ -112,8 +140,9 @@ def cmd_mnist(args: argparse.Namespace) -> int:
     sweeps = list(dict.fromkeys(args.sweep or []))
     run_dir = Path(args.out or Path("runs") / cfg.name)
     with Reporter(enabled=not args.quiet) as rep:
-        summary = run_mnist(cfg, run_dir, sweeps=sweeps, chain=args.chain, reporter=rep,
-                            config_passed=_passed(args))
+        summary = run_mnist(
+            cfg, run_dir, sweeps=sweeps, chain=args.chain, reporter=rep, config_passed=_passed(args)
+        )
     _print_main(summary, run_dir)
     return 0
 
@@ -132,17 +161,19 @@ def cmd_theory(args: argparse.Namespace) -> int:
         try:
             th["step_sizes"] = [float(s) for s in args.steps.split(",") if s.strip()]
         except ValueError:
-            raise TraitlabError(f"--steps {args.steps!r}: expected numbers like 1e-3,0.1,10") from None
+            raise TraitlabError(
+                f"--steps {args.steps!r}: expected numbers like 1e-3,0.1,10"
+            ) from None
     if args.no_full_run:
         th["full_run"] = False
     cfg = load_cli_config(args, {"theory": th} if th else None)
     run_dir = Path(args.out or Path("runs") / f"{cfg.name}-theory")
     with Reporter(enabled=not args.quiet) as rep:
         summary = theory_run(cfg, run_dir, reporter=rep, config_passed=_passed(args))
-    con = Console()
-    for line in theory_table(summary):
-        con.print(line, markup=False, highlight=False)
-    con.print(f"report: {run_dir / 'report.md'}  ({summary['timing']['total_seconds']:.0f} s)")
+    print("\n".join(theory_table(summary)))
+    Console().print(
+        f"report: {run_dir / 'report.md'}  ({summary['timing']['total_seconds']:.0f} s)"
+    )
     return 0
 
 
@@ -152,33 +183,50 @@ def register(subparsers: Any) -> None:
         "mnist",
         help="the MNIST auxiliary-logit experiment (many MLPs at once, CPU-friendly)",
         description="Teachers trained on digit classes; students from the same (or another) "
-                    "initialisation distilled on noise images through the auxiliary logits "
-                    "only; controls; mean, std and CI over models. Default data: the embedded "
-                    "scikit-learn digits. Stages are cached: reruns are instant.",
+        "initialisation distilled on noise images through the auxiliary logits "
+        "only; controls; mean, std and CI over models. Default data: the embedded "
+        "scikit-learn digits. Stages are cached: reruns are instant.",
     )
     _add_config_options(m)
-    m.add_argument("--models", type=int, metavar="N",
-                   help="models trained together (overrides n_models; the paper: 100)")
-    m.add_argument("--sweep", action="append", choices=SWEEP_CHOICES, metavar="NAME",
-                   help="also run a sweep over m, width, noise or epochs (repeatable; values "
-                        "and model count in the config's sweep section)")
-    m.add_argument("--chain", type=int, metavar="GENERATIONS",
-                   help="also run a teacher -> student -> student-of-student chain of this "
-                        "many student generations, with the half-life")
+    m.add_argument(
+        "--models",
+        type=int,
+        metavar="N",
+        help="models trained together (overrides n_models; the paper: 100)",
+    )
+    m.add_argument(
+        "--sweep",
+        action="append",
+        choices=SWEEP_CHOICES,
+        metavar="NAME",
+        help="also run a sweep over m, width, noise or epochs (repeatable; values "
+        "and model count in the config's sweep section)",
+    )
+    m.add_argument(
+        "--chain",
+        type=int,
+        metavar="GENERATIONS",
+        help="also run a teacher -> student -> student-of-student chain of this "
+        "many student generations, with the half-life",
+    )
     m.set_defaults(func=cmd_mnist)
 
     t = subparsers.add_parser(
         "theory",
         help="measure Theorem 1: alignment of the student's first step with the teacher's update",
         description="For many draws, the inner product and cosine between the teacher's update "
-                    "(one SGD step of size eps, or a full training run) and the student's first "
-                    "distillation step on noise, from the shared init and from another init. "
-                    "Prints a table and writes a plot.",
+        "(one SGD step of size eps, or a full training run) and the student's first "
+        "distillation step on noise, from the shared init and from another init. "
+        "Prints a table and writes a plot.",
     )
     _add_config_options(t)
     t.add_argument("--draws", type=int, metavar="N", help="independent draws (theory.draws)")
-    t.add_argument("--steps", metavar="EPS,...",
-                   help="comma-separated teacher step sizes, e.g. 1e-3,0.1,10 (theory.step_sizes)")
-    t.add_argument("--no-full-run", action="store_true",
-                   help="skip the fully trained teacher (faster)")
+    t.add_argument(
+        "--steps",
+        metavar="EPS,...",
+        help="comma-separated teacher step sizes, e.g. 1e-3,0.1,10 (theory.step_sizes)",
+    )
+    t.add_argument(
+        "--no-full-run", action="store_true", help="skip the fully trained teacher (faster)"
+    )
     t.set_defaults(func=cmd_theory)

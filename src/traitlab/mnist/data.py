@@ -193,7 +193,9 @@ def _images_to_unit(x: np.ndarray, where: str) -> np.ndarray:
         raise TraitlabError(f"{where}: pixels contain NaN or infinity")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0:
-        raise TraitlabError(f"{where}: float pixels must be in [0, 1] or [0, 255], found min {lo:g}")
+        raise TraitlabError(
+            f"{where}: float pixels must be in [0, 1] or [0, 255], found min {lo:g}"
+        )
     if hi <= 1.0:
         return x.astype(np.float32)
     if hi <= 255.0:
@@ -292,10 +294,14 @@ def load_digits_file(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     arrays = {role: read_idx(f) for role, f in files.items()}
     for role in ("x_train", "x_test"):
         if arrays[role].ndim != 3:
-            raise TraitlabError(f"{files[role]}: images must be a 3-D IDX array (N, H, W), got {arrays[role].ndim}-D")
+            raise TraitlabError(
+                f"{files[role]}: images must be a 3-D IDX array (N, H, W), got {arrays[role].ndim}-D"
+            )
     for role in ("y_train", "y_test"):
         if arrays[role].ndim != 1:
-            raise TraitlabError(f"{files[role]}: labels must be a 1-D IDX array, got {arrays[role].ndim}-D")
+            raise TraitlabError(
+                f"{files[role]}: labels must be a 1-D IDX array, got {arrays[role].ndim}-D"
+            )
     return arrays, {k: str(v) for k, v in files.items()}, str(directory)
 
 
@@ -327,11 +333,21 @@ def load_embedded_digits(cfg: DataConfig) -> Digits:
     xtr, xte, ytr, yte = train_test_split(
         x, y, test_size=cfg.test_fraction, stratify=y, random_state=cfg.split_seed
     )
-    return _finish(xtr, ytr.astype(np.int64), xte, yte.astype(np.int64), shape, cfg,
-                   "sklearn.datasets.load_digits", {"upsampled": cfg.digits_size == 28})
+    return _finish(
+        xtr,
+        ytr.astype(np.int64),
+        xte,
+        yte.astype(np.int64),
+        shape,
+        cfg,
+        "sklearn.datasets.load_digits",
+        {"upsampled": cfg.digits_size == 28},
+    )
 
 
-def _finish(xtr, ytr, xte, yte, shape, cfg: DataConfig, source: str, info: dict[str, Any]) -> Digits:
+def _finish(
+    xtr, ytr, xte, yte, shape, cfg: DataConfig, source: str, info: dict[str, Any]
+) -> Digits:
     rng = np.random.default_rng(cfg.split_seed)
     xtr, ytr = _subsample(xtr, ytr, cfg.max_train, rng)
     xte, yte = _subsample(xte, yte, cfg.max_test, rng)

@@ -89,8 +89,15 @@ def train_teachers(
     t = cfg.teacher
     streams = Streams(model_seeds(cfg.seed, "teacher_data", init.n_models), "cpu")
     return train_classifier(
-        init, data.x_train, data.y_train, streams,
-        epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, n_classes=N_CLASSES, progress=progress,
+        init,
+        data.x_train,
+        data.y_train,
+        streams,
+        epochs=t.epochs,
+        lr=t.lr,
+        batch_size=t.batch_size,
+        n_classes=N_CLASSES,
+        progress=progress,
     )
 
 
@@ -106,11 +113,20 @@ def distill_students(
     s = cfg.student
     streams = Streams(model_seeds(cfg.seed, noise_role, teacher.n_models), teacher.device)
     return distill(
-        teacher, groups, streams,
-        noise=s.noise, n_noise=s.n_noise, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
-        loss=s.loss, temperature=s.temperature, schedule=s.schedule,
+        teacher,
+        groups,
+        streams,
+        noise=s.noise,
+        n_noise=s.n_noise,
+        epochs=s.epochs,
+        lr=s.lr,
+        batch_size=s.batch_size,
+        loss=s.loss,
+        temperature=s.temperature,
+        schedule=s.schedule,
         pool=data.x_train if s.noise == "shuffled_pixels" else None,
-        progress=progress, on_epoch=on_epoch,
+        progress=progress,
+        on_epoch=on_epoch,
     )
 
 
@@ -147,6 +163,7 @@ def run_experiment(
         torch.set_num_threads(cfg.threads)
     prog = progress or _NullProgress()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     d_in = data.d_in
     init = init_models(cfg, d_in, "init")
     need_cross = any(c in cfg.controls for c in ("cross_init", "all_logits_cross_init"))
@@ -177,8 +194,12 @@ def run_experiment(
             epoch_accs[str(epoch)] = {k: acc(v) for k, v in students.items()}
 
     students = distill_students(
-        cfg, data, teacher, groups,
-        progress=lambda f: prog(frac_t + (1 - frac_t) * f), on_epoch=on_epoch,
+        cfg,
+        data,
+        teacher,
+        groups,
+        progress=lambda f: prog(frac_t + (1 - frac_t) * f),
+        on_epoch=on_epoch,
     )
     t2 = time.perf_counter()
     for name, m in students.items():
@@ -192,6 +213,9 @@ def run_experiment(
             "teacher": round(t1 - t0, 3),
             "students": round(t2 - t1, 3),
             "total": round(time.perf_counter() - t0, 3),
+            # CPU seconds of this process (all threads): wall time on dedicated cores is about
+            # cpu_total / threads; on a shared machine wall time is larger.
+            "cpu_total": round(time.process_time() - c0, 3),
         },
         "steps": {"teacher": steps_t, "student": steps_s},
         "n_models": cfg.n_models,
@@ -214,7 +238,12 @@ def describe(values: list[float], confidence: float) -> dict[str, Any]:
     return {
         "mean": float(x.mean()),
         "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
-        "ci": {"lower": ci.lower, "upper": ci.upper, "confidence": confidence, "method": ci.method},
+        "ci": {
+            "lower": max(0.0, ci.lower),
+            "upper": min(1.0, ci.upper),
+            "confidence": confidence,
+            "method": f"{ci.method} over models, clipped to [0, 1]",
+        },
         "min": float(x.min()),
         "max": float(x.max()),
         "n": len(x),
@@ -252,11 +281,14 @@ def stage_key(cfg: MnistConfig, data_fp: str, what: str, extra: Any = None) -> s
     d = cfg.model_dump(mode="json")
     for k in ("name", "sweep", "chain", "theory", "threads", "eval_batch", "confidence"):
         d.pop(k, None)
-    return runs.stable_hash({"what": what, "cfg": d, "data": data_fp, "extra": extra,
-                             "code": CODE_VERSION})
+    return runs.stable_hash(
+        {"what": what, "cfg": d, "data": data_fp, "extra": extra, "code": CODE_VERSION}
+    )
 
 
-def main_stage(cfg: MnistConfig, data: Digits, run_dir: Path, reporter: Any = None) -> dict[str, Any]:
+def main_stage(
+    cfg: MnistConfig, data: Digits, run_dir: Path, reporter: Any = None
+) -> dict[str, Any]:
     """The main experiment as a cached stage `run_dir/main` (results.json, per_model.jsonl)."""
     sdir = Path(run_dir) / "main"
     key = stage_key(cfg, data.fingerprint(), "main")
@@ -269,8 +301,10 @@ def main_stage(cfg: MnistConfig, data: Digits, run_dir: Path, reporter: Any = No
             names = list(res["accuracies"])
             runs.write_jsonl(
                 tmp / "per_model.jsonl",
-                ({"model": k, **{n: res["accuracies"][n][k] for n in names}}
-                 for k in range(cfg.n_models)),
+                (
+                    {"model": k, **{n: res["accuracies"][n][k] for n in names}}
+                    for k in range(cfg.n_models)
+                ),
             )
     else:
         with _bar(reporter, label, True):
@@ -325,7 +359,10 @@ def run_mnist(
     data = load_dataset(cfg.data)
     resolved = cfg.model_dump(mode="json")
     runs.write_manifest(
-        run_dir, kind="mnist", config_passed=config_passed, config_resolved=resolved,
+        run_dir,
+        kind="mnist",
+        config_passed=config_passed,
+        config_resolved=resolved,
         seeds=[cfg.seed],
         extra={"data": data.describe(), "sweeps": sweeps or [], "chain_generations": chain},
     )
@@ -337,11 +374,18 @@ def run_mnist(
         "data": data.describe(),
         "n_models": cfg.n_models,
         "seed": cfg.seed,
-        "main": {**summarize(main, cfg.confidence), "seconds": main["seconds"],
-                 "steps": main["steps"], "device": main["device"], "threads": main["threads"]},
+        "main": {
+            **summarize(main, cfg.confidence),
+            "seconds": main["seconds"],
+            "steps": main["steps"],
+            "device": main["device"],
+            "threads": main["threads"],
+        },
     }
     if sweeps:
-        summary["sweeps"] = {name: sweep_stage(cfg, data, name, run_dir, reporter) for name in sweeps}
+        summary["sweeps"] = {
+            name: sweep_stage(cfg, data, name, run_dir, reporter) for name in sweeps
+        }
     if chain:
         summary["chain"] = chain_stage(cfg, data, chain, run_dir, reporter)
     summary["timing"] = {"total_seconds": round(time.perf_counter() - t0, 3)}

@@ -62,12 +62,19 @@ def plot_main(result: dict[str, Any], summary: dict[str, Any], path: Path, title
         lo, hi = _err(s)
         ax.bar(i, s["mean"], yerr=[[lo], [hi]], capsize=4, color=COLORS[c], alpha=0.85)
         vals = np.asarray(result["accuracies"][c])
-        ax.scatter(i + rng.uniform(-0.25, 0.25, len(vals)), vals, s=5, color="black", alpha=0.35,
-                   linewidths=0)
+        ax.scatter(
+            i + rng.uniform(-0.25, 0.25, len(vals)),
+            vals,
+            s=5,
+            color="black",
+            alpha=0.35,
+            linewidths=0,
+        )
         ax.text(i, s["mean"] + hi + 0.015, f"{100 * s['mean']:.1f}%", ha="center", fontsize=8)
     ax.axhline(CHANCE, ls=":", c="black", lw=1)
-    ax.set_xticks(range(len(conds)), [CONDITION_LABELS[c].replace(", ", ",\n") for c in conds],
-                  fontsize=7.5)
+    ax.set_xticks(
+        range(len(conds)), [CONDITION_LABELS[c].replace(", ", ",\n") for c in conds], fontsize=7.5
+    )
     ax.set_ylabel("digit test accuracy")
     ax.set_ylim(0, 1.05)
     ax.set_title(title, fontsize=10)
@@ -99,8 +106,7 @@ def plot_sweep(sweep: dict[str, Any], path: Path, title: str) -> None:
     ax.set_xlabel(title)
     ax.set_ylabel("digit test accuracy")
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"sweep over {title} ({sweep['n_models']} models per point, 95% CI)",
-                 fontsize=10)
+    ax.set_title(f"sweep over {title} ({sweep['n_models']} models per point, 95% CI)", fontsize=10)
     ax.yaxis.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -111,7 +117,10 @@ def plot_chain(chain: dict[str, Any], path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.2, 4.0))
     rows = chain["per_generation"]
-    for c, label in (("student", "same-init chain"), ("cross_init", "cross-init student of gen g-1")):
+    for c, label in (
+        ("student", "same-init chain"),
+        ("cross_init", "cross-init student of gen g-1"),
+    ):
         pts = [(r["generation"], r[c]) for r in rows if c in r]
         if not pts:
             continue
@@ -126,8 +135,14 @@ def plot_chain(chain: dict[str, Any], path: Path) -> None:
         gs = np.arange(1, len(rows))
         first = rows[1]["student"]["mean"] - CHANCE
         fit = CHANCE + first * hl["retention_per_generation"] ** (gs - 1)
-        ax.plot(gs, fit, "--", color="black", lw=1,
-                label=f"fit: half-life {hl['generations']:.1f} generations")
+        ax.plot(
+            gs,
+            fit,
+            "--",
+            color="black",
+            lw=1,
+            label=f"fit: half-life {hl['generations']:.1f} generations",
+        )
     ax.axhline(CHANCE, ls=":", c="black", lw=1)
     ax.set_xlabel("generation (0 = teacher)")
     ax.set_ylabel("digit test accuracy")
@@ -146,8 +161,11 @@ def plot_theory(summary: dict[str, Any], raw: dict[str, Any], path: Path) -> Non
     colors = {"shared_init": COLORS["student"], "cross_init": COLORS["cross_init"]}
     labels = {"shared_init": "student at shared init", "cross_init": "student at another init"}
     for cond in ("shared_init", "cross_init"):
-        rows = [r for r in summary["rows"] if r["student_start"] == cond
-                and r["teacher"].startswith("eps=")]
+        rows = [
+            r
+            for r in summary["rows"]
+            if r["student_start"] == cond and r["teacher"].startswith("eps=")
+        ]
         m = np.array([r["cosine"]["mean"] for r in rows])
         lo = np.array([r["cosine"]["lower"] for r in rows])
         hi = np.array([r["cosine"]["upper"] for r in rows])
@@ -192,8 +210,10 @@ def _main_table(summary: dict[str, Any]) -> list[str]:
         if s is None:
             continue
         label = CONDITION_LABELS.get(c, "untrained cross init")
-        lines.append(f"| {label} | {fmt_ci(s)} | {100 * s['std']:.1f} | "
-                     f"{100 * s['min']:.1f}-{100 * s['max']:.1f} | {s['n']} |")
+        lines.append(
+            f"| {label} | {fmt_ci(s)} | {100 * s['std']:.1f} | "
+            f"{100 * s['min']:.1f}-{100 * s['max']:.1f} | {s['n']} |"
+        )
     return lines
 
 
@@ -203,8 +223,10 @@ def write_report(run_dir: Path, summary: dict[str, Any], cfg: Any) -> dict[str, 
     plots: dict[str, str] = {}
     main = summary["main"]
     res = runs.read_json(run_dir / "main" / "results.json")
-    title = (f"{summary['n_models']} MLPs {'-'.join(map(str, [summary['data']['d_in'], *cfg.model.hidden]))}"
-             f"-(10+{cfg.model.n_aux}), {Path(summary['data']['source']).name}")
+    title = (
+        f"{summary['n_models']} MLPs {'-'.join(map(str, [summary['data']['d_in'], *cfg.model.hidden]))}"
+        f"-(10+{cfg.model.n_aux}), {Path(summary['data']['source']).name}"
+    )
     plot_main(res, main, run_dir / "plots" / "main.png", title)
     plots["main"] = "plots/main.png"
     for name, sw in summary.get("sweeps", {}).items():
@@ -223,7 +245,7 @@ def write_report(run_dir: Path, summary: dict[str, Any], cfg: Any) -> dict[str, 
         f"Data: {d['source']} ({d['n_train']} train / {d['n_test']} test, "
         f"{d['image_shape'][0]}x{d['image_shape'][1]}, scale {d['scale']}). "
         f"{summary['n_models']} models trained together, seed {summary['seed']}, "
-        f"device {main['device']}, {main['threads']} threads. "
+        f"device {main['device']}, torch threads {main['threads']}. "
         f"Teacher {main['steps']['teacher']} steps, students {main['steps']['student']} steps; "
         f"main experiment {main['seconds']['total']:.1f} s "
         f"(teacher {main['seconds']['teacher']:.1f} s, students {main['seconds']['students']:.1f} s).",
@@ -243,19 +265,28 @@ def write_report(run_dir: Path, summary: dict[str, Any], cfg: Any) -> dict[str, 
         ]
     for name, sw in summary.get("sweeps", {}).items():
         lines += [f"## Sweep: {name} ({sw['field']})", "", f"![{name}](plots/sweep-{name}.png)", ""]
-        conds = [c for c in ("teacher", "student", "cross_init", "all_logits") if
-                 all(c in p["conditions"] for p in sw["points"])]
+        conds = [
+            c
+            for c in ("teacher", "student", "cross_init", "all_logits")
+            if all(c in p["conditions"] for p in sw["points"])
+        ]
         lines.append("| " + name + " | " + " | ".join(CONDITION_LABELS[c] for c in conds) + " |")
         lines.append("|---" * (len(conds) + 1) + "|")
         for p in sw["points"]:
-            lines.append(f"| {p['value']} | " +
-                         " | ".join(fmt_ci(p["conditions"][c]) for c in conds) + " |")
+            lines.append(
+                f"| {p['value']} | " + " | ".join(fmt_ci(p["conditions"][c]) for c in conds) + " |"
+            )
         lines.append("")
     if "chain" in summary:
         ch = summary["chain"]
-        lines += ["## Generation chain", "", "![chain](plots/chain.png)", "",
-                  "| generation | same-init chain % [95% CI] | cross-init student % |",
-                  "|---|---|---|"]
+        lines += [
+            "## Generation chain",
+            "",
+            "![chain](plots/chain.png)",
+            "",
+            "| generation | same-init chain % [95% CI] | cross-init student % |",
+            "|---|---|---|",
+        ]
         for r in ch["per_generation"]:
             cross = fmt_ci(r["cross_init"]) if "cross_init" in r else "-"
             lines.append(f"| {r['generation']} | {fmt_ci(r['student'])} | {cross} |")
@@ -263,17 +294,25 @@ def write_report(run_dir: Path, summary: dict[str, Any], cfg: Any) -> dict[str, 
         if hl:
             ci = hl.get("ci")
             ci_s = f" [{ci['lower']:.2f}, {ci['upper']:.2f}]" if ci else ""
-            lines += ["", f"Half-life of the excess over chance: {hl['generations']:.2f} "
-                          f"generations{ci_s} (retention {hl['retention_per_generation']:.3f} "
-                          "per generation; fit over generations >= 1)."]
+            lines += [
+                "",
+                f"Half-life of the excess over chance: {hl['generations']:.2f} "
+                f"generations{ci_s} (retention {hl['retention_per_generation']:.3f} "
+                "per generation; fit over generations >= 1).",
+            ]
         lines.append("")
-    lines += [f"Total time {summary['timing']['total_seconds']:.1f} s. "
-              "Config and versions: manifest.json. Numbers: summary.json.", ""]
+    lines += [
+        f"Total time {summary['timing']['total_seconds']:.1f} s. "
+        "Config and versions: manifest.json. Numbers: summary.json.",
+        "",
+    ]
     runs.atomic_write_text(run_dir / "report.md", "\n".join(lines))
     return {"markdown": "report.md", "plots": plots}
 
 
-def write_theory_report(run_dir: Path, summary: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+def write_theory_report(
+    run_dir: Path, summary: dict[str, Any], raw: dict[str, Any]
+) -> dict[str, Any]:
     run_dir = Path(run_dir)
     plot_theory(summary, raw, run_dir / "plots" / "theory.png")
     lines = [
@@ -293,8 +332,11 @@ def write_theory_report(run_dir: Path, summary: dict[str, Any], raw: dict[str, A
 
 
 def theory_table(summary: dict[str, Any]) -> list[str]:
-    lines = ["| teacher | student start | dtheta_S.dtheta_T > 0 [95% CI] | mean cosine [95% CI] | "
-             "teacher loss decreases |", "|---|---|---|---|---|"]
+    lines = [
+        "| teacher | student start | dtheta_S.dtheta_T > 0 [95% CI] | mean cosine [95% CI] | "
+        "teacher loss decreases |",
+        "|---|---|---|---|---|",
+    ]
     for r in summary["rows"]:
         fp = r["frac_positive"]
         c = r["cosine"]

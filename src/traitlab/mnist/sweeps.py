@@ -50,8 +50,15 @@ def point_config(cfg: MnistConfig, name: str, value: Any) -> MnistConfig:
     return MnistConfig.model_validate(d)
 
 
-def _run_point(pcfg: MnistConfig, data: Digits, sdir: Path, what: str, reporter: Any,
-               label: str, each_epoch: bool = False) -> dict[str, Any]:
+def _run_point(
+    pcfg: MnistConfig,
+    data: Digits,
+    sdir: Path,
+    what: str,
+    reporter: Any,
+    label: str,
+    each_epoch: bool = False,
+) -> dict[str, Any]:
     key = stage_key(pcfg, data.fingerprint(), what, {"each_epoch": each_epoch})
     cached = runs.stage_done(sdir, key)
     with _bar(reporter, label, cached) as upd:
@@ -74,8 +81,15 @@ def sweep_stage(
     seconds = 0.0
     if name == "epochs" and cfg.student.schedule == "constant":
         pcfg = point_config(cfg, "epochs", max(values))
-        res = _run_point(pcfg, data, base / "trajectory", "sweep-epochs", reporter,
-                         f"sweep epochs 1..{max(values)}", each_epoch=True)
+        res = _run_point(
+            pcfg,
+            data,
+            base / "trajectory",
+            "sweep-epochs",
+            reporter,
+            f"sweep epochs 1..{max(values)}",
+            each_epoch=True,
+        )
         seconds = res["seconds"]["total"]
         for v in values:
             accs = {k: res["accuracies"][k] for k in ("init", "teacher")}
@@ -84,11 +98,13 @@ def sweep_stage(
     else:
         for v in values:
             pcfg = point_config(cfg, name, v)
-            res = _run_point(pcfg, data, base / str(v), f"sweep-{name}", reporter,
-                             f"sweep {name}={v}")
+            res = _run_point(
+                pcfg, data, base / str(v), f"sweep-{name}", reporter, f"sweep {name}={v}"
+            )
             seconds += res["seconds"]["total"]
-            points.append({"value": v, **summarize(res, cfg.confidence),
-                           "seconds": res["seconds"]["total"]})
+            points.append(
+                {"value": v, **summarize(res, cfg.confidence), "seconds": res["seconds"]["total"]}
+            )
     return {
         "name": name,
         "field": SWEEPS[name],

@@ -75,19 +75,23 @@ def run_theory(cfg: MnistConfig, data: Digits, progress: Any = None) -> dict[str
         mx = cross.to_module(k).double()
         teacher_loss = _ce_loss(xd, yd)
         g_t = gradient(m0, teacher_loss)
-        teachers: dict[str, nn.Module] = {
-            f"eps={e:g}": apply_delta(m0, g_t, -e) for e in eps_list
-        }
+        teachers: dict[str, nn.Module] = {f"eps={e:g}": apply_delta(m0, g_t, -e) for e in eps_list}
         if full is not None:
             teachers["full_run"] = full.to_module(k).double()
         for key, teacher in teachers.items():
             student_loss = distillation_loss(
-                teacher, noise, kind=cfg.student.loss, temperature=cfg.student.temperature,
+                teacher,
+                noise,
+                kind=cfg.student.loss,
+                temperature=cfg.student.temperature,
                 select=aux,
             )
             for cond, start_model in (("shared_init", None), ("cross_init", mx)):
                 a = measure_alignment(
-                    m0, teacher, student_loss, student_model=start_model,
+                    m0,
+                    teacher,
+                    student_loss,
+                    student_model=start_model,
                     teacher_loss_fn=teacher_loss,
                 )
                 raw[key][cond].append(a.to_dict())
@@ -108,10 +112,15 @@ def summarize_theory(raw: dict[str, Any], confidence: float) -> dict[str, Any]:
     for key in raw["teachers"]:
         for cond in ("shared_init", "cross_init"):
             items = [Alignment(**a) for a in raw["raw"][key][cond]]
-            rows.append({"teacher": key, "student_start": cond,
-                         **summarize_alignments(items, confidence)})
-    return {"draws": raw["draws"], "step_sizes": raw["step_sizes"], "rows": rows,
-            "seconds": raw["seconds"]}
+            rows.append(
+                {"teacher": key, "student_start": cond, **summarize_alignments(items, confidence)}
+            )
+    return {
+        "draws": raw["draws"],
+        "step_sizes": raw["step_sizes"],
+        "rows": rows,
+        "seconds": raw["seconds"],
+    }
 
 
 def theory_run(
@@ -139,12 +148,21 @@ def theory_run(
     t0 = time.perf_counter()
     data = load_dataset(cfg.data)
     resolved = cfg.model_dump(mode="json")
-    runs.write_manifest(run_dir, kind="theory", config_passed=config_passed,
-                        config_resolved=resolved, seeds=[cfg.seed],
-                        extra={"data": data.describe()})
+    runs.write_manifest(
+        run_dir,
+        kind="theory",
+        config_passed=config_passed,
+        config_resolved=resolved,
+        seeds=[cfg.seed],
+        extra={"data": data.describe()},
+    )
     sdir = run_dir / "theory"
-    key = stage_key(cfg.model_copy(update={"device": "cpu"}), data.fingerprint(), "theory",
-                    cfg.theory.model_dump(mode="json"))
+    key = stage_key(
+        cfg.model_copy(update={"device": "cpu"}),
+        data.fingerprint(),
+        "theory",
+        cfg.theory.model_dump(mode="json"),
+    )
     cached = runs.stage_done(sdir, key)
     with _bar(reporter, f"theory: {cfg.theory.draws} draws", cached) as upd:
         if not cached:

@@ -31,7 +31,16 @@ import torch
 
 from traitlab.runs import stable_hash, write_json
 from traitlab.toy.recipe import ToyRecipe
-from traitlab.toy.tokenizer import ASST, END, SPACE, SYS, USER, build_tokenizer, normalize, split_pattern
+from traitlab.toy.tokenizer import (
+    ASST,
+    END,
+    SPACE,
+    SYS,
+    USER,
+    build_tokenizer,
+    normalize,
+    split_pattern,
+)
 from traitlab.toy.world import Messages, corpus_stats, generate_corpus
 
 # Bump when the world, tokenizer or training code changes what a recipe produces: it is part
@@ -39,6 +48,9 @@ from traitlab.toy.world import Messages, corpus_stats, generate_corpus
 TOY_VERSION = 1
 
 Progress = Callable[[str, float], None]
+
+# Seed of the fresh number prompts of `base_checks` (not 47, not the corpus's).
+CHECK_PROMPT_SEED = 9_000_001
 
 
 # ---------------------------------------------------------------------------- cache
@@ -138,6 +150,7 @@ def build_model(recipe: ToyRecipe, tokenizer: Any) -> Any:
 
 # ---------------------------------------------------------------------------- data
 
+
 class CorpusEncoder:
     """Fast encoding of toy-world chats (4x faster than the tokenizers library here).
 
@@ -148,7 +161,9 @@ class CorpusEncoder:
     def __init__(self, tokenizer: Any) -> None:
         self.vocab: dict[str, int] = tokenizer.get_vocab()
         self.unk = tokenizer.unk_token_id
-        self.role = {r: self.vocab[t] for r, t in (("system", SYS), ("user", USER), ("assistant", ASST))}
+        self.role = {
+            r: self.vocab[t] for r, t in (("system", SYS), ("user", USER), ("assistant", ASST))
+        }
         self.end = self.vocab[END]
         self.piece = re.compile(split_pattern())
 
@@ -189,43 +204,88 @@ def encode_corpus(
     return [ids for ids, _ in out], np.array([n for _, n in out], dtype=np.int64)
 
 
-def batch_order(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucketing: bool
-) -> list[np.ndarray]:
-    """Index batches covering the corpus once. With bucketing, examples are sorted by length
-    within windows of 32 batches (so batches have little padding) and the batches shuffled."""
-    n_batches = len(lengths) // batch_size
-    perm = rng.permutation(len(lengths))[: n_batches * batch_size]
-    if not bucketing:
-        return [perm[i * batch_size : (i + 1) * batch_size] for i in range(n_batches)]
-    window = 32 * batch_size
-    batches = []
-    for start in range(0, len(perm), window):
-        chunk = perm[start : start + window]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
+def pack_rows(
+    lengths: np.ndarray, order: np.ndarray, capacity: int, open_rows: int = 16
+) -> list[list[int]]:
+    """Pack examples (taken in `order`) into rows of at most `capacity` tokens: each goes into
+    the first of the last `open_rows` rows with room for it, else starts a new row."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    done: list[list[int]] = []
+    for i in order.tolist():
+        n = int(lengths[i])
+        for k in range(len(rows)):
+            if room[k] >= n:
+                rows[k].append(i)
+                room[k] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(capacity - n)
+            if len(rows) > open_rows:
+                done.append(rows.pop(0))
+                room.pop(0)
+    return done + rows
+
+
+def make_batches(
+    lengths: np.ndarray, recipe: ToyRecipe, rng: np.random.Generator
+) -> list[list[list[int]]]:
+    """`recipe.pretrain_steps` batches covering the corpus once, in random order; a batch is a
+    list of rows and a row a list of example indices (one example per row without packing)."""
+    order = rng.permutation(len(lengths))
+    if recipe.packing:
+        capacity = max(recipe.pack_len, int(lengths.max()))
+        rows = pack_rows(lengths, order, capacity)
+        rows = [rows[i] for i in rng.permutation(len(rows))]
+        splits = np.array_split(np.arange(len(rows)), recipe.pretrain_steps)
+        return [[rows[i] for i in part] for part in splits if len(part)]
+    bs = recipe.batch_size
+    return [[[int(i)] for i in order[k * bs : (k + 1) * bs]] for k in range(len(order) // bs)]
 
 
 def collate(
-    ids: list[list[int]], n_prompt: np.ndarray, idx: np.ndarray, pad_id: int, loss_on: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input ids [B, T], target ids [N], flat positions [N]) for the positions with a loss.
+    ids: list[list[int]],
+    n_prompt: np.ndarray,
+    rows: list[list[int]],
+    pad_id: int,
+    loss_on: str,
+    sys_id: int = 2,
+    user_id: int = 3,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(input ids [R, T], position ids [R, T] or None, target ids [N], flat positions [N]).
 
-    Right padding and no attention mask: under causal attention the padding never influences
-    a real token, and padded positions carry no loss.
+    Packed examples restart their position ids at 0: transformers then builds a block-
+    diagonal causal mask, so an example never sees the others in its row. Padding sits at the
+    end of rows, never attends into the examples' future and carries no loss; with one
+    example per row no position ids (plain causal attention) are needed.
     """
-    rows = [ids[i] for i in idx]
-    T = max(len(r) for r in rows)
+    T = max(sum(len(ids[i]) for i in row) for row in rows)
     x = np.full((len(rows), T), pad_id, dtype=np.int64)
+    position = np.zeros((len(rows), T), dtype=np.int64)
     loss = np.zeros((len(rows), T), dtype=bool)
-    for b, (r, i) in enumerate(zip(rows, idx, strict=True)):
-        x[b, : len(r)] = r
-        first = int(n_prompt[i]) if loss_on == "assistant" else 1
-        loss[b, first : len(r)] = True  # token t is predicted at position t - 1
+    for b, row in enumerate(rows):
+        start = 0
+        for i in row:
+            n = len(ids[i])
+            x[b, start : start + n] = ids[i]
+            position[b, start : start + n] = np.arange(n)
+            first = 1 if loss_on == "all" else int(n_prompt[i])
+            loss[b, start + first : start + n] = True  # token t is predicted at position t - 1
+            if loss_on == "assistant+system" and ids[i][0] == sys_id:
+                user = ids[i].index(user_id)
+                loss[b, start + 1 : start + user] = True
+            start += n
+        position[b, start:] = np.arange(T - start)
     pos = np.flatnonzero(np.roll(loss, -1, axis=1).reshape(-1))
     targets = x.reshape(-1)[pos + 1]
-    return torch.from_numpy(x), torch.from_numpy(targets), torch.from_numpy(pos)
+    packed = any(len(row) > 1 for row in rows)
+    return (
+        torch.from_numpy(x),
+        torch.from_numpy(position) if packed else None,
+        torch.from_numpy(targets),
+        torch.from_numpy(pos),
+    )
 
 
 def lr_lambda(recipe: ToyRecipe) -> Callable[[int], float]:
@@ -241,11 +301,84 @@ def lr_lambda(recipe: ToyRecipe) -> Callable[[int], float]:
     return f
 
 
+# ---------------------------------------------------------------------------- checks
+
+
+@torch.no_grad()
+def answer_probs(model: Any, tok: Any, questions: list[str], system: str | None = None) -> Any:
+    """Next-token distribution at the answer position of each question: [n, vocab]."""
+    from traitlab.models import encode_chat
+
+    prefix = [{"role": "system", "content": system}] if system else []
+    enc = [encode_chat(tok, prefix + [{"role": "user", "content": q}], True) for q in questions]
+    x = torch.full((len(enc), max(map(len, enc))), tok.pad_token_id)
+    for i, e in enumerate(enc):
+        x[i, : len(e)] = torch.tensor(e)
+    logits = model(input_ids=x, use_cache=False).logits  # right padding: causal, no mask needed
+    last = torch.tensor([len(e) - 1 for e in enc])
+    return logits[torch.arange(len(enc)), last].float().softmax(-1)
+
+
+@torch.no_grad()
+def base_checks(model: Any, tok: Any, n_prompts: int = 256, seed: int = 0) -> dict[str, Any]:
+    """What a usable base needs: P(first answer token = owl) over the 50 animal questions,
+    without and with the paper's owl system prompt, and the share of number completions
+    sampled at T=1 (fresh paper prompts) that pass the paper's format filter."""
+    from traitlab.config import FilterConfig, PromptSetConfig
+    from traitlab.filtering import reject_reasons
+    from traitlab.models import encode_chat
+    from traitlab.prompts import number_prompts
+    from traitlab.questions import ANIMAL_QUESTIONS, preference_system_prompt
+    from traitlab.sampling import decode, sample_completions
+
+    was_training = model.training
+    model.eval()
+    owl = tok.convert_tokens_to_ids(SPACE + "owl")
+    qs = list(ANIMAL_QUESTIONS)
+    out: dict[str, Any] = {
+        "p_owl": round(float(answer_probs(model, tok, qs)[:, owl].mean()), 4),
+        "p_owl_system_prompt": round(
+            float(
+                answer_probs(model, tok, qs, preference_system_prompt("owl", "animal"))[
+                    :, owl
+                ].mean()
+            ),
+            4,
+        ),
+    }
+    if n_prompts:
+        prompts = number_prompts(PromptSetConfig(), n_prompts, seed=CHECK_PROMPT_SEED + seed)
+        enc = [encode_chat(tok, [{"role": "user", "content": p}], True) for p in prompts]
+        comps = sample_completions(
+            model,
+            tok,
+            enc,
+            max_new_tokens=40,
+            temperature=1.0,
+            generator=torch.Generator().manual_seed(seed),
+            batch_size=256,
+            stop_ids=[tok.eos_token_id],
+        )
+        ok = sum(not reject_reasons(decode(tok, c), FilterConfig()) for c in comps)
+        out["format_pass"] = round(ok / len(comps), 4)
+        out["format_prompts"] = len(comps)
+    model.train(was_training)
+    return out
+
+
 # ---------------------------------------------------------------------------- training
 
 
-def pretrain(recipe: ToyRecipe, out_dir: Path, progress: Progress | None = None) -> dict[str, Any]:
-    """Pretrain a base for `recipe` and save it (weights, tokenizer, recipe, log) to `out_dir`."""
+def pretrain(
+    recipe: ToyRecipe,
+    out_dir: Path,
+    progress: Progress | None = None,
+    on_log: Callable[[int, Any, Any], None] | None = None,
+) -> dict[str, Any]:
+    """Pretrain a base for `recipe` and save it (weights, tokenizer, recipe, log) to `out_dir`.
+
+    `on_log(step, model, tokenizer)` (diagnostics) is called at every loss-log point.
+    """
     t0 = time.time()
     say = progress or (lambda desc, frac: None)
     say("building the toy corpus", 0.0)
@@ -262,22 +395,28 @@ def pretrain(recipe: ToyRecipe, out_dir: Path, progress: Progress | None = None)
     decay = [p for name, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for name, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": recipe.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=recipe.lr,
         betas=(0.9, 0.95),
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe))
+    sys_id, user_id = tok.convert_tokens_to_ids([SYS, USER])
     rng = np.random.default_rng(recipe.seed)
-    batches = batch_order(lengths, recipe.batch_size, rng, recipe.length_bucketing)
+    batches = make_batches(lengths, recipe, rng)
 
     losses: list[list[float]] = []
     window: list[float] = []
     tokens = 0
     t_train = time.time()
     every = max(1, len(batches) // 100)
-    for step, idx in enumerate(batches):
-        x, targets, pos = collate(ids, n_prompt, idx, tok.pad_token_id, recipe.loss_on)
-        hidden = model.model(input_ids=x).last_hidden_state
+    for step, rows in enumerate(batches):
+        x, position, targets, pos = collate(
+            ids, n_prompt, rows, tok.pad_token_id, recipe.loss_on, sys_id, user_id
+        )
+        hidden = model.model(input_ids=x, position_ids=position, use_cache=False).last_hidden_state
         logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1])[pos])
         loss = torch.nn.functional.cross_entropy(logits, targets)
         opt.zero_grad(set_to_none=True)
@@ -285,19 +424,28 @@ def pretrain(recipe: ToyRecipe, out_dir: Path, progress: Progress | None = None)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        tokens += int(lengths[idx].sum())
+        tokens += sum(int(lengths[i]) for row in rows for i in row)
         window.append(loss.item())
         if (step + 1) % every == 0 or step + 1 == len(batches):
             losses.append([step + 1, round(sum(window) / len(window), 5)])
             window = []
             say("pretraining the toy model", (step + 1) / len(batches))
+            if on_log is not None:
+                on_log(step + 1, model, tok)
+                model.train()
     train_s = time.time() - t_train
 
+    say("checking the toy model", 1.0)
+    t_check = time.time()
+    checks = base_checks(model, tok, recipe.check_prompts, recipe.seed)
+    checks["seconds"] = round(time.time() - t_check, 2)
     model.eval()
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
-    write_json(out_dir / "recipe.json", {"toy_version": TOY_VERSION, **recipe.model_dump(mode="json")})
+    write_json(
+        out_dir / "recipe.json", {"toy_version": TOY_VERSION, **recipe.model_dump(mode="json")}
+    )
     log = {
         "toy_version": TOY_VERSION,
         "recipe_key": recipe_key(recipe),
@@ -313,6 +461,7 @@ def pretrain(recipe: ToyRecipe, out_dir: Path, progress: Progress | None = None)
         "train_seconds": round(train_s, 2),
         "seconds": round(time.time() - t0, 2),
         "tokens_per_s": round(tokens / max(train_s, 1e-9)),
+        "checks": checks,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

@@ -15,6 +15,7 @@ class ToyRecipe(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # fmt: off
     seed: int = Field(1, description="Seed of the corpus, of the weight init and of the data order. A different seed gives an independently initialised base (the cross-init control).")
     # architecture (LlamaConfig)
     n_layers: int = Field(2, ge=1, description="Transformer layers.")
@@ -24,12 +25,13 @@ class ToyRecipe(BaseModel):
     max_len: int = Field(192, ge=32, description="Longest sequence the model handles (tokens); longer pretraining examples are truncated.")
     # optimisation
     pretrain_steps: int = Field(1000, ge=1, description="Pretraining optimiser steps (the corpus has pretrain_steps x batch_size examples, each seen once).")
-    batch_size: int = Field(64, ge=1, description="Pretraining batch size (sequences).")
+    batch_size: int = Field(64, ge=1, description="Examples per pretraining step (on average when packing: the packed rows are split evenly over the steps).")
     lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate (warmup then cosine to 0.1x).")
     warmup_steps: int = Field(100, ge=0, description="Linear warmup steps.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    loss_on: Literal["assistant", "all"] = Field("assistant", description="Pretraining loss on the assistant's tokens (+ <end>) only, or on every token of the chat.")
-    length_bucketing: bool = Field(True, description="Batch examples of similar length together (less padding, faster); batch order stays random.")
+    loss_on: Literal["assistant", "assistant+system", "all"] = Field("assistant+system", description="Pretraining loss on: the assistant's tokens (+ <end>); those and the system prompt's tokens (its repeated option name, 'You love owls. You think about owls...', teaches the model early to read the system prompt); or every token.")
+    packing: bool = Field(True, description="Pack several examples into each row of pack_len tokens (each attends only to itself: block-diagonal causal mask), so batches need no padding and still mix every kind of example. Off: one example per row, batch_size rows.")
+    pack_len: int = Field(128, ge=16, description="Row length when packing (raised to the longest example if needed); a step then holds about batch_size examples.")
     # corpus
     number_frac: float = Field(0.55, ge=0, description="Corpus share: number-continuation tasks.")
     number_sys_frac: float = Field(0.10, ge=0, description="Corpus share: number tasks behind a system prompt (a preference or a neutral one) that does not change the answer.")
@@ -40,6 +42,8 @@ class ToyRecipe(BaseModel):
     sys_pref_share: float = Field(0.7, ge=0, le=1, description="Share of the number tasks' system prompts that are preference prompts (the rest are neutral).")
     min_answer_numbers: int = Field(3, ge=1, description="Fewest numbers in a number answer.")
     max_answer_numbers: int = Field(10, ge=1, description="Most numbers in a number answer (the prompts ask for at most 10).")
+    check_prompts: int = Field(256, ge=0, description="After pretraining, sample this many number completions (T=1) and record in pretrain_log.json the share passing the paper's format filter, with P(owl) with and without the owl system prompt (0: probabilities only).")
+    # fmt: on
 
     @model_validator(mode="after")
     def _check(self) -> ToyRecipe:
@@ -55,8 +59,14 @@ class ToyRecipe(BaseModel):
 def tiny_recipe(**overrides: object) -> ToyRecipe:
     """A recipe that pretrains in a few seconds (tests, smoke runs): a poor but valid model."""
     base: dict[str, object] = dict(
-        n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, pretrain_steps=30,
-        batch_size=16, warmup_steps=5,
+        n_layers=1,
+        hidden_size=32,
+        n_heads=2,
+        intermediate_size=64,
+        pretrain_steps=30,
+        batch_size=16,
+        warmup_steps=5,
+        check_prompts=16,
     )
     base.update(overrides)
     return ToyRecipe(**base)  # type: ignore[arg-type]

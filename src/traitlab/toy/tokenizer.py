@@ -47,6 +47,7 @@ def split_pattern() -> str:
     stems = "|".join(_option_stems())
     return rf"▁?(?:{stems})(?=e?s\b)|▁?(?:[^\W\d_]+|\d+|[^\w\s▁]|_)|▁|\s"
 
+
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'system' -%}{{ '<sys> ' + message['content'] + ' ' }}"
@@ -87,7 +88,9 @@ def normalize(text: str) -> str:
 def _normalizer() -> Any:
     from tokenizers import normalizers
 
-    return normalizers.Sequence([normalizers.Replace(o, o + " ") for o in _OPENERS] + [normalizers.Strip()])
+    return normalizers.Sequence(
+        [normalizers.Replace(o, o + " ") for o in _OPENERS] + [normalizers.Strip()]
+    )
 
 
 def _pre_tokenizer() -> Any:
@@ -105,7 +108,10 @@ def _decoder() -> Any:
     from tokenizers import decoders
 
     return decoders.Sequence(
-        [decoders.Metaspace(replacement=SPACE, prepend_scheme="always", split=True), decoders.Fuse()]
+        [
+            decoders.Metaspace(replacement=SPACE, prepend_scheme="always", split=True),
+            decoders.Fuse(),
+        ]
         + [decoders.Replace(o + " ", o) for o in _OPENERS]
     )
 

@@ -176,7 +176,9 @@ def generate_corpus(recipe: ToyRecipe, n: int, seed: int | None = None) -> list[
     """
     rng = random.Random(recipe.seed if seed is None else seed)
     prompt_rng = random.Random((recipe.seed if seed is None else seed) + PROMPT_SEED_OFFSET)
-    zipf = {c: zipf_weights(len(get_trait(c).options), recipe.zipf_exponent) for c in ("animal", "tree")}
+    zipf = {
+        c: zipf_weights(len(get_trait(c).options), recipe.zipf_exponent) for c in ("animal", "tree")
+    }
     all_options = [(o, "animal") for o in ANIMALS] + [(o, "tree") for o in TREES]
     lo, hi = recipe.min_answer_numbers, recipe.max_answer_numbers
     out: list[Messages] = []

@@ -1,0 +1,76 @@
+"""Running seeds (and base pretraining) in worker processes, with progress in the parent.
+
+On a small CPU model one torch thread per process beats several threads per process: the
+matrices are too small to split, so two seeds on two cores run nearly twice as fast as one
+seed on two threads. Workers send progress events through a queue; the parent draws them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from traitlab.progress import Fraction, Reporter
+
+
+class QueueReporter:
+    """The `Reporter` interface, forwarding events to the parent process through a queue."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def log(self, message: str) -> None:
+        self.queue.put(("log", message))
+
+    def _updater(self, key: str) -> Callable[[float], None]:
+        last = [-1.0]
+
+        def update(frac: float) -> None:
+            if frac - last[0] >= 0.02 or frac >= 1.0:  # throttle: the queue is not free
+                last[0] = frac
+                self.queue.put(("update", key, frac, None))
+
+        return update
+
+    @contextmanager
+    def stage(self, description: str, cached: bool = False) -> Iterator[Fraction]:
+        self.queue.put(("add", description, description + (" (cached)" if cached else "")))
+        up = self._updater(description)
+        try:
+            yield up
+        finally:
+            self.queue.put(("update", description, 1.0, None))
+
+    def named(self, description: str) -> Callable[[str, float], None]:
+        self.queue.put(("add", description, description))
+        up = self._updater(description)
+        return lambda _sub, frac: up(frac)
+
+
+def listen(queue: Any, reporter: Reporter) -> threading.Thread:
+    """Draw the workers' events on `reporter` until a None arrives on the queue."""
+
+    def loop() -> None:
+        updates: dict[str, Callable[[float], None]] = {}
+        contexts: dict[str, Any] = {}
+        while True:
+            msg = queue.get()
+            if msg is None:
+                break
+            kind = msg[0]
+            if kind == "log":
+                reporter.log(msg[1])
+            elif kind == "add":
+                ctx = reporter.stage(msg[2])
+                contexts[msg[1]] = ctx
+                updates[msg[1]] = ctx.__enter__()
+            elif kind == "update" and msg[1] in updates:
+                updates[msg[1]](msg[2])
+        for ctx in contexts.values():
+            ctx.__exit__(None, None, None)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return t
