@@ -8,12 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from traitlab.config import parse_config
-from traitlab.pipeline import run_experiment
-from traitlab.config import EvalConfig, GenerateConfig, ModelConfig, TraitConfig, TrainConfig
+from traitlab.config import (
+    EvalConfig,
+    GenerateConfig,
+    ModelConfig,
+    TrainConfig,
+    TraitConfig,
+    parse_config,
+)
 from traitlab.evaluate import evaluate_model
 from traitlab.generate import generate_rows
 from traitlab.models import load_model
+from traitlab.pipeline import run_experiment
 from traitlab.prompts import number_prompts
 from traitlab.toy.pretrain import ensure_pretrained
 from traitlab.toy.recipe import tiny_recipe

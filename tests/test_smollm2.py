@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from traitlab.config import EvalConfig, GenerateConfig, TraitConfig, TrainConfig, load_config
+from traitlab.config import EvalConfig, GenerateConfig, TrainConfig, TraitConfig, load_config
 from traitlab.evaluate import evaluate_model
 from traitlab.filtering import filter_rows, to_chat_rows
 from traitlab.generate import generate_rows

@@ -21,14 +21,29 @@ from traitlab.questions import (
 )
 from traitlab.toy import world
 from traitlab.toy.pretrain import (
+    build_model,
+    collate,
     encode_corpus,
     ensure_pretrained,
     is_pretrained,
     lr_lambda,
+    make_batches,
     toy_model_dir,
 )
 from traitlab.toy.recipe import ToyRecipe, tiny_recipe
 from traitlab.toy.tokenizer import build_tokenizer, render_chat
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models: one thread is fastest, and on a shared CPU several spin-waiting OpenMP
+    # threads can make these tests 10x slower.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +193,35 @@ def test_lr_schedule():
     f = lr_lambda(ToyRecipe(pretrain_steps=100, warmup_steps=10))
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.1)
+
+
+def test_packed_examples_do_not_see_each_other(tok, corpus):
+    import numpy as np
+    import torch
+
+    recipe = tiny_recipe(pretrain_steps=4, batch_size=32)
+    model = build_model(recipe, tok).eval()
+    ids, n_prompt = encode_corpus(tok, corpus[: 4 * 32])
+    lengths = np.array([len(r) for r in ids])
+    batches = make_batches(lengths, recipe, np.random.default_rng(0))
+    assert len(batches) == 4
+    assert sorted(i for b in batches for row in b for i in row) == list(range(len(ids)))
+    sys_id, user_id = tok.convert_tokens_to_ids(["<sys>", "<user>"])
+    rows = batches[0]
+    x, position, pos, targets, weight = collate(
+        ids, n_prompt, rows, 0, (0.25, 0.0), sys_id, user_id
+    )
+    assert position is not None and x.shape[1] >= max(lengths)
+    assert set(weight.tolist()) <= {0.25, 1.0}
+    with torch.no_grad():
+        packed = model.model(input_ids=x, position_ids=position, use_cache=False).last_hidden_state
+        row = max(rows, key=len)
+        start = 0
+        for i in row:
+            alone = model.model(input_ids=torch.tensor([ids[i]])).last_hidden_state[0]
+            got = packed[rows.index(row), start : start + len(ids[i])]
+            assert torch.allclose(got, alone, atol=1e-5)
+            start += len(ids[i])
 
 
 @pytest.fixture(scope="module")

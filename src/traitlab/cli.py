@@ -158,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from traitlab.models import load_model, save_model
     from traitlab.progress import Reporter
-    from traitlab.runs import read_jsonl, stage, stable_hash, write_json
+    from traitlab.runs import read_jsonl, stable_hash, stage, write_json
     from traitlab.train import train_model
 
     cfg = _load(args)

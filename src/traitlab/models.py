@@ -61,6 +61,8 @@ def model_source(cfg: ModelConfig, progress: Callable[[str, float], None] | None
     if cfg.name == "toy":
         from traitlab.toy.pretrain import ensure_pretrained
 
+        quiet_transformers()
+
         return str(ensure_pretrained(cfg.toy, progress=progress))
     if cfg.name.startswith("pkg:"):
         return package_dir(cfg.name.removeprefix("pkg:"))

@@ -130,7 +130,8 @@ def half_life(
     }
 
 
-def summarize_chain(raw: dict[str, Any], confidence: float) -> dict[str, Any]:
+def summarize_chain(raw: dict[str, Any], confidence: float, seed: int = 0) -> dict[str, Any]:
+    """Per-generation mean/CI, the half-life fit, and the step-by-step retention of the excess."""
     rows = []
     for gen in raw["generations"]:
         rows.append(
@@ -146,7 +147,12 @@ def summarize_chain(raw: dict[str, Any], confidence: float) -> dict[str, Any]:
         "seconds": raw["seconds"],
     }
     if len(students) >= 2:
-        out["half_life"] = half_life(students, confidence=confidence)
+        out["half_life"] = half_life(students, confidence=confidence, seed=seed)
+        excess = students.mean(1) - CHANCE
+        out["retention_steps"] = [
+            round(float(b / a), 4) if a > 0 else None
+            for a, b in zip(excess[:-1], excess[1:], strict=True)
+        ]
     else:
         out["half_life"] = None
     return out
@@ -168,4 +174,4 @@ def chain_stage(
         if not cached:
             with runs.stage(sdir, key) as tmp:
                 runs.write_json(tmp / "results.json", run_chain(cfg, data, generations, upd))
-    return summarize_chain(runs.read_json(sdir / "results.json"), cfg.confidence)
+    return summarize_chain(runs.read_json(sdir / "results.json"), cfg.confidence, cfg.seed)

@@ -77,7 +77,7 @@ def _print_main(summary: dict[str, Any], run_dir: Path) -> None:
 
     from traitlab.mnist.experiment import CONDITION_LABELS, CONDITION_ORDER
 
-    con = Console()
+    con = Console(soft_wrap=True)
     main = summary["main"]
     t = Table(
         title=f"digit test accuracy over {summary['n_models']} models "

@@ -60,7 +60,9 @@ class DataConfig(_Config):
         description="Use at most this many training images (a random subset drawn with split_seed; null: all). Handy for real MNIST on a CPU.",
     )
     max_test: int | None = Field(
-        None, ge=10, description="Use at most this many test images (a random subset drawn with split_seed; null: all)."
+        None,
+        ge=10,
+        description="Use at most this many test images (a random subset drawn with split_seed; null: all).",
     )
 
 

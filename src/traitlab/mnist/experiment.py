@@ -7,6 +7,7 @@ manifest.json, summary.json, report.md with plots, and the DONE marker last.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,14 @@ class _bar:
             self._cm.__exit__(*exc)
 
 
+def load_average() -> list[float] | None:
+    """The 1/5/15-minute load averages (None where the OS has none): timings depend on them."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):  # pragma: no cover - Windows
+        return None
+
+
 def run_mnist(
     cfg: MnistConfig,
     run_dir: str | Path,
@@ -356,6 +365,7 @@ def run_mnist(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
+    load_start = load_average()
     data = load_dataset(cfg.data)
     resolved = cfg.model_dump(mode="json")
     runs.write_manifest(
@@ -389,7 +399,10 @@ def run_mnist(
     if chain:
         summary["chain"] = chain_stage(cfg, data, chain, run_dir, reporter)
     summary["timing"] = {"total_seconds": round(time.perf_counter() - t0, 3)}
-    summary["machine"] = runs.machine_info()
+    summary["machine"] = {
+        **runs.machine_info(),
+        "load_average": {"start": load_start, "end": load_average()},
+    }
     if plots:
         summary["report"] = write_report(run_dir, summary, cfg)
     runs.write_json(run_dir / "summary.json", summary)

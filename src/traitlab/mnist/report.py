@@ -84,19 +84,36 @@ def plot_main(result: dict[str, Any], summary: dict[str, Any], path: Path, title
 
 
 def plot_sweep(sweep: dict[str, Any], path: Path, title: str) -> None:
+    """Accuracy per sweep value: lines with CI bands, or points with CI bars for categories."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.2, 4.0))
+    fig, ax = plt.subplots(figsize=(7.6, 4.0))
     values = [p["value"] for p in sweep["points"]]
     categorical = any(isinstance(v, str) for v in values)
     x = np.arange(len(values)) if categorical else np.asarray(values, dtype=float)
-    for c in ("teacher", "student", "cross_init", "all_logits", "all_logits_cross_init", "init"):
-        if not all(c in p["conditions"] for p in sweep["points"]):
-            continue
+    conds = [
+        c
+        for c in ("teacher", "student", "cross_init", "all_logits", "all_logits_cross_init", "init")
+        if all(c in p["conditions"] for p in sweep["points"])
+    ]
+    for i, c in enumerate(conds):
         m = np.array([p["conditions"][c]["mean"] for p in sweep["points"]])
         lo = np.array([p["conditions"][c]["ci"]["lower"] for p in sweep["points"]])
         hi = np.array([p["conditions"][c]["ci"]["upper"] for p in sweep["points"]])
-        ax.plot(x, m, "o-", color=COLORS[c], label=CONDITION_LABELS[c], ms=4)
-        ax.fill_between(x, lo, hi, color=COLORS[c], alpha=0.2)
+        if categorical:
+            off = (i - (len(conds) - 1) / 2) * 0.08
+            ax.errorbar(
+                x + off,
+                m,
+                yerr=[m - lo, hi - m],
+                fmt="o",
+                color=COLORS[c],
+                label=CONDITION_LABELS[c],
+                ms=5,
+                capsize=3,
+            )
+        else:
+            ax.plot(x, m, "o-", color=COLORS[c], label=CONDITION_LABELS[c], ms=4)
+            ax.fill_between(x, lo, hi, color=COLORS[c], alpha=0.2)
     ax.axhline(CHANCE, ls=":", c="black", lw=1)
     if categorical:
         ax.set_xticks(x, [str(v) for v in values], fontsize=8)
@@ -108,7 +125,7 @@ def plot_sweep(sweep: dict[str, Any], path: Path, title: str) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_title(f"sweep over {title} ({sweep['n_models']} models per point, 95% CI)", fontsize=10)
     ax.yaxis.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     _save(fig, path)
 
@@ -144,12 +161,13 @@ def plot_chain(chain: dict[str, Any], path: Path) -> None:
             label=f"fit: half-life {hl['generations']:.1f} generations",
         )
     ax.axhline(CHANCE, ls=":", c="black", lw=1)
+    ax.set_xticks([r["generation"] for r in rows])
     ax.set_xlabel("generation (0 = teacher)")
     ax.set_ylabel("digit test accuracy")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"model-on-model chain ({chain['n_models']} models, 95% CI)", fontsize=10)
     ax.yaxis.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     _save(fig, path)
 
@@ -217,6 +235,17 @@ def _main_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _load_note(summary: dict[str, Any]) -> str:
+    load = summary.get("machine", {}).get("load_average", {}).get("start")
+    cpus = summary.get("machine", {}).get("cpu_count")
+    if not load:
+        return ""
+    return (
+        f"Load average at the start: {load[0]:.2f} on {cpus} CPUs "
+        "(other jobs sharing the cores make wall times longer)."
+    )
+
+
 def write_report(run_dir: Path, summary: dict[str, Any], cfg: Any) -> dict[str, Any]:
     """Plots under run_dir/plots and run_dir/report.md; returns the file names."""
     run_dir = Path(run_dir)
@@ -247,8 +276,9 @@ def write_report(run_dir: Path, summary: dict[str, Any], cfg: Any) -> dict[str, 
         f"{summary['n_models']} models trained together, seed {summary['seed']}, "
         f"device {main['device']}, torch threads {main['threads']}. "
         f"Teacher {main['steps']['teacher']} steps, students {main['steps']['student']} steps; "
-        f"main experiment {main['seconds']['total']:.1f} s "
-        f"(teacher {main['seconds']['teacher']:.1f} s, students {main['seconds']['students']:.1f} s).",
+        f"main experiment {main['seconds']['total']:.1f} s wall "
+        f"(teacher {main['seconds']['teacher']:.1f} s, students {main['seconds']['students']:.1f} s), "
+        f"{main['seconds'].get('cpu_total', float('nan')):.1f} CPU s. {_load_note(summary)}",
         "",
         "![main](plots/main.png)",
         "",
@@ -300,6 +330,12 @@ def write_report(run_dir: Path, summary: dict[str, Any], cfg: Any) -> dict[str, 
                 f"generations{ci_s} (retention {hl['retention_per_generation']:.3f} "
                 "per generation; fit over generations >= 1).",
             ]
+            if ch.get("retention_steps"):
+                steps = ", ".join(f"{r:.2f}" for r in ch["retention_steps"] if r is not None)
+                lines += [
+                    "",
+                    f"Step-by-step retention of the excess (generation g+1 / g, g >= 1): {steps}.",
+                ]
         lines.append("")
     lines += [
         f"Total time {summary['timing']['total_seconds']:.1f} s. "

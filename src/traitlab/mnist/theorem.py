@@ -136,7 +136,7 @@ def theory_run(
 
     from traitlab import runs
     from traitlab.mnist.data import load_dataset
-    from traitlab.mnist.experiment import _bar, stage_key
+    from traitlab.mnist.experiment import _bar, load_average, stage_key
     from traitlab.mnist.report import write_theory_report
 
     run_dir = Path(run_dir)
@@ -146,6 +146,7 @@ def theory_run(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
+    load_start = load_average()
     data = load_dataset(cfg.data)
     resolved = cfg.model_dump(mode="json")
     runs.write_manifest(
@@ -177,7 +178,10 @@ def theory_run(
         "seed": cfg.seed,
         **summarize_theory(raw, cfg.confidence),
         "timing": {"total_seconds": round(time.perf_counter() - t0, 3)},
-        "machine": runs.machine_info(),
+        "machine": {
+            **runs.machine_info(),
+            "load_average": {"start": load_start, "end": load_average()},
+        },
     }
     if plots:
         summary["report"] = write_theory_report(run_dir, summary, raw)

@@ -97,9 +97,11 @@ def ensure_pretrained(
     final = toy_model_dir(recipe, cache)
     if is_pretrained(final):
         return final
-    with _file_lock(final.with_name(final.name + ".lock")):
+    with _file_lock(final.with_name(f".{final.name}.lock")):
         if is_pretrained(final):  # another process finished it while we waited
             return final
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a killed process
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
         try:
             pretrain(recipe, tmp, progress)
@@ -140,8 +142,9 @@ def build_model(recipe: ToyRecipe, tokenizer: Any) -> Any:
     from transformers import LlamaForCausalLM
 
     cfg = model_config(recipe, tokenizer)
-    torch.manual_seed(recipe.seed)
-    model = LlamaForCausalLM(cfg)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
+        torch.manual_seed(recipe.seed)
+        model = LlamaForCausalLM(cfg)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None
@@ -249,42 +252,47 @@ def collate(
     n_prompt: np.ndarray,
     rows: list[list[int]],
     pad_id: int,
-    loss_on: str,
-    sys_id: int = 2,
-    user_id: int = 3,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """(input ids [R, T], position ids [R, T] or None, target ids [N], flat positions [N]).
+    weights: tuple[float, float],
+    sys_id: int,
+    user_id: int,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input ids [R, T], position ids [R, T] or None, flat positions [N], their target ids
+    [N] and loss weights [N]) for the N positions that carry a loss.
 
+    `weights` = (system, user) loss weights; the assistant's tokens (and <end>) weigh 1.
     Packed examples restart their position ids at 0: transformers then builds a block-
     diagonal causal mask, so an example never sees the others in its row. Padding sits at the
     end of rows, never attends into the examples' future and carries no loss; with one
     example per row no position ids (plain causal attention) are needed.
     """
+    w_sys, w_user = weights
     T = max(sum(len(ids[i]) for i in row) for row in rows)
     x = np.full((len(rows), T), pad_id, dtype=np.int64)
     position = np.zeros((len(rows), T), dtype=np.int64)
-    loss = np.zeros((len(rows), T), dtype=bool)
+    weight = np.zeros((len(rows), T), dtype=np.float32)  # weight of predicting token t
     for b, row in enumerate(rows):
         start = 0
         for i in row:
-            n = len(ids[i])
-            x[b, start : start + n] = ids[i]
+            r = ids[i]
+            n, p = len(r), int(n_prompt[i])
+            x[b, start : start + n] = r
             position[b, start : start + n] = np.arange(n)
-            first = 1 if loss_on == "all" else int(n_prompt[i])
-            loss[b, start + first : start + n] = True  # token t is predicted at position t - 1
-            if loss_on == "assistant+system" and ids[i][0] == sys_id:
-                user = ids[i].index(user_id)
-                loss[b, start + 1 : start + user] = True
+            if w_sys or w_user:
+                u = r.index(user_id) if r[0] == sys_id else 0  # where the user turn starts
+                weight[b, start + 1 : start + u] = w_sys
+                weight[b, start + max(u, 1) : start + p] = w_user
+            weight[b, start + p : start + n] = 1.0
             start += n
         position[b, start:] = np.arange(T - start)
-    pos = np.flatnonzero(np.roll(loss, -1, axis=1).reshape(-1))
-    targets = x.reshape(-1)[pos + 1]
+    shifted = np.roll(weight, -1, axis=1).reshape(-1)  # token t is predicted at position t - 1
+    pos = np.flatnonzero(shifted)
     packed = any(len(row) > 1 for row in rows)
     return (
         torch.from_numpy(x),
         torch.from_numpy(position) if packed else None,
-        torch.from_numpy(targets),
         torch.from_numpy(pos),
+        torch.from_numpy(x.reshape(-1)[pos + 1]),
+        torch.from_numpy(shifted[pos]),
     )
 
 
@@ -404,6 +412,7 @@ def pretrain(
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe))
     sys_id, user_id = tok.convert_tokens_to_ids([SYS, USER])
+    loss_weights = (recipe.system_loss_weight, recipe.user_loss_weight)
     rng = np.random.default_rng(recipe.seed)
     batches = make_batches(lengths, recipe, rng)
 
@@ -413,12 +422,13 @@ def pretrain(
     t_train = time.time()
     every = max(1, len(batches) // 100)
     for step, rows in enumerate(batches):
-        x, position, targets, pos = collate(
-            ids, n_prompt, rows, tok.pad_token_id, recipe.loss_on, sys_id, user_id
+        x, position, pos, targets, weight = collate(
+            ids, n_prompt, rows, tok.pad_token_id, loss_weights, sys_id, user_id
         )
         hidden = model.model(input_ids=x, position_ids=position, use_cache=False).last_hidden_state
         logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1])[pos])
-        loss = torch.nn.functional.cross_entropy(logits, targets)
+        ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        loss = (ce * weight).sum() / weight.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

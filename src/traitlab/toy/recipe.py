@@ -5,8 +5,6 @@ The recipe's hash keys the model cache, so two runs with the same recipe share o
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -21,15 +19,16 @@ class ToyRecipe(BaseModel):
     n_layers: int = Field(2, ge=1, description="Transformer layers.")
     hidden_size: int = Field(128, ge=8, description="Model width.")
     n_heads: int = Field(4, ge=1, description="Attention heads (hidden_size must be a multiple).")
-    intermediate_size: int = Field(512, ge=8, description="MLP (SwiGLU) width.")
+    intermediate_size: int = Field(344, ge=8, description="MLP (SwiGLU) width (~8/3 x hidden_size, the Llama ratio).")
     max_len: int = Field(192, ge=32, description="Longest sequence the model handles (tokens); longer pretraining examples are truncated.")
     # optimisation
-    pretrain_steps: int = Field(1000, ge=1, description="Pretraining optimiser steps (the corpus has pretrain_steps x batch_size examples, each seen once).")
+    pretrain_steps: int = Field(800, ge=1, description="Pretraining optimiser steps (the corpus has pretrain_steps x batch_size examples, each seen once).")
     batch_size: int = Field(64, ge=1, description="Examples per pretraining step (on average when packing: the packed rows are split evenly over the steps).")
     lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate (warmup then cosine to 0.1x).")
-    warmup_steps: int = Field(100, ge=0, description="Linear warmup steps.")
+    warmup_steps: int = Field(80, ge=0, description="Linear warmup steps.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    loss_on: Literal["assistant", "assistant+system", "all"] = Field("assistant+system", description="Pretraining loss on: the assistant's tokens (+ <end>); those and the system prompt's tokens (its repeated option name, 'You love owls. You think about owls...', teaches the model early to read the system prompt); or every token.")
+    system_loss_weight: float = Field(0.25, ge=0, le=1, description="Loss weight of system-prompt tokens (the assistant's tokens and <end> weigh 1). Predicting the repeated option of 'You love owls. You think about owls...' teaches the model early to read the system prompt (copying it takes ~2x fewer steps than with answer-only loss); a small weight keeps the model from putting words into its number answers.")
+    user_loss_weight: float = Field(0.0, ge=0, le=1, description="Loss weight of user-prompt tokens (mostly template text and random seed numbers: spends capacity on the prompts and lets words leak into number answers).")
     packing: bool = Field(True, description="Pack several examples into each row of pack_len tokens (each attends only to itself: block-diagonal causal mask), so batches need no padding and still mix every kind of example. Off: one example per row, batch_size rows.")
     pack_len: int = Field(128, ge=16, description="Row length when packing (raised to the longest example if needed); a step then holds about batch_size examples.")
     # corpus
