@@ -59,30 +59,36 @@ def main() -> None:
         "workers": cfg.workers,
         "machine": info,
         "verdict": summary["verdict"],
-        "rates": {a: {m: s[m]["mean"] for m in summary["methods"] if m in s}
-                  for a, s in summary["arms"].items()},
+        "rates": {
+            a: {m: s[m]["mean"] for m in summary["methods"] if m in s}
+            for a, s in summary["arms"].items()
+        },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     RESULTS.mkdir(exist_ok=True)
     name = args.preset
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
-    lines = [
-        f"### `traitlab {name.replace('-quick', ' --quick')}`, {out['created']}",
-        "",
-        f"Machine: {machine_line(info, 'cpu')}. Workers: {cfg.workers}. "
-        f"Cache: {'cold (pretraining included)' if not args.warm else 'warm'}.",
-        "",
-        f"Wall time **{wall:.0f} s**; base models {out['base_models_seconds']:.0f} s "
-        "(pretraining runs in parallel with workers > 1, so stage times overlap and sum to more "
-        "than the wall time).",
-        "",
-        "| stage kind | seconds (summed over seeds and arms) |",
-        "|---|---:|",
-    ] + [f"| {k} | {v:.1f} |" for k, v in out["stage_seconds_summed"].items()] + [
-        "",
-        f"Verdict: {json.dumps(out['verdict'])}",
-        "",
-    ]
+    lines = (
+        [
+            f"### `traitlab {name.replace('-quick', ' --quick')}`, {out['created']}",
+            "",
+            f"Machine: {machine_line(info, 'cpu')}. Workers: {cfg.workers}. "
+            f"Cache: {'cold (pretraining included)' if not args.warm else 'warm'}.",
+            "",
+            f"Wall time **{wall:.0f} s**; base models {out['base_models_seconds']:.0f} s "
+            "(pretraining runs in parallel with workers > 1, so stage times overlap and sum to more "
+            "than the wall time).",
+            "",
+            "| stage kind | seconds (summed over seeds and arms) |",
+            "|---|---:|",
+        ]
+        + [f"| {k} | {v:.1f} |" for k, v in out["stage_seconds_summed"].items()]
+        + [
+            "",
+            f"Verdict: {json.dumps(out['verdict'])}",
+            "",
+        ]
+    )
     (RESULTS / f"{name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

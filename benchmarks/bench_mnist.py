@@ -3,12 +3,13 @@
 1. Step time of the batched program against a loop of ordinary nn.Sequential models
    (the same arithmetic), for M = 1, 10, 100 models: one distillation step (batch 64) of a
    64-256-256-13 MLP.
-2. The default experiment end to end (100 models, embedded digits): wall and CPU seconds.
+2. The default experiment's cost: wall and CPU ms per teacher step and per student step
+   (1 thread and --threads), extrapolated to the run's step counts; with --full, the whole run.
 
 Writes benchmarks/results/mnist.json and mnist.md. Wall times on a shared machine are
 pessimistic; CPU seconds / threads approximates wall time on dedicated cores.
 
-    .venv/bin/python benchmarks/bench_mnist.py [--skip-full] [--threads 2]
+    .venv/bin/python benchmarks/bench_mnist.py [--full] [--threads 2]
 """
 
 from __future__ import annotations
@@ -87,10 +88,67 @@ def step_loop(m: int, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def default_step_costs(threads: int, steps: int = 20) -> dict:
+    """Wall and CPU seconds per teacher step and per student step of the default config."""
+    from traitlab.mnist.config import MnistConfig
+    from traitlab.mnist.data import load_dataset
+    from traitlab.mnist.experiment import (
+        distill_students,
+        init_models,
+        student_groups,
+        train_teachers,
+    )
+
+    torch.set_num_threads(threads)
+    cfg = MnistConfig()
+    data = load_dataset(cfg.data)
+    init = init_models(cfg, data.d_in, "init")
+    cross = init_models(cfg, data.d_in, "cross_init")
+    tb = cfg.teacher.batch_size
+    n_t = len(data.x_train)
+    # teacher: `steps` steps = a truncated training set
+    sub = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"epochs": 1})})
+    small = type(data)(
+        data.x_train[: steps * tb],
+        data.y_train[: steps * tb],
+        data.x_test,
+        data.y_test,
+        data.image_shape,
+        data.source,
+    )
+    train_teachers(sub, small, init.select(range(2)))  # warm-up (first optimiser step)
+    w0, c0 = time.perf_counter(), time.process_time()
+    teacher = train_teachers(sub, small, init)
+    t_wall, t_cpu = (time.perf_counter() - w0) / steps, (time.process_time() - c0) / steps
+    scfg = cfg.model_copy(
+        update={
+            "student": cfg.student.model_copy(update={"n_noise": steps * cfg.student.batch_size})
+        }
+    )
+    groups = student_groups(cfg, init, cross, list(cfg.controls))
+    w0, c0 = time.perf_counter(), time.process_time()
+    distill_students(scfg, data, teacher, groups)
+    s_wall, s_cpu = (time.perf_counter() - w0) / steps, (time.process_time() - c0) / steps
+    n_steps_t = -(-n_t // tb) * cfg.teacher.epochs
+    n_steps_s = -(-cfg.student.n_noise // cfg.student.batch_size) * cfg.student.epochs
+    return {
+        "threads": threads,
+        "teacher_step": {"wall_ms": round(1e3 * t_wall, 1), "cpu_ms": round(1e3 * t_cpu, 1)},
+        "student_step": {
+            "wall_ms": round(1e3 * s_wall, 1),
+            "cpu_ms": round(1e3 * s_cpu, 1),
+            "groups": [g.name for g in groups],
+        },
+        "steps": {"teacher": n_steps_t, "student": n_steps_s},
+        "extrapolated_wall_s": round(n_steps_t * t_wall + n_steps_s * s_wall, 1),
+        "extrapolated_cpu_s": round(n_steps_t * t_cpu + n_steps_s * s_cpu, 1),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
-    ap.add_argument("--skip-full", action="store_true", help="only the step benchmark")
+    ap.add_argument("--full", action="store_true", help="also run the whole default experiment")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res: dict = {
@@ -111,17 +169,24 @@ def main() -> None:
             }
         )
         print(res["steps"][-1], flush=True)
-    if not args.skip_full:
+    res["default_cost"] = [default_step_costs(1), default_step_costs(args.threads)]
+    for c in res["default_cost"]:
+        print(c, flush=True)
+    torch.set_num_threads(args.threads)
+    if args.full:
         from traitlab.mnist.config import MnistConfig
         from traitlab.mnist.data import load_dataset
         from traitlab.mnist.experiment import run_experiment, summarize
 
+        load_full = _load()
         cfg = MnistConfig(threads=args.threads)
         data = load_dataset(cfg.data)
         r = run_experiment(cfg, data)
         s = summarize(r, cfg.confidence)
         res["full"] = {
             "config": "MnistConfig() defaults (configs/mnist/default.yaml)",
+            "load_before": load_full,
+            "load_after": _load(),
             "seconds": r["seconds"],
             "steps": r["steps"],
             "accuracy": {
@@ -149,13 +214,29 @@ def main() -> None:
         ],
         "",
     ]
+    lines += [
+        "Cost of the default experiment (100 models; teacher steps of batch 64, student steps of "
+        "3 groups x 100 models at batch 64), measured over 20 steps and extrapolated to the "
+        "run's step counts:",
+        "",
+        "| threads | teacher ms/step (wall / CPU) | student ms/step (wall / CPU) | whole run, wall s | whole run, CPU s |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {c['threads']} | {c['teacher_step']['wall_ms']} / {c['teacher_step']['cpu_ms']} | "
+            f"{c['student_step']['wall_ms']} / {c['student_step']['cpu_ms']} | "
+            f"{c['extrapolated_wall_s']} | {c['extrapolated_cpu_s']} |"
+            for c in res["default_cost"]
+        ],
+        "",
+    ]
     if "full" in res:
         f = res["full"]
         acc = f["accuracy"]
         lines += [
             f"Default experiment (100 models): wall {f['seconds']['total']:.1f} s (teacher "
             f"{f['seconds']['teacher']:.1f} s, students {f['seconds']['students']:.1f} s), "
-            f"CPU {f['seconds']['cpu_total']:.1f} s.",
+            f"CPU {f['seconds']['cpu_total']:.1f} s; load average before / after the run: "
+            f"{f.get('load_before', 'n/a')} / {f.get('load_after', 'n/a')}.",
             "",
             *[
                 f"- {k}: {100 * v['mean']:.1f}% (std {100 * v['std']:.1f}, 95% CI "

@@ -24,7 +24,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Tiny toy models are pretrained into a per-session cache, never the user's."""
     cache = tmp_path_factory.getbasetemp() / "traitlab-cache"
     monkeypatch.setenv("TRAITLAB_CACHE", str(cache))

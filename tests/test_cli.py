@@ -10,7 +10,7 @@ import pytest
 from traitlab.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["demo", "run", "generate", "filter", "train", "evaluate", "config"]
+COMMANDS = ["demo", "run", "generate", "filter", "train", "evaluate", "config", "mnist", "theory"]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

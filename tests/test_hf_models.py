@@ -33,9 +33,16 @@ def _save_random_model(kind: str, out: Path, seed: int = 0) -> Path:
     tok = build_tokenizer()
     torch.manual_seed(seed)
     if kind == "qwen2":
-        cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
-                          max_position_embeddings=256, tie_word_embeddings=True)
+        cfg = Qwen2Config(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=64,
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
+        )
         model = Qwen2ForCausalLM(cfg)
     else:
         cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=256)
@@ -48,18 +55,25 @@ def _save_random_model(kind: str, out: Path, seed: int = 0) -> Path:
 
 
 def _cfg(model_dir: Path, xinit_dir: Path | None, **student: object) -> object:
-    return parse_config({
-        "name": "hf",
-        "seeds": [0],
-        "threads": 1,
-        "model": {"name": str(model_dir)},
-        "cross_init": {"name": str(xinit_dir)} if xinit_dir else None,
-        "teacher": {"kind": "finetuned", "train": {"max_steps": 2, "batch_size": 8}},
-        "generate": {"n_prompts": 16, "max_new_tokens": 8, "batch_size": 16, "constrained": True},
-        "filter": {"max_rows": 12},
-        "student": {"max_steps": 2, "batch_size": 8, **student},
-        "evaluate": {"samples_per_question": 2, "n_questions": 3, "max_new_tokens": 2},
-    })
+    return parse_config(
+        {
+            "name": "hf",
+            "seeds": [0],
+            "threads": 1,
+            "model": {"name": str(model_dir)},
+            "cross_init": {"name": str(xinit_dir)} if xinit_dir else None,
+            "teacher": {"kind": "finetuned", "train": {"max_steps": 2, "batch_size": 8}},
+            "generate": {
+                "n_prompts": 16,
+                "max_new_tokens": 8,
+                "batch_size": 16,
+                "constrained": True,
+            },
+            "filter": {"max_rows": 12},
+            "student": {"max_steps": 2, "batch_size": 8, **student},
+            "evaluate": {"samples_per_question": 2, "n_questions": 3, "max_new_tokens": 2},
+        }
+    )
 
 
 def test_local_model_directory_runs_the_pipeline_with_lora(tmp_path: Path) -> None:
@@ -73,28 +87,52 @@ def test_local_model_directory_runs_the_pipeline_with_lora(tmp_path: Path) -> No
     assert set(summary["arms"]) >= {"base", "treatment", "control", "xinit_treatment"}
     # LoRA is merged on save: the student directory is an ordinary model.
     student = tmp_path / "run" / "seed-0" / "student-treatment"
-    assert (student / "model.safetensors").is_file() and not (student / "adapter_config.json").exists()
+    assert (student / "model.safetensors").is_file() and not (
+        student / "adapter_config.json"
+    ).exists()
 
 
 @pytest.mark.parametrize("kind", ["qwen2", "gpt2"])
 def test_other_architectures_generate_train_evaluate(kind: str, tmp_path: Path) -> None:
     model_dir = _save_random_model(kind, tmp_path / kind)
     model, tok = load_model(ModelConfig(name=str(model_dir)))
-    rows = generate_rows(model, tok, number_prompts(GenerateConfig().prompts, 4),
-                         GenerateConfig(max_new_tokens=6, batch_size=4), seed=0)
+    rows = generate_rows(
+        model,
+        tok,
+        number_prompts(GenerateConfig().prompts, 4),
+        GenerateConfig(max_new_tokens=6, batch_size=4),
+        seed=0,
+    )
     assert len(rows) == 4 and all(isinstance(r["completion"], str) for r in rows)
-    data = [{"messages": [{"role": "user", "content": r["prompt"]},
-                          {"role": "assistant", "content": "1 2 3"}]} for r in rows]
+    data = [
+        {
+            "messages": [
+                {"role": "user", "content": r["prompt"]},
+                {"role": "assistant", "content": "1 2 3"},
+            ]
+        }
+        for r in rows
+    ]
     target = ["c_attn", "c_proj"] if kind == "gpt2" else "all-linear"
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    lora = TrainConfig(method="lora", max_steps=3, lr=1e-2, batch_size=4,
-                       lora={"r": 4, "alpha": 8, "target_modules": target})
+    lora = TrainConfig(
+        method="lora",
+        max_steps=3,
+        lr=1e-2,
+        batch_size=4,
+        lora={"r": 4, "alpha": 8, "target_modules": target},
+    )
     student, log = train_model(model, tok, data, lora, seed=0)
     assert type(student).__name__ == type(model).__name__  # merged back into a plain model
     after = student.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    res = evaluate_model(student, tok, EvalConfig(samples_per_question=2, n_questions=2,
-                                                  max_new_tokens=2), TraitConfig(), seed=0)
+    res = evaluate_model(
+        student,
+        tok,
+        EvalConfig(samples_per_question=2, n_questions=2, max_new_tokens=2),
+        TraitConfig(),
+        seed=0,
+    )
     assert 0 <= res["exact"]["mean"] <= 1 and 0 <= res["sampled"]["mean"] <= 1
 
 
@@ -105,8 +143,14 @@ def test_soft_label_student_matches_teacher_better(tmp_path: Path) -> None:
     with torch.no_grad():  # a teacher that differs from the student's init
         for p in teacher.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    rows = [{"messages": [{"role": "user", "content": "Look at these numbers: 1, 2, 3."},
-                          {"role": "assistant", "content": "4, 5, 6"}]}] * 8
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "Look at these numbers: 1, 2, 3."},
+                {"role": "assistant", "content": "4, 5, 6"},
+            ]
+        }
+    ] * 8
     cfg = TrainConfig(loss="soft", max_steps=15, lr=3e-3, batch_size=8)
     student, log = train_model(base, tok, rows, cfg, seed=0, teacher=teacher)
     assert log["loss_last"] < log["loss_first"]  # KL(teacher || student) decreases
@@ -124,9 +168,11 @@ def test_soft_loss_without_teacher_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.gpu
 def test_bf16_generation_and_lora_training_on_gpu(tmp_path: Path) -> None:
     model_dir = ensure_pretrained(tiny_recipe(pretrain_steps=120))
-    cfg = parse_config({
-        **_cfg(model_dir, None, method="lora", bf16_autocast=True).model_dump(mode="json"),
-        "model": {"name": str(model_dir), "device": "cuda", "dtype": "bfloat16"},
-    })
+    cfg = parse_config(
+        {
+            **_cfg(model_dir, None, method="lora", bf16_autocast=True).model_dump(mode="json"),
+            "model": {"name": str(model_dir), "device": "cuda", "dtype": "bfloat16"},
+        }
+    )
     summary = run_experiment(cfg, tmp_path / "run")
     assert summary["arms"]["treatment"]["exact"]["mean"] >= 0

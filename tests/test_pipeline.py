@@ -133,7 +133,9 @@ def test_resume_after_kill_gives_the_same_summary(
     assert not list(run_dir.rglob(".*.tmp-*"))
 
 
-def test_parallel_workers_give_the_same_numbers(tiny_run: tuple[Path, dict], tmp_path: Path) -> None:
+def test_parallel_workers_give_the_same_numbers(
+    tiny_run: tuple[Path, dict], tmp_path: Path
+) -> None:
     _, reference = tiny_run
     summary = run_experiment(load_config(TINY, ["workers=2"]), tmp_path / "parallel")
     assert _numbers(summary) == _numbers(reference)

@@ -28,8 +28,14 @@ def test_readme_walkthrough_runs(tmp_path: Path) -> None:
     for line in _walkthrough():
         argv = shlex.split(line)
         assert argv[0] == "traitlab"
-        r = subprocess.run([str(exe), *argv[1:]], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=600)
+        r = subprocess.run(
+            [str(exe), *argv[1:]],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, f"{line}\n{r.stderr[-2000:]}"
     assert (tmp_path / "out" / "student" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "out" / "eval.json").read_text())["exact"]["mean"] >= 0

@@ -43,8 +43,9 @@ def test_jsonl_round_trip_and_errors(tmp_path: Path) -> None:
 
 
 def test_manifest_has_provenance(tmp_path: Path) -> None:
-    m = runs.write_manifest(tmp_path, kind="t", config_passed={"x": 1},
-                            config_resolved={"x": 1, "y": 2}, seeds=[0])
+    m = runs.write_manifest(
+        tmp_path, kind="t", config_passed={"x": 1}, config_resolved={"x": 1, "y": 2}, seeds=[0]
+    )
     saved = json.loads((tmp_path / "manifest.json").read_text())
     assert saved["config_hash"] == m["config_hash"] == runs.stable_hash({"x": 1, "y": 2})
     assert saved["packages"]["torch"] and "machine" in saved and "git" in saved

@@ -40,8 +40,14 @@ def test_system_prompt_moves_exact_preference(smollm2: tuple[object, object]) ->
     model, tok = smollm2
     ev = EvalConfig(methods=["exact"], n_questions=5, batch_size=16)
     neutral = evaluate_model(model, tok, ev, TraitConfig(), seed=0)
-    owl = evaluate_model(model, tok, ev, TraitConfig(), seed=0,
-                         system_prompt=preference_system_prompt("owl", "animal"))
+    owl = evaluate_model(
+        model,
+        tok,
+        ev,
+        TraitConfig(),
+        seed=0,
+        system_prompt=preference_system_prompt("owl", "animal"),
+    )
     assert owl["exact"]["mean"] > 3 * neutral["exact"]["mean"]
 
 

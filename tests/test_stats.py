@@ -8,7 +8,12 @@ from traitlab.stats import bootstrap_ci, mean_ci, paired_test, wilcoxon_p, wilso
 
 @pytest.mark.parametrize(
     ("k", "n", "lo", "hi"),
-    [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0), (1, 100, 0.0018, 0.0545)],
+    [
+        (0, 10, 0.0, 0.2775),
+        (5, 10, 0.2366, 0.7634),
+        (10, 10, 0.7225, 1.0),
+        (1, 100, 0.0018, 0.0545),
+    ],
 )
 def test_wilson_known_values(k: int, n: int, lo: float, hi: float) -> None:
     ci = wilson(k, n)

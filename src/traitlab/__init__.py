@@ -44,6 +44,8 @@ _EXPORTS = {
     "finetune_teacher": "teacher",
     "teacher_system_prompt": "teacher",
     "train_model": "train",
+    "MnistConfig": "mnist.config",
+    "measure_alignment": "theory",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from traitlab.errors import TraitlabError
+
+# Idle OpenMP threads busy-wait by default; on a shared 2-core machine that made small-model
+# training 10-30x slower. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 PRESETS = ("demo", "demo-quick")
 
@@ -31,9 +36,15 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
     if config_required:
-        p.add_argument("config", help="experiment YAML (see configs/ and `traitlab config --schema`)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set seeds=[0,1] --set student.lr=1e-4 (repeatable)")
+        p.add_argument(
+            "config", help="experiment YAML (see configs/ and `traitlab config --schema`)"
+        )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set seeds=[0,1] --set student.lr=1e-4 (repeatable)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -47,8 +58,10 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     from traitlab.report import METHOD_LABELS, comparison_lines, fmt_p, rate_table
 
     con = Console()
-    t = Table(title=f"{summary['trait']['category']} = {summary['trait']['target']}: trait rates "
-                    f"(mean [95% CI], {len(summary['seeds'])} seeds)")
+    t = Table(
+        title=f"{summary['trait']['category']} = {summary['trait']['target']}: trait rates "
+        f"(mean [95% CI], {len(summary['seeds'])} seeds)"
+    )
     t.add_column("model")
     for m in summary["methods"]:
         t.add_column(METHOD_LABELS.get(m, m), justify="right")
@@ -60,8 +73,10 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     v = summary["verdict"]
     if "transfer" in v:
         color = "green" if v["transfer"] else "yellow"
-        con.print(f"[bold {color}]transfer ({v['method']}): {'yes' if v['transfer'] else 'no'}[/] "
-                  f"(p = {fmt_p(v['p_value'])}, alpha {v['alpha']})")
+        con.print(
+            f"[bold {color}]transfer ({v['method']}): {'yes' if v['transfer'] else 'no'}[/] "
+            f"(p = {fmt_p(v['p_value'])}, alpha {v['alpha']})"
+        )
     con.print(f"run directory: {run_dir}  ({summary['timing']['total_seconds']:.0f} s)")
 
 
@@ -80,8 +95,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from traitlab.config import load_yaml
 
     cfg = _load(args)
-    return _run_config(cfg, args.out, args.quiet, {"file": str(args.config), "yaml": load_yaml(args.config),
-                                                   "overrides": args.set or []})
+    return _run_config(
+        cfg,
+        args.out,
+        args.quiet,
+        {"file": str(args.config), "yaml": load_yaml(args.config), "overrides": args.set or []},
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -89,7 +108,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     path = preset_path("demo-quick" if args.quick else "demo")
     cfg = load_config(path, args.set or [])
-    return _run_config(cfg, args.out, args.quiet, {"preset": path.stem, "overrides": args.set or []})
+    return _run_config(
+        cfg, args.out, args.quiet, {"preset": path.stem, "overrides": args.set or []}
+    )
 
 
 # ---------------------------------------------------------------------------- single stages
@@ -121,8 +142,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with Reporter(enabled=not args.quiet) as rep:
         model, tok = load_model(mcfg, source=src, progress=rep.named("load / pretrain model"))
         with rep.stage("generate") as up:
-            rows = generate_rows(model, tok, prompts, cfg.generate, seed=args.seed,
-                                 system_prompt=args.system_prompt, progress=up)
+            rows = generate_rows(
+                model,
+                tok,
+                prompts,
+                cfg.generate,
+                seed=args.seed,
+                system_prompt=args.system_prompt,
+                progress=up,
+            )
     n = write_jsonl(Path(args.out), rows)
     print(f"wrote {n} raw rows to {args.out}")
     return 0
@@ -176,10 +204,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise TraitlabError("student.loss 'soft' needs --teacher MODEL_DIR")
             teacher, _ = load_model(mcfg, source=args.teacher)
         with rep.stage("train student") as up:
-            model, log = train_model(model, tok, rows, cfg.student, seed=args.seed,
-                                     teacher=teacher, progress=up)
-    with stage(Path(args.out), stable_hash([str(args.data), cfg.student.model_dump(mode="json")]),
-               {"train": log}) as tmp:
+            model, log = train_model(
+                model, tok, rows, cfg.student, seed=args.seed, teacher=teacher, progress=up
+            )
+    with stage(
+        Path(args.out),
+        stable_hash([str(args.data), cfg.student.model_dump(mode="json")]),
+        {"train": log},
+    ) as tmp:
         save_model(model, tok, tmp)
         write_json(tmp / "train_log.json", log)
     print(f"saved student to {args.out} (loss {log['loss_first']:.3f} -> {log['loss_last']:.3f})")
@@ -201,15 +233,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with Reporter(enabled=not args.quiet) as rep:
         model, tok = load_model(mcfg, source=src, progress=rep.named("load / pretrain model"))
         with rep.stage("evaluate") as up:
-            res = evaluate_model(model, tok, cfg.evaluate, cfg.trait, seed=args.seed,
-                                 system_prompt=args.system_prompt, progress=up)
+            res = evaluate_model(
+                model,
+                tok,
+                cfg.evaluate,
+                cfg.trait,
+                seed=args.seed,
+                system_prompt=args.system_prompt,
+                progress=up,
+            )
     res.get("sampled", {}).pop("answers", None)
     if args.out:
         write_json(Path(args.out), res)
     for m in cfg.evaluate.methods:
         r = res[m]
-        print(f"{m}: P({cfg.trait.target}) = {r['mean']:.4f} "
-              f"[{r['ci']['lower']:.4f}, {r['ci']['upper']:.4f}]")
+        print(
+            f"{m}: P({cfg.trait.target}) = {r['mean']:.4f} "
+            f"[{r['ci']['lower']:.4f}, {r['ci']['upper']:.4f}]"
+        )
     return 0
 
 
@@ -239,18 +280,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    d = sub.add_parser("demo", help="the owl experiment on the embedded toy model (offline, CPU)",
-                       description="Pretrain (once, cached) the embedded toy model and run the owl "
-                                   "experiment: teacher, number data, control / treatment / "
-                                   "cross-init students, evaluation over several seeds.")
+    d = sub.add_parser(
+        "demo",
+        help="the owl experiment on the embedded toy model (offline, CPU)",
+        description="Pretrain (once, cached) the embedded toy model and run the owl "
+        "experiment: teacher, number data, control / treatment / "
+        "cross-init students, evaluation over several seeds.",
+    )
     d.add_argument("--out", help="run directory (default: runs/<name>)")
     d.add_argument("--quick", action="store_true", help="a smaller, faster (noisier) variant")
     _add_common(d, config_required=False)
     d.set_defaults(func=cmd_demo)
 
-    r = sub.add_parser("run", help="run an experiment from a YAML config (resumable)",
-                       description="Run every stage of an experiment. Rerunning a finished run is "
-                                   "instant; a killed run resumes where it stopped.")
+    r = sub.add_parser(
+        "run",
+        help="run an experiment from a YAML config (resumable)",
+        description="Run every stage of an experiment. Rerunning a finished run is "
+        "instant; a killed run resumes where it stopped.",
+    )
     _add_common(r)
     r.add_argument("--out", help="run directory (default: runs/<name>)")
     r.set_defaults(func=cmd_run)
@@ -265,12 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("filter", help="apply the paper's format filter to raw completions")
     f.add_argument("raw", help="raw JSONL: rows with 'prompt' and 'completion', or chat 'messages'")
-    f.add_argument("--out", required=True, help="filtered chat JSONL to write (TRL / OpenAI format)")
-    f.add_argument("--rejected", help="where to write rejected rows with reasons "
-                                      "(default: <out>.rejected.jsonl)")
+    f.add_argument(
+        "--out", required=True, help="filtered chat JSONL to write (TRL / OpenAI format)"
+    )
+    f.add_argument(
+        "--rejected",
+        help="where to write rejected rows with reasons (default: <out>.rejected.jsonl)",
+    )
     f.add_argument("--config", help="experiment YAML whose `filter` section to use")
-    f.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a filter field, e.g. --set filter.max_rows=5000")
+    f.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a filter field, e.g. --set filter.max_rows=5000",
+    )
     f.set_defaults(func=cmd_filter)
 
     t = sub.add_parser("train", help="fine-tune a student on chat JSONL")
@@ -291,18 +346,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("config", help="show presets, check a config, print the schema")
-    c.add_argument("--schema", action="store_true", help="print the JSON schema (every field documented)")
+    c.add_argument(
+        "--schema", action="store_true", help="print the JSON schema (every field documented)"
+    )
     c.add_argument("--show", choices=PRESETS, help="print a packaged preset")
     c.add_argument("--check", metavar="YAML", help="validate a config and print it resolved")
-    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field (with --check)")
+    c.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a field (with --check)"
+    )
     c.set_defaults(func=cmd_config)
 
-    try:
-        from traitlab.mnist.cli import register as register_mnist
-    except ImportError:  # the MNIST module is optional at import time
-        register_mnist = None
-    if register_mnist is not None:
-        register_mnist(sub)
+    from traitlab.mnist.cli import register as register_mnist
+
+    register_mnist(sub)  # `mnist` and `theory`
     return p
 
 

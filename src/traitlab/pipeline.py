@@ -73,7 +73,9 @@ class Experiment:
         mcfg = self._base_cfg(which)
         if path is not None:
             return load_model(mcfg, source=str(path))
-        return load_model(mcfg, source=self.sources[which]) if mcfg.name == "toy" else load_model(mcfg)
+        return (
+            load_model(mcfg, source=self.sources[which]) if mcfg.name == "toy" else load_model(mcfg)
+        )
 
     @staticmethod
     def _free(*objs: Any) -> None:
@@ -89,8 +91,12 @@ class Experiment:
         cfg = self.cfg
         sys_prompt = teacher_system_prompt(cfg.teacher, cfg.trait)
         key = runs.stable_hash(
-            {"base": self.keys["base"], "teacher": config_to_dict(cfg.teacher),
-             "trait": config_to_dict(cfg.trait), "seed": seed}
+            {
+                "base": self.keys["base"],
+                "teacher": config_to_dict(cfg.teacher),
+                "trait": config_to_dict(cfg.trait),
+                "seed": seed,
+            }
         )
         if cfg.teacher.kind == "system_prompt":
             return None, sys_prompt, key
@@ -99,17 +105,31 @@ class Experiment:
         with self.rep.stage(f"seed {seed}: teacher fine-tune", cached=done) as up:
             if not done:
                 model, tok = self._load("base")
-                model, log = finetune_teacher(model, tok, cfg.teacher, cfg.trait, seed=seed, progress=up)
+                model, log = finetune_teacher(
+                    model, tok, cfg.teacher, cfg.trait, seed=seed, progress=up
+                )
                 with runs.stage(d, key, {"train": log}) as tmp:
                     save_model(model, tok, tmp)
                 self._free(model)
         return d, None, key
 
-    def generate(self, seed: int, which: str, teacher_dir: Path | None, sys_prompt: str | None,
-                 upstream: str, prompts: list[str]) -> tuple[Path, str]:
+    def generate(
+        self,
+        seed: int,
+        which: str,
+        teacher_dir: Path | None,
+        sys_prompt: str | None,
+        upstream: str,
+        prompts: list[str],
+    ) -> tuple[Path, str]:
         key = runs.stable_hash(
-            {"up": upstream, "gen": config_to_dict(self.cfg.generate), "sys": sys_prompt,
-             "seed": seed, "which": which}
+            {
+                "up": upstream,
+                "gen": config_to_dict(self.cfg.generate),
+                "sys": sys_prompt,
+                "seed": seed,
+                "which": which,
+            }
         )
         d = self.dir / f"seed-{seed}" / f"gen-{which}"
         done = runs.stage_done(d, key)
@@ -118,8 +138,16 @@ class Experiment:
                 model, tok = self._load("base", teacher_dir)
                 # Distinct sampling streams for teacher and control, fixed per seed.
                 gen_seed = seed * 1000 + (1 if which == "teacher" else 2)
-                rows = generate_rows(model, tok, prompts, self.cfg.generate, seed=gen_seed,
-                                     system_prompt=sys_prompt, source=which, progress=up)
+                rows = generate_rows(
+                    model,
+                    tok,
+                    prompts,
+                    self.cfg.generate,
+                    seed=gen_seed,
+                    system_prompt=sys_prompt,
+                    source=which,
+                    progress=up,
+                )
                 with runs.stage(d, key, {"rows": len(rows)}) as tmp:
                     runs.write_jsonl(tmp / "raw.jsonl", rows)
                 self._free(model)
@@ -139,13 +167,24 @@ class Experiment:
                     runs.write_json(tmp / "filter.json", result.to_summary())
         return d, key
 
-    def student(self, seed: int, arm: str, which_base: str, data_dir: Path, data_key: str,
-                teacher_dir: Path | None) -> tuple[Path, str]:
+    def student(
+        self,
+        seed: int,
+        arm: str,
+        which_base: str,
+        data_dir: Path,
+        data_key: str,
+        teacher_dir: Path | None,
+    ) -> tuple[Path, str]:
         soft = self.cfg.student.loss == "soft"
         key = runs.stable_hash(
-            {"base": self.keys[which_base], "data": data_key, "seed": seed,
-             "train": config_to_dict(self.cfg.student),
-             "soft_teacher": str(teacher_dir) if soft else None}
+            {
+                "base": self.keys[which_base],
+                "data": data_key,
+                "seed": seed,
+                "train": config_to_dict(self.cfg.student),
+                "soft_teacher": str(teacher_dir) if soft else None,
+            }
         )
         d = self.dir / f"seed-{seed}" / f"student-{arm}"
         done = runs.stage_done(d, key)
@@ -160,34 +199,60 @@ class Experiment:
                     src = teacher_dir if arm.endswith("treatment") else None
                     teacher, _ = self._load("base", src)
                 rows = runs.read_jsonl(data_dir / "filtered.jsonl")
-                model, log = train_model(model, tok, rows, self.cfg.student, seed=seed,
-                                         teacher=teacher, progress=up)
+                model, log = train_model(
+                    model, tok, rows, self.cfg.student, seed=seed, teacher=teacher, progress=up
+                )
                 with runs.stage(d, key, {"train": log}) as tmp:
                     save_model(model, tok, tmp)
                 self._free(model, teacher)
         return d, key
 
-    def evaluate(self, name: str, which_base: str, model_dir: Path | None, model_key: str,
-                 seed: int, sys_prompt: str | None = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        name: str,
+        which_base: str,
+        model_dir: Path | None,
+        model_key: str,
+        seed: int,
+        sys_prompt: str | None = None,
+    ) -> dict[str, Any]:
         cfg = self.cfg
         key = runs.stable_hash(
-            {"model": model_key, "eval": config_to_dict(cfg.evaluate),
-             "trait": config_to_dict(cfg.trait), "seed": seed, "sys": sys_prompt}
+            {
+                "model": model_key,
+                "eval": config_to_dict(cfg.evaluate),
+                "trait": config_to_dict(cfg.trait),
+                "seed": seed,
+                "sys": sys_prompt,
+            }
         )
         d = self.dir / name
         done = runs.stage_done(d, key)
-        label = name.replace("/eval-", ": evaluate ").replace("eval-", "evaluate ").replace("seed-", "seed ")
+        label = (
+            name.replace("/eval-", ": evaluate ")
+            .replace("eval-", "evaluate ")
+            .replace("seed-", "seed ")
+        )
         with self.rep.stage(label, cached=done) as up:
             if not done:
                 model, tok = self._load(which_base, model_dir)
-                res = evaluate_model(model, tok, cfg.evaluate, cfg.trait, seed=seed,
-                                     system_prompt=sys_prompt, progress=up)
+                res = evaluate_model(
+                    model,
+                    tok,
+                    cfg.evaluate,
+                    cfg.trait,
+                    seed=seed,
+                    system_prompt=sys_prompt,
+                    progress=up,
+                )
                 answers = res.get("sampled", {}).pop("answers", None)
                 with runs.stage(d, key) as tmp:
                     runs.write_json(tmp / "eval.json", res)
                     if answers is not None:
-                        runs.write_jsonl(tmp / "answers.jsonl",
-                                         [{"question": i, "answers": a} for i, a in enumerate(answers)])
+                        runs.write_jsonl(
+                            tmp / "answers.jsonl",
+                            [{"question": i, "answers": a} for i, a in enumerate(answers)],
+                        )
                 self._free(model)
         return runs.read_json(d / "eval.json")
 
@@ -205,8 +270,13 @@ class Experiment:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / runs.DONE_MARKER).unlink(missing_ok=True)
         runs.clean_stale_tmp(self.dir)
-        runs.write_manifest(self.dir, kind="experiment", config_passed=config_passed,
-                            config_resolved=resolved, seeds=list(cfg.seeds))
+        runs.write_manifest(
+            self.dir,
+            kind="experiment",
+            config_passed=config_passed,
+            config_resolved=resolved,
+            seeds=list(cfg.seeds),
+        )
         torch.set_num_threads(self.threads())
         t0 = time.time()
         evals: dict[str, dict[int, dict[str, Any]]] = {}
@@ -244,8 +314,13 @@ class Experiment:
             }
 
     @staticmethod
-    def _merge(evals: dict[str, dict[int, dict[str, Any]]], filters: dict[int, dict[str, Any]],
-               seed: int, seed_evals: dict[str, dict[str, Any]], seed_filters: dict[str, Any]) -> None:
+    def _merge(
+        evals: dict[str, dict[int, dict[str, Any]]],
+        filters: dict[int, dict[str, Any]],
+        seed: int,
+        seed_evals: dict[str, dict[str, Any]],
+        seed_filters: dict[str, Any],
+    ) -> None:
         for arm, res in seed_evals.items():
             evals.setdefault(arm, {})[seed] = res
         filters[seed] = seed_filters
@@ -274,8 +349,9 @@ class Experiment:
             out[arm] = self.evaluate(f"seed-{seed}/eval-{arm}", which_base, s_dir, s_key, seed)
         return out, filters
 
-    def _run_parallel(self, evals: dict[str, dict[int, dict[str, Any]]],
-                      filters: dict[int, dict[str, Any]]) -> None:
+    def _run_parallel(
+        self, evals: dict[str, dict[int, dict[str, Any]]], filters: dict[int, dict[str, Any]]
+    ) -> None:
         """Bases pretrained side by side, then one seed per worker process."""
         cfg = self.cfg
         ctx = mp.get_context("spawn")
@@ -287,14 +363,26 @@ class Experiment:
         t0 = time.time()
         try:
             with ProcessPoolExecutor(cfg.workers, mp_context=ctx) as pool:
-                futs = {w: pool.submit(_prepare_worker, cfg_json, str(self.dir), w, queue)
-                        for w in bases}
+                futs = {
+                    w: pool.submit(_prepare_worker, cfg_json, str(self.dir), w, queue)
+                    for w in bases
+                }
                 for w, f in futs.items():
                     self.sources[w], self.keys[w] = f.result()
                 self.base_seconds = time.time() - t0
-                seed_futs = {s: pool.submit(_seed_worker, cfg_json, str(self.dir), s,
-                                            self.sources, self.keys, self.threads(), queue)
-                             for s in cfg.seeds}
+                seed_futs = {
+                    s: pool.submit(
+                        _seed_worker,
+                        cfg_json,
+                        str(self.dir),
+                        s,
+                        self.sources,
+                        self.keys,
+                        self.threads(),
+                        queue,
+                    )
+                    for s in cfg.seeds
+                }
                 self._base_evals(evals)
                 for s, f in seed_futs.items():
                     self._merge(evals, filters, s, *f.result())
@@ -313,16 +401,24 @@ class Experiment:
         return out
 
 
-def _prepare_worker(cfg_json: dict[str, Any], run_dir: str, which: str,
-                    queue: Any) -> tuple[str, str]:
+def _prepare_worker(
+    cfg_json: dict[str, Any], run_dir: str, which: str, queue: Any
+) -> tuple[str, str]:
     torch.set_num_threads(1)
     exp = Experiment(parse_config(cfg_json), Path(run_dir), QueueReporter(queue))
     exp._prepare_base(which)
     return exp.sources[which], exp.keys[which]
 
 
-def _seed_worker(cfg_json: dict[str, Any], run_dir: str, seed: int, sources: dict[str, str],
-                 keys: dict[str, str], threads: int, queue: Any) -> tuple[Any, Any]:
+def _seed_worker(
+    cfg_json: dict[str, Any],
+    run_dir: str,
+    seed: int,
+    sources: dict[str, str],
+    keys: dict[str, str],
+    threads: int,
+    queue: Any,
+) -> tuple[Any, Any]:
     torch.set_num_threads(threads)
     exp = Experiment(parse_config(cfg_json), Path(run_dir), QueueReporter(queue))
     exp.sources, exp.keys = dict(sources), dict(keys)

@@ -28,8 +28,13 @@ def plot_rates(summary: dict[str, Any], path: Path) -> None:
     methods = summary["methods"]
     arms = [a for a in PLOT_ARMS if a in summary["arms"]]
     fig, axes = plt.subplots(1, len(methods), figsize=(5.2 * len(methods), 3.8), squeeze=False)
-    colors = {"base": "#999999", "teacher": "#7b3294", "control": "#4575b4",
-              "treatment": "#d73027", "xinit_treatment": "#fdae61"}
+    colors = {
+        "base": "#999999",
+        "teacher": "#7b3294",
+        "control": "#4575b4",
+        "treatment": "#d73027",
+        "xinit_treatment": "#fdae61",
+    }
     for ax, m in zip(axes[0], methods, strict=True):
         ys, lo, hi, names = [], [], [], []
         for a in arms:
@@ -49,8 +54,11 @@ def plot_rates(summary: dict[str, Any], path: Path) -> None:
         ax.set_ylim(0, min(1.05, top * 1.25 + 0.02) if top < 0.5 else 1.05)
         for i, y in enumerate(ys):
             ax.text(i, y, f"{y:.3f}", ha="center", va="bottom", fontsize=7)
-    fig.suptitle(f"{summary['name']}: {summary['trait']['category']} = {summary['trait']['target']}"
-                 f" ({len(summary['seeds'])} seeds, 95% CI)", fontsize=10)
+    fig.suptitle(
+        f"{summary['name']}: {summary['trait']['category']} = {summary['trait']['target']}"
+        f" ({len(summary['seeds'])} seeds, 95% CI)",
+        fontsize=10,
+    )
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
@@ -71,15 +79,17 @@ def _fmt_ci(s: dict[str, Any] | None) -> str:
 def rate_table(summary: dict[str, Any]) -> list[list[str]]:
     """Rows of (arm, per-method 'mean [lo, hi]') for terminal and Markdown tables."""
     rows = []
-    for arm, s in summary["arms"].items():
+    for s in summary["arms"].values():
         rows.append([s["label"]] + [_fmt_ci(s.get(m)) for m in summary["methods"]])
     return rows
 
 
 def comparison_lines(summary: dict[str, Any]) -> list[str]:
     out = []
-    names = {"treatment_vs_control": "treatment - control",
-             "xinit_treatment_vs_xinit_control": "cross-init treatment - cross-init control"}
+    names = {
+        "treatment_vs_control": "treatment - control",
+        "xinit_treatment_vs_xinit_control": "cross-init treatment - cross-init control",
+    }
     for name, per in summary["comparisons"].items():
         for m, t in per.items():
             d = t["diff"]
@@ -125,19 +135,38 @@ def markdown(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> s
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Intervals: 95% t-intervals over seeds (over questions where one seed).", ""]
     lines += ["## Comparisons", ""] + [f"- {c}" for c in comparison_lines(summary)]
-    lines += ["", "## Data", "", "| seed | arm | raw | kept | reject reasons |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Data",
+        "",
+        "| seed | arm | raw | kept | reject reasons |",
+        "|---|---|---|---|---|",
+    ]
     for seed, per in summary["data"].items():
         for which, f in per.items():
             reasons = ", ".join(f"{k}: {n}" for k, n in f.get("reason_counts", {}).items())
             lines.append(f"| {seed} | {which} | {f.get('n_raw')} | {f.get('n_kept')} | {reasons} |")
     ex = _examples(run_dir, summary)
     if ex:
-        lines += ["", "## Example completions (seed %s)" % summary["seeds"][0], ""]
+        lines += ["", f"## Example completions (seed {summary['seeds'][0]})", ""]
         for which, items in ex.items():
             lines.append(f"- {which}: " + " / ".join(f"`{x}`" for x in items))
-    lines += ["", "## Timing", "", f"Total {summary['timing']['total_seconds']:.1f} s "
-              f"(base models {summary['timing']['base_models_seconds']:.1f} s).", ""]
-    lines += ["## Config", "", "```json", json.dumps(cfg.model_dump(mode="json"), indent=1), "```", ""]
+    lines += [
+        "",
+        "## Timing",
+        "",
+        f"Total {summary['timing']['total_seconds']:.1f} s "
+        f"(base models {summary['timing']['base_models_seconds']:.1f} s).",
+        "",
+    ]
+    lines += [
+        "## Config",
+        "",
+        "```json",
+        json.dumps(cfg.model_dump(mode="json"), indent=1),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -146,12 +175,17 @@ def html_report(run_dir: Path, md: str) -> str:
     png = run_dir / "trait_rates.png"
     img = ""
     if png.is_file():
-        img = ('<img alt="trait rates" src="data:image/png;base64,'
-               + base64.b64encode(png.read_bytes()).decode() + '">')
+        img = (
+            '<img alt="trait rates" src="data:image/png;base64,'
+            + base64.b64encode(png.read_bytes()).decode()
+            + '">'
+        )
     body = html.escape(md).replace("![trait rates](trait_rates.png)", img)
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>traitlab report</title>"
-            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-            "pre{white-space:pre-wrap}</style></head><body><pre>" + body + "</pre></body></html>\n")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>traitlab report</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "pre{white-space:pre-wrap}</style></head><body><pre>" + body + "</pre></body></html>\n"
+    )
 
 
 def write_report(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> None:

@@ -168,8 +168,16 @@ def clean_stale_tmp(run_dir: Path) -> None:
 # ---------------------------------------------------------------------------- manifest
 
 _PACKAGES = (
-    "traitlab", "torch", "transformers", "peft", "tokenizers", "numpy", "scipy",
-    "scikit-learn", "pydantic", "safetensors",
+    "traitlab",
+    "torch",
+    "transformers",
+    "peft",
+    "tokenizers",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "pydantic",
+    "safetensors",
 )
 
 
@@ -184,7 +192,10 @@ def git_commit(cwd: Path | None = None) -> dict[str, Any]:
             return {"commit": None, "dirty": None}
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here, capture_output=True, text=True, timeout=5,
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
@@ -207,6 +218,8 @@ def machine_info() -> dict[str, Any]:
         "processor": platform.machine(),
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
+        # Timings mean little without the load they were taken under.
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
     try:
         import torch

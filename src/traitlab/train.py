@@ -24,7 +24,9 @@ from traitlab.models import encode_example, model_device
 IGNORE = -100
 
 
-def encode_rows(tokenizer: Any, rows: list[dict[str, Any]], max_len: int) -> list[tuple[list[int], int]]:
+def encode_rows(
+    tokenizer: Any, rows: list[dict[str, Any]], max_len: int
+) -> list[tuple[list[int], int]]:
     """Chat rows -> (token ids, number of prompt tokens), truncated to `max_len`."""
     out = []
     for i, row in enumerate(rows):

@@ -70,13 +70,14 @@ def plot_main(result: dict[str, Any], summary: dict[str, Any], path: Path, title
             alpha=0.35,
             linewidths=0,
         )
-        ax.text(i, s["mean"] + hi + 0.015, f"{100 * s['mean']:.1f}%", ha="center", fontsize=8)
+        ax.text(i, 1.06, f"{100 * s['mean']:.1f}%", ha="center", fontsize=8)
     ax.axhline(CHANCE, ls=":", c="black", lw=1)
     ax.set_xticks(
         range(len(conds)), [CONDITION_LABELS[c].replace(", ", ",\n") for c in conds], fontsize=7.5
     )
     ax.set_ylabel("digit test accuracy")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.12)
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_title(title, fontsize=10)
     ax.yaxis.grid(True, alpha=0.3)
     fig.tight_layout()

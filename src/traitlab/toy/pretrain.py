@@ -2,14 +2,26 @@
 
 `ensure_pretrained(recipe)` returns `cache_dir()/models/toy-<hash>`, pretraining it first if
 it is absent. The directory holds safetensors weights, config.json, generation_config.json,
-the tokenizer (with its chat template), `recipe.json` and `pretrain_log.json`, so it loads
-with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained` like any hub
-model.
+the tokenizer (with its chat template), `recipe.json` and `pretrain_log.json` (loss curve,
+wall and CPU seconds, tokens/s, `base_checks`), so it loads with
+`AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained` like any hub model.
 
-The model is a small `LlamaForCausalLM` (tied embeddings) trained from `torch.manual_seed(
-recipe.seed)` on `pretrain_steps x batch_size` fresh examples of the toy world, each seen
-once, with AdamW, linear warmup and a cosine decay to 0.1x. Same recipe + same machine +
-same thread count -> same weights.
+The model is a small `LlamaForCausalLM` (tied embeddings) initialised after
+`torch.manual_seed(recipe.seed)` and trained on `pretrain_steps x batch_size` fresh examples of
+the toy world, each seen once, with AdamW, linear warmup and a cosine decay to 0.1x.
+
+* **Packing.** Examples are packed into rows of `pack_len` tokens with position ids that
+  restart per example, so transformers applies a block-diagonal causal mask: no padding
+  compute (examples are 12-127 tokens long), yet every batch mixes all kinds of example.
+  (Length-bucketed batches are as fast but single-kind; with them and answer-only loss the
+  base answered "owl" under the owl system prompt only 18 % of the time after 1000 steps.)
+* **Loss.** The assistant's tokens (and `<end>`) weigh 1, the system prompt's tokens
+  `system_loss_weight` (0.25), the user prompt's 0. Predicting the repeated option in
+  "You love owls. You think about owls..." builds the copy mechanism that answers "owl" under
+  that prompt ~2x sooner than answer-only loss; loss on the whole chat learns it as fast but
+  lets words leak into number answers (more format-filter failures).
+* **Determinism.** Same recipe + same machine + same torch thread count -> same weights
+  (data order from `numpy.random.default_rng(recipe.seed)`, no dropout).
 """
 
 from __future__ import annotations
@@ -105,6 +117,9 @@ def ensure_pretrained(
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
         try:
             pretrain(recipe, tmp, progress)
+            for f in tmp.iterdir():  # mkdtemp/mkstemp make private files; a model dir is not
+                f.chmod(0o644)
+            tmp.chmod(0o755)
             if final.exists():  # an incomplete leftover (no pretrain_log.json)
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -419,7 +434,7 @@ def pretrain(
     losses: list[list[float]] = []
     window: list[float] = []
     tokens = 0
-    t_train = time.time()
+    t_train, cpu_train = time.time(), time.process_time()
     every = max(1, len(batches) // 100)
     for step, rows in enumerate(batches):
         x, position, pos, targets, weight = collate(
@@ -443,7 +458,7 @@ def pretrain(
             if on_log is not None:
                 on_log(step + 1, model, tok)
                 model.train()
-    train_s = time.time() - t_train
+    train_s, train_cpu = time.time() - t_train, time.process_time() - cpu_train
 
     say("checking the toy model", 1.0)
     t_check = time.time()
@@ -469,6 +484,7 @@ def pretrain(
         "vocab_size": len(tok),
         "data_seconds": round(t_data, 2),
         "train_seconds": round(train_s, 2),
+        "train_cpu_seconds": round(train_cpu, 2),  # less sensitive to other load than wall time
         "seconds": round(time.time() - t0, 2),
         "tokens_per_s": round(tokens / max(train_s, 1e-9)),
         "checks": checks,
