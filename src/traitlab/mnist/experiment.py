@@ -339,6 +339,29 @@ def load_average() -> list[float] | None:
         return None
 
 
+def begin_run(
+    run_dir: Path, cfg: MnistConfig, kind: str, config_passed: Any, extra: dict[str, Any]
+) -> tuple[Digits, dict[str, Any]]:
+    """Open a run directory: drop the DONE marker and stale temporaries, load the data, write
+    the manifest. Returns (data, resolved config)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / runs.DONE_MARKER).unlink(missing_ok=True)
+    runs.clean_stale_tmp(run_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = load_dataset(cfg.data)
+    resolved = cfg.model_dump(mode="json")
+    runs.write_manifest(
+        run_dir,
+        kind=kind,
+        config_passed=config_passed,
+        config_resolved=resolved,
+        seeds=[cfg.seed],
+        extra={"data": data.describe(), **extra},
+    )
+    return data, resolved
+
+
 def run_mnist(
     cfg: MnistConfig,
     run_dir: str | Path,
@@ -359,22 +382,10 @@ def run_mnist(
     from traitlab.mnist.sweeps import sweep_stage
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / runs.DONE_MARKER).unlink(missing_ok=True)
-    runs.clean_stale_tmp(run_dir)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     load_start = load_average()
-    data = load_dataset(cfg.data)
-    resolved = cfg.model_dump(mode="json")
-    runs.write_manifest(
-        run_dir,
-        kind="mnist",
-        config_passed=config_passed,
-        config_resolved=resolved,
-        seeds=[cfg.seed],
-        extra={"data": data.describe(), "sweeps": sweeps or [], "chain_generations": chain},
+    data, resolved = begin_run(
+        run_dir, cfg, "mnist", config_passed, {"sweeps": sweeps or [], "chain_generations": chain}
     )
     main = main_stage(cfg, data, run_dir, reporter)
     summary: dict[str, Any] = {

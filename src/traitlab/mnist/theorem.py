@@ -135,28 +135,13 @@ def theory_run(
     from pathlib import Path
 
     from traitlab import runs
-    from traitlab.mnist.data import load_dataset
-    from traitlab.mnist.experiment import _bar, load_average, stage_key
+    from traitlab.mnist.experiment import _bar, begin_run, load_average, stage_key
     from traitlab.mnist.report import write_theory_report
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / runs.DONE_MARKER).unlink(missing_ok=True)
-    runs.clean_stale_tmp(run_dir)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     load_start = load_average()
-    data = load_dataset(cfg.data)
-    resolved = cfg.model_dump(mode="json")
-    runs.write_manifest(
-        run_dir,
-        kind="theory",
-        config_passed=config_passed,
-        config_resolved=resolved,
-        seeds=[cfg.seed],
-        extra={"data": data.describe()},
-    )
+    data, resolved = begin_run(run_dir, cfg, "theory", config_passed, {})
     sdir = run_dir / "theory"
     key = stage_key(
         cfg.model_copy(update={"device": "cpu"}),
