@@ -26,7 +26,8 @@ def _numbers(summary: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    os.environ.setdefault("TRAITLAB_CACHE", str(tmp_path_factory.getbasetemp() / "traitlab-cache"))
+    # The same cache as the autouse fixture in conftest.py (module fixtures run before it).
+    os.environ["TRAITLAB_CACHE"] = str(tmp_path_factory.getbasetemp() / "traitlab-cache")
     run_dir = tmp_path_factory.mktemp("run") / "tiny"
     summary = run_experiment(load_config(TINY), run_dir)
     return run_dir, summary

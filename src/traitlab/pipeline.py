@@ -65,9 +65,9 @@ class Experiment:
         label = "pretrain toy base" if which == "base" else "pretrain cross-init base"
         cb = self.rep.named(label) if mcfg.name == "toy" else None
         self.sources[which] = model_source(mcfg, progress=cb)
-        self.keys[which] = runs.stable_hash(
-            {"model": config_to_dict(mcfg), "source": self.sources[which]}
-        )
+        # Key on what the model is, not where it lies: a moved cache must not redo the run.
+        source = Path(self.sources[which]).name if mcfg.name == "toy" else self.sources[which]
+        self.keys[which] = runs.stable_hash({"model": config_to_dict(mcfg), "source": source})
 
     def _load(self, which: str, path: Path | None = None) -> tuple[Any, Any]:
         mcfg = self._base_cfg(which)
