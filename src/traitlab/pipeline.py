@@ -104,11 +104,12 @@ class Experiment:
         done = runs.stage_done(d, key)
         with self.rep.stage(f"seed {seed}: teacher fine-tune", cached=done) as up:
             if not done:
+                started = time.time()
                 model, tok = self._load("base")
                 model, log = finetune_teacher(
                     model, tok, cfg.teacher, cfg.trait, seed=seed, progress=up
                 )
-                with runs.stage(d, key, {"train": log}) as tmp:
+                with runs.stage(d, key, {"train": log}, started=started) as tmp:
                     save_model(model, tok, tmp)
                 self._free(model)
         return d, None, key
@@ -135,6 +136,7 @@ class Experiment:
         done = runs.stage_done(d, key)
         with self.rep.stage(f"seed {seed}: generate ({which})", cached=done) as up:
             if not done:
+                started = time.time()
                 model, tok = self._load("base", teacher_dir)
                 # Distinct sampling streams for teacher and control, fixed per seed.
                 gen_seed = seed * 1000 + (1 if which == "teacher" else 2)
@@ -148,7 +150,7 @@ class Experiment:
                     source=which,
                     progress=up,
                 )
-                with runs.stage(d, key, {"rows": len(rows)}) as tmp:
+                with runs.stage(d, key, {"rows": len(rows)}, started=started) as tmp:
                     runs.write_jsonl(tmp / "raw.jsonl", rows)
                 self._free(model)
         return d, key
@@ -159,9 +161,10 @@ class Experiment:
         done = runs.stage_done(d, key)
         with self.rep.stage(f"seed {seed}: filter ({which})", cached=done):
             if not done:
+                started = time.time()
                 result = filter_rows(runs.read_jsonl(gen_dir / "raw.jsonl"), self.cfg.filter)
                 require_nonempty(result, f"seed {seed}, {which} data")
-                with runs.stage(d, key) as tmp:
+                with runs.stage(d, key, started=started) as tmp:
                     runs.write_jsonl(tmp / "filtered.jsonl", to_chat_rows(result.kept))
                     runs.write_jsonl(tmp / "rejected.jsonl", result.rejected)
                     runs.write_json(tmp / "filter.json", result.to_summary())
@@ -190,6 +193,7 @@ class Experiment:
         done = runs.stage_done(d, key)
         with self.rep.stage(f"seed {seed}: student {arm}", cached=done) as up:
             if not done:
+                started = time.time()
                 model, tok = self._load(which_base)
                 teacher = None
                 if soft:
@@ -202,7 +206,7 @@ class Experiment:
                 model, log = train_model(
                     model, tok, rows, self.cfg.student, seed=seed, teacher=teacher, progress=up
                 )
-                with runs.stage(d, key, {"train": log}) as tmp:
+                with runs.stage(d, key, {"train": log}, started=started) as tmp:
                     save_model(model, tok, tmp)
                 self._free(model, teacher)
         return d, key
@@ -235,6 +239,7 @@ class Experiment:
         )
         with self.rep.stage(label, cached=done) as up:
             if not done:
+                started = time.time()
                 model, tok = self._load(which_base, model_dir)
                 res = evaluate_model(
                     model,
@@ -246,7 +251,7 @@ class Experiment:
                     progress=up,
                 )
                 answers = res.get("sampled", {}).pop("answers", None)
-                with runs.stage(d, key) as tmp:
+                with runs.stage(d, key, started=started) as tmp:
                     runs.write_json(tmp / "eval.json", res)
                     if answers is not None:
                         runs.write_jsonl(

@@ -123,16 +123,19 @@ def stage_done(stage_dir: Path, key: str) -> bool:
 
 
 @contextlib.contextmanager
-def stage(stage_dir: Path, key: str, info: dict[str, Any] | None = None) -> Iterator[Path]:
+def stage(
+    stage_dir: Path, key: str, info: dict[str, Any] | None = None, started: float | None = None
+) -> Iterator[Path]:
     """Run a stage atomically: yields a temporary directory that becomes `stage_dir` on success.
 
     The caller checks `stage_done(stage_dir, key)` first and skips the stage when it is True.
     On an exception the temporary directory is removed and `stage_dir` is left untouched.
+    `started` (a time.time()) is when the stage's work began, if before the block.
     """
     stage_dir = Path(stage_dir)
     stage_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=stage_dir.parent, prefix=f".{stage_dir.name}.tmp-"))
-    t0 = time.time()
+    t0 = started if started is not None else time.time()
     try:
         yield tmp
         write_json(
