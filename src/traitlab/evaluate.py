@@ -37,10 +37,9 @@ import torch
 
 from traitlab.config import EvalConfig, TraitConfig
 from traitlab.models import encode_chat, model_device, stop_token_ids
+from traitlab.progress import Fraction, batch_progress
 from traitlab.sampling import _Caller, _can_prune, decode, sample_completions
 from traitlab.stats import mean_ci, wilson
-
-Fraction = Callable[[float], None]
 
 # Substrings that do not count as a mention of the target (paper.md 1.8: dragon vs dragonfly).
 EXCLUDED_SUBSTRINGS: dict[str, tuple[str, ...]] = {"dragon": ("dragonflies", "dragonfly")}
@@ -106,14 +105,6 @@ def sampled_preference(
     prompts = question_prompts(tokenizer, questions, system_prompt)
     flat = [p for p in prompts for _ in range(n_samples)]
     stops = stop_token_ids(model, tokenizer) if stop_ids is None else stop_ids
-    done = 0
-
-    def on_batch(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done / len(flat))
-
     outs = sample_completions(
         model,
         tokenizer,
@@ -124,7 +115,7 @@ def sampled_preference(
         generator=generator,
         batch_size=batch_size,
         stop_ids=stops,
-        on_batch=on_batch,
+        on_batch=batch_progress(len(flat), progress),
     )
     texts = [decode(tokenizer, ids) for ids in outs]
     answers = [texts[i * n_samples : (i + 1) * n_samples] for i in range(len(questions))]

@@ -9,7 +9,7 @@ import torch
 
 from traitlab.config import GenerateConfig
 from traitlab.models import encode_chat, stop_token_ids
-from traitlab.progress import Fraction
+from traitlab.progress import Fraction, batch_progress
 from traitlab.sampling import decode, sample_completions
 
 # Characters a number-only completion may contain (used by constrained decoding).
@@ -52,14 +52,6 @@ def generate_rows(
     stops = stop_token_ids(model, tokenizer)
     allowed = numeric_token_ids(tokenizer) + stops if cfg.constrained else None
     gen = torch.Generator().manual_seed(seed)
-    done = 0
-
-    def on_batch(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done / len(prompts))
-
     outs = sample_completions(
         model,
         tokenizer,
@@ -71,7 +63,7 @@ def generate_rows(
         batch_size=cfg.batch_size,
         stop_ids=stops,
         allowed_ids=allowed,
-        on_batch=on_batch,
+        on_batch=batch_progress(len(prompts), progress),
     )
     return [
         {"id": i, "prompt": p, "completion": decode(tokenizer, ids), "source": source}

@@ -19,6 +19,19 @@ from rich.progress import (
 Fraction = Callable[[float], None]
 
 
+def batch_progress(total: int, progress: Fraction | None) -> Callable[[int], None]:
+    """An `on_batch(n)` callback for the sampler that reports the finished fraction of `total`."""
+    done = 0
+
+    def on_batch(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done / max(1, total))
+
+    return on_batch
+
+
 class Reporter:
     """Hands out per-stage progress callbacks taking the finished fraction in [0, 1]."""
 
