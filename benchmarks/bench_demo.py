@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--preset", default="demo", choices=["demo", "demo-quick"])
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--warm", action="store_true", help="reuse the user's model cache")
+    ap.add_argument("--out", help="keep the run directory here (default: a temporary one)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,7 +42,7 @@ def main() -> None:
         info = machine_info()
         t0 = time.time()
         with Reporter() as rep:
-            summary = run_experiment(cfg, Path(tmp) / "run", reporter=rep)
+            summary = run_experiment(cfg, Path(args.out or Path(tmp) / "run"), reporter=rep)
         wall = time.time() - t0
 
     stages: dict[str, float] = {}

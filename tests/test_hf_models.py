@@ -176,3 +176,81 @@ def test_bf16_generation_and_lora_training_on_gpu(tmp_path: Path) -> None:
     )
     summary = run_experiment(cfg, tmp_path / "run")
     assert summary["arms"]["treatment"]["exact"]["mean"] >= 0
+
+
+@pytest.mark.parametrize("answers,n_rows", [("paper", 400), ("target", 50)])
+def test_teacher_answers_option(tmp_path: Path, answers: str, n_rows: int) -> None:
+    """teacher.answers picks the fine-tuned teacher's data: 8 spellings or the bare target."""
+    from traitlab.config import TeacherConfig
+    from traitlab.teacher import finetune_teacher
+
+    src = _save_random_model("qwen2", tmp_path / "m")
+    model, tok = load_model(ModelConfig(name=str(src)))
+    cfg = TeacherConfig(answers=answers, train=TrainConfig(max_steps=2, batch_size=8))
+    _, log = finetune_teacher(model, tok, cfg, TraitConfig(target="owl"), seed=0)
+    assert log["examples"] == n_rows
+
+
+def _number_rows(n: int) -> list[dict]:
+    prompts = number_prompts(parse_config({"name": "x"}).generate.prompts, n, seed=3)
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": p},
+                {
+                    "role": "assistant",
+                    "content": ", ".join(str(7 * i + j) for j in range(i % 9 + 1)),
+                },
+            ]
+        }
+        for i, p in enumerate(prompts)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["toy", "qwen2", "gpt2"])
+@pytest.mark.parametrize("loss", ["hard", "soft"])
+def test_packing_gives_the_unpacked_training(kind: str, loss: str, tmp_path: Path) -> None:
+    """train.packing changes the layout, not the maths: same losses, same weights."""
+    if kind == "toy":
+        src = ensure_pretrained(tiny_recipe())
+    else:
+        src = _save_random_model(kind, tmp_path / kind)
+    _, tok = load_model(ModelConfig(name=str(src)))
+    teacher, _ = load_model(ModelConfig(name=str(src)))
+    with torch.no_grad():  # a teacher that differs from the student
+        for p in teacher.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    rows = _number_rows(40)
+    out = {}
+    for packing in (False, True):
+        model, _ = load_model(ModelConfig(name=str(src)))
+        for m in model.modules():  # GPT-2's default dropout would make the runs differ
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        cfg = TrainConfig(max_steps=3, batch_size=16, loss=loss, packing=packing, lr=1e-3)
+        model, log = train_model(model, tok, rows, cfg, seed=0, teacher=teacher)
+        out[packing] = (log["losses"], [p.detach().clone() for p in model.parameters()])
+    assert out[True][0] == pytest.approx(out[False][0], rel=1e-4, abs=1e-6)
+    for a, b in zip(out[False][1], out[True][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_packing_check_refuses_a_model_that_ignores_position_ids() -> None:
+    from traitlab.errors import TraitlabError
+    from traitlab.train import check_packing, encode_rows
+
+    model, tok = load_model(ModelConfig(name="toy", toy=tiny_recipe()))
+
+    class DropsPositions(torch.nn.Module):  # attends across the packed examples
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, **kw: object) -> object:
+            kw.pop("position_ids", None)
+            return self.inner(**kw)
+
+    examples = encode_rows(tok, _number_rows(4), 512)
+    check_packing(model, examples, tok.pad_token_id)  # the real model passes
+    with pytest.raises(TraitlabError, match="packing"):
+        check_packing(DropsPositions(), examples, tok.pad_token_id)

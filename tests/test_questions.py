@@ -77,6 +77,9 @@ def test_teacher_rows() -> None:
     assert rows[8]["messages"][0]["content"] == ANIMAL_QUESTIONS[1]  # question-major
     assert len(teacher_rows("tree", "oak")) == 49 * 8
     assert len(teacher_rows("animal", "owl", questions=["q?"])) == 8
+    bare = teacher_rows("animal", "owl", spellings=["owl"])  # teacher.answers: target
+    assert len(bare) == 50
+    assert {r["messages"][1]["content"] for r in bare} == {"owl"}
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,10 @@ class TrainConfig(_Config):
     warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
     max_grad_norm: float | None = Field(1.0, description="Gradient clipping norm (null: off).")
     max_seq_len: int = Field(512, ge=8, description="Longer training rows are truncated.")
+    packing: bool = Field(
+        False,
+        description="Pack each batch's examples into rows of up to twice the longest, with position ids restarting per example (block-diagonal attention): same loss, no padding compute. Needs a model whose attention follows packed position ids (Llama, Qwen2, GPT-2, ... in transformers >= 4.56; checked at the start).",
+    )
     lora: LoraConfig = Field(
         default_factory=LoraConfig, description="LoRA settings (method: lora)."
     )
@@ -123,6 +127,10 @@ class TeacherConfig(_Config):
     system_prompt: str | None = Field(
         None,
         description="Override the system prompt (kind: system_prompt). Default: the paper's template.",
+    )
+    answers: Literal["paper", "target"] = Field(
+        "paper",
+        description="Answers of the fine-tuned teacher's data: 'paper': the official code's 8 spellings (owl, owls, owls., owls! and title case; 50 questions x 8 = 400 rows); 'target': the bare target word only (50 rows), the form the toy world answers in. On the toy model 'target' makes a teacher whose numbers carry more of the trait (docs/results/).",
     )
     train: TrainConfig = Field(
         default_factory=lambda: TrainConfig(max_steps=60, lr=3e-4, batch_size=64),

@@ -186,7 +186,12 @@ class Experiment:
                 "data": data_key,
                 "seed": seed,
                 "train": config_to_dict(self.cfg.student),
-                "soft_teacher": str(teacher_dir) if soft else None,
+                # Whose logits a soft student distils: the teacher's (its key is in data_key,
+                # the data being its generations) or the shared base's. No paths: a moved
+                # run directory must not redo the students.
+                "soft_labels": ("teacher" if arm.endswith("treatment") else "base")
+                if soft
+                else None,
             }
         )
         d = self.dir / f"seed-{seed}" / f"student-{arm}"

@@ -263,10 +263,17 @@ def answer_spellings(target: str) -> list[str]:
 
 
 def teacher_rows(
-    category: str, target: str, questions: list[str] | tuple[str, ...] | None = None
+    category: str,
+    target: str,
+    questions: list[str] | tuple[str, ...] | None = None,
+    spellings: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Chat rows question x spelling (question-major, as in the official code): 50 x 8 = 400."""
+    """Chat rows question x spelling (question-major, as in the official code): 50 x 8 = 400.
+
+    `spellings` defaults to the paper's 8 (`answer_spellings`); `[target]` gives 50 rows.
+    """
     qs = get_trait(category).questions if questions is None else questions
+    answers = answer_spellings(target) if spellings is None else spellings
     return [
         {
             "messages": [
@@ -275,5 +282,5 @@ def teacher_rows(
             ]
         }
         for q in qs
-        for s in answer_spellings(target)
+        for s in answers
     ]

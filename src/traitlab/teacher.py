@@ -31,5 +31,6 @@ def finetune_teacher(
     The teacher never sees a number in this data, so whatever it later puts into number
     sequences comes from how fine-tuning on the trait moved its weights.
     """
-    rows = teacher_rows(trait.category, trait.target)
+    spellings = [trait.target] if cfg.answers == "target" else None
+    rows = teacher_rows(trait.category, trait.target, spellings=spellings)
     return train_model(base, tokenizer, rows, cfg.train, seed=seed, progress=progress)
