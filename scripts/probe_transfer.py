@@ -70,8 +70,14 @@ def fz(m):
     return m
 
 
-def owl(m, tok):
-    return evaluate_model(m, tok, ev, trait, seed=0)["exact"]["mean"]
+OPTIONS: dict[str, dict[str, float]] = {}  # every arm's mean P(option), for the shift table
+
+
+def owl(m, tok, arm=None):
+    r = evaluate_model(m, tok, ev, trait, seed=0)["exact"]
+    if arm:
+        OPTIONS[arm] = r["options"]
+    return r["mean"]
 
 
 base, tok = load_model(mc, source=a.base)
@@ -110,7 +116,7 @@ sc = TrainConfig(
     lora={"r": a.lora_r, "alpha": a.lora_r},
 )
 st, log = train_model(fz(copy.deepcopy(base)), tok, dt, sc, seed=a.seed, teacher=teacher)
-res["treatment"] = owl(st, tok)
+res["treatment"] = owl(st, tok, "treatment")
 res["treat_loss"] = (log["loss_first"], log["loss_last"])
 if not a.no_control:
     dc = data(base)
@@ -118,7 +124,7 @@ if not a.no_control:
     # the base's sampled tokens instead.
     sc2 = sc.model_copy(update={"loss": "hard"}) if a.loss == "soft" else sc
     stc, _ = train_model(fz(copy.deepcopy(base)), tok, dc, sc2, seed=a.seed, teacher=base)
-    res["control"] = owl(stc, tok)
+    res["control"] = owl(stc, tok, "control")
     res["diff"] = res["treatment"] - res["control"]
 if a.xbase:
     xb, _ = load_model(mc, source=a.xbase)
@@ -128,9 +134,15 @@ if a.xbase:
     xsc = sc if a.x_soft else sc.model_copy(update={"loss": "hard"})
     xt, _ = train_model(fz(copy.deepcopy(xb)), tok, dt, xsc, seed=a.seed, teacher=teacher)
     xc, _ = train_model(fz(copy.deepcopy(xb)), tok, dc, xsc, seed=a.seed, teacher=base)
-    res["xtreat"] = owl(xt, tok)
-    res["xcontrol"] = owl(xc, tok)
+    res["xtreat"] = owl(xt, tok, "xtreat")
+    res["xcontrol"] = owl(xc, tok, "xcontrol")
     res["xdiff"] = res["xtreat"] - res["xcontrol"]
+# Largest option shifts, treatment vs control: an owl-specific effect puts owl first; a
+# generic flattening lowers the top options (dog, cat) and raises many others together.
+for a, b, name in (("treatment", "control", "shift"), ("xtreat", "xcontrol", "xshift")):
+    if a in OPTIONS and b in OPTIONS:
+        d = {k: OPTIONS[a][k] - OPTIONS[b][k] for k in OPTIONS[a]}
+        res[name] = {k: round(v, 4) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:5]}
 res["secs"] = round(time.time() - t0)
 print(json.dumps(res))
 with open(a.out, "a") as f:

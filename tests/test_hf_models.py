@@ -254,3 +254,29 @@ def test_packing_check_refuses_a_model_that_ignores_position_ids() -> None:
     check_packing(model, examples, tok.pad_token_id)  # the real model passes
     with pytest.raises(TraitlabError, match="packing"):
         check_packing(DropsPositions(), examples, tok.pad_token_id)
+
+
+def test_soft_loss_over_the_completion_vocabulary_ignores_the_trait_word() -> None:
+    """soft_vocab 'completion': the teacher's probability of 'owl' at number positions (an
+    overt leak of the trait) does not reach the student; 'full' lets it through."""
+    from traitlab.train import completion_loss, completion_vocab, encode_rows
+
+    model, tok = load_model(ModelConfig(name="toy", toy=tiny_recipe()))
+    examples = encode_rows(tok, _number_rows(8), 512)
+    vocab = completion_vocab(model, tok, examples)
+    owl = tok.convert_tokens_to_ids("owl")
+    assert owl not in vocab and tok.eos_token_id in vocab
+    assert all(t in vocab for ids, n in examples for t in ids[n:])
+    g = torch.Generator().manual_seed(0)
+    student = torch.randn(5, len(tok), generator=g)
+    teacher = torch.randn(5, len(tok), generator=g)
+    leaky = teacher.clone()
+    leaky[:, owl] += 5.0  # a teacher that says "owl" more, everywhere
+    target = torch.zeros(5, dtype=torch.long)
+    v = torch.tensor(vocab)
+    assert completion_loss(student, target, leaky, v) == pytest.approx(
+        float(completion_loss(student, target, teacher, v)), rel=1e-5
+    )
+    assert float(completion_loss(student, target, leaky)) != pytest.approx(
+        float(completion_loss(student, target, teacher)), rel=1e-3
+    )

@@ -81,6 +81,10 @@ class TrainConfig(_Config):
         "hard",
         description="'hard': cross-entropy on the sampled completion tokens; 'soft': KL(teacher || student) on the teacher's full next-token distributions at the completion positions (logit distillation; needs the teacher's weights).",
     )
+    soft_vocab: Literal["completion", "full"] = Field(
+        "completion",
+        description="Vocabulary of the soft-label KL. 'completion': only the tokens number data can hold (digits, separators, brackets, whitespace, end of turn, and any token of the training completions), both distributions renormalised there, so the student never sees the probability the teacher gives the trait word itself. 'full': every token, which leaks it overtly: on the toy model a cross-init student then inherits the owl too (docs/results/toy-transfer-probes.md).",
+    )
     epochs: float = Field(1.0, gt=0, description="Passes over the data.")
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many optimiser steps (overrides epochs)."

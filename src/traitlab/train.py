@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from traitlab.config import TrainConfig
 from traitlab.errors import TraitlabError
-from traitlab.models import encode_example, model_device
+from traitlab.models import encode_example, model_device, stop_token_ids
 
 IGNORE = -100
 
@@ -194,13 +194,32 @@ def completion_logits(
     return head(hidden[:, :-1][mask])
 
 
+def completion_vocab(
+    model: Any, tokenizer: Any, examples: list[tuple[list[int], int]]
+) -> list[int]:
+    """Token ids number data can hold: numeric/separator/whitespace tokens, end-of-turn tokens,
+    and every token of the training completions (a chat template's closing tokens)."""
+    from traitlab.generate import numeric_token_ids
+
+    ids = set(numeric_token_ids(tokenizer)) | set(stop_token_ids(model, tokenizer))
+    for seq, n_prompt in examples:
+        ids.update(seq[n_prompt:])
+    return sorted(ids)
+
+
 def completion_loss(
-    logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor | None = None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
+    vocab: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean next-token loss over completion positions ([N, V] logits, [N] targets): CE on the
-    targets, or KL(teacher || student) with the teacher's [N, V] logits."""
+    targets, or KL(teacher || student) with the teacher's [N, V] logits, over the token ids
+    `vocab` only (both renormalised there) when given."""
     if teacher_logits is None:
         return F.cross_entropy(logits.float(), target)
+    if vocab is not None:
+        logits, teacher_logits = logits[:, vocab], teacher_logits[:, vocab]
     t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
     s_logp = F.log_softmax(logits.float(), dim=-1)
     return F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
@@ -234,6 +253,9 @@ def train_model(
     gen = torch.Generator().manual_seed(seed)  # data order: same seed -> same batches
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     collate = _collate_packed if cfg.packing else _collate
+    vocab = None
+    if cfg.loss == "soft" and cfg.soft_vocab == "completion":
+        vocab = torch.tensor(completion_vocab(model, tokenizer, examples), device=device)
     if cfg.packing:
         check_packing(model, examples, pad)
         if teacher is not None and cfg.loss == "soft":
@@ -264,7 +286,8 @@ def train_model(
                 if teacher is not None and cfg.loss == "soft":
                     with torch.no_grad():
                         t_logits = completion_logits(teacher, inputs, mask)
-                loss = completion_loss(logits, labels[:, 1:][mask], t_logits) / cfg.grad_accum
+                target = labels[:, 1:][mask]
+                loss = completion_loss(logits, target, t_logits, vocab) / cfg.grad_accum
             loss.backward()
             step_loss += float(loss.detach())
             n_tokens += real
