@@ -14,6 +14,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -64,6 +65,30 @@ def _collate(
     return inputs, labels.to(device), int(attn.sum())
 
 
+def pack_rows(
+    lengths: np.ndarray, order: np.ndarray, capacity: int, open_rows: int = 16
+) -> list[list[int]]:
+    """Pack examples (taken in `order`) into rows of at most `capacity` tokens: each goes into
+    the first of the last `open_rows` rows with room for it, else starts a new row."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    done: list[list[int]] = []
+    for i in order.tolist():
+        n = int(lengths[i])
+        for k in range(len(rows)):
+            if room[k] >= n:
+                rows[k].append(i)
+                room[k] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(capacity - n)
+            if len(rows) > open_rows:
+                done.append(rows.pop(0))
+                room.pop(0)
+    return done + rows
+
+
 def _collate_packed(
     batch: list[tuple[list[int], int]], pad_id: int, device: torch.device
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
@@ -71,18 +96,12 @@ def _collate_packed(
     first), with position ids restarting at every example: transformers then gives each
     example a block-diagonal causal mask, so the loss is the unpacked one without the padding
     (~27 % of the tokens of a number-data batch)."""
-    cap = 2 * max(len(ids) for ids, _ in batch)
-    rows: list[list[tuple[list[int], int]]] = []
-    room: list[int] = []
-    for ex in sorted(batch, key=lambda e: -len(e[0])):
-        r = next((i for i, free in enumerate(room) if free >= len(ex[0])), None)
-        if r is None:
-            rows.append([])
-            room.append(cap)
-            r = len(rows) - 1
-        rows[r].append(ex)
-        room[r] -= len(ex[0])
-    n = max(cap - free for free in room)
+    lengths = np.array([len(ids) for ids, _ in batch])
+    order = np.argsort(-lengths, kind="stable")
+    # Plain first fit (every row stays open): a batch is at most a few dozen examples.
+    packed = pack_rows(lengths, order, 2 * int(lengths.max()), open_rows=len(batch))
+    rows = [[batch[i] for i in row] for row in packed]
+    n = max(sum(len(ids) for ids, _ in row) for row in rows)
     input_ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
     position = torch.zeros((len(rows), n), dtype=torch.long)
@@ -112,13 +131,13 @@ def check_packing(model: Any, examples: list[tuple[list[int], int]], pad_id: int
     if len(pair) < 2:
         return
     device = model_device(model)
-    with torch.no_grad():
-        for collate in (_collate, _collate_packed):
-            inputs, labels, _ = collate(pair, pad_id, device)
-            mask = labels[:, 1:] != IGNORE
-            out = completion_logits(model, inputs, mask).float()
-            if collate is _collate:
-                ref = out
+
+    def logits(collate: Callable[..., Any]) -> torch.Tensor:
+        inputs, labels, _ = collate(pair, pad_id, device)
+        with torch.no_grad():
+            return completion_logits(model, inputs, labels[:, 1:] != IGNORE).float()
+
+    ref, out = logits(_collate), logits(_collate_packed)
     if ref.shape != out.shape or not torch.allclose(ref, out, atol=1e-3, rtol=1e-3):
         raise TraitlabError(
             "train.packing: this model does not keep packed examples apart "
@@ -253,13 +272,14 @@ def train_model(
     gen = torch.Generator().manual_seed(seed)  # data order: same seed -> same batches
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     collate = _collate_packed if cfg.packing else _collate
+    soft_teacher = teacher if cfg.loss == "soft" else None
     vocab = None
-    if cfg.loss == "soft" and cfg.soft_vocab == "completion":
+    if soft_teacher is not None and cfg.soft_vocab == "completion":
         vocab = torch.tensor(completion_vocab(model, tokenizer, examples), device=device)
     if cfg.packing:
-        check_packing(model, examples, pad)
-        if teacher is not None and cfg.loss == "soft":
-            check_packing(teacher, examples, pad)
+        for m in (model, soft_teacher):
+            if m is not None:
+                check_packing(m, examples, pad)
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16_autocast else nullcontext()
     )
@@ -283,9 +303,9 @@ def train_model(
             with autocast:
                 logits = completion_logits(model, inputs, mask)
                 t_logits = None
-                if teacher is not None and cfg.loss == "soft":
+                if soft_teacher is not None:
                     with torch.no_grad():
-                        t_logits = completion_logits(teacher, inputs, mask)
+                        t_logits = completion_logits(soft_teacher, inputs, mask)
                 target = labels[:, 1:][mask]
                 loss = completion_loss(logits, target, t_logits, vocab) / cfg.grad_accum
             loss.backward()

@@ -54,6 +54,7 @@ from traitlab.toy.tokenizer import (
     split_pattern,
 )
 from traitlab.toy.world import Messages, corpus_stats, generate_corpus
+from traitlab.train import pack_rows
 
 # Bump when the world, tokenizer or training code changes what a recipe produces: it is part
 # of the cache key, so stale bases are never reused.
@@ -220,30 +221,6 @@ def encode_corpus(
         if (ids, n) != (list(ref[0]), ref[1]):
             raise AssertionError(f"fast toy encoder disagrees with the tokenizer on {m!r}")
     return [ids for ids, _ in out], np.array([n for _, n in out], dtype=np.int64)
-
-
-def pack_rows(
-    lengths: np.ndarray, order: np.ndarray, capacity: int, open_rows: int = 16
-) -> list[list[int]]:
-    """Pack examples (taken in `order`) into rows of at most `capacity` tokens: each goes into
-    the first of the last `open_rows` rows with room for it, else starts a new row."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    done: list[list[int]] = []
-    for i in order.tolist():
-        n = int(lengths[i])
-        for k in range(len(rows)):
-            if room[k] >= n:
-                rows[k].append(i)
-                room[k] -= n
-                break
-        else:
-            rows.append([i])
-            room.append(capacity - n)
-            if len(rows) > open_rows:
-                done.append(rows.pop(0))
-                room.pop(0)
-    return done + rows
 
 
 def make_batches(
