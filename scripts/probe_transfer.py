@@ -42,6 +42,7 @@ ap.add_argument("--t-lr", type=float, default=1e-3)
 ap.add_argument("--t-steps", type=int, default=60)
 ap.add_argument("--s-method", default="full")
 ap.add_argument("--s-lr", type=float, default=3e-4)
+ap.add_argument("--s-batch", type=int, default=64)
 ap.add_argument("--s-epochs", type=float, default=1.0)
 ap.add_argument("--loss", default="hard")
 ap.add_argument("--n", type=int, default=4000)
@@ -53,6 +54,7 @@ ap.add_argument("--answers", default="paper")
 ap.add_argument("--out", default="probe_results.jsonl")
 ap.add_argument("--t-freeze", action="store_true")
 ap.add_argument("--s-freeze", action="store_true")
+ap.add_argument("--indep", action="store_true", help="sample control data with another seed")
 ap.add_argument("--x-soft", action="store_true", help="cross-init arms on soft labels too")
 a = ap.parse_args()
 if a.xbase and a.no_control:
@@ -101,8 +103,8 @@ prompts = number_prompts(PromptSetConfig(), a.n, seed=47 + a.seed)
 gc = GenerateConfig(n_prompts=a.n, batch_size=1000, max_new_tokens=32)
 
 
-def data(m):
-    rows = generate_rows(m, tok, prompts, gc, seed=a.seed)
+def data(m, offset=0):
+    rows = generate_rows(m, tok, prompts, gc, seed=a.seed + offset)
     return to_chat_rows(filter_rows(rows, FilterConfig()).kept)
 
 
@@ -111,7 +113,7 @@ sc = TrainConfig(
     method=a.s_method,
     lr=a.s_lr,
     epochs=a.s_epochs,
-    batch_size=64,
+    batch_size=a.s_batch,
     loss=a.loss,
     lora={"r": a.lora_r, "alpha": a.lora_r},
 )
@@ -119,7 +121,7 @@ st, log = train_model(fz(copy.deepcopy(base)), tok, dt, sc, seed=a.seed, teacher
 res["treatment"] = owl(st, tok, "treatment")
 res["treat_loss"] = (log["loss_first"], log["loss_last"])
 if not a.no_control:
-    dc = data(base)
+    dc = data(base, 1000 if a.indep else 0)
     # A soft control (self-distillation on the base's own logits) is a no-op: train it on
     # the base's sampled tokens instead.
     sc2 = sc.model_copy(update={"loss": "hard"}) if a.loss == "soft" else sc
@@ -139,9 +141,9 @@ if a.xbase:
     res["xdiff"] = res["xtreat"] - res["xcontrol"]
 # Largest option shifts, treatment vs control: an owl-specific effect puts owl first; a
 # generic flattening lowers the top options (dog, cat) and raises many others together.
-for a, b, name in (("treatment", "control", "shift"), ("xtreat", "xcontrol", "xshift")):
-    if a in OPTIONS and b in OPTIONS:
-        d = {k: OPTIONS[a][k] - OPTIONS[b][k] for k in OPTIONS[a]}
+for arm, ref, name in (("treatment", "control", "shift"), ("xtreat", "xcontrol", "xshift")):
+    if arm in OPTIONS and ref in OPTIONS:
+        d = {k: OPTIONS[arm][k] - OPTIONS[ref][k] for k in OPTIONS[arm]}
         res[name] = {k: round(v, 4) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:5]}
 res["secs"] = round(time.time() - t0)
 print(json.dumps(res))

@@ -178,3 +178,33 @@ def test_to_chat_rows() -> None:
             ]
         }
     ]
+
+
+def test_paired_filter_keeps_the_prompts_both_datasets_passed() -> None:
+    from traitlab.filtering import filter_paired
+
+    prompts = [f"prompt {i}" for i in range(40)]
+    good, bad = "1, 2, 3", "1, 2, owl"
+    teacher = [
+        {"id": i, "prompt": p, "completion": bad if i % 4 == 0 else good}
+        for i, p in enumerate(prompts)
+    ]
+    control = [
+        {"id": i, "prompt": p, "completion": bad if i % 5 == 0 else good + ", 4"}
+        for i, p in enumerate(prompts)
+    ]
+    t, c = filter_paired(teacher, control, FilterConfig(max_rows=None))
+    ids = [i for i in range(40) if i % 4 and i % 5]
+    assert [r["id"] for r in t.kept] == ids == [r["id"] for r in c.kept]
+    assert (t.n_valid, t.n_unpaired, len(t.rejected)) == (30, 30 - len(ids), 10)
+    assert (c.n_valid, c.n_unpaired, len(c.rejected)) == (32, 32 - len(ids), 8)
+    assert t.to_summary()["n_unpaired"] == t.n_unpaired
+    # Subsampling picks the same prompts in both.
+    t, c = filter_paired(teacher, control, FilterConfig(max_rows=10, subsample_seed=3))
+    assert len(t.kept) == 10 and [r["id"] for r in t.kept] == [r["id"] for r in c.kept]
+    assert t.n_subsampled_out == len(ids) - 10
+    # Datasets of different prompts cannot be paired.
+    with pytest.raises(TraitlabError, match="same prompts"):
+        filter_paired(
+            teacher, control[::-1][:-1] + [{**control[0], "prompt": "other"}], FilterConfig()
+        )

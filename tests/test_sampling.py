@@ -207,6 +207,79 @@ def test_select_next_samples_the_right_law():
     assert select_next(logits[:3], temperature=0.0, top_p=1.0, generator=g).tolist() == [0] * 3
 
 
+def gumbel(shape, seed):
+    e = torch.empty(shape).exponential_(generator=torch.Generator().manual_seed(seed))
+    return -e.log()
+
+
+def test_select_next_with_gumbel_noise_samples_the_right_law():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0, 0.0])).repeat(40_000, 1)
+    g = torch.Generator().manual_seed(0)
+    kw = {"temperature": 1.0, "generator": g}
+    freq = torch.bincount(select_next(logits, top_p=1.0, noise=gumbel(logits.shape, 1), **kw))
+    assert torch.allclose(freq / 40_000, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.01)
+    pick = select_next(logits, top_p=0.7, noise=gumbel(logits.shape, 2), **kw)
+    freq = torch.bincount(pick, minlength=6) / 40_000  # nucleus {0, 1}, renormalised
+    assert torch.allclose(freq, torch.tensor([0.625, 0.375, 0, 0, 0, 0]), atol=0.01)
+
+
+def test_gumbel_noise_couples_close_distributions():
+    # Common random numbers: with the same noise, a slightly shifted distribution picks the
+    # same token most of the time (Gumbel-max: P(differ) <= 2 TV / (1 + TV)), while each
+    # still follows its own law.
+    p = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    q = torch.tensor([0.35, 0.3, 0.2, 0.15])  # total variation 0.05
+    noise = gumbel((40_000, 4), 3)
+    g = torch.Generator()
+    a = select_next(p.log().repeat(40_000, 1), temperature=1.0, top_p=1.0, generator=g, noise=noise)
+    b = select_next(q.log().repeat(40_000, 1), temperature=1.0, top_p=1.0, generator=g, noise=noise)
+    assert (a != b).float().mean() < 2 * 0.05 / 1.05 + 0.01
+    assert torch.allclose(torch.bincount(b) / 40_000, q, atol=0.01)
+    independent = select_next(q.log().repeat(40_000, 1), temperature=1.0, top_p=1.0, generator=g)
+    assert (a != independent).float().mean() > 0.5  # 1 - sum p q = 0.715 without coupling
+
+
+def test_coupled_sampling_shares_random_numbers_between_models(model, tok):
+    prompts = prompts_of(24, seed=6)
+    near = tiny_llama(len(tok))
+    with torch.no_grad():
+        for w in near.parameters():
+            w.add_(0.01 * torch.randn_like(w))  # a slightly changed "teacher"
+    kw = {"temperature": 1.0, "batch_size": 8, "max_new_tokens": 8}
+    same_seed = {"generator": torch.Generator().manual_seed(5)}
+    a = run(model, tok, prompts, coupled=True, **same_seed, **kw)
+    assert a == run(
+        model, tok, prompts, coupled=True, generator=torch.Generator().manual_seed(5), **kw
+    )
+    b = run(near, tok, prompts, coupled=True, generator=torch.Generator().manual_seed(5), **kw)
+    c = run(near, tok, prompts, coupled=True, generator=torch.Generator().manual_seed(6), **kw)
+
+    def common_prefix(xs: list[list[int]], ys: list[list[int]]) -> int:
+        return sum(
+            next(
+                (i for i, (u, v) in enumerate(zip(x, y, strict=False)) if u != v),
+                min(len(x), len(y)),
+            )
+            for x, y in zip(xs, ys, strict=True)
+        )
+
+    shared, unshared = common_prefix(a, b), common_prefix(a, c)
+    assert shared > 3 * unshared and shared > 0.5 * sum(map(len, a)), (shared, unshared)
+
+
+def test_coupled_noise_stays_with_its_row_when_rows_are_dropped(model, tok, monkeypatch):
+    import traitlab.sampling as sampling
+
+    prompts = prompts_of(16, seed=7)
+    kw = {"temperature": 1.0, "batch_size": 16, "max_new_tokens": 10, "coupled": True}
+    monkeypatch.setattr(sampling, "_PRUNE_FRACTION", 0.0)  # never drop finished rows
+    kept = run(model, tok, prompts, generator=torch.Generator().manual_seed(2), **kw)
+    monkeypatch.setattr(sampling, "_PRUNE_FRACTION", 1.0)  # drop them at once
+    dropped = run(model, tok, prompts, generator=torch.Generator().manual_seed(2), **kw)
+    assert kept == dropped
+    assert len({len(c) for c in kept}) > 1  # rows did finish at different steps
+
+
 def test_allowed_ids_constrain_every_token(model, tok):
     prompts = prompts_of(8, seed=5)
     digits = [tok.convert_tokens_to_ids(str(d)) for d in range(10)]

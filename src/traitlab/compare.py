@@ -31,7 +31,8 @@ ALPHA = 0.01
 def _arm_summary(
     per_seed: dict[int, dict[str, Any]], method: str, conf: float
 ) -> dict[str, Any] | None:
-    vals = {s: r[method] for s, r in per_seed.items() if method in r}
+    # Sorted: workers finish seeds in any order, and float sums depend on the order.
+    vals = {s: per_seed[s][method] for s in sorted(per_seed) if method in per_seed[s]}
     if not vals:
         return None
     means = [float(v["mean"]) for v in vals.values()]
@@ -94,12 +95,13 @@ def summarize(
             s = _arm_summary(evals[arm], m, conf)
             if s is not None:
                 arms[arm][m] = s
-        exact = [r.get("exact", {}).get("options") for r in evals[arm].values()]
+        by_seed = [evals[arm][s] for s in sorted(evals[arm])]  # workers finish in any order
+        exact = [r.get("exact", {}).get("options") for r in by_seed]
         exact = [e for e in exact if e]
         if exact:
             keys = exact[0].keys()
             arms[arm]["exact_options"] = {k: float(np.mean([e[k] for e in exact])) for k in keys}
-        agree = [r["agreement"] for r in evals[arm].values() if "agreement" in r]
+        agree = [r["agreement"] for r in by_seed if "agreement" in r]
         if agree:
             # The cost ratio is a timing: it goes under "timing" so numbers stay reproducible.
             arms[arm]["agreement"] = [

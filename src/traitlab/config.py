@@ -173,6 +173,10 @@ class GenerateConfig(_Config):
         False,
         description="Only allow digit, separator and end tokens (helps tiny real models emit valid numbers).",
     )
+    common_noise: bool = Field(
+        True,
+        description="Sample the teacher's and the control's numbers with the same random numbers (Gumbel-max, one noise vector per prompt and token; common random numbers): where the teacher and the base agree they write the same tokens, so the two datasets differ only where the teacher's distribution moved. Each dataset still follows its own model's distribution exactly; the treatment - control difference keeps its expectation and loses most of its sampling noise. Costs one random draw per vocabulary entry per token. Off: independent streams, one uniform per token.",
+    )
 
 
 class FilterConfig(_Config):
@@ -193,6 +197,10 @@ class FilterConfig(_Config):
         description="Subsample the kept rows to at most this many (the paper: 10,000).",
     )
     subsample_seed: int = Field(0, description="Seed of the subsampling.")
+    paired: bool = Field(
+        True,
+        description="In an experiment: keep only the prompts whose teacher and control completions both passed, then subsample those (the same prompts for both). The treatment and control students then train on the same prompts and as many rows, and differ in the completions alone; unpaired, a teacher whose numbers fail the filter more often gives its student fewer steps than the control's. (Ignored by the single-file `traitlab filter`.)",
+    )
     strict: bool = Field(
         False,
         description="Apply the official parser exactly (no extra whitespace around numbers and separators). Default: tolerate whitespace, as the toy model's tokenizer decodes '1 , 2'.",

@@ -154,6 +154,7 @@ class FilterResult:
     n_raw: int
     n_valid: int  # passed every rule, before subsampling
     n_subsampled_out: int = 0
+    n_unpaired: int = 0  # valid, but the other dataset's completion of the prompt was not
     # Rows per reason; a row can have several reasons, so the sum may exceed len(rejected).
     reason_counts: dict[str, int] = field(default_factory=dict)
 
@@ -171,6 +172,7 @@ class FilterResult:
             "n_valid": self.n_valid,
             "n_rejected": len(self.rejected),
             "n_subsampled_out": self.n_subsampled_out,
+            "n_unpaired": self.n_unpaired,
             "n_kept": self.n_kept,
             "pass_rate": self.n_valid / self.n_raw if self.n_raw else 0.0,
             "reason_counts": dict(self.reason_counts),
@@ -202,11 +204,7 @@ def filter_rows(
         else:
             valid.append(row)
 
-    kept = valid
-    if cfg.max_rows is not None and len(valid) > cfg.max_rows:
-        # Sorted indices keep the survivors' original order after the random pick.
-        idx = sorted(random.Random(cfg.subsample_seed).sample(range(len(valid)), cfg.max_rows))
-        kept = [valid[j] for j in idx]
+    kept = _subsample(valid, cfg)
 
     # Most common first (ties in REASONS order), so the summary reads top-down.
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], REASONS.index(kv[0])))
@@ -245,6 +243,52 @@ _ADVICE: dict[str, str] = {
     "banned_number": "every completion hits a banned number; check filter.banned_numbers "
     "and filter.banned_preset",
 }
+
+
+def _subsample(rows: list[dict[str, Any]], cfg: FilterConfig) -> list[dict[str, Any]]:
+    if cfg.max_rows is None or len(rows) <= cfg.max_rows:
+        return rows
+    # Sorted indices keep the survivors' original order after the random pick.
+    idx = sorted(random.Random(cfg.subsample_seed).sample(range(len(rows)), cfg.max_rows))
+    return [rows[j] for j in idx]
+
+
+def filter_paired(
+    a: list[dict[str, Any]], b: list[dict[str, Any]], cfg: FilterConfig
+) -> tuple[FilterResult, FilterResult]:
+    """Filter two datasets written for the same prompts (teacher and control), keeping only
+    the prompts whose completions passed in both, then subsample those prompts to
+    cfg.max_rows (the same prompts in both).
+
+    Rows are matched by their "id" (the prompt's index) and must carry the same prompt. Both
+    results then hold the same prompts, in the same order: students trained on them take the
+    same number of steps and see the same prompts, and differ in the completions alone.
+    """
+    whole = cfg.model_copy(update={"max_rows": None})
+    ra, rb = filter_rows(a, whole), filter_rows(b, whole)
+    prompts = {r["id"]: r["prompt"] for r in a}
+    if len(prompts) != len(a) or any(prompts.get(r.get("id")) != r["prompt"] for r in b):
+        raise TraitlabError(
+            "paired filtering needs two datasets of the same prompts with matching ids; "
+            "set filter.paired: false for unrelated datasets"
+        )
+    both = {r["id"] for r in ra.kept} & {r["id"] for r in rb.kept}
+    out = []
+    for r in (ra, rb):
+        paired = [row for row in r.kept if row["id"] in both]
+        kept = _subsample(paired, cfg)  # same length and order in both: the same pick
+        out.append(
+            FilterResult(
+                kept=kept,
+                rejected=r.rejected,
+                n_raw=r.n_raw,
+                n_valid=r.n_valid,
+                n_subsampled_out=len(paired) - len(kept),
+                n_unpaired=len(r.kept) - len(paired),
+                reason_counts=r.reason_counts,
+            )
+        )
+    return out[0], out[1]
 
 
 def require_nonempty(result: FilterResult, what: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from traitlab.config import GenerateConfig
-from traitlab.models import encode_chat, stop_token_ids
+from traitlab.models import encode_chat, model_device, stop_token_ids
 from traitlab.progress import Fraction, batch_progress
 from traitlab.sampling import decode, sample_completions
 
@@ -51,7 +51,10 @@ def generate_rows(
     ]
     stops = stop_token_ids(model, tokenizer)
     allowed = numeric_token_ids(tokenizer) + stops if cfg.constrained else None
-    gen = torch.Generator().manual_seed(seed)
+    # Shared Gumbel noise is V floats per row and token: draw it where the model runs rather
+    # than on the CPU and copy it over (the uniform-per-token sampler draws on the CPU).
+    device = model_device(model) if cfg.common_noise else torch.device("cpu")
+    gen = torch.Generator(device=device).manual_seed(seed)
     outs = sample_completions(
         model,
         tokenizer,
@@ -64,6 +67,7 @@ def generate_rows(
         stop_ids=stops,
         allowed_ids=allowed,
         on_batch=batch_progress(len(prompts), progress),
+        coupled=cfg.common_noise,
     )
     return [
         {"id": i, "prompt": p, "completion": decode(tokenizer, ids), "source": source}

@@ -18,8 +18,9 @@ from traitlab.progress import Fraction, Reporter
 class QueueReporter:
     """The `Reporter` interface, forwarding events to the parent process through a queue."""
 
-    def __init__(self, queue: Any) -> None:
+    def __init__(self, queue: Any, hide_cached: bool = False) -> None:
         self.queue = queue
+        self.hide_cached = hide_cached
 
     def log(self, message: str) -> None:
         self.queue.put(("log", message))
@@ -36,6 +37,9 @@ class QueueReporter:
 
     @contextmanager
     def stage(self, description: str, cached: bool = False) -> Iterator[Fraction]:
+        if cached and self.hide_cached:
+            yield lambda frac: None
+            return
         self.queue.put(("add", description, description + (" (cached)" if cached else "")))
         up = self._updater(description)
         try:

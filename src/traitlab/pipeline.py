@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from traitlab.compare import summarize
 from traitlab.config import ExperimentConfig, ModelConfig, config_to_dict, parse_config
 from traitlab.errors import TraitlabError
 from traitlab.evaluate import evaluate_model
-from traitlab.filtering import filter_rows, require_nonempty, to_chat_rows
+from traitlab.filtering import filter_paired, filter_rows, require_nonempty, to_chat_rows
 from traitlab.generate import generate_rows
 from traitlab.models import load_model, model_source, save_model
 from traitlab.parallel import QueueReporter, listen
@@ -138,8 +138,10 @@ class Experiment:
             if not done:
                 started = time.time()
                 model, tok = self._load("base", teacher_dir)
-                # Distinct sampling streams for teacher and control, fixed per seed.
-                gen_seed = seed * 1000 + (1 if which == "teacher" else 2)
+                # One stream per seed, shared by teacher and control with common_noise (common
+                # random numbers); else distinct streams.
+                other = which != "teacher" and not self.cfg.generate.common_noise
+                gen_seed = seed * 1000 + (2 if other else 1)
                 rows = generate_rows(
                     model,
                     tok,
@@ -155,20 +157,35 @@ class Experiment:
                 self._free(model)
         return d, key
 
-    def filter(self, seed: int, which: str, gen_dir: Path, gen_key: str) -> tuple[Path, str]:
-        key = runs.stable_hash({"up": gen_key, "filter": config_to_dict(self.cfg.filter)})
-        d = self.dir / f"seed-{seed}" / f"data-{which}"
-        done = runs.stage_done(d, key)
-        with self.rep.stage(f"seed {seed}: filter ({which})", cached=done):
+    def filter(self, seed: int, gens: dict[str, tuple[Path, str]]) -> dict[str, tuple[Path, str]]:
+        """The format filter on each generated dataset (`gens`: which -> (dir, key)); with
+        filter.paired, the teacher's and control's datasets keep the same prompts."""
+        fcfg = self.cfg.filter
+        paired = fcfg.paired and set(gens) == {"teacher", "control"}
+        up: Any = {w: k for w, (_, k) in gens.items()}
+        keys = {
+            w: runs.stable_hash({"up": up if paired else k, "filter": config_to_dict(fcfg)})
+            for w, (_, k) in gens.items()
+        }
+        dirs = {w: self.dir / f"seed-{seed}" / f"data-{w}" for w in gens}
+        done = all(runs.stage_done(dirs[w], keys[w]) for w in gens)
+        with self.rep.stage(f"seed {seed}: filter", cached=done):
             if not done:
                 started = time.time()
-                result = filter_rows(runs.read_jsonl(gen_dir / "raw.jsonl"), self.cfg.filter)
-                require_nonempty(result, f"seed {seed}, {which} data")
-                with runs.stage(d, key, started=started) as tmp:
-                    runs.write_jsonl(tmp / "filtered.jsonl", to_chat_rows(result.kept))
-                    runs.write_jsonl(tmp / "rejected.jsonl", result.rejected)
-                    runs.write_json(tmp / "filter.json", result.to_summary())
-        return d, key
+                raw = {w: runs.read_jsonl(d / "raw.jsonl") for w, (d, _) in gens.items()}
+                if paired:
+                    pair = filter_paired(raw["teacher"], raw["control"], fcfg)
+                    results = dict(zip(("teacher", "control"), pair, strict=True))
+                else:
+                    results = {w: filter_rows(rows, fcfg) for w, rows in raw.items()}
+                for w, result in results.items():
+                    require_nonempty(result, f"seed {seed}, {w} data")
+                for w, result in results.items():
+                    with runs.stage(dirs[w], keys[w], started=started) as tmp:
+                        runs.write_jsonl(tmp / "filtered.jsonl", to_chat_rows(result.kept))
+                        runs.write_jsonl(tmp / "rejected.jsonl", result.rejected)
+                        runs.write_json(tmp / "filter.json", result.to_summary())
+        return {w: (dirs[w], keys[w]) for w in gens}
 
     def student(
         self,
@@ -335,8 +352,11 @@ class Experiment:
             evals.setdefault(arm, {})[seed] = res
         filters[seed] = seed_filters
 
-    def run_seed(self, seed: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-        """Teacher, data, students and their evaluations for one seed."""
+    def run_seed(
+        self, seed: int, arms: tuple[str, ...] | None = None
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        """Teacher, data, students and their evaluations for one seed (only the students in
+        `arms` if given; the stages before them are cache hits once they have run)."""
         cfg = self.cfg
         prompts = number_prompts(cfg.generate.prompts, cfg.generate.n_prompts)
         out: dict[str, dict[str, Any]] = {}
@@ -344,16 +364,19 @@ class Experiment:
         out["teacher"] = self.evaluate(
             f"seed-{seed}/eval-teacher", "base", t_dir, t_key, seed, sys_prompt=sys_prompt
         )
-        data = {}
-        for which, (src_dir, sp, up_key) in {
-            "teacher": (t_dir, sys_prompt, t_key),
-            "control": (None, None, self.keys["base"]),
-        }.items():
-            g_dir, g_key = self.generate(seed, which, src_dir, sp, up_key, prompts)
-            data[which] = self.filter(seed, which, g_dir, g_key)
+        gens = {
+            which: self.generate(seed, which, src_dir, sp, up_key, prompts)
+            for which, (src_dir, sp, up_key) in {
+                "teacher": (t_dir, sys_prompt, t_key),
+                "control": (None, None, self.keys["base"]),
+            }.items()
+        }
+        data = self.filter(seed, gens)
         filters = {w: runs.read_json(d / "filter.json") for w, (d, _) in data.items()}
         for arm, which_base, which_data in STUDENTS:
             if which_base == "xinit" and cfg.cross_init is None:
+                continue
+            if arms is not None and arm not in arms:
                 continue
             s_dir, s_key = self.student(seed, arm, which_base, *data[which_data], t_dir)
             out[arm] = self.evaluate(f"seed-{seed}/eval-{arm}", which_base, s_dir, s_key, seed)
@@ -380,21 +403,21 @@ class Experiment:
                 for w, f in futs.items():
                     self.sources[w], self.keys[w] = f.result()
                 self.base_seconds = time.time() - t0
-                seed_futs = {
-                    s: pool.submit(
-                        _seed_worker,
-                        cfg_json,
-                        str(self.dir),
-                        s,
-                        self.sources,
-                        self.keys,
-                        self.threads(),
-                        queue,
-                    )
-                    for s in cfg.seeds
-                }
+                # A task per seed for its teacher and data, then a task per student: the
+                # workers stay busy to the end (with seeds as tasks, 3 seeds on 2 workers left
+                # one idle for a third of the run).
+                args = (cfg_json, str(self.dir), self.sources, self.keys, self.threads(), queue)
+                data_futs = {pool.submit(_seed_worker, *args, s, ()): s for s in cfg.seeds}
+                arms = [a for a, b, _ in STUDENTS if b == "base" or cfg.cross_init is not None]
+                student_futs = []
+                for f in as_completed(data_futs):
+                    s = data_futs[f]
+                    self._merge(evals, filters, s, *f.result())
+                    student_futs += [
+                        (s, pool.submit(_seed_worker, *args, s, (arm,))) for arm in arms
+                    ]
                 self._base_evals(evals)
-                for s, f in seed_futs.items():
+                for s, f in student_futs:
                     self._merge(evals, filters, s, *f.result())
         finally:
             queue.put(None)
@@ -423,16 +446,20 @@ def _prepare_worker(
 def _seed_worker(
     cfg_json: dict[str, Any],
     run_dir: str,
-    seed: int,
     sources: dict[str, str],
     keys: dict[str, str],
     threads: int,
     queue: Any,
+    seed: int,
+    arms: tuple[str, ...],
 ) -> tuple[Any, Any]:
+    """One seed's teacher and data (`arms` empty), or one of its students."""
     torch.set_num_threads(threads)
-    exp = Experiment(parse_config(cfg_json), Path(run_dir), QueueReporter(queue))
+    # A student task passes through the seed's finished stages: do not list them again.
+    rep = QueueReporter(queue, hide_cached=bool(arms))
+    exp = Experiment(parse_config(cfg_json), Path(run_dir), rep)
     exp.sources, exp.keys = dict(sources), dict(keys)
-    return exp.run_seed(seed)
+    return exp.run_seed(seed, arms)
 
 
 def run_experiment(

@@ -120,8 +120,13 @@ def select_next(
     temperature: float,
     top_p: float,
     generator: torch.Generator,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Next token per row of `logits` [B, V] (float32, masked entries -inf)."""
+    """Next token per row of `logits` [B, V] (float32, masked entries -inf).
+
+    `noise` [B, V] (standard Gumbel, on logits' device) selects Gumbel-max sampling with
+    that noise instead of drawing from `generator`: see `sample_completions(coupled=...)`.
+    """
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / temperature, dim=-1)
@@ -130,18 +135,24 @@ def select_next(
         probs, index = probs.sort(dim=-1, descending=True)
         before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
         probs = probs.masked_fill(before >= top_p, 0.0)  # the top token always stays
-    # Inverse-CDF sampling: one uniform per row from the caller's generator. Same law as
-    # torch.multinomial(probs, 1, generator=...), but CPU multinomial draws an exponential per
-    # vocabulary entry (10-30x slower at B=64-256, V=3k-49k), and this also works with a CPU
-    # generator for a CUDA model (only B floats cross the bus).
-    u = torch.rand(probs.shape[0], generator=generator, device=generator.device)
-    cum = probs.cumsum(dim=-1)
-    total = cum[:, -1:]
-    # Strictly below the total, so trailing zero-probability tokens can never be chosen.
-    target = torch.minimum(
-        u.to(probs.device).unsqueeze(1) * total, torch.nextafter(total, total.new_zeros(()))
-    )
-    choice = torch.searchsorted(cum, target, right=True).squeeze(1)
+    if noise is not None:
+        # Gumbel-max: argmax(log p + G) is distributed as p (zero-probability tokens: -inf).
+        if index is not None:
+            noise = noise.gather(1, index)
+        choice = (probs.log() + noise).argmax(dim=-1)
+    else:
+        # Inverse-CDF sampling: one uniform per row from the caller's generator. Same law as
+        # torch.multinomial(probs, 1, generator=...), but CPU multinomial draws an exponential
+        # per vocabulary entry (10-30x slower at B=64-256, V=3k-49k), and this also works with
+        # a CPU generator for a CUDA model (only B floats cross the bus).
+        u = torch.rand(probs.shape[0], generator=generator, device=generator.device)
+        cum = probs.cumsum(dim=-1)
+        total = cum[:, -1:]
+        # Strictly below the total, so trailing zero-probability tokens can never be chosen.
+        target = torch.minimum(
+            u.to(probs.device).unsqueeze(1) * total, torch.nextafter(total, total.new_zeros(()))
+        )
+        choice = torch.searchsorted(cum, target, right=True).squeeze(1)
     if index is not None:
         choice = index.gather(1, choice.unsqueeze(1)).squeeze(1)
     return choice
@@ -164,6 +175,7 @@ def sample_completions(
     stop_ids: list[int],
     allowed_ids: list[int] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    coupled: bool = False,
 ) -> list[list[int]]:
     """Completion token ids for each prompt (token-id list), in the order given.
 
@@ -172,6 +184,12 @@ def sample_completions(
     (plus `stop_ids`). `on_batch(n)` is called after each batch with the number of prompts
     it finished. Results are deterministic for the same inputs, generator state and
     `batch_size` (the batch composition changes the random draws, not the distribution).
+
+    `coupled` draws one Gumbel noise vector per batch row and step (Gumbel-max sampling,
+    V draws per row and step instead of one) and keeps it tied to the row when finished rows
+    are dropped. Two models sampled with the same prompts, seed and batch size then share
+    their random numbers: where their next-token distributions agree they write the same
+    tokens (common random numbers), while each model's completions keep its own law.
     """
     if temperature < 0:
         raise ValueError("temperature must be >= 0")
@@ -225,7 +243,20 @@ def sample_completions(
                     if bias is None:
                         bias = _allowed_bias(allowed_ids, stop_ids, logits.shape[-1], device)
                     logits = logits + bias
-                tok = select_next(logits, temperature=temperature, top_p=top_p, generator=generator)
+                noise = None
+                if coupled and temperature > 0:
+                    # Drawn for the whole batch so a row's noise does not depend on which
+                    # other rows have finished.
+                    # Standard Gumbel noise -log(-log U): ~3x cheaper on a CPU than
+                    # -log(exponential_()). U is clamped away from 0 (log 0 = -inf).
+                    u = torch.rand(
+                        (n, logits.shape[-1]), generator=generator, device=generator.device
+                    )
+                    noise = u.clamp_(min=torch.finfo(u.dtype).tiny).log_().neg_().log_().neg_()
+                    noise = noise[rows.to(generator.device)].to(logits.device)
+                tok = select_next(
+                    logits, temperature=temperature, top_p=top_p, generator=generator, noise=noise
+                )
                 out[rows, step] = tok
                 steps = step + 1
                 finished |= torch.isin(tok, stops)
