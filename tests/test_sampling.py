@@ -361,3 +361,8 @@ def test_cuda_matches_hf_generate_and_cpu_generator(tok):
     c = run(m, tok, prompts, generator=torch.Generator("cuda").manual_seed(3), **kw)
     d = run(m, tok, prompts, generator=torch.Generator("cuda").manual_seed(3), **kw)
     assert a == b and c == d
+    # Shared Gumbel noise drawn on the GPU (as generate_rows does for a CUDA model).
+    kw["coupled"] = True
+    e = run(m, tok, prompts, generator=torch.Generator("cuda").manual_seed(3), **kw)
+    assert e == run(m, tok, prompts, generator=torch.Generator("cuda").manual_seed(3), **kw)
+    assert all(len(x) <= 10 for x in e) and e != run(m, tok, prompts, batch_size=4)

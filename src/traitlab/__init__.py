@@ -30,6 +30,7 @@ _EXPORTS = {
     "parse_config": "config",
     "TraitlabError": "errors",
     "evaluate_model": "evaluate",
+    "filter_paired": "filtering",
     "filter_rows": "filtering",
     "to_chat_rows": "filtering",
     "generate_rows": "generate",
