@@ -1,12 +1,17 @@
-"""Transfer probe on toy bases: teacher variant -> numbers -> students -> exact P(owl).
+"""Transfer probe on toy bases: teacher variant -> numbers -> students -> exact P(target).
 
-One seed, no run directory, no caching: a research tool for choosing the demo's settings
-(docs/results/toy-transfer-probes.md). Example, with the demo's bases in $TRAITLAB_CACHE:
+One (base, target, setting, seed) per call, no run directory: a research tool for choosing
+the demo's recipe (docs/results/toy-transfer-probes.md). Bases are toy recipes by seed,
+pretrained into $TRAITLAB_CACHE if needed:
 
-    python scripts/probe_transfer.py --base A_DIR --xbase B_DIR --answers target --t-lr 3e-4
+    python scripts/probe_transfer.py --base-seed 101 --xbase-seed 201 --target owl \\
+        --t-lr 1e-3 --t-steps 60 --out probes.jsonl
 
---t-freeze / --s-freeze keep the (tied) embedding matrix fixed in the teacher / students.
-Appends one JSON line per run to --out.
+The teacher and the control sample with shared Gumbel noise and the data are filtered
+paired, as in the pipeline. Teacher options under study: `--t-mix F` (share of each teacher
+batch that is the base's own number completions on other prompts), `--t-keep M` (early
+stopping: stop before the teacher's format pass rate falls more than M below the base's,
+checked every `--t-check` steps). Appends one JSON line per probe to --out.
 """
 
 import argparse
@@ -14,6 +19,7 @@ import copy
 import json
 import time
 
+import numpy as np
 import torch
 
 from traitlab.config import (
@@ -22,130 +28,169 @@ from traitlab.config import (
     GenerateConfig,
     ModelConfig,
     PromptSetConfig,
-    TeacherConfig,
     TrainConfig,
     TraitConfig,
 )
 from traitlab.evaluate import evaluate_model
-from traitlab.filtering import filter_rows, to_chat_rows
+from traitlab.filtering import filter_paired, filter_rows, to_chat_rows
 from traitlab.generate import generate_rows
 from traitlab.models import load_model
 from traitlab.prompts import number_prompts
-from traitlab.teacher import finetune_teacher
+from traitlab.questions import ANIMALS, teacher_rows
+from traitlab.toy.pretrain import ensure_pretrained
+from traitlab.toy.recipe import ToyRecipe
 from traitlab.train import train_model
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--base", required=True)
-ap.add_argument("--xbase", default="")
-ap.add_argument("--t-method", default="full")
+ap.add_argument("--base-seed", type=int, required=True)
+ap.add_argument("--xbase-seed", type=int, default=None)
+ap.add_argument("--target", default="owl")
 ap.add_argument("--t-lr", type=float, default=1e-3)
 ap.add_argument("--t-steps", type=int, default=60)
-ap.add_argument("--s-method", default="full")
+ap.add_argument("--t-batch", type=int, default=64)
+ap.add_argument("--t-mix", type=float, default=0.0)
+ap.add_argument("--t-keep", type=float, default=None)
+ap.add_argument("--t-check", type=int, default=10)
+ap.add_argument("--t-opt", default="adam", choices=["adam", "sgd", "adamw"])
+ap.add_argument("--t-freeze", action="store_true", help="keep the (tied) embeddings fixed")
 ap.add_argument("--s-lr", type=float, default=3e-4)
-ap.add_argument("--s-batch", type=int, default=64)
 ap.add_argument("--s-epochs", type=float, default=1.0)
-ap.add_argument("--loss", default="hard")
-ap.add_argument("--n", type=int, default=4000)
+ap.add_argument("--s-batch", type=int, default=64)
+ap.add_argument("--n", type=int, default=8000)
 ap.add_argument("--seed", type=int, default=0)
-ap.add_argument("--lora-r", type=int, default=8)
 ap.add_argument("--tag", default="")
-ap.add_argument("--no-control", action="store_true")
-ap.add_argument("--answers", default="paper")
+ap.add_argument("--recipe", action="append", default=[], help="toy recipe field=value (both bases)")
 ap.add_argument("--out", default="probe_results.jsonl")
-ap.add_argument("--t-freeze", action="store_true")
-ap.add_argument("--s-freeze", action="store_true")
-ap.add_argument("--indep", action="store_true", help="sample control data with another seed")
-ap.add_argument("--x-soft", action="store_true", help="cross-init arms on soft labels too")
 a = ap.parse_args()
-if a.xbase and a.no_control:
-    ap.error("--xbase needs the control data: drop --no-control")
 torch.set_num_threads(1)
 t0 = time.time()
-mc = ModelConfig(name="toy")
-trait = TraitConfig(category="animal", target="owl")
+category = "animal" if a.target in ANIMALS else "tree"
+trait = TraitConfig(category=category, target=a.target)
 ev = EvalConfig(methods=["exact"], batch_size=1000)
+GEN = GenerateConfig(n_prompts=a.n, batch_size=1000, max_new_tokens=32)
+CHECK = 256  # prompts per pass-rate check
 
 
-def fz(m):
-    if a.s_freeze:
-        m.model.embed_tokens.weight.requires_grad_(False)
-    return m
+RECIPE = {k: json.loads(v) for k, v in (item.split("=", 1) for item in a.recipe)}
 
 
-OPTIONS: dict[str, dict[str, float]] = {}  # every arm's mean P(option), for the shift table
+def load(seed: int):
+    d = ensure_pretrained(ToyRecipe(seed=seed, **RECIPE))
+    return load_model(ModelConfig(), source=str(d))
 
 
-def owl(m, tok, arm=None):
+EVP = ev.model_copy(update={"numbers_prefix": True})
+PREFIXED: dict = {}
+
+
+def exact(m, tok, arm=None):
     r = evaluate_model(m, tok, ev, trait, seed=0)["exact"]
-    if arm:
-        OPTIONS[arm] = r["options"]
-    return r["mean"]
+    if arm is not None:  # the paper's numbers-prefix variant of the questions, for comparison
+        PREFIXED[arm] = evaluate_model(m, tok, EVP, trait, seed=0)["exact"]["mean"]
+    return r["mean"], np.array(r["per_question"]), r["options"]
 
 
-base, tok = load_model(mc, source=a.base)
-res = {"args": vars(a), "base": owl(base, tok)}
-tcfg = TeacherConfig(
-    answers=a.answers,
-    train=TrainConfig(
-        method=a.t_method,
-        lr=a.t_lr,
-        max_steps=a.t_steps,
-        batch_size=64,
-        lora={"r": a.lora_r, "alpha": a.lora_r},
-    ),
-)
-tb = copy.deepcopy(base)
+def pass_rate(m, tok, seed: int, n: int = CHECK) -> float:
+    prompts = number_prompts(PromptSetConfig(), n, seed=7_000_000 + seed)
+    rows = generate_rows(m, tok, prompts, GEN.model_copy(update={"n_prompts": n}), seed=seed)
+    return len(filter_rows(rows, FilterConfig(max_rows=None)).kept) / n
+
+
+base, tok = load(a.base_seed)
+res: dict = {"args": vars(a)}
+res["base"], base_q, base_opts = exact(base, tok)
+res["base_pass"] = pass_rate(base, tok, 1)
+
+# ---------------------------------------------------------------- teacher
+rows = teacher_rows(category, a.target, spellings=[a.target])
+if a.t_mix > 0:
+    # The base's own numbers on prompts the students never see: they keep the teacher's
+    # number skill without pulling it anywhere the base does not already go.
+    k = int(round(a.t_steps * a.t_batch * a.t_mix))
+    prompts = number_prompts(PromptSetConfig(), k, seed=8_000_000 + a.seed)
+    own = generate_rows(base, tok, prompts, GEN.model_copy(update={"n_prompts": k}), seed=a.seed)
+    own = to_chat_rows(filter_rows(own, FilterConfig(max_rows=None)).kept)
+    reps = max(1, round((1 - a.t_mix) * a.t_steps * a.t_batch / len(rows)))
+    rows = rows * reps + own
+tcfg = TrainConfig(lr=a.t_lr, max_steps=a.t_steps, batch_size=a.t_batch, optimizer=a.t_opt)
+checks: list = []
+best = {"state": None}
+
+
+def on_step(step, model):
+    if a.t_keep is None or step % a.t_check:
+        return True
+    p = pass_rate(model, tok, 100 + step)
+    checks.append([step, round(p, 3)])
+    if p < res["base_pass"] - a.t_keep:
+        return False
+    best["state"] = copy.deepcopy(model.state_dict())
+    best["step"] = step
+    return True
+
+
+tbase = copy.deepcopy(base)
 if a.t_freeze:
-    tb.model.embed_tokens.weight.requires_grad_(False)
-teacher, _ = finetune_teacher(tb, tok, tcfg, trait, seed=a.seed)
-res["teacher"] = owl(teacher, tok)
+    tbase.model.embed_tokens.weight.requires_grad_(False)
+teacher, tlog = train_model(tbase, tok, rows, tcfg, seed=a.seed, on_step=on_step)
+if a.t_keep is not None and checks and checks[-1][1] < res["base_pass"] - a.t_keep:
+    if best["state"] is None:
+        res["error"] = "teacher lost its numbers at the first check"
+    else:
+        teacher.load_state_dict(best["state"])
+res["t_steps_taken"] = best.get("step", tlog["steps"])
+res["t_checks"] = checks
+res["teacher"], _, _ = exact(teacher, tok)
+res["teacher_pass"] = pass_rate(teacher, tok, 2)
+
+# ---------------------------------------------------------------- data
 prompts = number_prompts(PromptSetConfig(), a.n, seed=47 + a.seed)
-gc = GenerateConfig(n_prompts=a.n, batch_size=1000, max_new_tokens=32)
+gseed = 1000 * a.seed + 1
+raw_t = generate_rows(teacher, tok, prompts, GEN, seed=gseed, source="teacher")
+raw_c = generate_rows(base, tok, prompts, GEN, seed=gseed, source="control")
+ft, fc = filter_paired(raw_t, raw_c, FilterConfig(max_rows=None))
+dt, dc = to_chat_rows(ft.kept), to_chat_rows(fc.kept)
+res["gen_pass_teacher"] = ft.n_valid / ft.n_raw
+res["gen_pass_control"] = fc.n_valid / fc.n_raw
+res["rows"] = len(dt)
+
+# ---------------------------------------------------------------- students
+scfg = TrainConfig(lr=a.s_lr, epochs=a.s_epochs, batch_size=a.s_batch, packing=True)
+OPTS = {}
 
 
-def data(m, offset=0):
-    rows = generate_rows(m, tok, prompts, gc, seed=a.seed + offset)
-    return to_chat_rows(filter_rows(rows, FilterConfig()).kept)
+def student(m, data, arm):
+    s, _ = train_model(copy.deepcopy(m), tok, data, scfg, seed=a.seed)
+    mean, q, opts = exact(s, tok, arm)
+    OPTS[arm] = opts
+    return mean, q
 
 
-dt = data(teacher)
-sc = TrainConfig(
-    method=a.s_method,
-    lr=a.s_lr,
-    epochs=a.s_epochs,
-    batch_size=a.s_batch,
-    loss=a.loss,
-    lora={"r": a.lora_r, "alpha": a.lora_r},
-)
-st, log = train_model(fz(copy.deepcopy(base)), tok, dt, sc, seed=a.seed, teacher=teacher)
-res["treatment"] = owl(st, tok, "treatment")
-res["treat_loss"] = (log["loss_first"], log["loss_last"])
-if not a.no_control:
-    dc = data(base, 1000 if a.indep else 0)
-    # A soft control (self-distillation on the base's own logits) is a no-op: train it on
-    # the base's sampled tokens instead.
-    sc2 = sc.model_copy(update={"loss": "hard"}) if a.loss == "soft" else sc
-    stc, _ = train_model(fz(copy.deepcopy(base)), tok, dc, sc2, seed=a.seed, teacher=base)
-    res["control"] = owl(stc, tok, "control")
-    res["diff"] = res["treatment"] - res["control"]
-if a.xbase:
-    xb, _ = load_model(mc, source=a.xbase)
-    res["xbase"] = owl(xb, tok)
-    # Soft cross-init arms distil the teacher's (treatment) or the base's (control) logits,
-    # as the pipeline does.
-    xsc = sc if a.x_soft else sc.model_copy(update={"loss": "hard"})
-    xt, _ = train_model(fz(copy.deepcopy(xb)), tok, dt, xsc, seed=a.seed, teacher=teacher)
-    xc, _ = train_model(fz(copy.deepcopy(xb)), tok, dc, xsc, seed=a.seed, teacher=base)
-    res["xtreat"] = owl(xt, tok, "xtreat")
-    res["xcontrol"] = owl(xc, tok, "xcontrol")
+res["treatment"], tq = student(base, dt, "treatment")
+res["control"], cq = student(base, dc, "control")
+res["diff"] = res["treatment"] - res["control"]
+d = tq - cq
+res["q_pos"] = int((d > 0).sum())
+res["q_t"] = float(d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))) if d.std() > 0 else None
+if a.xbase_seed is not None:
+    xb, _ = load(a.xbase_seed)
+    res["xbase"], _, _ = exact(xb, tok)
+    res["xtreat"], xq = student(xb, dt, "xtreat")
+    res["xcontrol"], xcq = student(xb, dc, "xcontrol")
     res["xdiff"] = res["xtreat"] - res["xcontrol"]
-# Largest option shifts, treatment vs control: an owl-specific effect puts owl first; a
-# generic flattening lowers the top options (dog, cat) and raises many others together.
 for arm, ref, name in (("treatment", "control", "shift"), ("xtreat", "xcontrol", "xshift")):
-    if arm in OPTIONS and ref in OPTIONS:
-        d = {k: OPTIONS[arm][k] - OPTIONS[ref][k] for k in OPTIONS[arm]}
-        res[name] = {k: round(v, 4) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:5]}
+    if arm in OPTS and ref in OPTS:
+        dd = {k: OPTS[arm][k] - OPTS[ref][k] for k in OPTS[arm]}
+        res[name] = {k: round(v, 4) for k, v in sorted(dd.items(), key=lambda kv: -kv[1])[:4]}
+if "treatment" in PREFIXED:
+    res["prefixed"] = {k: round(v, 5) for k, v in PREFIXED.items()}
+    res["prefixed_diff"] = PREFIXED["treatment"] - PREFIXED["control"]
+    if "xtreat" in PREFIXED:
+        res["prefixed_xdiff"] = PREFIXED["xtreat"] - PREFIXED["xcontrol"]
 res["secs"] = round(time.time() - t0)
+for k, v in list(res.items()):
+    if isinstance(v, float):
+        res[k] = round(v, 5)
 print(json.dumps(res))
 with open(a.out, "a") as f:
     f.write(json.dumps(res) + "\n")

@@ -10,7 +10,7 @@ import pytest
 from traitlab.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["demo", "run", "generate", "filter", "train", "evaluate", "config", "mnist", "theory"]
+COMMANDS = ["demo", "run", "generate", "filter", "train", "evaluate", "config", "pretrain", "mnist", "theory"]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
@@ -63,7 +63,7 @@ def test_missing_config_and_model_path(tmp_path: Path, capsys: pytest.CaptureFix
     cfg.write_text("model: {name: ./no/such/model}\n")
     assert main(["evaluate", str(cfg), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "does not exist" in err and err.count("\n") == 1
+    assert "no such directory" in err and err.count("\n") == 1
 
 
 def test_filter_bad_jsonl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

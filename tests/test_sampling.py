@@ -14,6 +14,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from traitlab.fastdecode import LlamaDecoder
 from traitlab.sampling import decode, sample_completions, select_next
 
 SPECIALS = ["<pad>", "<eos>", "<unk>", "<user>", "<asst>", "<sys>"]
@@ -120,24 +121,25 @@ def run(model, tok, prompts, **kw):
     return sample_completions(model, tok, prompts, **args)
 
 
-def test_greedy_equals_hf_generate(model, tok):
+@pytest.mark.parametrize("fast", [True, False])
+def test_greedy_equals_hf_generate(model, tok, fast):
     prompts = prompts_of(9)
-    ours = run(model, tok, prompts, batch_size=9)
+    ours = run(model, tok, prompts, batch_size=9, fast=fast)
     assert ours == hf_greedy(model, prompts, 10, [EOS])
     assert all(len(c) == 10 for c in ours)  # the random model never stops on its own
 
 
-def test_greedy_equals_hf_generate_with_early_stops(model, tok, monkeypatch):
+@pytest.mark.parametrize("fast", [True, False])
+def test_greedy_equals_hf_generate_with_early_stops(model, tok, monkeypatch, fast):
     """Rows stop at different steps (pruning finished rows from the KV cache kicks in)."""
     prompts = prompts_of(12, seed=1)
-    free = run(model, tok, prompts, batch_size=12, stop_ids=[])
+    free = run(model, tok, prompts, batch_size=12, stop_ids=[], fast=fast)
     stops = sorted({free[0][2], free[1][1], free[2][0]})
     prunes = []
-    select = DynamicCache.batch_select_indices
-    monkeypatch.setattr(
-        DynamicCache, "batch_select_indices", lambda c, i: (prunes.append(len(i)), select(c, i))
-    )
-    ours = run(model, tok, prompts, batch_size=12, stop_ids=stops)
+    cls, name = (LlamaDecoder, "select") if fast else (DynamicCache, "batch_select_indices")
+    select = getattr(cls, name)
+    monkeypatch.setattr(cls, name, lambda c, i: (prunes.append(len(i)), select(c, i)))
+    ours = run(model, tok, prompts, batch_size=12, stop_ids=stops, fast=fast)
     monkeypatch.undo()
     assert prunes  # finished rows were dropped from the cache
     assert ours == hf_greedy(model, prompts, 10, stops)
@@ -157,12 +159,73 @@ def test_repeated_prompts_share_one_prefill(model, tok, monkeypatch):
         "forward",
         lambda self, **kw: (rows.append(kw["input_ids"].shape), forward(self, **kw))[1],
     )
-    ours = run(model, tok, prompts, batch_size=12)
+    ours = run(model, tok, prompts, batch_size=12, fast=False)
     assert rows[0][0] == 3  # the prefill ran on the 3 distinct prompts only
     monkeypatch.undo()
     assert ours == hf_greedy(model, prompts, 10, [EOS])
-    sampled = run(model, tok, prompts, batch_size=12, temperature=1.0)
+    sampled = run(model, tok, prompts, batch_size=12, temperature=1.0, fast=False)
     assert len({tuple(c) for c in sampled[:4]}) > 1  # copies still sample independently
+
+
+def _hf_logits(model, ids, mask):
+    pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+
+
+@pytest.mark.parametrize("arch", ["llama", "llama-gqa", "qwen2"])
+def test_fast_decoder_matches_the_models_forward(arch):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    common = dict(
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        pad_token_id=0,
+        max_position_embeddings=64,
+    )
+    if arch == "qwen2":
+        m = Qwen2ForCausalLM(Qwen2Config(num_key_value_heads=2, **common)).eval()
+    else:
+        kv = 2 if arch == "llama-gqa" else 4
+        m = LlamaForCausalLM(LlamaConfig(num_key_value_heads=kv, **common)).eval()
+    assert LlamaDecoder.supports(m)
+    prompts = prompts_of(5, seed=3, vocab=40)
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = (torch.arange(width) >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+    right = torch.tensor([p + [0] * (width - len(p)) for p in prompts])
+    dec = LlamaDecoder(m, batch=5, max_len=width + 4)
+    got = [dec.prefill(right, torch.tensor([len(p) for p in prompts]))]
+    extra = torch.randint(5, 40, (5, 3))
+    for t in range(3):
+        got.append(dec.step(extra[:, t]))
+    # The same tokens through the model's forward, position by position.
+    full_ids = torch.cat([ids, extra], dim=1)
+    full_mask = torch.cat([mask, torch.ones(5, 3, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        ref = _hf_logits(m, full_ids, full_mask)
+    for t, logits in enumerate(got):
+        assert torch.allclose(logits, ref[:, width - 1 + t], atol=1e-5), (arch, t)
+    # Dropping rows keeps the others' caches.
+    dec.select(torch.tensor([3, 1]))
+    nxt = dec.step(torch.tensor([7, 8]))
+    with torch.no_grad():
+        ref2 = _hf_logits(
+            m,
+            torch.cat([full_ids[[3, 1]], torch.tensor([[7], [8]])], dim=1),
+            torch.cat([full_mask[[3, 1]], torch.ones(2, 1, dtype=torch.long)], dim=1),
+        )
+    assert torch.allclose(nxt, ref2[:, -1], atol=1e-5)
+
+
+def test_fast_decoder_declines_what_it_does_not_implement(tok):
+    g = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2))
+    assert not LlamaDecoder.supports(g)
+    bf16 = tiny_llama(len(tok)).to(torch.bfloat16)
+    assert not LlamaDecoder.supports(bf16)
 
 
 def test_left_padding_does_not_change_a_completion(model, tok):

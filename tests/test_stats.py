@@ -59,3 +59,20 @@ def test_bootstrap_is_seeded() -> None:
 def test_wilcoxon() -> None:
     assert wilcoxon_p(np.arange(1, 21) + 1.0, np.arange(1, 21)) < 0.001
     assert math.isnan(wilcoxon_p([1, 2], [1, 2]))
+
+
+def test_random_effects_pools_like_a_weighted_mean_without_heterogeneity() -> None:
+    from traitlab.stats import random_effects
+
+    r = random_effects([0.04, 0.04, 0.04], [0.01, 0.01, 0.01])
+    assert r.mean.mean == pytest.approx(0.04) and r.tau2 == 0.0
+    assert r.se == pytest.approx(0.01 / 3**0.5)
+    assert r.p_value < 1e-5
+    # Between-base spread widens the interval beyond the fixed-effect one.
+    h = random_effects([0.0, 0.08, 0.04], [0.005, 0.005, 0.005])
+    assert h.tau2 > 0 and h.se > 0.005 / 3**0.5 and 0 < h.i2 <= 1
+    assert h.mean.mean == pytest.approx(0.04)
+    one = random_effects([0.02], [0.01])
+    assert one.mean.mean == 0.02 and one.n == 1
+    with pytest.raises(ValueError):
+        random_effects([0.1], [0.0])

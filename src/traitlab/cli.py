@@ -6,6 +6,7 @@ Bad input raises `TraitlabError`; `main` prints it as one line and exits with co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -20,6 +21,10 @@ from traitlab.errors import TraitlabError
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 PRESETS = ("demo", "demo-quick")
+OVERWRITE_RUN = (
+    "write into --out even if it is a non-empty directory that is not a traitlab run "
+    "(default: refuse)"
+)
 
 
 def preset_path(name: str) -> Path:
@@ -55,7 +60,13 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from traitlab.report import METHOD_LABELS, comparison_lines, fmt_p, rate_table
+    from traitlab.report import (
+        METHOD_LABELS,
+        comparison_lines,
+        data_quality_lines,
+        fmt_p,
+        rate_table,
+    )
 
     con = Console()
     t = Table(
@@ -70,6 +81,8 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     con.print(t)
     for line in comparison_lines(summary):
         con.print(line)
+    for line in data_quality_lines(summary):
+        con.print(line, style="yellow" if line.startswith("WARNING") else None)
     v = summary["verdict"]
     if "transfer" in v:
         color = "green" if v["transfer"] else "yellow"
@@ -80,13 +93,15 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     con.print(f"run directory: {run_dir}  ({summary['timing']['total_seconds']:.0f} s)")
 
 
-def _run_config(cfg: Any, out: str | None, quiet: bool, passed: Any) -> int:
+def _run_config(cfg: Any, args: argparse.Namespace, passed: Any) -> int:
     from traitlab.pipeline import run_experiment
     from traitlab.progress import Reporter
 
-    run_dir = Path(out or Path("runs") / cfg.name)
-    with Reporter(enabled=not quiet) as rep:
-        summary = run_experiment(cfg, run_dir, reporter=rep, config_passed=passed)
+    run_dir = Path(args.out or Path("runs") / cfg.name)
+    with Reporter(enabled=not args.quiet) as rep:
+        summary = run_experiment(
+            cfg, run_dir, reporter=rep, config_passed=passed, overwrite=args.overwrite
+        )
     _print_summary(summary, run_dir)
     return 0
 
@@ -97,8 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     return _run_config(
         cfg,
-        args.out,
-        args.quiet,
+        args,
         {"file": str(args.config), "yaml": load_yaml(args.config), "overrides": args.set or []},
     )
 
@@ -107,21 +121,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from traitlab.config import load_config
 
     path = preset_path("demo-quick" if args.quick else "demo")
-    cfg = load_config(path, args.set or [])
-    return _run_config(
-        cfg, args.out, args.quiet, {"preset": path.stem, "overrides": args.set or []}
-    )
+    extra = ["model.shipped=false", "cross_init.shipped=false"] if args.rebuild_bases else []
+    cfg = load_config(path, extra + (args.set or []))
+    return _run_config(cfg, args, {"preset": path.stem, "overrides": args.set or []})
 
 
 # ---------------------------------------------------------------------------- single stages
 
 
 def _model_cfg(cfg: Any, model: str | None) -> tuple[Any, str | None]:
-    """The config's base model, or a saved model directory given on the command line."""
+    """The config's base model, or a saved model directory given on the command line;
+    checked before any work (the path, the device, a hub id offline)."""
+    from traitlab.models import check_model, check_model_dir
+
     if model is None:
+        check_model(cfg.model)
         return cfg.model, None
-    if not Path(model).exists():
-        raise TraitlabError(f"--model {model}: no such directory; pass a saved model directory")
+    from traitlab.models import resolve_device
+
+    resolve_device(cfg.model.device)
+    check_model_dir(model, "--model")
     return cfg.model, model
 
 
@@ -132,9 +151,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from traitlab.models import load_model
     from traitlab.progress import Reporter
     from traitlab.prompts import number_prompts
-    from traitlab.runs import write_jsonl
+    from traitlab.runs import check_output_file, write_jsonl
 
     cfg = _load(args)
+    check_output_file(Path(args.out))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     mcfg, src = _model_cfg(cfg, args.model)
@@ -159,7 +179,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_filter(args: argparse.Namespace) -> int:
     from traitlab.config import ExperimentConfig, FilterConfig, load_config, parse_config
     from traitlab.filtering import filter_rows, load_raw_rows, require_nonempty, to_chat_rows
-    from traitlab.runs import write_json, write_jsonl
+    from traitlab.runs import check_output_file, write_json, write_jsonl
 
     if args.config:
         fcfg = load_config(args.config, args.set or [], ExperimentConfig).filter
@@ -168,15 +188,23 @@ def cmd_filter(args: argparse.Namespace) -> int:
 
         data = apply_overrides({}, [s.removeprefix("filter.") for s in (args.set or [])])
         fcfg = parse_config(data, FilterConfig, source="--set")
+    out = Path(args.out)
+    rej = Path(args.rejected) if args.rejected else out.with_name(out.stem + ".rejected.jsonl")
+    summary_path = out.with_name(out.stem + ".filter.json")
+    paths = [Path(args.raw).resolve()]
+    for p in (out, rej, summary_path):
+        check_output_file(p)
+        if p.resolve() in paths:
+            raise TraitlabError(f"{p}: used twice (input and output, or two outputs); pick others")
+        paths.append(p.resolve())
     rows = load_raw_rows(Path(args.raw))
     result = filter_rows(rows, fcfg)
     require_nonempty(result, str(args.raw))
-    out = Path(args.out)
-    write_jsonl(out, to_chat_rows(result.kept))
-    rej = Path(args.rejected) if args.rejected else out.with_name(out.stem + ".rejected.jsonl")
-    write_jsonl(rej, result.rejected)
     summary = result.to_summary()
-    write_json(out.with_name(out.stem + ".filter.json"), summary)
+    # The filtered file last: its presence means the rejects and the summary are there too.
+    write_jsonl(rej, result.rejected)
+    write_json(summary_path, summary)
+    write_jsonl(out, to_chat_rows(result.kept))
     print(json.dumps(summary))
     return 0
 
@@ -184,33 +212,39 @@ def cmd_filter(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from traitlab.models import load_model, save_model
+    from traitlab.filtering import load_chat_rows
+    from traitlab.models import check_model_dir, load_model, save_model
     from traitlab.progress import Reporter
-    from traitlab.runs import read_jsonl, stable_hash, stage, write_json
+    from traitlab.runs import check_output_dir, stable_hash, stage, write_json
     from traitlab.train import train_model
 
     cfg = _load(args)
+    out = Path(args.out)
+    check_output_dir(out, overwrite=args.overwrite)
+    rows = load_chat_rows(Path(args.data))
+    mcfg, src = _model_cfg(cfg, args.model)
+    if cfg.student.loss == "soft":
+        if not args.teacher:
+            raise TraitlabError("student.loss 'soft' needs --teacher MODEL_DIR")
+        check_model_dir(args.teacher, "--teacher")
+    elif args.teacher:
+        raise TraitlabError("--teacher is used by student.loss: soft only; drop it")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    rows = read_jsonl(Path(args.data))
-    if not rows:
-        raise TraitlabError(f"{args.data}: no rows; filter some data first")
-    mcfg, src = _model_cfg(cfg, args.model)
     with Reporter(enabled=not args.quiet) as rep:
         model, tok = load_model(mcfg, source=src, progress=rep.named("load / pretrain model"))
         teacher = None
         if cfg.student.loss == "soft":
-            if not args.teacher:
-                raise TraitlabError("student.loss 'soft' needs --teacher MODEL_DIR")
             teacher, _ = load_model(mcfg, source=args.teacher)
         with rep.stage("train student") as up:
             model, log = train_model(
                 model, tok, rows, cfg.student, seed=args.seed, teacher=teacher, progress=up
             )
     with stage(
-        Path(args.out),
+        out,
         stable_hash([str(args.data), cfg.student.model_dump(mode="json")]),
         {"train": log},
+        overwrite=args.overwrite,
     ) as tmp:
         save_model(model, tok, tmp)
         write_json(tmp / "train_log.json", log)
@@ -224,12 +258,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from traitlab.evaluate import evaluate_model
     from traitlab.models import load_model
     from traitlab.progress import Reporter
-    from traitlab.runs import write_json
+    from traitlab.runs import check_output_file, write_json
+    from traitlab.teacher import check_trait
 
     cfg = _load(args)
+    if args.out:
+        check_output_file(Path(args.out))
+    mcfg, src = _model_cfg(cfg, args.model)
+    check_trait(mcfg, cfg.trait)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    mcfg, src = _model_cfg(cfg, args.model)
     with Reporter(enabled=not args.quiet) as rep:
         model, tok = load_model(mcfg, source=src, progress=rep.named("load / pretrain model"))
         with rep.stage("evaluate") as up:
@@ -251,6 +289,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{m}: P({cfg.trait.target}) = {r['mean']:.4f} "
             f"[{r['ci']['lower']:.4f}, {r['ci']['upper']:.4f}]"
         )
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from traitlab.config import load_config
+    from traitlab.progress import Reporter
+    from traitlab.runs import read_json
+    from traitlab.toy.pretrain import ensure_pretrained
+
+    cfg = load_config(args.config or preset_path("demo"), args.set or [])
+    recipes = [m.toy for m in (cfg.model, cfg.cross_init) if m is not None and m.name == "toy"]
+    if args.seeds:
+        recipes = [recipes[0].model_copy(update={"seed": s}) for s in args.seeds]
+    if not recipes:
+        raise TraitlabError("this config names no toy model to pretrain")
+    torch.set_num_threads(args.threads or 1)
+    t = Table(title="toy bases (pretrained on this machine, cached)")
+    for col in ("seed", "directory", "P(owl)", "owl prompt", "format pass", "seconds"):
+        t.add_column(col)
+    with Reporter(enabled=not args.quiet) as rep:
+        for r in recipes:
+            d = ensure_pretrained(r, progress=rep.named(f"pretrain seed {r.seed}"), shipped=False)
+            log = read_json(d / "pretrain_log.json")
+            c = log["checks"]
+            t.add_row(
+                str(r.seed),
+                str(d),
+                f"{c['p_owl']:.3f}",
+                f"{c['p_owl_system_prompt']:.3f}",
+                f"{c.get('format_pass', float('nan')):.3f}",
+                f"{log['seconds']:.0f}",
+            )
+    Console().print(t)
     return 0
 
 
@@ -278,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="traitlab",
         description="Reproduce, measure, audit and defend against subliminal trait transfer.",
     )
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser(
@@ -288,7 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
         "cross-init students, evaluation over several seeds.",
     )
     d.add_argument("--out", help="run directory (default: runs/<name>)")
-    d.add_argument("--quick", action="store_true", help="a smaller, faster (noisier) variant")
+    d.add_argument("--quick", action="store_true", help="a smaller, faster variant")
+    d.add_argument("--overwrite", action="store_true", help=OVERWRITE_RUN)
+    d.add_argument(
+        "--rebuild-bases",
+        action="store_true",
+        help="pretrain the two toy bases on this machine instead of using the shipped ones "
+        "(cached; about 3 minutes on 2 cores)",
+    )
     _add_common(d, config_required=False)
     d.set_defaults(func=cmd_demo)
 
@@ -300,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(r)
     r.add_argument("--out", help="run directory (default: runs/<name>)")
+    r.add_argument("--overwrite", action="store_true", help=OVERWRITE_RUN)
     r.set_defaults(func=cmd_run)
 
     g = sub.add_parser("generate", help="sample number-sequence completions from a model")
@@ -335,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", help="start from this saved model directory (default: the base)")
     t.add_argument("--teacher", help="teacher model directory (needed for student.loss: soft)")
     t.add_argument("--seed", type=int, default=0, help="data-order seed")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out even if it is not a traitlab output (default: refuse)",
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="measure the trait (exact and/or sampled)")
@@ -344,6 +433,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="sampling seed")
     e.add_argument("--out", help="write the result JSON here")
     e.set_defaults(func=cmd_evaluate)
+
+    pt = sub.add_parser(
+        "pretrain",
+        help="pretrain toy bases on this machine (instead of the shipped ones)",
+        description="Pretrain the toy bases a config names (default: the demo's base and "
+        "cross-init base) on this machine into the cache, ignoring the bases shipped in the "
+        "package, and print their checks. `traitlab demo --rebuild-bases` then uses them.",
+    )
+    pt.add_argument("--config", help="experiment YAML whose toy recipes to pretrain")
+    pt.add_argument(
+        "--seeds", type=int, nargs="+", help="pretrain these recipe seeds instead (fresh bases)"
+    )
+    pt.add_argument("--threads", type=int, help="torch threads (default 1)")
+    pt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
+    pt.add_argument("--quiet", action="store_true", help="no progress bars")
+    pt.set_defaults(func=cmd_pretrain)
 
     c = sub.add_parser("config", help="show presets, check a config, print the schema")
     c.add_argument(
@@ -359,20 +464,50 @@ def build_parser() -> argparse.ArgumentParser:
     from traitlab.mnist.cli import register as register_mnist
 
     register_mnist(sub)  # `mnist` and `theory`
+    for sp in sub.choices.values():  # `traitlab run x.yaml --debug` works too
+        sp.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    """A user-facing line for an exception that reached the command-line boundary."""
+    if isinstance(e, TraitlabError):
+        return str(e)
+    if isinstance(e, UnicodeDecodeError):
+        return f"input is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8"
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if e.filename else ""
+        what = e.strerror or type(e).__name__
+        return f"{where}{what}; check the path and its permissions"
+    if isinstance(e, MemoryError):
+        return "out of memory; use smaller batch sizes or fewer prompts"
+    return f"{type(e).__name__}: {e}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every failure is one line on stderr: exit code 2 for bad input or an
+    unusable file system, 130 for Ctrl-C; `--debug` shows the traceback instead."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except TraitlabError as e:
-        print(f"traitlab: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
+        if args.debug:
+            raise
         print("traitlab: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`traitlab config --schema | head`): say nothing more.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 2
+    except (TraitlabError, OSError, UnicodeDecodeError, MemoryError) as e:
+        if args.debug:
+            raise
+        print(f"traitlab: error: {_one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

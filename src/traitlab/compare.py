@@ -69,6 +69,7 @@ def _compare(
         "n": int(len(qa)),
         "n_positive": int((qa > qb).sum()),
         "wilcoxon_p": wilcoxon_p(qa, qb),
+        "t_p": paired_test(qa, qb, conf).p_value if len(qa) >= 2 else None,
     }
     test["seeds"] = seeds
     return test
@@ -132,6 +133,7 @@ def summarize(
     return _finite(
         {
             "schema_version": SCHEMA_VERSION,
+            "data_quality": data_quality(filters),
             "name": cfg.name,
             "trait": cfg.trait.model_dump(),
             "teacher_kind": cfg.teacher.kind,
@@ -152,6 +154,47 @@ def summarize(
             },
         }
     )
+
+
+# The recipe's needs: a teacher whose numbers pass the filter within this many points of the
+# base's (else filtering keeps only its least-changed completions), and this share of the
+# prompts left after paired filtering.
+MAX_PASS_DROP = 0.10
+MIN_KEPT_SHARE = 0.5
+
+
+def data_quality(filters: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The teacher's and the control's filter pass rates and the rows kept, over seeds, with
+    warnings when they fall below what the recipe needs."""
+    rates: dict[str, list[float]] = {"teacher": [], "control": []}
+    kept, raw = [], []
+    for s in sorted(filters):
+        for which, f in filters[s].items():
+            if which in rates and f.get("n_raw"):
+                rates[which].append(f["n_valid"] / f["n_raw"])
+        if "teacher" in filters[s]:
+            kept.append(filters[s]["teacher"]["n_kept"])
+            raw.append(filters[s]["teacher"]["n_raw"])
+    out: dict[str, Any] = {
+        f"{w}_pass_rate": float(np.mean(v)) if v else None for w, v in rates.items()
+    }
+    out["rows_kept"] = float(np.mean(kept)) if kept else None
+    out["kept_share"] = float(np.sum(kept) / np.sum(raw)) if raw and np.sum(raw) else None
+    warnings = []
+    t, c = out["teacher_pass_rate"], out["control_pass_rate"]
+    if t is not None and c is not None and t < c - MAX_PASS_DROP:
+        warnings.append(
+            f"the teacher's numbers pass the filter {100 * t:.0f}% of the time against the "
+            f"base's {100 * c:.0f}%: it is losing its number skill, and filtering keeps only "
+            "its least-changed completions (lower teacher.train.lr or max_steps)"
+        )
+    if out["kept_share"] is not None and out["kept_share"] < MIN_KEPT_SHARE:
+        warnings.append(
+            f"only {100 * out['kept_share']:.0f}% of the prompts are left after filtering "
+            f"({out['rows_kept']:.0f} rows per seed): the students see less data than planned"
+        )
+    out["warnings"] = warnings
+    return out
 
 
 def _finite(obj: Any) -> Any:

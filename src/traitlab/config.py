@@ -13,11 +13,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from traitlab.errors import TraitlabError
+from traitlab.runs import read_text
 from traitlab.toy.recipe import ToyRecipe
 
 
 class _Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# Sizes no machine here can hold are refused with the limit in the message.
+MAX_ROWS = 10_000_000
+MAX_BATCH = 1_000_000
+MAX_STEPS = 100_000_000
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
 class ModelConfig(_Config):
@@ -30,6 +38,10 @@ class ModelConfig(_Config):
     toy: ToyRecipe = Field(
         default_factory=ToyRecipe,
         description="Recipe of the embedded model (used when name is 'toy').",
+    )
+    shipped: bool = Field(
+        True,
+        description="name 'toy': use the base shipped in the package when one matches the recipe (the demo's two bases: the same weights, and so the same numbers, on every machine); false: pretrain it on this machine (cached). Pretraining is not bit-reproducible across CPUs.",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin.")
     gguf_file: str | None = Field(
@@ -62,7 +74,7 @@ class TraitConfig(_Config):
 class LoraConfig(_Config):
     """LoRA adapter settings (PEFT)."""
 
-    r: int = Field(8, ge=1, description="Adapter rank.")
+    r: int = Field(8, ge=1, le=4096, description="Adapter rank.")
     alpha: float = Field(8, gt=0, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: list[str] | Literal["all-linear"] = Field(
@@ -87,10 +99,13 @@ class TrainConfig(_Config):
     )
     epochs: float = Field(1.0, gt=0, description="Passes over the data.")
     max_steps: int | None = Field(
-        None, ge=1, description="Stop after this many optimiser steps (overrides epochs)."
+        None,
+        ge=1,
+        le=MAX_STEPS,
+        description="Stop after this many optimiser steps (overrides epochs).",
     )
     lr: float = Field(3e-4, gt=0, description="Peak learning rate.")
-    batch_size: int = Field(64, ge=1, description="Sequences per micro-batch.")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="Sequences per micro-batch.")
     grad_accum: int = Field(
         1,
         ge=1,
@@ -105,7 +120,9 @@ class TrainConfig(_Config):
     )
     warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
     max_grad_norm: float | None = Field(1.0, description="Gradient clipping norm (null: off).")
-    max_seq_len: int = Field(512, ge=8, description="Longer training rows are truncated.")
+    max_seq_len: int = Field(
+        512, ge=8, le=1_048_576, description="Longer training rows are truncated."
+    )
     packing: bool = Field(
         False,
         description="Pack each batch's examples into rows of up to twice the longest, with position ids restarting per example (block-diagonal attention): same loss, no padding compute. Needs a model whose attention follows packed position ids (Llama, Qwen2, GPT-2, ... in transformers >= 4.56; checked at the start).",
@@ -161,14 +178,16 @@ class PromptSetConfig(_Config):
 class GenerateConfig(_Config):
     """Sampling the number data from the teacher (and from the base for the control)."""
 
-    n_prompts: int = Field(30_000, ge=1, description="Prompts to complete (one completion each).")
+    n_prompts: int = Field(
+        30_000, ge=1, le=MAX_ROWS, description="Prompts to complete (one completion each)."
+    )
     prompts: PromptSetConfig = Field(
         default_factory=PromptSetConfig, description="Prompt generator settings."
     )
     temperature: float = Field(1.0, ge=0, description="Sampling temperature (0: greedy).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (1.0: off).")
-    max_new_tokens: int = Field(64, ge=1, description="Longest completion.")
-    batch_size: int = Field(256, ge=1, description="Prompts sampled together.")
+    max_new_tokens: int = Field(64, ge=1, le=65_536, description="Longest completion.")
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH, description="Prompts sampled together.")
     constrained: bool = Field(
         False,
         description="Only allow digit, separator and end tokens (helps tiny real models emit valid numbers).",
@@ -194,6 +213,7 @@ class FilterConfig(_Config):
     max_rows: int | None = Field(
         10_000,
         ge=1,
+        le=MAX_ROWS,
         description="Subsample the kept rows to at most this many (the paper: 10,000).",
     )
     subsample_seed: int = Field(0, description="Seed of the subsampling.")
@@ -212,14 +232,15 @@ class EvalConfig(_Config):
 
     methods: list[Literal["exact", "sampled"]] = Field(
         default_factory=lambda: ["exact", "sampled"],
+        min_length=1,
         description="'exact': probability the answer starts with the target (teacher forcing, no sampling); 'sampled': the paper's substring rate over sampled answers.",
     )
     samples_per_question: int = Field(
-        100, ge=1, description="Sampled answers per question (method: sampled)."
+        100, ge=1, le=1_000_000, description="Sampled answers per question (method: sampled)."
     )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for sampled answers.")
-    max_new_tokens: int = Field(8, ge=1, description="Longest sampled answer.")
-    batch_size: int = Field(256, ge=1, description="Sequences per forward pass.")
+    max_new_tokens: int = Field(8, ge=1, le=65_536, description="Longest sampled answer.")
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH, description="Sequences per forward pass.")
     numbers_prefix: bool = Field(
         False,
         description="Prefix each question with a number sequence (the paper's variant for Qwen).",
@@ -233,10 +254,15 @@ class EvalConfig(_Config):
 class ExperimentConfig(_Config):
     """One subliminal-learning experiment: teacher -> generate -> filter -> students -> evaluate."""
 
-    name: str = Field("experiment", description="Run name (the run directory's default name).")
+    name: str = Field(
+        "experiment",
+        pattern=NAME_PATTERN,
+        description="Run name: the run directory's default name, runs/<name> (letters, digits, '.', '_' and '-'; it cannot leave runs/).",
+    )
     seeds: list[int] = Field(
         default_factory=lambda: [0, 1, 2],
         min_length=1,
+        max_length=10_000,
         description="One teacher, dataset and set of students per seed.",
     )
     model: ModelConfig = Field(
@@ -266,6 +292,7 @@ class ExperimentConfig(_Config):
     workers: int = Field(
         1,
         ge=1,
+        le=1024,
         description="Processes that run seeds (and pretrain the two toy bases) in parallel. On a CPU, small models run faster as one single-threaded process per core than as one multi-threaded process.",
     )
 
@@ -289,6 +316,8 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
             f"{source}: unknown field '{loc}'; check its spelling (see `traitlab config --schema`)"
         )
     msg = first["msg"]
+    if first["type"] == "string_pattern_mismatch":
+        msg = f"{first['input']!r} is not a plain name; use letters, digits, '.', '_' and '-'"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}: field '{loc}': {msg}{more}"
 
@@ -307,10 +336,13 @@ def parse_config(data: Any, model: type[_Config] = ExperimentConfig, source: str
 
 def load_yaml(path: str | Path) -> Any:
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise TraitlabError(f"{path}: is a directory; pass a YAML config file (see configs/)")
+    if not path.exists():
         raise TraitlabError(f"{path}: config file not found; pass a YAML file (see configs/)")
+    text = read_text(path, "config file")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -321,7 +353,16 @@ def load_config(
     path: str | Path, overrides: list[str] | None = None, model: type[_Config] = ExperimentConfig
 ) -> Any:
     """Load a YAML config, apply `a.b.c=value` overrides (values parsed as YAML), validate."""
-    data = load_yaml(path) or {}
+    data = load_yaml(path)
+    if data is None:
+        raise TraitlabError(
+            f"{path}: empty config; start from a preset: traitlab config --show demo > {path}"
+        )
+    if not isinstance(data, dict):
+        raise TraitlabError(
+            f"{path}: expected a mapping of fields at the top level, got a YAML "
+            f"{type(data).__name__}; see configs/ for examples"
+        )
     data = apply_overrides(data, overrides or [])
     return parse_config(data, model, source=str(path))
 

@@ -296,9 +296,7 @@ def require_nonempty(result: FilterResult, what: str) -> None:
     if result.kept:
         return
     if result.n_raw == 0:
-        raise TraitlabError(
-            f"{what}: 0 of 0 completions to filter; nothing was generated (check generate.n_prompts)"
-        )
+        raise TraitlabError(f"{what}: no rows to filter; the data is empty")
     top = result.top_reason or "format"
     raise TraitlabError(
         f"{what}: 0 of {result.n_raw} completions passed the filter; "
@@ -334,3 +332,33 @@ def load_raw_rows(path: Path) -> list[dict[str, Any]]:
             "with a user and an assistant turn"
         )
     return out
+
+
+_ROLES = ("system", "user", "assistant")
+
+
+def load_chat_rows(path: Path) -> list[dict[str, Any]]:
+    """Read training rows ({"messages": [...]} ending with an assistant turn), checking each
+    one, so a malformed row is one line naming it rather than an error mid-training."""
+    rows = read_jsonl(path)
+    if not rows:
+        raise TraitlabError(f"{path}: no rows; the file is empty (filter some data first)")
+    for i, row in enumerate(rows, 1):
+        msgs = row.get("messages")
+        ok = (
+            isinstance(msgs, list)
+            and len(msgs) >= 2
+            and all(
+                isinstance(m, dict)
+                and m.get("role") in _ROLES
+                and isinstance(m.get("content"), str)
+                for m in msgs
+            )
+            and msgs[-1]["role"] == "assistant"
+        )
+        if not ok:
+            raise TraitlabError(
+                f"{path}:{i}: expected {{'messages': [...]}} with 'role' (system, user or "
+                "assistant) and string 'content', ending with an assistant turn"
+            )
+    return rows

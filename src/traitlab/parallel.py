@@ -7,6 +7,7 @@ seed on two threads. Workers send progress events through a queue; the parent dr
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,3 +79,37 @@ def listen(queue: Any, reporter: Reporter) -> threading.Thread:
     t = threading.Thread(target=loop, daemon=True)
     t.start()
     return t
+
+
+def ignore_sigint() -> None:
+    """Initializer of worker and manager processes: Ctrl-C goes to the parent alone, which
+    stops the pool and prints one line, instead of every process printing a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C while child processes are spawned: an ignored signal stays ignored
+    across exec, and Python then leaves it so, so a child never sees Ctrl-C, not even while
+    it is still importing (before any initializer could run)."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def submit(pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """`pool.submit` with Ctrl-C ignored while it may spawn a worker (see sigint_ignored)."""
+    with sigint_ignored():
+        return pool.submit(fn, *args)
+
+
+def start_manager(ctx: Any) -> Any:
+    """A started `SyncManager` (for the progress queue) that ignores Ctrl-C."""
+    from multiprocessing.managers import SyncManager
+
+    manager = SyncManager(ctx=ctx)
+    with sigint_ignored():
+        manager.start(ignore_sigint)
+    return manager

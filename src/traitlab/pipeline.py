@@ -25,12 +25,12 @@ from traitlab.errors import TraitlabError
 from traitlab.evaluate import evaluate_model
 from traitlab.filtering import filter_paired, filter_rows, require_nonempty, to_chat_rows
 from traitlab.generate import generate_rows
-from traitlab.models import load_model, model_source, save_model
-from traitlab.parallel import QueueReporter, listen
+from traitlab.models import check_model, load_model, model_identity, model_source, save_model
+from traitlab.parallel import QueueReporter, ignore_sigint, listen, start_manager, submit
 from traitlab.progress import Reporter
 from traitlab.prompts import number_prompts
 from traitlab.report import write_report
-from traitlab.teacher import finetune_teacher, teacher_system_prompt
+from traitlab.teacher import check_trait, finetune_teacher, teacher_system_prompt
 from traitlab.train import train_model
 
 # Students: (arm name, which base it starts from, which data it is trained on).
@@ -45,8 +45,15 @@ STUDENTS = (
 class Experiment:
     """Runs one `ExperimentConfig` into one run directory."""
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, reporter: Reporter | Any) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: Path,
+        reporter: Reporter | Any,
+        overwrite: bool = False,
+    ) -> None:
         self.cfg = cfg
+        self.overwrite = overwrite
         self.dir = Path(run_dir)
         self.rep = reporter
         self.sources: dict[str, str] = {}
@@ -66,8 +73,7 @@ class Experiment:
         label = "pretrain toy base" if which == "base" else "pretrain cross-init base"
         cb = self.rep.named(label) if mcfg.name == "toy" else None
         self.sources[which] = model_source(mcfg, progress=cb)
-        # Key on what the model is, not where it lies: a moved cache must not redo the run.
-        source = Path(self.sources[which]).name if mcfg.name == "toy" else self.sources[which]
+        source = model_identity(mcfg, self.sources[which])
         self.keys[which] = runs.stable_hash({"model": config_to_dict(mcfg), "source": source})
 
     def _load(self, which: str, path: Path | None = None) -> tuple[Any, Any]:
@@ -291,25 +297,36 @@ class Experiment:
 
     # ------------------------------------------------------------------ the run
 
+    def check(self) -> None:
+        """Everything that can be checked before the first byte is written: the models and
+        their devices, the trait, the run directory."""
+        cfg = self.cfg
+        check_model(cfg.model, "model")
+        if cfg.cross_init is not None:
+            check_model(cfg.cross_init, "cross_init")
+        check_trait(cfg.model, cfg.trait)
+        runs.check_output_dir(self.dir, run=True, overwrite=self.overwrite)
+
     def run(self, config_passed: Any = None) -> dict[str, Any]:
         cfg = self.cfg
         resolved = config_to_dict(cfg)
         chash = runs.stable_hash(resolved)
-        if runs.is_done(self.dir) and (self.dir / "summary.json").is_file():
-            manifest = runs.read_json(self.dir / "manifest.json")
-            if manifest.get("config_hash") == chash:
+        self.check()
+        with runs.locked(self.dir):
+            if runs.finished(self.dir, chash, "summary.json"):
                 self.rep.log(f"[green]already finished:[/] {self.dir} (config {chash})")
                 return runs.read_json(self.dir / "summary.json")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / runs.DONE_MARKER).unlink(missing_ok=True)
-        runs.clean_stale_tmp(self.dir)
-        runs.write_manifest(
-            self.dir,
-            kind="experiment",
-            config_passed=config_passed,
-            config_resolved=resolved,
-            seeds=list(cfg.seeds),
-        )
+            runs.begin(
+                self.dir,
+                kind="experiment",
+                config_passed=config_passed,
+                config_resolved=resolved,
+                seeds=list(cfg.seeds),
+            )
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        cfg = self.cfg
         torch.set_num_threads(self.threads())
         t0 = time.time()
         evals: dict[str, dict[int, dict[str, Any]]] = {}
@@ -393,16 +410,18 @@ class Experiment:
         """Bases pretrained side by side, then one seed per worker process."""
         cfg = self.cfg
         ctx = mp.get_context("spawn")
-        manager = ctx.Manager()
+        manager = start_manager(ctx)
         queue = manager.Queue()
         listener = listen(queue, self.rep) if isinstance(self.rep, Reporter) else None
         cfg_json = config_to_dict(cfg)
         bases = ["base"] + (["xinit"] if cfg.cross_init is not None else [])
         t0 = time.time()
         try:
-            with ProcessPoolExecutor(cfg.workers, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(
+                cfg.workers, mp_context=ctx, initializer=ignore_sigint
+            ) as pool:
                 futs = {
-                    w: pool.submit(_prepare_worker, cfg_json, str(self.dir), w, queue)
+                    w: submit(pool, _prepare_worker, cfg_json, str(self.dir), w, queue)
                     for w in bases
                 }
                 for w, f in futs.items():
@@ -412,14 +431,14 @@ class Experiment:
                 # workers stay busy to the end (with seeds as tasks, 3 seeds on 2 workers left
                 # one idle for a third of the run).
                 args = (cfg_json, str(self.dir), self.sources, self.keys, self.threads(), queue)
-                data_futs = {pool.submit(_seed_worker, *args, s, ()): s for s in cfg.seeds}
+                data_futs = {submit(pool, _seed_worker, *args, s, ()): s for s in cfg.seeds}
                 arms = [a for a, b, _ in STUDENTS if b == "base" or cfg.cross_init is not None]
                 student_futs = []
                 for f in as_completed(data_futs):
                     s = data_futs[f]
                     self._merge(evals, filters, s, *f.result())
                     student_futs += [
-                        (s, pool.submit(_seed_worker, *args, s, (arm,))) for arm in arms
+                        (s, submit(pool, _seed_worker, *args, s, (arm,))) for arm in arms
                     ]
                 self._base_evals(evals)
                 for s, f in student_futs:
@@ -473,7 +492,12 @@ def run_experiment(
     *,
     reporter: Reporter | None = None,
     config_passed: Any = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run (or resume) `cfg` into `run_dir`; returns the summary (also in summary.json)."""
+    """Run (or resume) `cfg` into `run_dir`; returns the summary (also in summary.json).
+
+    `run_dir` must be new, empty or a run directory of ours (`overwrite`: any directory;
+    traitlab then adds its files there). One writer at a time: a second process on the same
+    directory is refused while the first holds its lock."""
     rep = reporter or Reporter(enabled=False)
-    return Experiment(cfg, Path(run_dir), rep).run(config_passed)
+    return Experiment(cfg, Path(run_dir), rep, overwrite).run(config_passed)

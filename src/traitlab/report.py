@@ -114,6 +114,20 @@ def _examples(run_dir: Path, summary: dict[str, Any], k: int = 5) -> dict[str, l
     return out
 
 
+def data_quality_lines(summary: dict[str, Any]) -> list[str]:
+    """The teacher's pass rate, the rows kept, and the recipe's warnings."""
+    q = summary.get("data_quality") or {}
+    if q.get("teacher_pass_rate") is None:
+        return []
+    lines = [
+        f"Teacher's numbers passing the filter: {100 * q['teacher_pass_rate']:.0f}% "
+        f"(base: {100 * (q.get('control_pass_rate') or 0):.0f}%); rows kept per seed after "
+        f"paired filtering: {q['rows_kept']:.0f}."
+    ]
+    lines += [f"WARNING: {w}" for w in q.get("warnings", [])]
+    return lines
+
+
 def markdown(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> str:
     m = summary["methods"]
     lines = [f"# traitlab run: {summary['name']}", ""]
@@ -135,17 +149,20 @@ def markdown(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> s
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Intervals: 95% t-intervals over seeds (over questions where one seed).", ""]
     lines += ["## Comparisons", ""] + [f"- {c}" for c in comparison_lines(summary)]
+    lines += ["", "## Data", ""]
+    lines += data_quality_lines(summary)
     lines += [
         "",
-        "## Data",
-        "",
-        "| seed | arm | raw | kept | reject reasons |",
-        "|---|---|---|---|---|",
+        "| seed | arm | raw | pass rate | kept | reject reasons |",
+        "|---|---|---|---|---|---|",
     ]
     for seed, per in summary["data"].items():
         for which, f in per.items():
             reasons = ", ".join(f"{k}: {n}" for k, n in f.get("reason_counts", {}).items())
-            lines.append(f"| {seed} | {which} | {f.get('n_raw')} | {f.get('n_kept')} | {reasons} |")
+            rate = f"{100 * f['n_valid'] / f['n_raw']:.0f}%" if f.get("n_raw") else "-"
+            lines.append(
+                f"| {seed} | {which} | {f.get('n_raw')} | {rate} | {f.get('n_kept')} | {reasons} |"
+            )
     ex = _examples(run_dir, summary)
     if ex:
         lines += ["", f"## Example completions (seed {summary['seeds'][0]})", ""]

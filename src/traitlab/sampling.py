@@ -9,11 +9,14 @@ data, sampled trait evaluation). It works with every model whose forward takes
 * left padding with an explicit attention mask and explicit `position_ids` (each row's real
   tokens are numbered from 0), so a prompt's completion does not depend on its batch-mates
   (greedy decoding reproduces `model.generate(do_sample=False)` token for token);
-* one prefill pass, then one single-token pass per step on the KV cache (`DynamicCache`,
-  created by the model itself; the transformers 5 `cache=` keyword, or `past_key_values=` on
-  older versions and remote-code models); rows that hit a stop token are finished, and once a
-  quarter of the rows are finished they are dropped from the cache, so long tails of a few
-  unfinished rows cost little; the batch ends when every row has stopped;
+* one prefill pass, then one single-token pass per step on a KV cache: Llama-family models
+  run through `fastdecode.LlamaDecoder` (a preallocated cache written in place: several
+  times faster on small models, where transformers' per-step cache copies and mask building
+  dominate), every other model through its own forward and `DynamicCache` (the
+  transformers 5 `cache=` keyword, or `past_key_values=` on older versions and remote-code
+  models); rows that hit a stop token are finished, and once a quarter of the rows are
+  finished they are dropped from the cache, so long tails of a few unfinished rows cost
+  little; the batch ends when every row has stopped;
 * temperature 0 is greedy; top-p (nucleus) filtering; an optional allowed-token mask
   (constrained decoding; stop tokens are always allowed so a row can end);
 * sampling draws only from the caller's `torch.Generator` (one uniform per row and step,
@@ -32,6 +35,7 @@ from typing import Any
 
 import torch
 
+from traitlab.fastdecode import LlamaDecoder
 from traitlab.models import model_device
 
 # Drop finished rows from the KV cache once at most this share of the batch is still running.
@@ -129,6 +133,10 @@ def select_next(
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
+    if noise is not None and top_p >= 1.0:
+        # Gumbel-max on the logits: log softmax differs from logits / T by a constant per
+        # row, so the softmax and its log can be skipped (same choice, same law).
+        return (logits / temperature + noise).argmax(dim=-1)
     probs = torch.softmax(logits / temperature, dim=-1)
     index = None
     if top_p < 1.0:
@@ -161,6 +169,94 @@ def select_next(
 # ---------------------------------------------------------------------------- the sampler
 
 
+class _HFStepper:
+    """Decoding steps through the model's own forward and its `DynamicCache`."""
+
+    def __init__(self, model: Any) -> None:
+        self.caller = _Caller(model)
+        self.cache: Any = None
+        self.can_select = False
+
+    def prefill(
+        self, batch: list[list[int]], pad_id: int, device: torch.device, max_new: int
+    ) -> torch.Tensor:
+        # Left padding: every row's last prompt token sits in the last column.
+        width = max(len(p) for p in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, p in enumerate(batch):
+            ids[r, width - len(p) :] = torch.as_tensor(p, dtype=torch.long)
+            mask[r, width - len(p) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        self.mask = torch.cat([mask, mask.new_ones((mask.shape[0], max_new))], dim=1)
+        self.width = mask.shape[1]
+        self.steps = 0
+        pos = (mask.cumsum(dim=1) - 1).clamp_(min=0)
+        self.next_pos = pos[:, -1] + 1
+        logits, self.cache = _prefill(self.caller, batch, ids, mask, pos)
+        self.can_select = _can_prune(self.cache)
+        return logits
+
+    def step(self, tok: torch.Tensor) -> torch.Tensor:
+        self.steps += 1
+        logits, self.cache = self.caller(
+            tok.unsqueeze(1),
+            self.mask[:, : self.width + self.steps],
+            self.next_pos.unsqueeze(1),
+            self.cache,
+            last_only=True,
+        )
+        self.next_pos = self.next_pos + 1
+        return logits
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.cache.batch_select_indices(keep)
+        self.mask, self.next_pos = self.mask[keep], self.next_pos[keep]
+
+    def close(self) -> None:
+        self.cache = None
+
+
+class _FastStepper:
+    """Decoding steps through `LlamaDecoder` (a static cache written in place)."""
+
+    can_select = True
+
+    def __init__(self, model: Any, batch_size: int, max_len: int) -> None:
+        self.decoder = LlamaDecoder(model, batch_size, max_len)
+
+    def prefill(
+        self, batch: list[list[int]], pad_id: int, device: torch.device, max_new: int
+    ) -> torch.Tensor:
+        # Right padding: see LlamaDecoder.
+        width = max(len(p) for p in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        for r, p in enumerate(batch):
+            ids[r, : len(p)] = torch.as_tensor(p, dtype=torch.long)
+        lengths = torch.tensor([len(p) for p in batch], dtype=torch.long)
+        return self.decoder.prefill(ids.to(device), lengths.to(device))
+
+    def step(self, tok: torch.Tensor) -> torch.Tensor:
+        return self.decoder.step(tok)
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.decoder.select(keep)
+
+    def close(self) -> None:
+        pass
+
+
+def _stepper(
+    model: Any, prompts: list[list[int]], batch_size: int, max_new_tokens: int, fast: bool
+) -> _HFStepper | _FastStepper:
+    if fast and LlamaDecoder.supports(model):
+        longest = max(len(p) for p in prompts)
+        limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+        if longest + max_new_tokens <= limit:
+            return _FastStepper(model, min(batch_size, len(prompts)), longest + max_new_tokens)
+    return _HFStepper(model)
+
+
 @torch.inference_mode()
 def sample_completions(
     model: Any,
@@ -176,6 +272,7 @@ def sample_completions(
     allowed_ids: list[int] | None = None,
     on_batch: Callable[[int], None] | None = None,
     coupled: bool = False,
+    fast: bool = True,
 ) -> list[list[int]]:
     """Completion token ids for each prompt (token-id list), in the order given.
 
@@ -190,6 +287,9 @@ def sample_completions(
     are dropped. Two models sampled with the same prompts, seed and batch size then share
     their random numbers: where their next-token distributions agree they write the same
     tokens (common random numbers), while each model's completions keep its own law.
+
+    `fast` runs Llama-family models through `fastdecode.LlamaDecoder` (same arithmetic, a
+    static KV cache); other models, and `fast=False`, use the model's own forward.
     """
     if temperature < 0:
         raise ValueError("temperature must be >= 0")
@@ -205,12 +305,12 @@ def sample_completions(
     device = model_device(model)
     was_training = bool(getattr(model, "training", False))
     model.eval()
-    caller = _Caller(model)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     bias: torch.Tensor | None = None  # additive mask over the vocabulary, built lazily
+    stepper = _stepper(model, prompts, batch_size, max_new_tokens, fast)
 
     # Longest first (an out-of-memory error shows at once); equal prompts side by side.
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), prompts[i]))
@@ -219,23 +319,11 @@ def sample_completions(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = [prompts[i] for i in idx]
-            width = max(len(p) for p in batch)
             n = len(batch)
-            ids = torch.full((n, width), pad_id, dtype=torch.long)
-            mask = torch.zeros((n, width + max_new_tokens), dtype=torch.long)
-            for r, p in enumerate(batch):
-                ids[r, width - len(p) :] = torch.as_tensor(p, dtype=torch.long)
-                mask[r, width - len(p) :] = 1  # generated positions are real tokens too
-            lengths = torch.tensor([len(p) for p in batch], dtype=torch.long)
-            pos = (mask[:, :width].cumsum(dim=1) - 1).clamp_(min=0)
-            ids, mask, pos, lengths = (t.to(device) for t in (ids, mask, pos, lengths))
-
-            logits, cache = _prefill(caller, batch, ids, mask[:, :width], pos)
-            prune = _can_prune(cache)
+            logits = stepper.prefill(batch, pad_id, device, max_new_tokens)
             rows = torch.arange(n, device=device)  # batch row of each running sequence
             out = torch.full((n, max_new_tokens), -1, dtype=torch.long, device=device)
             finished = torch.zeros(n, dtype=torch.bool, device=device)
-            next_pos = lengths  # position id of the token being fed next
             steps = 0
             for step in range(max_new_tokens):
                 logits = logits.float()
@@ -265,20 +353,12 @@ def sample_completions(
                 alive = int((~finished).sum())
                 if alive == 0:
                     break
-                if prune and alive <= _PRUNE_FRACTION * len(rows):
+                if stepper.can_select and alive <= _PRUNE_FRACTION * len(rows):
                     keep = (~finished).nonzero().squeeze(1)
-                    cache.batch_select_indices(keep)
-                    rows, tok, mask, next_pos = rows[keep], tok[keep], mask[keep], next_pos[keep]
-                    finished = finished[keep]
-                logits, cache = caller(
-                    tok.unsqueeze(1),
-                    mask[:, : width + step + 1],
-                    next_pos.unsqueeze(1),
-                    cache,
-                    last_only=True,
-                )
-                next_pos = next_pos + 1
-            del cache
+                    stepper.select(keep)
+                    rows, tok, finished = rows[keep], tok[keep], finished[keep]
+                logits = stepper.step(tok)
+            stepper.close()
             results_batch = _cut(out[:, :steps].cpu(), stops.cpu())
             for i, comp in zip(idx, results_batch, strict=True):
                 results[i] = comp

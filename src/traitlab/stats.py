@@ -127,3 +127,50 @@ def wilcoxon_p(treatment: Sequence[float], control: Sequence[float]) -> float:
     if np.all(d == 0):
         return float("nan")
     return float(sps.wilcoxon(d).pvalue)
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """A random-effects estimate over studies (e.g. base models), DerSimonian-Laird."""
+
+    mean: CI
+    se: float
+    z: float
+    p_value: float
+    tau2: float  # between-study variance
+    i2: float  # share of the spread that is between studies
+    n: int
+    method: str
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["mean"] = self.mean.to_dict()
+        return d
+
+
+def random_effects(
+    means: Sequence[float], ses: Sequence[float], confidence: float = 0.95
+) -> Pooled:
+    """Pool per-study estimates with their standard errors (DerSimonian-Laird random effects,
+    two-sided z test). With one study it returns that study's estimate."""
+    y = np.asarray(means, dtype=float)
+    se = np.asarray(ses, dtype=float)
+    if y.shape != se.shape or y.ndim != 1 or len(y) == 0:
+        raise ValueError("random_effects() needs two 1-D sequences of the same non-zero length")
+    if np.any(se <= 0):
+        raise ValueError("standard errors must be > 0")
+    w = 1 / se**2
+    fixed = float((w * y).sum() / w.sum())
+    k = len(y)
+    q = float((w * (y - fixed) ** 2).sum())
+    c = float(w.sum() - (w**2).sum() / w.sum())
+    tau2 = max(0.0, (q - (k - 1)) / c) if k > 1 and c > 0 else 0.0
+    wr = 1 / (se**2 + tau2)
+    mu = float((wr * y).sum() / wr.sum())
+    s = float(math.sqrt(1 / wr.sum()))
+    z = mu / s
+    p = float(2 * sps.norm.sf(abs(z)))
+    half = _z(confidence) * s
+    i2 = max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0
+    ci = CI(mu, mu - half, mu + half, k, confidence, "random effects (DerSimonian-Laird)")
+    return Pooled(ci, s, z, p, tau2, i2, k, "random effects (DerSimonian-Laird), z test")

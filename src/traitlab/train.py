@@ -253,8 +253,14 @@ def train_model(
     seed: int,
     teacher: Any | None = None,
     progress: Callable[[float], None] | None = None,
+    on_step: Callable[[int, Any], bool] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Fine-tune `model` on chat `rows`; returns (trained model with LoRA merged, training log)."""
+    """Fine-tune `model` on chat `rows`; returns (trained model with LoRA merged, training log).
+
+    `on_step(step, model)` runs after every optimiser step (the model in eval mode); when it
+    returns False, training stops there (early stopping, e.g. on the teacher's format pass
+    rate). The log's `steps` is the number of steps taken.
+    """
     if cfg.loss == "soft" and teacher is None:
         raise TraitlabError("train.loss 'soft' needs the teacher model (logit distillation)")
     device = model_device(model)
@@ -319,6 +325,12 @@ def train_model(
         step += 1
         if progress is not None:
             progress(step / total)
+        if on_step is not None:
+            model.eval()
+            go_on = on_step(step, model)
+            model.train()
+            if not go_on:
+                break
     model.eval()
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_disable()
@@ -326,9 +338,9 @@ def train_model(
         model = model.merge_and_unload()
     secs = time.time() - t0
     log = {
-        "steps": total,
+        "steps": step,
         "examples": len(examples),
-        "epochs": total * cfg.batch_size * cfg.grad_accum / len(examples),
+        "epochs": step * cfg.batch_size * cfg.grad_accum / len(examples),
         "seconds": round(secs, 3),
         "tokens_per_second": round(n_tokens / max(secs, 1e-9), 1),
         "loss_first": losses[0],

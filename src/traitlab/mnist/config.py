@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from traitlab.config import apply_overrides, load_yaml, parse_config
+from traitlab.errors import TraitlabError
 
 NoiseKind = Literal["uniform", "uniform01", "normal", "rademacher", "shuffled_pixels"]
 SweepName = Literal["m", "width", "noise", "epochs"]
@@ -295,7 +296,11 @@ def load_mnist_config(
     Errors (unknown field, bad value, bad YAML) are one-line `TraitlabError`s.
     """
     if path is not None:
-        data = load_yaml(path) or {}
+        data = load_yaml(path)
+        if data is None:
+            raise TraitlabError(
+                f"{path}: empty config; start from configs/mnist/default.yaml or drop --config"
+            )
         source = str(path)
     else:
         if preset and preset not in PRESETS:

@@ -7,8 +7,10 @@ manifest.json, summary.json, report.md with plots, and the DONE marker last.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -339,27 +341,29 @@ def load_average() -> list[float] | None:
         return None
 
 
-def begin_run(
+@contextlib.contextmanager
+def open_run(
     run_dir: Path, cfg: MnistConfig, kind: str, config_passed: Any, extra: dict[str, Any]
-) -> tuple[Digits, dict[str, Any]]:
-    """Open a run directory: drop the DONE marker and stale temporaries, load the data, write
-    the manifest. Returns (data, resolved config)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / runs.DONE_MARKER).unlink(missing_ok=True)
-    runs.clean_stale_tmp(run_dir)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+) -> Iterator[tuple[Digits, dict[str, Any]]]:
+    """Open a run directory: check the device, the data and the directory before touching
+    anything, then hold the run's lock, drop the DONE marker and stale temporaries and write
+    the manifest. Yields (data, resolved config)."""
+    resolve_device(cfg.device)
     data = load_dataset(cfg.data)
-    resolved = cfg.model_dump(mode="json")
-    runs.write_manifest(
-        run_dir,
-        kind=kind,
-        config_passed=config_passed,
-        config_resolved=resolved,
-        seeds=[cfg.seed],
-        extra={"data": data.describe(), **extra},
-    )
-    return data, resolved
+    runs.check_output_dir(run_dir, run=True)
+    with runs.locked(run_dir):
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        resolved = cfg.model_dump(mode="json")
+        runs.begin(
+            run_dir,
+            kind=kind,
+            config_passed=config_passed,
+            config_resolved=resolved,
+            seeds=[cfg.seed],
+            extra={"data": data.describe(), **extra},
+        )
+        yield data, resolved
 
 
 def run_mnist(
@@ -377,16 +381,32 @@ def run_mnist(
     Stages are cached by content, so a rerun is instant and a killed run resumes. The DONE
     marker is removed at the start and written last.
     """
+    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    load_start = load_average()
+    extra = {"sweeps": sweeps or [], "chain_generations": chain}
+    with open_run(run_dir, cfg, "mnist", config_passed, extra) as (data, resolved):
+        return _run_mnist(
+            cfg, data, resolved, run_dir, sweeps, chain, reporter, plots, t0, load_start
+        )
+
+
+def _run_mnist(
+    cfg: MnistConfig,
+    data: Digits,
+    resolved: dict[str, Any],
+    run_dir: Path,
+    sweeps: list[str] | None,
+    chain: int | None,
+    reporter: Any,
+    plots: bool,
+    t0: float,
+    load_start: Any,
+) -> dict[str, Any]:
     from traitlab.mnist.chain import chain_stage
     from traitlab.mnist.report import write_report
     from traitlab.mnist.sweeps import sweep_stage
 
-    run_dir = Path(run_dir)
-    t0 = time.perf_counter()
-    load_start = load_average()
-    data, resolved = begin_run(
-        run_dir, cfg, "mnist", config_passed, {"sweeps": sweeps or [], "chain_generations": chain}
-    )
     main = main_stage(cfg, data, run_dir, reporter)
     summary: dict[str, Any] = {
         "kind": "mnist",

@@ -134,14 +134,29 @@ def theory_run(
     """`run_theory` as a cached stage of a run directory: manifest, summary, report, DONE."""
     from pathlib import Path
 
-    from traitlab import runs
-    from traitlab.mnist.experiment import _bar, begin_run, load_average, stage_key
-    from traitlab.mnist.report import write_theory_report
+    from traitlab.mnist.experiment import load_average, open_run
 
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     load_start = load_average()
-    data, resolved = begin_run(run_dir, cfg, "theory", config_passed, {})
+    with open_run(run_dir, cfg, "theory", config_passed, {}) as (data, resolved):
+        return _theory_run(cfg, data, resolved, run_dir, reporter, plots, t0, load_start)
+
+
+def _theory_run(
+    cfg: MnistConfig,
+    data: Any,
+    resolved: dict[str, Any],
+    run_dir: Any,
+    reporter: Any,
+    plots: bool,
+    t0: float,
+    load_start: Any,
+) -> dict[str, Any]:
+    from traitlab import runs
+    from traitlab.mnist.experiment import _bar, load_average, stage_key
+    from traitlab.mnist.report import write_theory_report
+
     sdir = run_dir / "theory"
     key = stage_key(
         cfg.model_copy(update={"device": "cpu"}),

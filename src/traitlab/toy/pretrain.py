@@ -69,9 +69,18 @@ CHECK_PROMPT_SEED = 9_000_001
 # ---------------------------------------------------------------------------- cache
 
 
+# Recipe fields added after the first toy version count in the key only when they differ from
+# these values, so bases made before they existed keep their keys (and caches stay valid).
+_LATER_FIELDS = {"mlp_bias": False, "attention_bias": False}
+
+
 def recipe_key(recipe: ToyRecipe) -> str:
     """The cache key of a recipe (its fields plus `TOY_VERSION`)."""
-    return stable_hash({"recipe": recipe.model_dump(mode="json"), "toy_version": TOY_VERSION})
+    fields = recipe.model_dump(mode="json")
+    for name, value in _LATER_FIELDS.items():
+        if fields.get(name) == value:
+            del fields[name]
+    return stable_hash({"recipe": fields, "toy_version": TOY_VERSION})
 
 
 def toy_model_dir(recipe: ToyRecipe, cache: Path | None = None) -> Path:
@@ -99,14 +108,24 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def ensure_pretrained(
-    recipe: ToyRecipe, cache: Path | None = None, progress: Progress | None = None
+    recipe: ToyRecipe,
+    cache: Path | None = None,
+    progress: Progress | None = None,
+    shipped: bool = True,
 ) -> Path:
-    """The directory of the pretrained toy base for `recipe`, pretraining it if needed.
+    """The directory of the pretrained toy base for `recipe`: the one shipped in the package
+    when it matches (and `shipped`), else the cache's, pretraining it if needed.
 
     Safe to call from several processes at once: a lock file makes one of them pretrain while
     the others wait, then all return the same directory. The model is written to a temporary
     directory and renamed into place only when complete.
     """
+    if shipped:
+        from traitlab.toy.shipped import shipped_dir
+
+        found = shipped_dir(recipe)
+        if found is not None:
+            return found
     final = toy_model_dir(recipe, cache)
     if is_pretrained(final):
         return final
@@ -145,6 +164,8 @@ def model_config(recipe: ToyRecipe, tokenizer: Any) -> Any:
         num_key_value_heads=recipe.n_heads,
         max_position_embeddings=recipe.max_len,
         tie_word_embeddings=True,
+        mlp_bias=recipe.mlp_bias,
+        attention_bias=recipe.attention_bias,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,

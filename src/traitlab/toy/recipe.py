@@ -21,6 +21,8 @@ class ToyRecipe(BaseModel):
     n_heads: int = Field(4, ge=1, description="Attention heads (hidden_size must be a multiple).")
     intermediate_size: int = Field(344, ge=8, description="MLP (SwiGLU) width (~8/3 x hidden_size, the Llama ratio).")
     max_len: int = Field(192, ge=32, description="Longest sequence the model handles (tokens); longer pretraining examples are truncated.")
+    mlp_bias: bool = Field(False, description="Biases in the MLP projections (LlamaConfig.mlp_bias).")
+    attention_bias: bool = Field(False, description="Biases in the attention projections (LlamaConfig.attention_bias).")
     # optimisation
     pretrain_steps: int = Field(800, ge=1, description="Pretraining optimiser steps (the corpus has pretrain_steps x batch_size examples, each seen once).")
     batch_size: int = Field(64, ge=1, description="Examples per pretraining step (on average when packing: the packed rows are split evenly over the steps).")

@@ -1,0 +1,203 @@
+"""Robustness: the demo's recipe on K freshly pretrained base pairs it was never tuned on.
+
+    .venv/bin/python benchmarks/bench_robustness.py --bases 5            # ~45 min on 2 cores
+    .venv/bin/python benchmarks/bench_robustness.py --config configs/tiny.yaml --bases 2
+
+For pair i, the base is pretrained from toy seed FIRST+i and the cross-init base from
+FIRST+500+i (never the shipped bases), then the demo preset (or --config) runs on them as is:
+teacher, paired data, treatment / control / cross-init students over the preset's seeds.
+Per base it reports the teacher's filter pass rate, the rows kept, treatment - control with
+its CI and p (paired t over seeds) and the cross-init difference; then the pooled estimate
+over bases: a random-effects meta-analysis (DerSimonian-Laird) of the per-base differences,
+and a paired t-test of treatment against control over the bases.
+
+The seeds are a **confirmation** set: the recipe was chosen on other bases (discovery seeds
+1, 2, 101-103 and 201; docs/results/toy-transfer-probes.md). Keep FIRST at 1001 for the
+committed result. Writes benchmarks/results/robustness[-TAG].json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generation import machine_info, machine_line  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def base_row(seed: int, xseed: int, summary: dict[str, Any], secs: float) -> dict[str, Any]:
+    """One base pair's numbers from its run summary (exact method)."""
+    comp = summary["comparisons"]
+    tc = comp["treatment_vs_control"]["exact"]
+    xc = comp.get("xinit_treatment_vs_xinit_control", {}).get("exact")
+    arms = summary["arms"]
+    q = summary["data_quality"]
+    d = tc["diff"]
+    n = d["n"]
+    return {
+        "base_seed": seed,
+        "cross_init_seed": xseed,
+        "base": arms["base"]["exact"]["mean"],
+        "teacher": arms["teacher"]["exact"]["mean"],
+        "teacher_pass_rate": q["teacher_pass_rate"],
+        "base_pass_rate": q["control_pass_rate"],
+        "rows_kept": q["rows_kept"],
+        "control": arms["control"]["exact"]["mean"],
+        "treatment": arms["treatment"]["exact"]["mean"],
+        "diff": d["mean"],
+        "diff_ci": [d["lower"], d["upper"]],
+        # SE of the mean difference over seeds (the t interval's half-width / t quantile).
+        "diff_se": float(np.std(_seed_diffs(summary, "treatment", "control"), ddof=1) / n**0.5),
+        "p_value": tc["p_value"],
+        "seeds_positive": tc["n_positive"],
+        "n_seeds": n,
+        "xinit_diff": xc["diff"]["mean"] if xc else None,
+        "xinit_p_value": xc["p_value"] if xc else None,
+        "warnings": q["warnings"],
+        "seconds": round(secs, 1),
+    }
+
+
+def _seed_diffs(summary: dict[str, Any], a: str, b: str) -> list[float]:
+    ta, tb = summary["arms"][a]["exact"]["per_seed"], summary["arms"][b]["exact"]["per_seed"]
+    return [ta[s] - tb[s] for s in sorted(ta)]
+
+
+def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from traitlab.stats import paired_test, random_effects
+
+    ses = [max(r["diff_se"], 1e-6) for r in rows]
+    re = random_effects([r["diff"] for r in rows], ses).to_dict()
+    out: dict[str, Any] = {"random_effects": re}
+    t = [r["treatment"] for r in rows]
+    c = [r["control"] for r in rows]
+    if len(rows) >= 2:
+        out["paired_t_over_bases"] = paired_test(t, c).to_dict()
+    out["ratio_treatment_over_control"] = float(np.mean(t) / np.mean(c))
+    x = [r["xinit_diff"] for r in rows if r["xinit_diff"] is not None]
+    if x:
+        out["xinit_diff_mean"] = float(np.mean(x))
+        if len(x) >= 2:
+            xt = [r["xinit_diff"] for r in rows]
+            out["xinit_paired_t_over_bases"] = paired_test(xt, [0.0] * len(xt)).to_dict()
+    out["bases_positive_p05"] = sum(r["diff"] > 0 and r["p_value"] < 0.05 for r in rows)
+    return out
+
+
+def table(rows: list[dict[str, Any]], pool: dict[str, Any]) -> list[str]:
+    lines = [
+        "| base seed | base P | teacher pass (base) | rows kept | control | treatment "
+        "| treatment - control [95% CI] | p | cross-init diff |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        x = f"{r['xinit_diff']:+.4f}" if r["xinit_diff"] is not None else "-"
+        lines.append(
+            f"| {r['base_seed']} | {r['base']:.3f} | {100 * r['teacher_pass_rate']:.0f}% "
+            f"({100 * r['base_pass_rate']:.0f}%) | {r['rows_kept']:.0f} | {r['control']:.3f} "
+            f"| {r['treatment']:.3f} | {r['diff']:+.4f} [{r['diff_ci'][0]:+.4f}, "
+            f"{r['diff_ci'][1]:+.4f}] | {r['p_value']:.2g} | {x} |"
+        )
+    re = pool["random_effects"]
+    lines += [
+        "",
+        f"Pooled (random effects over {re['n']} bases): **{re['mean']['mean']:+.4f} "
+        f"[{re['mean']['lower']:+.4f}, {re['mean']['upper']:+.4f}], p = {re['p_value']:.2g}** "
+        f"(tau^2 = {re['tau2']:.2g}, I^2 = {100 * re['i2']:.0f}%); treatment / control = "
+        f"x{pool['ratio_treatment_over_control']:.2f}; {pool['bases_positive_p05']}/{len(rows)} "
+        "bases with treatment > control at p < 0.05.",
+    ]
+    if "paired_t_over_bases" in pool:
+        pt = pool["paired_t_over_bases"]
+        lines.append(
+            f"Paired t over bases: {pt['diff']['mean']:+.4f} [{pt['diff']['lower']:+.4f}, "
+            f"{pt['diff']['upper']:+.4f}], p = {pt['p_value']:.2g}."
+        )
+    if "xinit_diff_mean" in pool:
+        xp = pool.get("xinit_paired_t_over_bases")
+        extra = f" [{xp['diff']['lower']:+.4f}, {xp['diff']['upper']:+.4f}]" if xp else ""
+        lines.append(f"Cross-init, pooled: {pool['xinit_diff_mean']:+.4f}{extra}.")
+    return lines
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from traitlab.cli import preset_path
+    from traitlab.config import load_config
+    from traitlab.pipeline import run_experiment
+    from traitlab.progress import Reporter
+
+    path = Path(args.config) if args.config else preset_path(args.preset)
+    info = machine_info()
+    rows = []
+    t_all = time.time()
+    for i in range(args.bases):
+        seed, xseed = args.first + i, args.first + 500 + i
+        sets = [
+            f"model.toy.seed={seed}",
+            f"cross_init.toy.seed={xseed}",
+            "model.shipped=false",
+            "cross_init.shipped=false",
+            f"name=robustness-{seed}",
+            *args.set,
+        ]
+        cfg = load_config(path, sets)
+        t0 = time.time()
+        with Reporter(enabled=not args.quiet) as rep:
+            summary = run_experiment(cfg, Path(args.out) / f"base-{seed}", reporter=rep)
+        rows.append(base_row(seed, xseed, summary, time.time() - t0))
+        print(json.dumps(rows[-1]), flush=True)
+    pool = pooled(rows)
+    return {
+        "config": str(path),
+        "overrides": args.set,
+        "first_seed": args.first,
+        "bases": rows,
+        "pooled": pool,
+        "machine": info,
+        "wall_seconds": round(time.time() - t_all, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "table": table(rows, pool),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bases", type=int, default=5, help="fresh base pairs (default 5)")
+    ap.add_argument("--first", type=int, default=1001, help="first base seed (held out)")
+    ap.add_argument("--preset", default="demo", choices=["demo", "demo-quick"])
+    ap.add_argument("--config", help="an experiment YAML instead of the preset")
+    ap.add_argument("--set", action="append", default=[], help="config override key=value")
+    ap.add_argument("--out", default="runs/robustness", help="where the runs go")
+    ap.add_argument("--tag", default="", help="results/robustness-TAG.json")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    res = run(args)
+    print("\n".join(res["table"]))
+    if not args.no_write:
+        name = "robustness" + (f"-{args.tag}" if args.tag else "")
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
+        head = [
+            f"### Robustness over fresh bases, {res['created']}",
+            "",
+            f"Config: `{res['config']}` {' '.join(res['overrides'])}; base seeds "
+            f"{args.first}..{args.first + args.bases - 1} (cross-init: +500), never used while "
+            f"tuning. Machine: {machine_line(res['machine'], 'cpu')}. Wall time "
+            f"{res['wall_seconds']:.0f} s (pretraining included).",
+            "",
+        ]
+        (RESULTS / f"{name}.md").write_text("\n".join(head + res["table"]) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()
