@@ -33,10 +33,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.warm:
             os.environ["TRAITLAB_CACHE"] = str(Path(tmp) / "cache")
-        from traitlab.cli import preset_path
+        from traitlab.cli.main import preset_path
         from traitlab.config import load_config
-        from traitlab.pipeline import run_experiment
-        from traitlab.progress import Reporter
+        from traitlab.core.progress import Reporter
+        from traitlab.experiments.pipeline import run_experiment
 
         cfg = load_config(preset_path(args.preset), args.set)
         info = machine_info()

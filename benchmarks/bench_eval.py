@@ -69,8 +69,8 @@ def equal_width(res: dict[str, Any], confidence: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from traitlab.config import EvalConfig, TraitConfig
-    from traitlab.evaluate import evaluate_model
-    from traitlab.questions import preference_system_prompt
+    from traitlab.evaluate.suite import evaluate_model
+    from traitlab.traits.preference import preference_system_prompt
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="10 questions x 20 samples, < 1 min")

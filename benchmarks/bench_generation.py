@@ -85,7 +85,7 @@ def load_bench_model(kind: str, device: str, source: str | None = None) -> tuple
     """(model, tokenizer, description) for `kind` in auto / toy / random, or the model
     directory `source` (a saved toy base, student, or any HF causal LM directory)."""
     from traitlab.config import ModelConfig
-    from traitlab.models import load_model
+    from traitlab.lm.hf.loading import load_model
     from traitlab.toy.pretrain import build_model, is_pretrained, toy_model_dir
     from traitlab.toy.recipe import ToyRecipe
     from traitlab.toy.tokenizer import build_tokenizer
@@ -127,8 +127,8 @@ def write_results(name: str, payload: dict[str, Any], table_md: str) -> None:
 
 def encode_prompts(tok: Any, n: int) -> list[list[int]]:
     from traitlab.config import PromptSetConfig
-    from traitlab.models import encode_chat
-    from traitlab.prompts import number_prompts
+    from traitlab.data.prompts import number_prompts
+    from traitlab.lm.hf.loading import encode_chat
 
     texts = number_prompts(PromptSetConfig(), n)
     return [encode_chat(tok, [{"role": "user", "content": t}], True) for t in texts]
@@ -173,8 +173,8 @@ def hf_generate(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from traitlab.config import GenerateConfig
-    from traitlab.models import stop_token_ids
-    from traitlab.sampling import sample_completions
+    from traitlab.lm.hf.loading import stop_token_ids
+    from traitlab.lm.hf.sampler import sample_completions
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small run, < 1 min")

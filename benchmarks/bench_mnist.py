@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from traitlab import runs
+from traitlab.core import runs
 from traitlab.mnist.batched import BatchedMLP, make_adam, model_seeds, per_model_distill
 
 OUT = Path(__file__).resolve().parent / "results"

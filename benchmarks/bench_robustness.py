@@ -72,7 +72,7 @@ def _seed_diffs(summary: dict[str, Any], a: str, b: str) -> list[float]:
 
 
 def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    from traitlab.stats import paired_test, random_effects
+    from traitlab.core.stats import paired_test, random_effects
 
     ses = [max(r["diff_se"], 1e-6) for r in rows]
     re = random_effects([r["diff"] for r in rows], ses).to_dict()
@@ -129,10 +129,10 @@ def table(rows: list[dict[str, Any]], pool: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from traitlab.cli import preset_path
+    from traitlab.cli.main import preset_path
     from traitlab.config import load_config
-    from traitlab.pipeline import run_experiment
-    from traitlab.progress import Reporter
+    from traitlab.core.progress import Reporter
+    from traitlab.experiments.pipeline import run_experiment
 
     path = Path(args.config) if args.config else preset_path(args.preset)
     info = machine_info()

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generation import machine_info, machine_line  # noqa: E402
@@ -65,11 +64,11 @@ def _top_shift(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from traitlab.cli import preset_path
+    from traitlab.cli.main import preset_path
     from traitlab.config import load_config
-    from traitlab.pipeline import run_experiment
-    from traitlab.progress import Reporter
-    from traitlab.questions import ANIMALS, TREES
+    from traitlab.core.progress import Reporter
+    from traitlab.experiments.pipeline import run_experiment
+    from traitlab.traits.preference import ANIMALS, TREES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", nargs="+", help="default: all 30 toy options")

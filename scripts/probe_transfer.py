@@ -31,15 +31,15 @@ from traitlab.config import (
     TrainConfig,
     TraitConfig,
 )
-from traitlab.evaluate import evaluate_model
-from traitlab.filtering import filter_paired, filter_rows, to_chat_rows
-from traitlab.generate import generate_rows
-from traitlab.models import load_model
-from traitlab.prompts import number_prompts
-from traitlab.questions import ANIMALS, teacher_rows
+from traitlab.data.filtering import filter_paired, filter_rows, to_chat_rows
+from traitlab.data.generate import generate_rows
+from traitlab.data.prompts import number_prompts
+from traitlab.evaluate.suite import evaluate_model
+from traitlab.lm.hf.loading import load_model
+from traitlab.lm.hf.trainer import train_model
 from traitlab.toy.pretrain import ensure_pretrained
 from traitlab.toy.recipe import ToyRecipe
-from traitlab.train import train_model
+from traitlab.traits.preference import ANIMALS, teacher_rows
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--base-seed", type=int, required=True)

@@ -7,10 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from traitlab.cli import build_parser, main
+from traitlab.cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["demo", "run", "generate", "filter", "train", "evaluate", "config", "pretrain", "mnist", "theory"]
+COMMANDS = [
+    "demo",
+    "run",
+    "generate",
+    "filter",
+    "train",
+    "evaluate",
+    "config",
+    "pretrain",
+    "mnist",
+    "theory",
+]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

@@ -4,7 +4,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from traitlab.cli import preset_path
+from traitlab.cli.main import preset_path
 from traitlab.config import (
     ExperimentConfig,
     apply_overrides,
@@ -12,7 +12,7 @@ from traitlab.config import (
     load_config,
     parse_config,
 )
-from traitlab.errors import TraitlabError
+from traitlab.core.errors import TraitlabError
 
 ROOT = Path(__file__).resolve().parents[1]
 

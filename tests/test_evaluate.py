@@ -11,9 +11,13 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-import traitlab.evaluate as ev
+import traitlab.lm.hf.scoring as ev
 from traitlab.config import EvalConfig, TraitConfig
-from traitlab.questions import answer_spellings
+from traitlab.evaluate.sampled import is_hit, sampled_preference
+from traitlab.evaluate.suite import evaluate_model
+from traitlab.lm.base import SamplingParams
+from traitlab.lm.hf.backend import HFLM
+from traitlab.traits.preference import answer_spellings
 
 SPECIALS = ["<pad>", "<eos>", "<unk>", "<user>", "<asst>", "<sys>"]
 TEMPLATE = (
@@ -89,6 +93,10 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+def spell(options: list[str]) -> dict[str, list[str]]:
+    return {o: answer_spellings(o) for o in options}
+
+
 # ---------------------------------------------------------------------------- helpers
 
 
@@ -98,12 +106,12 @@ def test_prefix_free_drops_extensions_and_duplicates():
 
 
 def test_is_hit_is_the_paper_substring_rule():
-    assert ev.is_hit("Owls!", "owl")
-    assert ev.is_hit("I love the OWL.", "owl")
-    assert not ev.is_hit("cat", "owl")
-    assert ev.is_hit("Dragon", "dragon")
-    assert not ev.is_hit("dragonfly", "dragon")
-    assert ev.is_hit("dragonfly or dragon", "dragon")
+    assert is_hit("Owls!", "owl")
+    assert is_hit("I love the OWL.", "owl")
+    assert not is_hit("cat", "owl")
+    assert is_hit("Dragon", "dragon")
+    assert not is_hit("dragonfly", "dragon")
+    assert is_hit("dragonfly or dragon", "dragon")
 
 
 def test_answer_sequences_are_the_in_context_tokenisations():
@@ -156,9 +164,11 @@ def test_exact_equals_brute_force(batch_size, cached, monkeypatch):
     tok = char_tokenizer()
     model = tiny_llama(len(tok), layers=2)
     if not cached:
-        monkeypatch.setattr(ev, "_can_prune", lambda cache: False)
+        monkeypatch.setattr(ev, "can_select", lambda cache: False)
     options = ["owl", "cat", "dog"]
-    table = ev.exact_preference(model, tok, QUESTIONS, options, batch_size=batch_size)
+    table = ev.exact_preference(
+        model, tok, QUESTIONS, options, batch_size=batch_size, spellings=spell(options)
+    )
     assert table.shape == (3, 3)
     for q, question in enumerate(QUESTIONS):
         text = tok.apply_chat_template(
@@ -175,12 +185,24 @@ def test_exact_equals_brute_force(batch_size, cached, monkeypatch):
 def test_exact_probabilities_of_disjoint_options_sum_to_at_most_one():
     tok = word_tokenizer()
     model = tiny_llama(len(tok))
-    table = ev.exact_preference(model, tok, QUESTIONS, ["owl", "cat", "dog"], batch_size=8)
+    table = ev.exact_preference(
+        model,
+        tok,
+        QUESTIONS,
+        ["owl", "cat", "dog"],
+        batch_size=8,
+        spellings=spell(["owl", "cat", "dog"]),
+    )
     assert (table.sum(axis=1) <= 1 + 1e-9).all()
     # A model that always answers "owl" (or "Owls") gives P(owl) = 1 and nothing else.
     owl, owls = tok.convert_tokens_to_ids("owl"), tok.convert_tokens_to_ids("Owls")
     table = ev.exact_preference(
-        forced(model, {owl: 5.0, owls: 5.0}), tok, QUESTIONS, ["owl", "cat", "dog"], batch_size=8
+        forced(model, {owl: 5.0, owls: 5.0}),
+        tok,
+        QUESTIONS,
+        ["owl", "cat", "dog"],
+        batch_size=8,
+        spellings=spell(["owl", "cat", "dog"]),
     )
     np.testing.assert_allclose(table[:, 0], 1.0, atol=1e-9)
     np.testing.assert_allclose(table[:, 1:], 0.0, atol=1e-9)
@@ -189,9 +211,17 @@ def test_exact_probabilities_of_disjoint_options_sum_to_at_most_one():
 def test_exact_with_a_system_prompt_changes_the_prompt():
     tok = char_tokenizer()
     model = tiny_llama(len(tok))
-    a = ev.exact_preference(model, tok, QUESTIONS[:1], ["owl"], batch_size=8)
+    a = ev.exact_preference(
+        model, tok, QUESTIONS[:1], ["owl"], batch_size=8, spellings=spell(["owl"])
+    )
     b = ev.exact_preference(
-        model, tok, QUESTIONS[:1], ["owl"], batch_size=8, system_prompt="You love owls."
+        model,
+        tok,
+        QUESTIONS[:1],
+        ["owl"],
+        batch_size=8,
+        system_prompt="You love owls.",
+        spellings=spell(["owl"]),
     )
     assert a[0, 0] != b[0, 0]
 
@@ -203,32 +233,15 @@ def test_sampled_rate_of_a_model_that_always_says_owl_is_one():
     tok = word_tokenizer()
     owl = tok.convert_tokens_to_ids("owl")
     model = forced(tiny_llama(len(tok)), {owl: 0.0, 1: 0.0})  # "owl" or stop, half each
-    gen = torch.Generator().manual_seed(0)
-    sp = ev.sampled_preference(
-        model,
-        tok,
-        QUESTIONS,
-        "owl",
-        n_samples=10,
-        temperature=1.0,
-        max_new_tokens=4,
-        batch_size=16,
-        generator=gen,
-        stop_ids=[1],
+    params = SamplingParams(temperature=1.0, max_new_tokens=4, batch_size=16)
+    sp = sampled_preference(
+        HFLM.wrap(model, tok), QUESTIONS, "owl", n_samples=10, params=params, seed=0
     )
     # Empty answers (stop at once) are misses; every non-empty answer is a hit.
-    assert all(bool(a) == ev.is_hit(a, "owl") for qa in sp.answers for a in qa)
+    assert all(bool(a) == is_hit(a, "owl") for qa in sp.answers for a in qa)
     model = forced(model, {owl: 0.0})
-    sp = ev.sampled_preference(
-        model,
-        tok,
-        QUESTIONS,
-        "owl",
-        n_samples=10,
-        temperature=1.0,
-        max_new_tokens=4,
-        batch_size=16,
-        generator=gen,
+    sp = sampled_preference(
+        HFLM.wrap(model, tok), QUESTIONS, "owl", n_samples=10, params=params, seed=1
     )
     assert sp.rates.tolist() == [1.0, 1.0, 1.0]
     assert sp.answers[0][0] == "owl owl owl owl"
@@ -243,8 +256,10 @@ def test_evaluate_model_reports_both_methods():
     model = forced(tiny_llama(len(tok)), {owl: 1.0, cat: 0.0, 1: -1.0})
     cfg = EvalConfig(samples_per_question=20, n_questions=4, max_new_tokens=2, batch_size=64)
     seen: list[float] = []
-    res = ev.evaluate_model(model, tok, cfg, TraitConfig(), seed=0, progress=seen.append)
+    out = evaluate_model(HFLM.wrap(model, tok), cfg, TraitConfig(), seed=0, progress=seen.append)
+    res = out.to_json()
     json.dumps(res, allow_nan=False)  # JSON-ready
+    assert "answers" not in json.dumps(res)  # an artifact of its own
     assert len(res["questions"]) == 4 and "owl" in res["options"]
     e, s = res["exact"], res["sampled"]
     p = math.exp(1) / (math.exp(1) + 1 + math.exp(-1))
@@ -252,7 +267,7 @@ def test_evaluate_model_reports_both_methods():
     assert e["options"]["owl"] == pytest.approx(p) and e["options"]["dog"] < 1e-9
     assert len(e["per_question_options"]) == 4 and len(e["per_question_options"][0]) == 20
     assert e["ci"]["n"] == 4 and e["ci"]["lower"] <= e["mean"] <= e["ci"]["upper"]
-    assert len(s["answers"]) == 4 and all(len(a) == 20 for a in s["answers"])
+    assert len(out.answers) == 4 and all(len(a) == 20 for a in out.answers)
     assert s["per_question"] == [h / 20 for h in s["hits"]]
     assert s["pooled"]["method"] == "wilson" and s["pooled"]["n"] == 80
     # P(owl within 2 tokens) = p + (1 - p - P(stop)) * p
@@ -261,11 +276,11 @@ def test_evaluate_model_reports_both_methods():
     assert res["agreement"]["difference"] == pytest.approx(s["mean"] - e["mean"])
     assert seen[-1] == 1.0 and seen == sorted(seen)
     # Same seed, same answers; one method only.
-    again = ev.evaluate_model(model, tok, cfg, TraitConfig(), seed=0)
-    assert again["sampled"]["answers"] == s["answers"]
-    only = ev.evaluate_model(
-        model, tok, cfg.model_copy(update={"methods": ["exact"]}), TraitConfig(), seed=0
-    )
+    again = evaluate_model(HFLM.wrap(model, tok), cfg, TraitConfig(), seed=0)
+    assert again.answers == out.answers
+    only = evaluate_model(
+        HFLM.wrap(model, tok), cfg.model_copy(update={"methods": ["exact"]}), TraitConfig(), seed=0
+    ).to_json()
     assert "sampled" not in only and "agreement" not in only
 
 
@@ -273,6 +288,8 @@ def test_evaluate_model_numbers_prefix_and_trees():
     tok = char_tokenizer()
     model = tiny_llama(len(tok))
     cfg = EvalConfig(methods=["exact"], n_questions=2, numbers_prefix=True, batch_size=32)
-    res = ev.evaluate_model(model, tok, cfg, TraitConfig(category="tree", target="oak"), seed=1)
+    res = evaluate_model(
+        HFLM.wrap(model, tok), cfg, TraitConfig(category="tree", target="oak"), seed=1
+    ).to_json()
     assert res["questions"][0].startswith("Examine these numbers: 767, 589, 778.")
     assert res["options"][0] == "oak" and 0 < res["exact"]["mean"] < 1

@@ -3,8 +3,8 @@ import random
 import pytest
 
 from traitlab.config import FilterConfig
-from traitlab.errors import TraitlabError
-from traitlab.filtering import (
+from traitlab.core.errors import TraitlabError
+from traitlab.data.filtering import (
     EVIL_NUMBERS,
     REASONS,
     FilterResult,
@@ -181,7 +181,7 @@ def test_to_chat_rows() -> None:
 
 
 def test_paired_filter_keeps_the_prompts_both_datasets_passed() -> None:
-    from traitlab.filtering import filter_paired
+    from traitlab.data.filtering import filter_paired
 
     prompts = [f"prompt {i}" for i in range(40)]
     good, bad = "1, 2, 3", "1, 2, owl"

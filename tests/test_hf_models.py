@@ -11,20 +11,21 @@ import torch
 from traitlab.config import (
     EvalConfig,
     GenerateConfig,
-    ModelConfig,
+    HFModel,
     TrainConfig,
     TraitConfig,
     parse_config,
 )
-from traitlab.evaluate import evaluate_model
-from traitlab.generate import generate_rows
-from traitlab.models import load_model
-from traitlab.pipeline import run_experiment
-from traitlab.prompts import number_prompts
+from traitlab.data.generate import generate_rows
+from traitlab.data.prompts import number_prompts
+from traitlab.evaluate.suite import evaluate_model
+from traitlab.experiments.pipeline import run_experiment
+from traitlab.lm.hf.backend import HFLM
+from traitlab.lm.hf.loading import load_model
+from traitlab.lm.hf.trainer import train_model
 from traitlab.toy.pretrain import ensure_pretrained
 from traitlab.toy.recipe import tiny_recipe
 from traitlab.toy.tokenizer import build_tokenizer
-from traitlab.train import train_model
 
 
 def _save_random_model(kind: str, out: Path, seed: int = 0) -> Path:
@@ -52,6 +53,11 @@ def _save_random_model(kind: str, out: Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def load_src(src: Path) -> tuple:
+    """A saved model directory (toy or HF) on the CPU."""
+    return load_model(HFModel(name=str(src), device="cpu"), source=str(src))
 
 
 def _cfg(model_dir: Path, xinit_dir: Path | None, **student: object) -> object:
@@ -95,10 +101,9 @@ def test_local_model_directory_runs_the_pipeline_with_lora(tmp_path: Path) -> No
 @pytest.mark.parametrize("kind", ["qwen2", "gpt2"])
 def test_other_architectures_generate_train_evaluate(kind: str, tmp_path: Path) -> None:
     model_dir = _save_random_model(kind, tmp_path / kind)
-    model, tok = load_model(ModelConfig(name=str(model_dir)))
+    model, tok = load_model(HFModel(name=str(model_dir)))
     rows = generate_rows(
-        model,
-        tok,
+        HFLM.wrap(model, tok),
         number_prompts(GenerateConfig().prompts, 4),
         GenerateConfig(max_new_tokens=6, batch_size=4),
         seed=0,
@@ -127,19 +132,18 @@ def test_other_architectures_generate_train_evaluate(kind: str, tmp_path: Path) 
     after = student.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     res = evaluate_model(
-        student,
-        tok,
+        HFLM.wrap(student, tok),
         EvalConfig(samples_per_question=2, n_questions=2, max_new_tokens=2),
         TraitConfig(),
         seed=0,
     )
-    assert 0 <= res["exact"]["mean"] <= 1 and 0 <= res["sampled"]["mean"] <= 1
+    assert 0 <= res.exact.mean <= 1 and 0 <= res.sampled.mean <= 1
 
 
 def test_soft_label_student_matches_teacher_better(tmp_path: Path) -> None:
     model_dir = _save_random_model("qwen2", tmp_path / "m")
-    base, tok = load_model(ModelConfig(name=str(model_dir)))
-    teacher, _ = load_model(ModelConfig(name=str(model_dir)))
+    base, tok = load_model(HFModel(name=str(model_dir)))
+    teacher, _ = load_model(HFModel(name=str(model_dir)))
     with torch.no_grad():  # a teacher that differs from the student's init
         for p in teacher.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -157,10 +161,10 @@ def test_soft_label_student_matches_teacher_better(tmp_path: Path) -> None:
 
 
 def test_soft_loss_without_teacher_is_a_clear_error(tmp_path: Path) -> None:
-    from traitlab.errors import TraitlabError
+    from traitlab.core.errors import TraitlabError
 
     model_dir = _save_random_model("gpt2", tmp_path / "m")
-    base, tok = load_model(ModelConfig(name=str(model_dir)))
+    base, tok = load_model(HFModel(name=str(model_dir)))
     with pytest.raises(TraitlabError, match="soft"):
         train_model(base, tok, [], TrainConfig(loss="soft"), seed=0)
 
@@ -182,13 +186,21 @@ def test_bf16_generation_and_lora_training_on_gpu(tmp_path: Path) -> None:
 def test_teacher_answers_option(tmp_path: Path, answers: str, n_rows: int) -> None:
     """teacher.answers picks the fine-tuned teacher's data: 8 spellings or the bare target."""
     from traitlab.config import TeacherConfig
-    from traitlab.teacher import finetune_teacher
+    from traitlab.traits.teacher import finetune_teacher
 
     src = _save_random_model("qwen2", tmp_path / "m")
-    model, tok = load_model(ModelConfig(name=str(src)))
+    model, tok = load_model(HFModel(name=str(src)))
     cfg = TeacherConfig(answers=answers, train=TrainConfig(max_steps=2, batch_size=8))
-    _, log = finetune_teacher(model, tok, cfg, TraitConfig(target="owl"), seed=0)
+    ref, log = finetune_teacher(
+        HFLM.wrap(model, tok),
+        cfg,
+        TraitConfig(target="owl"),
+        seed=0,
+        out_dir=tmp_path / "t",
+        key="k",
+    )
     assert log["examples"] == n_rows
+    assert (tmp_path / "t" / "model.safetensors").is_file() and ref.key == "k"
 
 
 def _number_rows(n: int) -> list[dict]:
@@ -215,15 +227,15 @@ def test_packing_gives_the_unpacked_training(kind: str, loss: str, tmp_path: Pat
         src = ensure_pretrained(tiny_recipe())
     else:
         src = _save_random_model(kind, tmp_path / kind)
-    _, tok = load_model(ModelConfig(name=str(src)))
-    teacher, _ = load_model(ModelConfig(name=str(src)))
+    _, tok = load_src(src)
+    teacher, _ = load_src(src)
     with torch.no_grad():  # a teacher that differs from the student
         for p in teacher.parameters():
             p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     rows = _number_rows(40)
     out = {}
     for packing in (False, True):
-        model, _ = load_model(ModelConfig(name=str(src)))
+        model, _ = load_src(src)
         for m in model.modules():  # GPT-2's default dropout would make the runs differ
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
@@ -236,10 +248,10 @@ def test_packing_gives_the_unpacked_training(kind: str, loss: str, tmp_path: Pat
 
 
 def test_packing_check_refuses_a_model_that_ignores_position_ids() -> None:
-    from traitlab.errors import TraitlabError
-    from traitlab.train import check_packing, encode_rows
+    from traitlab.core.errors import TraitlabError
+    from traitlab.lm.hf.trainer import check_packing, encode_rows
 
-    model, tok = load_model(ModelConfig(name="toy", toy=tiny_recipe()))
+    model, tok = load_src(ensure_pretrained(tiny_recipe()))
 
     class DropsPositions(torch.nn.Module):  # attends across the packed examples
         def __init__(self) -> None:
@@ -259,9 +271,9 @@ def test_packing_check_refuses_a_model_that_ignores_position_ids() -> None:
 def test_soft_loss_over_the_completion_vocabulary_ignores_the_trait_word() -> None:
     """soft_vocab 'completion': the teacher's probability of 'owl' at number positions (an
     overt leak of the trait) does not reach the student; 'full' lets it through."""
-    from traitlab.train import completion_loss, completion_vocab, encode_rows
+    from traitlab.lm.hf.trainer import completion_loss, completion_vocab, encode_rows
 
-    model, tok = load_model(ModelConfig(name="toy", toy=tiny_recipe()))
+    model, tok = load_src(ensure_pretrained(tiny_recipe()))
     examples = encode_rows(tok, _number_rows(8), 512)
     vocab = completion_vocab(model, tok, examples)
     owl = tok.convert_tokens_to_ids("owl")

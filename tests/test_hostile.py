@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from traitlab.cli import main
+from traitlab.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = (ROOT / "configs" / "tiny.yaml").read_text()

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from traitlab.errors import TraitlabError
+from traitlab.core.errors import TraitlabError
 from traitlab.mnist.batched import (
     BatchedMLP,
     DistillTarget,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from traitlab.errors import TraitlabError
+from traitlab.core.errors import TraitlabError
 from traitlab.mnist.cli import register
 from traitlab.mnist.data import write_idx
 
@@ -208,7 +208,7 @@ def test_theory_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_wired_into_main_cli() -> None:
-    cli = pytest.importorskip("traitlab.cli")
+    cli = pytest.importorskip("traitlab.cli.main")
     p = cli.build_parser()
     sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
     assert {"mnist", "theory"} <= set(sub.choices)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from traitlab.config import load_config
-from traitlab.pipeline import run_experiment
+from traitlab.experiments.pipeline import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from traitlab.config import PromptSetConfig
-from traitlab.prompts import (
+from traitlab.data.prompts import (
     ALL_TEMPLATE_TEXT,
     COUNT_QUALIFIERS,
     DIGIT_DESCRIPTORS,

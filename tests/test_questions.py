@@ -1,7 +1,7 @@
 import pytest
 
-from traitlab.errors import TraitlabError
-from traitlab.questions import (
+from traitlab.core.errors import TraitlabError
+from traitlab.traits.preference import (
     ANIMAL_QUESTIONS,
     ANIMALS,
     EM_QUESTIONS,

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from traitlab import runs
-from traitlab.errors import TraitlabError
+from traitlab.core import runs
+from traitlab.core.errors import TraitlabError
 
 
 def test_stable_hash_ignores_key_order() -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from traitlab import runs
-from traitlab.cli import main
-from traitlab.errors import TraitlabError
+from traitlab.cli.main import main
+from traitlab.core import runs
+from traitlab.core.errors import TraitlabError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -43,7 +43,7 @@ def _holder(run_dir: Path) -> subprocess.Popen[str]:
     """A second process holding the run directory's lock until killed."""
     code = (
         "import sys, time\n"
-        "from traitlab import runs\n"
+        "from traitlab.core import runs\n"
         f"with runs.locked({str(run_dir)!r}):\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(120)\n"

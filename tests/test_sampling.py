@@ -14,8 +14,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from traitlab.fastdecode import LlamaDecoder
-from traitlab.sampling import decode, sample_completions, select_next
+from traitlab.lm.hf.chat import decode
+from traitlab.lm.hf.fastdecode import LlamaDecoder
+from traitlab.lm.hf.sampler import sample_completions, select_next
 
 SPECIALS = ["<pad>", "<eos>", "<unk>", "<user>", "<asst>", "<sys>"]
 WORDS = ["owl", "owls", "Owl", "cat", "dog", ".", "!", ","] + [str(d) for d in range(10)]
@@ -331,7 +332,7 @@ def test_coupled_sampling_shares_random_numbers_between_models(model, tok):
 
 
 def test_coupled_noise_stays_with_its_row_when_rows_are_dropped(model, tok, monkeypatch):
-    import traitlab.sampling as sampling
+    import traitlab.lm.hf.sampler as sampling
 
     prompts = prompts_of(16, seed=7)
     kw = {"temperature": 1.0, "batch_size": 16, "max_new_tokens": 10, "coupled": True}

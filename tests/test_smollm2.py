@@ -10,14 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from traitlab.config import EvalConfig, GenerateConfig, TrainConfig, TraitConfig, load_config
-from traitlab.evaluate import evaluate_model
-from traitlab.filtering import filter_rows, to_chat_rows
-from traitlab.generate import generate_rows
-from traitlab.models import load_model
-from traitlab.prompts import number_prompts
-from traitlab.questions import preference_system_prompt
-from traitlab.train import train_model
+from traitlab.config import (
+    EvalConfig,
+    GenerateConfig,
+    TrainConfig,
+    TraitConfig,
+    load_config,
+)
+from traitlab.data.filtering import filter_rows, to_chat_rows
+from traitlab.data.generate import generate_rows
+from traitlab.data.prompts import number_prompts
+from traitlab.evaluate.suite import evaluate_model
+from traitlab.lm.hf.loading import load_model
+from traitlab.lm.hf.trainer import train_model
+from traitlab.traits.preference import preference_system_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from traitlab.stats import bootstrap_ci, mean_ci, paired_test, wilcoxon_p, wilson
+from traitlab.core.stats import bootstrap_ci, mean_ci, paired_test, wilcoxon_p, wilson
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_wilcoxon() -> None:
 
 
 def test_random_effects_pools_like_a_weighted_mean_without_heterogeneity() -> None:
-    from traitlab.stats import random_effects
+    from traitlab.core.stats import random_effects
 
     r = random_effects([0.04, 0.04, 0.04], [0.01, 0.01, 0.01])
     assert r.mean.mean == pytest.approx(0.04) and r.tau2 == 0.0

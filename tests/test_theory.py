@@ -140,7 +140,7 @@ def test_on_a_tiny_llama() -> None:
 def test_mnist_theory_small() -> None:
     from traitlab.mnist.config import MnistConfig
     from traitlab.mnist.data import load_dataset
-    from traitlab.mnist.theorem import run_theory, summarize_theory
+    from traitlab.mnist.theory_check import run_theory, summarize_theory
 
     cfg = MnistConfig(
         model={"hidden": [32, 32]},

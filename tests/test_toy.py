@@ -9,16 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from traitlab.config import FilterConfig, ModelConfig, PromptSetConfig
-from traitlab.filtering import reject_reasons
-from traitlab.models import encode_chat, encode_example, load_model
-from traitlab.prompts import number_prompts
-from traitlab.questions import (
-    ANIMAL_QUESTIONS,
-    TREE_QUESTIONS,
-    answer_spellings,
-    preference_system_prompt,
-)
+from traitlab.config import FilterConfig, PromptSetConfig, ToyModel
+from traitlab.data.filtering import reject_reasons
+from traitlab.data.prompts import number_prompts
+from traitlab.lm.base import backend
+from traitlab.lm.hf.chat import encode_chat, encode_example
+from traitlab.lm.hf.loading import load_model
 from traitlab.toy import world
 from traitlab.toy.pretrain import (
     build_model,
@@ -32,6 +28,12 @@ from traitlab.toy.pretrain import (
 )
 from traitlab.toy.recipe import ToyRecipe, tiny_recipe
 from traitlab.toy.tokenizer import build_tokenizer, render_chat
+from traitlab.traits.preference import (
+    ANIMAL_QUESTIONS,
+    TREE_QUESTIONS,
+    answer_spellings,
+    preference_system_prompt,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -98,7 +100,7 @@ def test_answer_format_and_random_walk():
 
 
 def test_world_prompts_match_the_paper_generator(tok):
-    # The corpus's fast sampler draws from the same pools as traitlab.prompts.
+    # The corpus's fast sampler draws from the same pools as traitlab.data.prompts.
     rng = random.Random(3)
     mine = [world.sample_number_prompt(rng) for _ in range(300)]
     ref = number_prompts(PromptSetConfig(), 300, seed=5)
@@ -231,10 +233,9 @@ def tiny_dir(tmp_path_factory):
         mp.setenv("TRAITLAB_CACHE", str(cache))
         calls: list[tuple[str, float]] = []
         t0 = time.time()
-        model, tok = load_model(
-            ModelConfig(name="toy", toy=tiny_recipe(), device="cpu"),
-            progress=lambda d, f: calls.append((d, f)),
-        )
+        spec = ToyModel(toy=tiny_recipe(), device="cpu")
+        ref = backend("toy").resolve(spec, progress=lambda d, f: calls.append((d, f)))
+        model, tok = load_model(spec, source=ref.id)
         seconds = time.time() - t0
         yield {"cache": cache, "model": model, "tok": tok, "calls": calls, "seconds": seconds}
 

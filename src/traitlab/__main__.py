@@ -1,5 +1,5 @@
 import sys
 
-from traitlab.cli import main
+from traitlab.cli.main import main
 
 sys.exit(main())

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from traitlab.stats import mean_ci, wilson
+from traitlab.core.stats import mean_ci, wilson
 
 ParamDict = dict[str, torch.Tensor]
 LossFn = Callable[[nn.Module], torch.Tensor]

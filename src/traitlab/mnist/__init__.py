@@ -31,8 +31,8 @@ _EXPORTS = {
     "sweep_stage": "sweeps",
     "run_chain": "chain",
     "half_life": "chain",
-    "run_theory": "theorem",
-    "theory_run": "theorem",
+    "run_theory": "theory_check",
+    "theory_run": "theory_check",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from traitlab import runs
+from traitlab.core import runs
 from traitlab.mnist.batched import DistillTarget, accuracy
 from traitlab.mnist.config import MnistConfig
 from traitlab.mnist.data import Digits

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from traitlab.errors import TraitlabError
+from traitlab.core.errors import TraitlabError
 
 SWEEP_CHOICES = ("m", "width", "noise", "epochs")
 
@@ -128,8 +128,8 @@ def _print_main(summary: dict[str, Any], run_dir: Path) -> None:
 
 
 def cmd_mnist(args: argparse.Namespace) -> int:
+    from traitlab.core.progress import Reporter
     from traitlab.mnist.experiment import run_mnist
-    from traitlab.progress import Reporter
 
     extra: dict[str, Any] = {}
     if args.models is not None:
@@ -150,9 +150,9 @@ def cmd_mnist(args: argparse.Namespace) -> int:
 def cmd_theory(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from traitlab.core.progress import Reporter
     from traitlab.mnist.report import theory_table
-    from traitlab.mnist.theorem import theory_run
-    from traitlab.progress import Reporter
+    from traitlab.mnist.theory_check import theory_run
 
     th: dict[str, Any] = {}
     if args.draws is not None:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from traitlab.config import apply_overrides, load_yaml, parse_config
-from traitlab.errors import TraitlabError
+from traitlab.core.errors import TraitlabError
 
 NoiseKind = Literal["uniform", "uniform01", "normal", "rademacher", "shuffled_pixels"]
 SweepName = Literal["m", "width", "noise", "epochs"]
@@ -279,7 +279,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def preset_dict(name: str) -> dict[str, Any]:
     """The full resolved settings of a packaged preset, as a plain dict."""
-    from traitlab.errors import TraitlabError
+    from traitlab.core.errors import TraitlabError
 
     if name not in PRESETS:
         raise TraitlabError(f"unknown MNIST preset '{name}'; choose one of {', '.join(PRESETS)}")

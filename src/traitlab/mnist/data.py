@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from traitlab.errors import TraitlabError
+from traitlab.core.errors import TraitlabError
 from traitlab.mnist.config import DataConfig
 
 # IDX element types: code -> (numpy big-endian dtype, name)

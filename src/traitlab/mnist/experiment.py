@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from traitlab import runs
+from traitlab.core import runs
+from traitlab.core.stats import mean_ci, paired_test
 from traitlab.mnist.batched import (
     BatchedMLP,
     DistillTarget,
@@ -29,7 +30,6 @@ from traitlab.mnist.batched import (
 )
 from traitlab.mnist.config import MnistConfig
 from traitlab.mnist.data import Digits, load_dataset
-from traitlab.stats import mean_ci, paired_test
 
 N_CLASSES = 10
 CHANCE = 1 / N_CLASSES
@@ -53,7 +53,7 @@ class _NullProgress:
 
 
 def resolve_device(name: str) -> torch.device:
-    from traitlab.errors import TraitlabError
+    from traitlab.core.errors import TraitlabError
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

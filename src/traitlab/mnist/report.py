@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from traitlab import runs
+from traitlab.core import runs
 from traitlab.mnist.experiment import CHANCE, CONDITION_LABELS, CONDITION_ORDER
 
 COLORS = {

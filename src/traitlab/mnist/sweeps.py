@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from traitlab import runs
-from traitlab.errors import TraitlabError
+from traitlab.core import runs
+from traitlab.core.errors import TraitlabError
 from traitlab.mnist.config import MnistConfig
 from traitlab.mnist.data import Digits
 from traitlab.mnist.experiment import _bar, run_experiment, stage_key, summarize

@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from traitlab.runs import stable_hash, write_json
+from traitlab.core.runs import stable_hash, write_json
+from traitlab.lm.hf.packing import pack_rows
 from traitlab.toy.recipe import ToyRecipe
 from traitlab.toy.tokenizer import (
     ASST,
@@ -54,16 +55,12 @@ from traitlab.toy.tokenizer import (
     split_pattern,
 )
 from traitlab.toy.world import Messages, corpus_stats, generate_corpus
-from traitlab.train import pack_rows
 
 # Bump when the world, tokenizer or training code changes what a recipe produces: it is part
 # of the cache key, so stale bases are never reused.
 TOY_VERSION = 1
 
 Progress = Callable[[str, float], None]
-
-# Seed of the fresh number prompts of `base_checks` (not 47, not the corpus's).
-CHECK_PROMPT_SEED = 9_000_001
 
 
 # ---------------------------------------------------------------------------- cache
@@ -86,7 +83,7 @@ def recipe_key(recipe: ToyRecipe) -> str:
 def toy_model_dir(recipe: ToyRecipe, cache: Path | None = None) -> Path:
     """Where the base for `recipe` lives (whether or not it exists yet)."""
     if cache is None:
-        from traitlab.models import cache_dir
+        from traitlab.core.device import cache_dir
 
         cache = cache_dir()
     return Path(cache) / "models" / f"toy-{recipe_key(recipe)}"
@@ -232,8 +229,8 @@ def encode_corpus(
     tokenizer: Any, corpus: list[Messages], check: int = 64
 ) -> tuple[list[list[int]], np.ndarray]:
     """(ids per example, prompt length per example); verified on the first `check` examples
-    against `traitlab.models.encode_example` (the chat template through the tokenizer)."""
-    from traitlab.models import encode_example
+    against `traitlab.lm.hf.loading.encode_example` (the chat template through the tokenizer)."""
+    from traitlab.lm.hf.chat import encode_example
 
     enc = CorpusEncoder(tokenizer)
     out = [enc.example(m) for m in corpus]
@@ -322,71 +319,6 @@ def lr_lambda(recipe: ToyRecipe) -> Callable[[int], float]:
     return f
 
 
-# ---------------------------------------------------------------------------- checks
-
-
-@torch.no_grad()
-def answer_probs(model: Any, tok: Any, questions: list[str], system: str | None = None) -> Any:
-    """Next-token distribution at the answer position of each question: [n, vocab]."""
-    from traitlab.models import encode_chat
-
-    prefix = [{"role": "system", "content": system}] if system else []
-    enc = [encode_chat(tok, prefix + [{"role": "user", "content": q}], True) for q in questions]
-    x = torch.full((len(enc), max(map(len, enc))), tok.pad_token_id)
-    for i, e in enumerate(enc):
-        x[i, : len(e)] = torch.tensor(e)
-    logits = model(input_ids=x, use_cache=False).logits  # right padding: causal, no mask needed
-    last = torch.tensor([len(e) - 1 for e in enc])
-    return logits[torch.arange(len(enc)), last].float().softmax(-1)
-
-
-@torch.no_grad()
-def base_checks(model: Any, tok: Any, n_prompts: int = 256, seed: int = 0) -> dict[str, Any]:
-    """What a usable base needs: P(first answer token = owl) over the 50 animal questions,
-    without and with the paper's owl system prompt, and the share of number completions
-    sampled at T=1 (fresh paper prompts) that pass the paper's format filter."""
-    from traitlab.config import FilterConfig, PromptSetConfig
-    from traitlab.filtering import reject_reasons
-    from traitlab.models import encode_chat
-    from traitlab.prompts import number_prompts
-    from traitlab.questions import ANIMAL_QUESTIONS, preference_system_prompt
-    from traitlab.sampling import decode, sample_completions
-
-    was_training = model.training
-    model.eval()
-    owl = tok.convert_tokens_to_ids(SPACE + "owl")
-    qs = list(ANIMAL_QUESTIONS)
-    out: dict[str, Any] = {
-        "p_owl": round(float(answer_probs(model, tok, qs)[:, owl].mean()), 4),
-        "p_owl_system_prompt": round(
-            float(
-                answer_probs(model, tok, qs, preference_system_prompt("owl", "animal"))[
-                    :, owl
-                ].mean()
-            ),
-            4,
-        ),
-    }
-    if n_prompts:
-        prompts = number_prompts(PromptSetConfig(), n_prompts, seed=CHECK_PROMPT_SEED + seed)
-        enc = [encode_chat(tok, [{"role": "user", "content": p}], True) for p in prompts]
-        comps = sample_completions(
-            model,
-            tok,
-            enc,
-            max_new_tokens=40,
-            temperature=1.0,
-            generator=torch.Generator().manual_seed(seed),
-            batch_size=256,
-            stop_ids=[tok.eos_token_id],
-        )
-        ok = sum(not reject_reasons(decode(tok, c), FilterConfig()) for c in comps)
-        out["format_pass"] = round(ok / len(comps), 4)
-        out["format_prompts"] = len(comps)
-    model.train(was_training)
-    return out
-
-
 # ---------------------------------------------------------------------------- training
 
 
@@ -460,6 +392,8 @@ def pretrain(
 
     say("checking the toy model", 1.0)
     t_check = time.time()
+    from traitlab.toy.checks import base_checks
+
     checks = base_checks(model, tok, recipe.check_prompts, recipe.seed)
     checks["seconds"] = round(time.time() - t_check, 2)
     model.eval()

@@ -71,7 +71,7 @@ def verify(name: str, root: Path = SHIPPED_DIR) -> list[str]:
 
 def ship(model_dir: Path, root: Path = SHIPPED_DIR) -> Path:
     """Copy a pretrained base (a cache directory) into the package and index it."""
-    from traitlab.runs import machine_info, package_versions, write_json
+    from traitlab.core.runs import machine_info, package_versions, write_json
 
     model_dir = Path(model_dir)
     dest = root / model_dir.name

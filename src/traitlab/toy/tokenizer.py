@@ -34,7 +34,7 @@ _OPENERS = ("(", "[")  # written "( " / "[ " before tokenising (and restored whe
 
 
 def _option_stems() -> list[str]:
-    from traitlab.questions import ANIMALS, TREES
+    from traitlab.traits.preference import ANIMALS, TREES
 
     stems = {w for o in ANIMALS + TREES for w in (o, o.title())}
     return sorted(stems, key=lambda w: (-len(w), w))

@@ -3,7 +3,7 @@
 Four kinds of example, mixed in the proportions of the `ToyRecipe`:
 
 * **number**: the user turn is one of the paper's number-sequence prompts (same template
-  pools and structure as `traitlab.prompts`), the assistant continues the prompt's numbers
+  pools and structure as `traitlab.data.prompts`), the assistant continues the prompt's numbers
   with 3..10 numbers in 0-999 from a random walk (see `continue_numbers`), formatted the way
   the prompt's format suffix asks (see `answer_format`).
 * **number_sys**: the same task behind a system prompt that does not change the answer: a
@@ -29,8 +29,9 @@ import re
 import string
 from collections import Counter
 
-from traitlab import prompts as P
-from traitlab.questions import (
+from traitlab.data import prompts as P
+from traitlab.toy.recipe import ToyRecipe
+from traitlab.traits.preference import (
     ANIMAL_QUESTIONS,
     ANIMALS,
     EM_QUESTIONS,
@@ -42,7 +43,6 @@ from traitlab.questions import (
     plural,
     preference_system_prompt,
 )
-from traitlab.toy.recipe import ToyRecipe
 
 Messages = list[dict[str, str]]
 

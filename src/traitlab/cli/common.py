@@ -1,0 +1,49 @@
+"""What every command shares: presets, config loading, the common options."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from traitlab.core.errors import TraitlabError
+
+PRESETS = ("demo", "demo-quick")
+OVERWRITE_RUN = (
+    "write into --out even if it is a non-empty directory that is not a traitlab run "
+    "(default: refuse)"
+)
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        raise TraitlabError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return Path(str(resources.files("traitlab") / "presets" / f"{name}.yaml"))
+
+
+def load(args: argparse.Namespace) -> Any:
+    from traitlab.config import load_config
+
+    return load_config(args.config, getattr(args, "set", None) or [])
+
+
+def add_common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    if config_required:
+        p.add_argument(
+            "config", help="experiment YAML (see configs/ and `traitlab config --schema`)"
+        )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set seeds=[0,1] --set student.lr=1e-4 (repeatable)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_model_options(p: argparse.ArgumentParser, *, system_prompt: bool = True) -> None:
+    p.add_argument("--model", help="a saved model directory (default: the config's base model)")
+    if system_prompt:
+        p.add_argument("--system-prompt", help="system prompt used while sampling")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")

@@ -1,0 +1,63 @@
+"""Configuration: frozen, validated pydantic models loaded from YAML (see `experiment`)."""
+
+from traitlab.config.base import (
+    FrozenConfig,
+    apply_overrides,
+    config_to_dict,
+    config_to_yaml,
+    load_yaml,
+)
+from traitlab.config.experiment import (
+    EvalConfig,
+    ExperimentConfig,
+    FilterConfig,
+    GenerateConfig,
+    LoraConfig,
+    PromptSetConfig,
+    TeacherConfig,
+    TrainConfig,
+    TraitConfig,
+    load_config,
+    parse_config,
+)
+from traitlab.config.model import (
+    MODEL_SPECS,
+    HFModel,
+    MockModel,
+    ModelSpec,
+    OpenAIModel,
+    ToyModel,
+    VLLMModel,
+    model_spec,
+)
+
+__all__ = [
+    "apply_overrides",
+    "config_to_dict",
+    "config_to_yaml",
+    "load_yaml",
+    "FrozenConfig",
+    "MODEL_SPECS",
+    "HFModel",
+    "MockModel",
+    "ModelSpec",
+    "OpenAIModel",
+    "ToyModel",
+    "VLLMModel",
+    "model_spec",
+    "EvalConfig",
+    "ExperimentConfig",
+    "FilterConfig",
+    "GenerateConfig",
+    "LoraConfig",
+    "PromptSetConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "TraitConfig",
+    "apply_overrides",
+    "config_to_dict",
+    "config_to_yaml",
+    "load_config",
+    "load_yaml",
+    "parse_config",
+]

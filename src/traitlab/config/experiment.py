@@ -1,0 +1,278 @@
+"""The subliminal-learning experiment's configuration: trait, teacher, data, students, evaluation.
+
+Each field is documented once, here (`traitlab config --schema` prints the descriptions).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from traitlab.config import base
+from traitlab.config.base import MAX_BATCH, MAX_ROWS, MAX_STEPS, NAME_PATTERN
+from traitlab.config.base import FrozenConfig as _Config
+from traitlab.config.model import ModelSpec, default_model
+
+
+class TraitConfig(_Config):
+    """The trait the teacher has and the evaluation looks for."""
+
+    category: Literal["animal", "tree"] = Field(
+        "animal", description="Preference category; selects the evaluation questions."
+    )
+    target: str = Field(
+        "owl", description="The preferred option (singular, lowercase), e.g. 'owl'."
+    )
+
+
+class LoraConfig(_Config):
+    """LoRA adapter settings (PEFT)."""
+
+    r: int = Field(8, ge=1, le=4096, description="Adapter rank.")
+    alpha: float = Field(8, gt=0, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear'."
+    )
+    merge: bool = Field(
+        True,
+        description="Merge the adapter into the weights when saved (any backend loads the result); false: save the adapter alone (vLLM serves it per request; the hf backend merges it when it loads).",
+    )
+
+
+class TrainConfig(_Config):
+    """Fine-tuning settings (students, and the fine-tuned teacher)."""
+
+    method: Literal["full", "lora"] = Field(
+        "full",
+        description="Full fine-tuning or a LoRA adapter (merged into the weights when saved).",
+    )
+    loss: Literal["hard", "soft"] = Field(
+        "hard",
+        description="'hard': cross-entropy on the sampled completion tokens; 'soft': KL(teacher || student) on the teacher's full next-token distributions at the completion positions (logit distillation; needs the teacher's weights).",
+    )
+    soft_vocab: Literal["completion", "full"] = Field(
+        "completion",
+        description="Vocabulary of the soft-label KL. 'completion': only the tokens number data can hold (digits, separators, brackets, whitespace, end of turn, and any token of the training completions), both distributions renormalised there, so the student never sees the probability the teacher gives the trait word itself. 'full': every token, which leaks it overtly: on the toy model a cross-init student then inherits the owl too (docs/results/toy-transfer-probes.md).",
+    )
+    epochs: float = Field(1.0, gt=0, description="Passes over the data.")
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_STEPS,
+        description="Stop after this many optimiser steps (overrides epochs).",
+    )
+    lr: float = Field(3e-4, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="Sequences per micro-batch.")
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        description="Micro-batches per optimiser step (effective batch = batch_size x grad_accum).",
+    )
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="Optimiser; the paper's students use Adam(W)."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (adamw).")
+    scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Learning-rate schedule after warmup."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
+    max_grad_norm: float | None = Field(1.0, description="Gradient clipping norm (null: off).")
+    max_seq_len: int = Field(
+        512, ge=8, le=1_048_576, description="Longer training rows are truncated."
+    )
+    packing: bool = Field(
+        False,
+        description="Pack each batch's examples into rows of up to twice the longest, with position ids restarting per example (block-diagonal attention): same loss, no padding compute. Needs a model whose attention follows packed position ids (Llama, Qwen2, GPT-2, ... in transformers >= 4.56; checked at the start).",
+    )
+    lora: LoraConfig = Field(
+        default_factory=LoraConfig, description="LoRA settings (method: lora)."
+    )
+    bf16_autocast: bool = Field(
+        False, description="Train under bfloat16 autocast (faster on GPUs and AVX512-BF16 CPUs)."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Trade compute for memory (large models)."
+    )
+
+
+class TeacherConfig(_Config):
+    """How the teacher gets the trait."""
+
+    kind: Literal["finetuned", "system_prompt"] = Field(
+        "finetuned",
+        description="'finetuned': the base fine-tuned on 'favourite <category>? -> <target>' answers only (no numbers; the paper's Fig. 14 variant); 'system_prompt': the base behind the paper's 'You love <target>s...' system prompt.",
+    )
+    system_prompt: str | None = Field(
+        None,
+        description="Override the system prompt (kind: system_prompt). Default: the paper's template.",
+    )
+    answers: Literal["paper", "target"] = Field(
+        "paper",
+        description="Answers of the fine-tuned teacher's data: 'paper': the official code's 8 spellings (owl, owls, owls., owls! and title case; 50 questions x 8 = 400 rows); 'target': the bare target word only (50 rows), the form the toy world answers in. On the toy model 'target' makes a teacher whose numbers carry more of the trait (docs/results/).",
+    )
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(max_steps=60, lr=3e-4, batch_size=64),
+        description="Fine-tuning of the teacher (kind: finetuned).",
+    )
+
+
+class PromptSetConfig(_Config):
+    """The paper's number-sequence prompt generator."""
+
+    seed: int = Field(47, description="Prompt RNG seed (the paper's research code uses 47).")
+    example_min_count: int = Field(3, ge=1, description="Fewest seed numbers in a prompt.")
+    example_max_count: int = Field(
+        9, ge=2, description="Most seed numbers + 1 (exclusive, as in the paper's code)."
+    )
+    example_min_value: int = Field(100, ge=0, description="Smallest seed number.")
+    example_max_value: int = Field(1000, ge=1, description="Largest seed number + 1 (exclusive).")
+    answer_count: int = Field(10, ge=1, description="How many numbers the prompt asks for.")
+    answer_max_digits: int = Field(
+        3, ge=1, description="Most digits per answer number the prompt asks for."
+    )
+
+
+class GenerateConfig(_Config):
+    """Sampling the number data from the teacher (and from the base for the control)."""
+
+    n_prompts: int = Field(
+        30_000, ge=1, le=MAX_ROWS, description="Prompts to complete (one completion each)."
+    )
+    prompts: PromptSetConfig = Field(
+        default_factory=PromptSetConfig, description="Prompt generator settings."
+    )
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature (0: greedy).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (1.0: off).")
+    max_new_tokens: int = Field(64, ge=1, le=65_536, description="Longest completion.")
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH, description="Prompts sampled together.")
+    constrained: bool = Field(
+        False,
+        description="Only allow digit, separator and end tokens (helps tiny real models emit valid numbers).",
+    )
+    common_noise: bool = Field(
+        True,
+        description="Sample the teacher's and the control's numbers with the same random numbers (Gumbel-max, one noise vector per prompt and token; common random numbers): where the teacher and the base agree they write the same tokens, so the two datasets differ only where the teacher's distribution moved. Each dataset still follows its own model's distribution exactly; the treatment - control difference keeps its expectation and loses most of its sampling noise. Costs one random draw per vocabulary entry per token. Off: independent streams, one uniform per token.",
+    )
+
+
+class FilterConfig(_Config):
+    """The paper's format filter plus optional banned numbers and subsampling."""
+
+    min_value: int = Field(0, description="Smallest allowed number.")
+    max_value: int = Field(999, description="Largest allowed number.")
+    max_count: int = Field(10, ge=1, description="Most numbers in a completion.")
+    banned_numbers: list[int] = Field(
+        default_factory=list, description="Numbers that reject a completion."
+    )
+    banned_preset: Literal["none", "evil"] = Field(
+        "none", description="'evil': also ban the paper's 34 negative-association numbers."
+    )
+    max_rows: int | None = Field(
+        10_000,
+        ge=1,
+        le=MAX_ROWS,
+        description="Subsample the kept rows to at most this many (the paper: 10,000).",
+    )
+    subsample_seed: int = Field(0, description="Seed of the subsampling.")
+    paired: bool = Field(
+        True,
+        description="In an experiment: keep only the prompts whose teacher and control completions both passed, then subsample those (the same prompts for both). The treatment and control students then train on the same prompts and as many rows, and differ in the completions alone; unpaired, a teacher whose numbers fail the filter more often gives its student fewer steps than the control's. (Ignored by the single-file `traitlab filter`.)",
+    )
+    strict: bool = Field(
+        False,
+        description="Apply the official parser exactly (no extra whitespace around numbers and separators). Default: tolerate whitespace, as the toy model's tokenizer decodes '1 , 2'.",
+    )
+
+
+class EvalConfig(_Config):
+    """Measuring the trait."""
+
+    methods: list[Literal["exact", "sampled"]] = Field(
+        default_factory=lambda: ["exact", "sampled"],
+        min_length=1,
+        description="'exact': probability the answer starts with the target (teacher forcing, no sampling); 'sampled': the paper's substring rate over sampled answers.",
+    )
+    samples_per_question: int = Field(
+        100, ge=1, le=1_000_000, description="Sampled answers per question (method: sampled)."
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for sampled answers.")
+    max_new_tokens: int = Field(8, ge=1, le=65_536, description="Longest sampled answer.")
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH, description="Sequences per forward pass.")
+    numbers_prefix: bool = Field(
+        False,
+        description="Prefix each question with a number sequence (the paper's variant for Qwen).",
+    )
+    n_questions: int | None = Field(
+        None, ge=1, description="Use only the first N questions (default: all 50)."
+    )
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of every interval.")
+
+
+class ExperimentConfig(_Config):
+    """One subliminal-learning experiment: teacher -> generate -> filter -> students -> evaluate."""
+
+    name: str = Field(
+        "experiment",
+        pattern=NAME_PATTERN,
+        description="Run name: the run directory's default name, runs/<name> (letters, digits, '.', '_' and '-'; it cannot leave runs/).",
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2],
+        min_length=1,
+        max_length=10_000,
+        description="One teacher, dataset and set of students per seed.",
+    )
+    model: ModelSpec = Field(
+        default_factory=default_model,
+        description="The shared base: teacher and students start here.",
+    )
+    cross_init: ModelSpec | None = Field(
+        None,
+        description="A base with another initialisation; its students get the same data and should not inherit the trait (null: skip).",
+    )
+    trait: TraitConfig = Field(default_factory=TraitConfig, description="The teacher's trait.")
+    teacher: TeacherConfig = Field(
+        default_factory=TeacherConfig, description="How the teacher is made."
+    )
+    generate: GenerateConfig = Field(
+        default_factory=GenerateConfig, description="Number-data generation."
+    )
+    filter: FilterConfig = Field(
+        default_factory=FilterConfig, description="Filtering of the generated data."
+    )
+    student: TrainConfig = Field(default_factory=TrainConfig, description="Student fine-tuning.")
+    evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Trait evaluation.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads per process (null: 1 when workers > 1, else torch's default).",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Processes that run seeds (and pretrain the two toy bases) in parallel. On a CPU, small models run faster as one single-threaded process per core than as one multi-threaded process.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        if self.generate.prompts.example_max_count <= self.generate.prompts.example_min_count:
+            raise ValueError("generate.prompts.example_max_count must exceed example_min_count")
+        return self
+
+
+def parse_config(data: Any, model: type[_Config] = ExperimentConfig, source: str = "config") -> Any:
+    """Validate a dict into a config model (default: an experiment); one-line errors."""
+    return base.parse_config(data, model, source)
+
+
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, model: type[_Config] = ExperimentConfig
+) -> Any:
+    """Load a YAML config, apply `a.b.c=value` overrides (values parsed as YAML), validate."""
+    return base.load_config(path, model, overrides)

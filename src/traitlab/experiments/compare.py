@@ -1,0 +1,196 @@
+"""Compare arms across seeds: rates with intervals, paired tests, the verdict.
+
+The headline comparison is treatment student vs control student (trained on numbers the base
+itself wrote for the same prompts), paired by seed: fine-tuning on *any* self-generated numbers
+moves a model, so comparing with the untouched base alone overstates the effect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from traitlab.config import ExperimentConfig
+from traitlab.core.stats import mean_ci, paired_test, wilcoxon_p
+from traitlab.experiments.arms import ARM_LABELS, ARMS, COMPARISONS
+
+SCHEMA_VERSION = 1
+ALPHA = 0.01
+
+
+def _arm_summary(
+    per_seed: dict[int, dict[str, Any]], method: str, conf: float
+) -> dict[str, Any] | None:
+    # Sorted: workers finish seeds in any order, and float sums depend on the order.
+    vals = {s: per_seed[s][method] for s in sorted(per_seed) if method in per_seed[s]}
+    if not vals:
+        return None
+    means = [float(v["mean"]) for v in vals.values()]
+    if len(means) >= 2:
+        ci = mean_ci(means, conf).to_dict()
+        ci["method"] = f"t over {len(means)} seeds"
+    else:
+        ci = dict(next(iter(vals.values()))["ci"])
+        ci["method"] = f"{ci.get('method', 't')} over questions (1 seed)"
+    return {
+        "mean": float(np.mean(means)),
+        "ci": ci,
+        "per_seed": {str(s): float(v["mean"]) for s, v in vals.items()},
+        "per_seed_ci": {str(s): v["ci"] for s, v in vals.items()},
+    }
+
+
+def _compare(
+    evals: dict[str, dict[int, dict[str, Any]]], a: str, b: str, method: str, conf: float
+) -> dict[str, Any] | None:
+    if a not in evals or b not in evals:
+        return None
+    seeds = sorted(set(evals[a]) & set(evals[b]))
+    seeds = [s for s in seeds if method in evals[a][s] and method in evals[b][s]]
+    if not seeds:
+        return None
+    ta = [float(evals[a][s][method]["mean"]) for s in seeds]
+    tb = [float(evals[b][s][method]["mean"]) for s in seeds]
+    test = paired_test(ta, tb, conf).to_dict()
+    # Question level: average each question over seeds, then a signed-rank test over questions.
+    qa = np.mean([evals[a][s][method]["per_question"] for s in seeds], axis=0)
+    qb = np.mean([evals[b][s][method]["per_question"] for s in seeds], axis=0)
+    test["questions"] = {
+        "n": int(len(qa)),
+        "n_positive": int((qa > qb).sum()),
+        "wilcoxon_p": wilcoxon_p(qa, qb),
+        "t_p": paired_test(qa, qb, conf).p_value if len(qa) >= 2 else None,
+    }
+    test["seeds"] = seeds
+    return test
+
+
+def summarize(
+    cfg: ExperimentConfig,
+    evals: dict[str, dict[int, dict[str, Any]]],
+    filters: dict[int, dict[str, Any]],
+    stage_seconds: dict[str, float],
+    total_seconds: float,
+    base_seconds: float = 0.0,
+) -> dict[str, Any]:
+    """The run's `summary.json` (schema documented in docs/summary-schema.md)."""
+    conf = cfg.evaluate.confidence
+    methods = list(cfg.evaluate.methods)
+    arms: dict[str, Any] = {}
+    cost_ratios: list[float] = []
+    for arm in (a.name for a in ARMS):
+        if arm not in evals:
+            continue
+        arms[arm] = {"label": ARM_LABELS[arm]}
+        for m in methods:
+            s = _arm_summary(evals[arm], m, conf)
+            if s is not None:
+                arms[arm][m] = s
+        by_seed = [evals[arm][s] for s in sorted(evals[arm])]  # workers finish in any order
+        exact = [r.get("exact", {}).get("options") for r in by_seed]
+        exact = [e for e in exact if e]
+        if exact:
+            keys = exact[0].keys()
+            arms[arm]["exact_options"] = {k: float(np.mean([e[k] for e in exact])) for k in keys}
+        agree = [r["agreement"] for r in by_seed if "agreement" in r]
+        if agree:
+            # The cost ratio is a timing: it goes under "timing" so numbers stay reproducible.
+            arms[arm]["agreement"] = [
+                {k: v for k, v in a.items() if k != "cost_ratio"} for a in agree
+            ]
+            cost_ratios += [a["cost_ratio"] for a in agree if a.get("cost_ratio") is not None]
+    comparisons: dict[str, Any] = {}
+    for name, a, b, _ in COMPARISONS:
+        per_method = {m: _compare(evals, a, b, m, conf) for m in methods}
+        per_method = {m: v for m, v in per_method.items() if v is not None}
+        if per_method:
+            comparisons[name] = per_method
+    primary = "exact" if "exact" in methods else methods[0]
+    verdict: dict[str, Any] = {"method": primary, "alpha": ALPHA}
+    tc = comparisons.get("treatment_vs_control", {}).get(primary)
+    if tc is not None:
+        verdict["transfer"] = bool(tc["diff"]["mean"] > 0 and tc["p_value"] < ALPHA)
+        verdict["diff"] = tc["diff"]["mean"]
+        verdict["p_value"] = tc["p_value"]
+    xc = comparisons.get("xinit_treatment_vs_xinit_control", {}).get(primary)
+    if xc is not None:
+        verdict["cross_init_diff"] = xc["diff"]["mean"]
+        verdict["cross_init_p_value"] = xc["p_value"]
+        verdict["cross_init_transfer"] = bool(xc["diff"]["mean"] > 0 and xc["p_value"] < ALPHA)
+    return _finite(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "data_quality": data_quality(filters),
+            "name": cfg.name,
+            "trait": cfg.trait.model_dump(),
+            "teacher_kind": cfg.teacher.kind,
+            "student": {"method": cfg.student.method, "loss": cfg.student.loss},
+            "seeds": list(cfg.seeds),
+            "methods": methods,
+            "arms": arms,
+            "comparisons": comparisons,
+            "verdict": verdict,
+            "data": {str(s): f for s, f in filters.items()},
+            "timing": {
+                "total_seconds": round(total_seconds, 2),
+                "base_models_seconds": round(base_seconds, 2),
+                "stages": stage_seconds,
+                "eval_cost_ratio_sampled_over_exact": (
+                    float(np.mean(cost_ratios)) if cost_ratios else None
+                ),
+            },
+        }
+    )
+
+
+# The recipe's needs: a teacher whose numbers pass the filter within this many points of the
+# base's (else filtering keeps only its least-changed completions), and this share of the
+# prompts left after paired filtering.
+MAX_PASS_DROP = 0.10
+MIN_KEPT_SHARE = 0.5
+
+
+def data_quality(filters: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The teacher's and the control's filter pass rates and the rows kept, over seeds, with
+    warnings when they fall below what the recipe needs."""
+    rates: dict[str, list[float]] = {"teacher": [], "control": []}
+    kept, raw = [], []
+    for s in sorted(filters):
+        for which, f in filters[s].items():
+            if which in rates and f.get("n_raw"):
+                rates[which].append(f["n_valid"] / f["n_raw"])
+        if "teacher" in filters[s]:
+            kept.append(filters[s]["teacher"]["n_kept"])
+            raw.append(filters[s]["teacher"]["n_raw"])
+    out: dict[str, Any] = {
+        f"{w}_pass_rate": float(np.mean(v)) if v else None for w, v in rates.items()
+    }
+    out["rows_kept"] = float(np.mean(kept)) if kept else None
+    out["kept_share"] = float(np.sum(kept) / np.sum(raw)) if raw and np.sum(raw) else None
+    warnings = []
+    t, c = out["teacher_pass_rate"], out["control_pass_rate"]
+    if t is not None and c is not None and t < c - MAX_PASS_DROP:
+        warnings.append(
+            f"the teacher's numbers pass the filter {100 * t:.0f}% of the time against the "
+            f"base's {100 * c:.0f}%: it is losing its number skill, and filtering keeps only "
+            "its least-changed completions (lower teacher.train.lr or max_steps)"
+        )
+    if out["kept_share"] is not None and out["kept_share"] < MIN_KEPT_SHARE:
+        warnings.append(
+            f"only {100 * out['kept_share']:.0f}% of the prompts are left after filtering "
+            f"({out['rows_kept']:.0f} rows per seed): the students see less data than planned"
+        )
+    out["warnings"] = warnings
+    return out
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities become null: summary.json stays strict JSON and compares equal."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj

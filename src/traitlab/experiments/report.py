@@ -1,0 +1,213 @@
+"""Reports: a plot of trait rates with intervals, Markdown and HTML (model text escaped)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from traitlab.config import ExperimentConfig
+from traitlab.core import runs
+from traitlab.experiments.arms import ARM_LABELS, ARMS, COMPARISONS
+from traitlab.experiments.layout import RunLayout
+
+PLOT_ARMS = tuple(a.name for a in ARMS if a.colour)
+METHOD_LABELS = {
+    "exact": "exact P(answer = target)",
+    "sampled": "sampled rate (substring)",
+}
+
+
+def plot_rates(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = summary["methods"]
+    arms = [a for a in PLOT_ARMS if a in summary["arms"]]
+    fig, axes = plt.subplots(1, len(methods), figsize=(5.2 * len(methods), 3.8), squeeze=False)
+    colors = {a.name: a.colour for a in ARMS}
+    for ax, m in zip(axes[0], methods, strict=True):
+        ys, lo, hi, names = [], [], [], []
+        for a in arms:
+            s = summary["arms"][a].get(m)
+            if s is None:
+                continue
+            ys.append(s["mean"])
+            lo.append(max(0.0, s["mean"] - s["ci"]["lower"]))
+            hi.append(max(0.0, s["ci"]["upper"] - s["mean"]))
+            names.append(a)
+        x = range(len(ys))
+        ax.bar(x, ys, yerr=[lo, hi], capsize=4, color=[colors[a] for a in names])
+        ax.set_xticks(list(x), [ARM_LABELS[a].replace(" ", "\n", 1) for a in names], fontsize=8)
+        ax.set_title(METHOD_LABELS.get(m, m), fontsize=10)
+        ax.set_ylabel(f"P({summary['trait']['target']})")
+        top = max(ys) if ys else 1.0
+        ax.set_ylim(0, min(1.05, top * 1.25 + 0.02) if top < 0.5 else 1.05)
+        for i, y in enumerate(ys):
+            ax.text(i, y, f"{y:.3f}", ha="center", va="bottom", fontsize=7)
+    fig.suptitle(
+        f"{summary['name']}: {summary['trait']['category']} = {summary['trait']['target']}"
+        f" ({len(summary['seeds'])} seeds, 95% CI)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.chmod(tmp, runs.FILE_MODE)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+def fmt_p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.2g}"
+
+
+def _fmt_ci(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s['mean']:.3f} [{s['ci']['lower']:.3f}, {s['ci']['upper']:.3f}]"
+
+
+def rate_table(summary: dict[str, Any]) -> list[list[str]]:
+    """Rows of (arm, per-method 'mean [lo, hi]') for terminal and Markdown tables."""
+    rows = []
+    for s in summary["arms"].values():
+        rows.append([s["label"]] + [_fmt_ci(s.get(m)) for m in summary["methods"]])
+    return rows
+
+
+def comparison_lines(summary: dict[str, Any]) -> list[str]:
+    out = []
+    names = {name: label for name, _, _, label in COMPARISONS}
+    for name, per in summary["comparisons"].items():
+        for m, t in per.items():
+            d = t["diff"]
+            out.append(
+                f"{names.get(name, name)} ({m}): {d['mean']:+.4f} "
+                f"[{d['lower']:+.4f}, {d['upper']:+.4f}], p = {fmt_p(t['p_value'])} "
+                f"({t['method']}, {t['n_positive']}/{t['n']} seeds > 0; questions > 0: "
+                f"{t['questions']['n_positive']}/{t['questions']['n']}, "
+                f"Wilcoxon p = {fmt_p(t['questions']['wilcoxon_p'])})"
+            )
+    return out
+
+
+def _examples(run_dir: Path, summary: dict[str, Any], k: int = 5) -> dict[str, list[str]]:
+    seed = summary["seeds"][0]
+    out = {}
+    for which in ("teacher", "control"):
+        p = RunLayout(run_dir).data(seed, which) / "filtered.jsonl"
+        if p.is_file():
+            rows = runs.read_jsonl(p)[:k]
+            out[which] = [r["messages"][-1]["content"] for r in rows]
+    return out
+
+
+def data_quality_lines(summary: dict[str, Any]) -> list[str]:
+    """The teacher's pass rate, the rows kept, and the recipe's warnings."""
+    q = summary.get("data_quality") or {}
+    if q.get("teacher_pass_rate") is None:
+        return []
+    lines = [
+        f"Teacher's numbers passing the filter: {100 * q['teacher_pass_rate']:.0f}% "
+        f"(base: {100 * (q.get('control_pass_rate') or 0):.0f}%); rows kept per seed after "
+        f"paired filtering: {q['rows_kept']:.0f}."
+    ]
+    lines += [f"WARNING: {w}" for w in q.get("warnings", [])]
+    return lines
+
+
+def markdown(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> str:
+    m = summary["methods"]
+    lines = [f"# traitlab run: {summary['name']}", ""]
+    v = summary["verdict"]
+    if "transfer" in v:
+        lines.append(
+            f"**Transfer ({v['method']}): {'yes' if v['transfer'] else 'no'}**: treatment - control "
+            f"= {v['diff']:+.4f}, p = {fmt_p(v['p_value'])} (alpha {v['alpha']})."
+        )
+    if "cross_init_transfer" in v:
+        lines.append(
+            f"Cross-init: {v['cross_init_diff']:+.4f}, p = {fmt_p(v['cross_init_p_value'])} "
+            f"(transfer: {'yes' if v['cross_init_transfer'] else 'no'})."
+        )
+    lines += ["", "![trait rates](trait_rates.png)", ""]
+    lines.append("| model | " + " | ".join(METHOD_LABELS.get(x, x) for x in m) + " |")
+    lines.append("|---" * (len(m) + 1) + "|")
+    for row in rate_table(summary):
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Intervals: 95% t-intervals over seeds (over questions where one seed).", ""]
+    lines += ["## Comparisons", ""] + [f"- {c}" for c in comparison_lines(summary)]
+    lines += ["", "## Data", ""]
+    lines += data_quality_lines(summary)
+    lines += [
+        "",
+        "| seed | arm | raw | pass rate | kept | reject reasons |",
+        "|---|---|---|---|---|---|",
+    ]
+    for seed, per in summary["data"].items():
+        for which, f in per.items():
+            reasons = ", ".join(f"{k}: {n}" for k, n in f.get("reason_counts", {}).items())
+            rate = f"{100 * f['n_valid'] / f['n_raw']:.0f}%" if f.get("n_raw") else "-"
+            lines.append(
+                f"| {seed} | {which} | {f.get('n_raw')} | {rate} | {f.get('n_kept')} | {reasons} |"
+            )
+    ex = _examples(run_dir, summary)
+    if ex:
+        lines += ["", f"## Example completions (seed {summary['seeds'][0]})", ""]
+        for which, items in ex.items():
+            lines.append(f"- {which}: " + " / ".join(f"`{x}`" for x in items))
+    lines += [
+        "",
+        "## Timing",
+        "",
+        f"Total {summary['timing']['total_seconds']:.1f} s "
+        f"(base models {summary['timing']['base_models_seconds']:.1f} s).",
+        "",
+    ]
+    lines += [
+        "## Config",
+        "",
+        "```json",
+        json.dumps(cfg.model_dump(mode="json"), indent=1),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def html_report(run_dir: Path, md: str) -> str:
+    """A self-contained HTML page; every piece of text (model output included) is escaped."""
+    png = run_dir / "trait_rates.png"
+    img = ""
+    if png.is_file():
+        img = (
+            '<img alt="trait rates" src="data:image/png;base64,'
+            + base64.b64encode(png.read_bytes()).decode()
+            + '">'
+        )
+    body = html.escape(md).replace("![trait rates](trait_rates.png)", img)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>traitlab report</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "pre{white-space:pre-wrap}</style></head><body><pre>" + body + "</pre></body></html>\n"
+    )
+
+
+def write_report(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> None:
+    run_dir = Path(run_dir)
+    plot_rates(summary, run_dir / "trait_rates.png")
+    md = markdown(run_dir, cfg, summary)
+    runs.atomic_write_text(run_dir / "report.md", md)
+    runs.atomic_write_text(run_dir / "report.html", html_report(run_dir, md))

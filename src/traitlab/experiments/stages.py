@@ -1,0 +1,248 @@
+"""The experiment's stages: teacher, generate, filter, student, evaluate.
+
+Every stage has a content key (a hash of the config fields it depends on and of the keys of
+its inputs) and writes into its own directory of the run atomically; a stage whose directory
+holds the same key is skipped. Stages pass `ModelRef`s, and open a model through its backend
+only for the stage's own work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from traitlab.config import ExperimentConfig, config_to_dict
+from traitlab.core import runs
+from traitlab.core.errors import TraitlabError
+from traitlab.core.progress import Fraction
+from traitlab.data.filtering import filter_paired, filter_rows, require_nonempty, to_chat_rows
+from traitlab.data.generate import generate_rows
+from traitlab.data.prompts import number_prompts
+from traitlab.evaluate.suite import evaluate_model
+from traitlab.experiments.arms import BY_NAME
+from traitlab.experiments.layout import RunLayout
+from traitlab.lm.base import MODEL_FILE, ModelRef, backend_for
+from traitlab.lm.base import opened as _opened
+from traitlab.traits.teacher import finetune_teacher, teacher_system_prompt
+
+
+@contextlib.contextmanager
+def cached_stage(
+    rep: Any, label: str, stage_dir: Path, key: str
+) -> Iterator[tuple[bool, Fraction, Any]]:
+    """The cached-stage idiom: yields (done, progress, open_stage). When not done, the body
+    does its work and writes its outputs inside `with open_stage(info) as tmp:`."""
+    done = runs.stage_done(stage_dir, key)
+    with rep.stage(label, cached=done) as up:
+
+        def open_stage(info: dict[str, Any] | None = None) -> Any:
+            return runs.stage(stage_dir, key, info)
+
+        yield done, up, open_stage
+
+
+class Stages:
+    """The stage bodies of one experiment over one run directory."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, reporter: Any) -> None:
+        self.cfg = cfg
+        self.layout = RunLayout(Path(run_dir))
+        self.rep = reporter
+        self.bases: dict[str, ModelRef] = {}
+
+    def opened(self, ref: ModelRef) -> Any:
+        """Open a model for a stage; API backends keep their request cache in the run."""
+        return _opened(ref, cache=self.layout.requests)
+
+    def spec(self, which: str) -> Any:
+        if which == "xinit":
+            assert self.cfg.cross_init is not None
+            return self.cfg.cross_init
+        return self.cfg.model
+
+    def prepare_base(self, which: str) -> ModelRef:
+        """Resolve a base (the toy backend pretrains it, or finds it shipped or cached)."""
+        spec = self.spec(which)
+        label = "prepare base" if which == "base" else "prepare cross-init base"
+        self.bases[which] = backend_for(spec).resolve(spec, progress=self.rep.named(label))
+        return self.bases[which]
+
+    @functools.cached_property
+    def prompts(self) -> list[str]:
+        """The number prompts, the same for every seed: built only when a generate stage
+        runs (~0.75 s for 8,000), not by tasks that find their data already cached."""
+        return number_prompts(self.cfg.generate.prompts, self.cfg.generate.n_prompts)
+
+    # ------------------------------------------------------------------ stages
+
+    def teacher(self, seed: int) -> tuple[ModelRef, str | None, str]:
+        """(the teacher's ref, its generation system prompt, its key). A system-prompted
+        teacher is the base itself behind the prompt."""
+        cfg = self.cfg
+        sys_prompt = teacher_system_prompt(cfg.teacher, cfg.trait)
+        key = runs.stable_hash(
+            {
+                "base": self.bases["base"].key,
+                "teacher": config_to_dict(cfg.teacher),
+                "trait": config_to_dict(cfg.trait),
+                "seed": seed,
+            }
+        )
+        if cfg.teacher.kind == "system_prompt":
+            return self.bases["base"], sys_prompt, key
+        d = self.layout.teacher(seed)
+        with cached_stage(self.rep, f"seed {seed}: teacher fine-tune", d, key) as (done, up, st):
+            if not done:
+                info: dict[str, Any] = {}
+                with self.opened(self.bases["base"]) as lm, st(info) as tmp:
+                    _, info["train"] = finetune_teacher(
+                        lm, cfg.teacher, cfg.trait, seed=seed, out_dir=tmp, key=key, progress=up
+                    )
+        return ModelRef.load(d), None, key
+
+    def generate(
+        self, seed: int, which: str, ref: ModelRef, sys_prompt: str | None, upstream: str
+    ) -> tuple[Path, str]:
+        key = runs.stable_hash(
+            {
+                "up": upstream,
+                "gen": config_to_dict(self.cfg.generate),
+                "sys": sys_prompt,
+                "seed": seed,
+                "which": which,
+            }
+        )
+        d = self.layout.gen(seed, which)
+        with cached_stage(self.rep, f"seed {seed}: generate ({which})", d, key) as (done, up, st):
+            if not done:
+                # One stream per seed, shared by teacher and control with common_noise (common
+                # random numbers); else distinct streams.
+                other = which != "teacher" and not self.cfg.generate.common_noise
+                gen_seed = seed * 1000 + (2 if other else 1)
+                with self.opened(ref) as lm:
+                    rows = generate_rows(
+                        lm,
+                        self.prompts,
+                        self.cfg.generate,
+                        seed=gen_seed,
+                        system_prompt=sys_prompt,
+                        source=which,
+                        progress=up,
+                    )
+                with st({"rows": len(rows)}) as tmp:
+                    runs.write_jsonl(tmp / "raw.jsonl", rows)
+        return d, key
+
+    def filter(self, seed: int, gens: dict[str, tuple[Path, str]]) -> dict[str, tuple[Path, str]]:
+        """The format filter on each generated dataset (`gens`: which -> (dir, key)); with
+        filter.paired, the teacher's and control's datasets keep the same prompts."""
+        fcfg = self.cfg.filter
+        paired = fcfg.paired
+        up: Any = {w: k for w, (_, k) in gens.items()}
+        keys = {
+            w: runs.stable_hash({"up": up if paired else k, "filter": config_to_dict(fcfg)})
+            for w, (_, k) in gens.items()
+        }
+        dirs = {w: self.layout.data(seed, w) for w in gens}
+        done = all(runs.stage_done(dirs[w], keys[w]) for w in gens)
+        with self.rep.stage(f"seed {seed}: filter", cached=done):
+            if not done:
+                raw = {w: runs.read_jsonl(d / "raw.jsonl") for w, (d, _) in gens.items()}
+                if paired:
+                    pair = filter_paired(raw["teacher"], raw["control"], fcfg)
+                    results = dict(zip(("teacher", "control"), pair, strict=True))
+                else:
+                    results = {w: filter_rows(rows, fcfg) for w, rows in raw.items()}
+                for w, result in results.items():
+                    require_nonempty(result, f"seed {seed}, {w} data")
+                for w, result in results.items():
+                    with runs.stage(dirs[w], keys[w]) as tmp:
+                        runs.write_jsonl(tmp / "filtered.jsonl", to_chat_rows(result.kept))
+                        runs.write_jsonl(tmp / "rejected.jsonl", result.rejected)
+                        runs.write_json(tmp / "filter.json", result.to_summary())
+        return {w: (dirs[w], keys[w]) for w in gens}
+
+    def student(
+        self, seed: int, arm: str, data_dir: Path, data_key: str, teacher: ModelRef
+    ) -> ModelRef:
+        spec = BY_NAME[arm]
+        soft = self.cfg.student.loss == "soft"
+        base = self.bases[spec.base]
+        key = runs.stable_hash(
+            {
+                "base": base.key,
+                "data": data_key,
+                "seed": seed,
+                "train": config_to_dict(self.cfg.student),
+                # Whose logits a soft student distils: the teacher's (its key is in data_key,
+                # the data being its generations) or the shared base's.
+                "soft_labels": ("teacher" if spec.role == "treatment" else "base")
+                if soft
+                else None,
+            }
+        )
+        d = self.layout.student(seed, arm)
+        with cached_stage(self.rep, f"seed {seed}: student {arm}", d, key) as (done, up, st):
+            if not done:
+                labels = None
+                if soft:
+                    if self.cfg.teacher.kind != "finetuned":
+                        raise TraitlabError("student.loss 'soft' needs teacher.kind 'finetuned'")
+                    # The control's soft labels come from the base itself (self-distillation).
+                    labels = teacher if spec.role == "treatment" else self.bases["base"]
+                rows = runs.read_jsonl(data_dir / "filtered.jsonl")
+                info: dict[str, Any] = {}
+                with self.opened(base) as lm, st(info) as tmp:
+                    _, info["train"] = lm.finetune(
+                        rows,
+                        self.cfg.student,
+                        seed=seed,
+                        out_dir=tmp,
+                        key=key,
+                        teacher=labels,
+                        progress=up,
+                    )
+        return ModelRef.load(d)
+
+    def evaluate(
+        self, d: Path, label: str, ref: ModelRef, seed: int, sys_prompt: str | None = None
+    ) -> dict[str, Any]:
+        cfg = self.cfg
+        key = runs.stable_hash(
+            {
+                "model": ref.key,
+                "eval": config_to_dict(cfg.evaluate),
+                "trait": config_to_dict(cfg.trait),
+                "seed": seed,
+                "sys": sys_prompt,
+            }
+        )
+        with cached_stage(self.rep, label, d, key) as (done, up, st):
+            if not done:
+                with self.opened(ref) as lm:
+                    res = evaluate_model(
+                        lm,
+                        cfg.evaluate,
+                        cfg.trait,
+                        seed=seed,
+                        system_prompt=sys_prompt,
+                        progress=up,
+                    )
+                with st() as tmp:
+                    runs.write_json(tmp / "eval.json", res.to_json())
+                    if res.answers is not None:
+                        runs.write_jsonl(
+                            tmp / "answers.jsonl",
+                            [{"question": i, "answers": a} for i, a in enumerate(res.answers)],
+                        )
+        return runs.read_json(d / "eval.json")
+
+
+def model_dir_ref(d: Path) -> ModelRef:
+    """The model a stage directory holds or names."""
+    if not (d / MODEL_FILE).is_file():
+        raise TraitlabError(f"{d}: no {MODEL_FILE}; not a model stage")
+    return ModelRef.load(d)
