@@ -85,9 +85,9 @@ def load_bench_model(kind: str, device: str, source: str | None = None) -> tuple
     """(model, tokenizer, description) for `kind` in auto / toy / random, or the model
     directory `source` (a saved toy base, student, or any HF causal LM directory)."""
     from traitlab.config import ModelConfig
+    from traitlab.config.toy import ToyRecipe
     from traitlab.lm.hf.loading import load_model
     from traitlab.toy.pretrain import build_model, is_pretrained, toy_model_dir
-    from traitlab.toy.recipe import ToyRecipe
     from traitlab.toy.tokenizer import build_tokenizer
 
     if source:

@@ -31,6 +31,7 @@ from traitlab.config import (
     TrainConfig,
     TraitConfig,
 )
+from traitlab.config.toy import ToyRecipe
 from traitlab.data.filtering import filter_paired, filter_rows, to_chat_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
@@ -38,7 +39,6 @@ from traitlab.evaluate.suite import evaluate_model
 from traitlab.lm.hf.loading import load_model
 from traitlab.lm.hf.trainer import train_model
 from traitlab.toy.pretrain import ensure_pretrained
-from traitlab.toy.recipe import ToyRecipe
 from traitlab.traits.preference import ANIMALS, teacher_rows
 
 ap = argparse.ArgumentParser()

@@ -16,6 +16,7 @@ from traitlab.config import (
     TraitConfig,
     parse_config,
 )
+from traitlab.config.toy import tiny_recipe
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
 from traitlab.evaluate.suite import evaluate_model
@@ -24,7 +25,6 @@ from traitlab.lm.hf.backend import HFLM
 from traitlab.lm.hf.loading import load_model
 from traitlab.lm.hf.trainer import train_model
 from traitlab.toy.pretrain import ensure_pretrained
-from traitlab.toy.recipe import tiny_recipe
 from traitlab.toy.tokenizer import build_tokenizer
 
 

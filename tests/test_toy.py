@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from traitlab.config import FilterConfig, PromptSetConfig, ToyModel
+from traitlab.config.toy import ToyRecipe, tiny_recipe
 from traitlab.data.filtering import reject_reasons
 from traitlab.data.prompts import number_prompts
 from traitlab.lm.base import backend
@@ -26,7 +27,6 @@ from traitlab.toy.pretrain import (
     make_batches,
     toy_model_dir,
 )
-from traitlab.toy.recipe import ToyRecipe, tiny_recipe
 from traitlab.toy.tokenizer import build_tokenizer, render_chat
 from traitlab.traits.preference import (
     ANIMAL_QUESTIONS,

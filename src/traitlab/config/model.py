@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag
 
 from traitlab.config.base import FrozenConfig
-from traitlab.toy.recipe import ToyRecipe
+from traitlab.config.toy import ToyRecipe
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 

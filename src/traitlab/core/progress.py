@@ -95,3 +95,28 @@ class Reporter:
             )
 
         return update
+
+
+class NullProgress:
+    """A progress callback that shows nothing."""
+
+    def __call__(self, frac: float) -> None:  # pragma: no cover - trivial
+        pass
+
+
+class stage_bar:
+    """A Reporter stage bar, or nothing without a reporter."""
+
+    def __init__(self, reporter: Any, label: str, cached: bool) -> None:
+        self.reporter, self.label, self.cached = reporter, label, cached
+        self._cm: Any = None
+
+    def __enter__(self) -> Any:
+        if self.reporter is None:
+            return NullProgress()
+        self._cm = self.reporter.stage(self.label, cached=self.cached)
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(*exc)

@@ -147,7 +147,7 @@ class Backend:
 
 BACKENDS: Registry[type[Backend]] = Registry("backend")
 BACKENDS.lazy("hf", "traitlab.lm.hf.backend:HFBackend")
-BACKENDS.lazy("toy", "traitlab.lm.toy:ToyBackend")
+BACKENDS.lazy("toy", "traitlab.toy.backend:ToyBackend")
 BACKENDS.lazy("vllm", "traitlab.lm.vllm:VLLMBackend")
 BACKENDS.lazy("openai", "traitlab.lm.openai:OpenAIBackend")
 BACKENDS.lazy("mock", "traitlab.lm.mock:MockBackend")

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from traitlab.config.model import OpenAIModel, model_spec
+from traitlab.config.toy import recipe_key
 from traitlab.core.errors import TraitlabError
 from traitlab.core.files import stable_hash
 from traitlab.lm.base import Backend, Fraction, Messages, ModelRef, SamplingParams
@@ -348,8 +349,6 @@ class OpenAIBackend(Backend):
             raise TraitlabError(f"model '{spec.name}' is not served at {spec.base_url}: {known}")
         served = found.get("traitlab") or {}
         if spec.toy is not None and served.get("toy_recipe") is not None:
-            from traitlab.toy.pretrain import recipe_key
-
             if served.get("toy_recipe_key") != recipe_key(spec.toy):
                 raise TraitlabError(
                     f"model '{spec.name}' at {spec.base_url} serves another toy recipe than "

@@ -26,7 +26,7 @@ _EXPORTS = {
     "distill": "batched",
     "train_classifier": "batched",
     "run_experiment": "experiment",
-    "run_mnist": "experiment",
+    "run_mnist": "run",
     "summarize": "experiment",
     "sweep_stage": "sweeps",
     "run_chain": "chain",

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 
 from traitlab.core import runs
+from traitlab.core.progress import stage_bar
 from traitlab.mnist.batched import DistillTarget, accuracy
 from traitlab.mnist.config import MnistConfig
 from traitlab.mnist.data import Digits
 from traitlab.mnist.experiment import (
     CHANCE,
     N_CLASSES,
-    _bar,
     aux_columns,
     describe,
     distill_students,
@@ -170,7 +170,7 @@ def chain_stage(
         {"generations": generations, "chain": cfg.chain.model_dump(mode="json")},
     )
     cached = runs.stage_done(sdir, key)
-    with _bar(reporter, f"chain: {generations} generations", cached) as upd:
+    with stage_bar(reporter, f"chain: {generations} generations", cached) as upd:
         if not cached:
             with runs.stage(sdir, key) as tmp:
                 runs.write_json(tmp / "results.json", run_chain(cfg, data, generations, upd))

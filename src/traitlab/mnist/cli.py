@@ -129,7 +129,7 @@ def _print_main(summary: dict[str, Any], run_dir: Path) -> None:
 
 def cmd_mnist(args: argparse.Namespace) -> int:
     from traitlab.core.progress import Reporter
-    from traitlab.mnist.experiment import run_mnist
+    from traitlab.mnist.run import run_mnist
 
     extra: dict[str, Any] = {}
     if args.models is not None:

@@ -14,9 +14,10 @@ from typing import Any
 
 from traitlab.core import runs
 from traitlab.core.errors import TraitlabError
+from traitlab.core.progress import stage_bar
 from traitlab.mnist.config import MnistConfig
 from traitlab.mnist.data import Digits
-from traitlab.mnist.experiment import _bar, run_experiment, stage_key, summarize
+from traitlab.mnist.experiment import run_experiment, stage_key, summarize
 
 SWEEPS: dict[str, str] = {
     "m": "model.n_aux",
@@ -61,7 +62,7 @@ def _run_point(
 ) -> dict[str, Any]:
     key = stage_key(pcfg, data.fingerprint(), what, {"each_epoch": each_epoch})
     cached = runs.stage_done(sdir, key)
-    with _bar(reporter, label, cached) as upd:
+    with stage_bar(reporter, label, cached) as upd:
         if not cached:
             with runs.stage(sdir, key) as tmp:
                 res = run_experiment(pcfg, data, progress=upd, eval_each_epoch=each_epoch)

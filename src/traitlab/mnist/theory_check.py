@@ -20,16 +20,27 @@ tiny eps are not lost to rounding.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from traitlab.core import runs
+from traitlab.core.progress import stage_bar
 from traitlab.mnist.batched import derive_seed, sample_noise
 from traitlab.mnist.config import MnistConfig
 from traitlab.mnist.data import Digits
-from traitlab.mnist.experiment import N_CLASSES, aux_columns, init_models, train_teachers
+from traitlab.mnist.experiment import (
+    N_CLASSES,
+    aux_columns,
+    init_models,
+    stage_key,
+    train_teachers,
+)
+from traitlab.mnist.report import write_theory_report
+from traitlab.mnist.run import load_average, open_run
 from traitlab.theory import (
     apply_delta,
     distillation_loss,
@@ -132,10 +143,6 @@ def theory_run(
     plots: bool = True,
 ) -> dict[str, Any]:
     """`run_theory` as a cached stage of a run directory: manifest, summary, report, DONE."""
-    from pathlib import Path
-
-    from traitlab.mnist.experiment import load_average, open_run
-
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     load_start = load_average()
@@ -153,10 +160,6 @@ def _theory_run(
     t0: float,
     load_start: Any,
 ) -> dict[str, Any]:
-    from traitlab.core import runs
-    from traitlab.mnist.experiment import _bar, load_average, stage_key
-    from traitlab.mnist.report import write_theory_report
-
     sdir = run_dir / "theory"
     key = stage_key(
         cfg.model_copy(update={"device": "cpu"}),
@@ -165,7 +168,7 @@ def _theory_run(
         cfg.theory.model_dump(mode="json"),
     )
     cached = runs.stage_done(sdir, key)
-    with _bar(reporter, f"theory: {cfg.theory.draws} draws", cached) as upd:
+    with stage_bar(reporter, f"theory: {cfg.theory.draws} draws", cached) as upd:
         if not cached:
             with runs.stage(sdir, key) as tmp:
                 runs.write_json(tmp / "results.json", run_theory(cfg, data, upd))

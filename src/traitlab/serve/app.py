@@ -30,6 +30,7 @@ from typing import Any
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
+from traitlab.config.toy import ToyRecipe, recipe_key
 from traitlab.core.errors import TraitlabError
 from traitlab.lm.base import ModelRef, SamplingParams, backend
 from traitlab.serve.jobs import JobRunner
@@ -56,9 +57,6 @@ class Served:
         info: dict[str, Any] = {"backend": self.ref.backend, "key": self.ref.key}
         toy = self.ref.spec.get("toy") if self.ref.backend == "toy" else None
         if toy is not None:
-            from traitlab.toy.pretrain import recipe_key
-            from traitlab.toy.recipe import ToyRecipe
-
             info["toy_recipe"] = toy
             info["toy_recipe_key"] = recipe_key(ToyRecipe(**toy))
         return {

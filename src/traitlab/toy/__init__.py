@@ -6,6 +6,6 @@
 * `recipe`: `ToyRecipe`, everything that determines the base (its hash keys the cache).
 """
 
-from traitlab.toy.recipe import ToyRecipe, tiny_recipe
+from traitlab.config.toy import ToyRecipe, tiny_recipe
 
 __all__ = ["ToyRecipe", "tiny_recipe"]

@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from traitlab.core.runs import stable_hash, write_json
+from traitlab.config.toy import TOY_VERSION, ToyRecipe, recipe_key
+from traitlab.core.runs import write_json
 from traitlab.lm.hf.packing import pack_rows
-from traitlab.toy.recipe import ToyRecipe
 from traitlab.toy.tokenizer import (
     ASST,
     END,
@@ -56,28 +56,10 @@ from traitlab.toy.tokenizer import (
 )
 from traitlab.toy.world import Messages, corpus_stats, generate_corpus
 
-# Bump when the world, tokenizer or training code changes what a recipe produces: it is part
-# of the cache key, so stale bases are never reused.
-TOY_VERSION = 1
-
 Progress = Callable[[str, float], None]
 
 
 # ---------------------------------------------------------------------------- cache
-
-
-# Recipe fields added after the first toy version count in the key only when they differ from
-# these values, so bases made before they existed keep their keys (and caches stay valid).
-_LATER_FIELDS = {"mlp_bias": False, "attention_bias": False}
-
-
-def recipe_key(recipe: ToyRecipe) -> str:
-    """The cache key of a recipe (its fields plus `TOY_VERSION`)."""
-    fields = recipe.model_dump(mode="json")
-    for name, value in _LATER_FIELDS.items():
-        if fields.get(name) == value:
-            del fields[name]
-    return stable_hash({"recipe": fields, "toy_version": TOY_VERSION})
 
 
 def toy_model_dir(recipe: ToyRecipe, cache: Path | None = None) -> Path:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from traitlab.toy.recipe import ToyRecipe
+from traitlab.config.toy import TOY_VERSION, ToyRecipe, recipe_key
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "bases"
 INDEX = "bases.json"
@@ -39,7 +39,6 @@ def index(root: Path = SHIPPED_DIR) -> dict[str, Any]:
 
 def shipped_dir(recipe: ToyRecipe, root: Path = SHIPPED_DIR) -> Path | None:
     """The shipped base for `recipe`, or None."""
-    from traitlab.toy.pretrain import recipe_key
 
     name = f"toy-{recipe_key(recipe)}"
     d = root / name
@@ -49,7 +48,6 @@ def shipped_dir(recipe: ToyRecipe, root: Path = SHIPPED_DIR) -> Path | None:
 def verify(name: str, root: Path = SHIPPED_DIR) -> list[str]:
     """Problems with shipped base `name` (empty when its files match the index and its
     recipe.json hashes to the key in its name)."""
-    from traitlab.toy.pretrain import TOY_VERSION, recipe_key
 
     entry = index(root).get(name)
     d = root / name

@@ -29,8 +29,8 @@ import re
 import string
 from collections import Counter
 
+from traitlab.config.toy import ToyRecipe
 from traitlab.data import prompts as P
-from traitlab.toy.recipe import ToyRecipe
 from traitlab.traits.preference import (
     ANIMAL_QUESTIONS,
     ANIMALS,

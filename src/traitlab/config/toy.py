@@ -7,6 +7,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from traitlab.core.files import stable_hash
+
+# Bump when the world, tokenizer or training code changes what a recipe produces: it is part
+# of the cache key, so stale bases are never reused.
+TOY_VERSION = 1
+
 
 class ToyRecipe(BaseModel):
     """How to build and pretrain the embedded toy chat model (a small Llama)."""
@@ -71,3 +77,17 @@ def tiny_recipe(**overrides: object) -> ToyRecipe:
     )
     base.update(overrides)
     return ToyRecipe(**base)  # type: ignore[arg-type]
+
+
+# Recipe fields added after the first toy version count in the key only when they differ from
+# these values, so bases made before they existed keep their keys (and caches stay valid).
+_LATER_FIELDS = {"mlp_bias": False, "attention_bias": False}
+
+
+def recipe_key(recipe: ToyRecipe) -> str:
+    """The cache key of a recipe (its fields plus `TOY_VERSION`)."""
+    fields = recipe.model_dump(mode="json")
+    for name, value in _LATER_FIELDS.items():
+        if fields.get(name) == value:
+            del fields[name]
+    return stable_hash({"recipe": fields, "toy_version": TOY_VERSION})
