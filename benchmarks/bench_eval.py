@@ -70,6 +70,7 @@ def equal_width(res: dict[str, Any], confidence: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from traitlab.config import EvalConfig, TraitConfig
     from traitlab.evaluate.suite import evaluate_model
+    from traitlab.lm.hf.backend import HFLM
     from traitlab.traits.preference import preference_system_prompt
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -98,12 +99,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     info = machine_info()
     model, tok, desc = load_bench_model(args.model, args.device, args.source)
     # Warm-up (first-call overheads) on one question.
-    evaluate_model(model, tok, cfg.model_copy(update={"n_questions": 1}), trait, seed=0)
+    lm = HFLM.wrap(model, tok)
+    evaluate_model(lm, cfg.model_copy(update={"n_questions": 1}), trait, seed=0)
 
     rows = []
     conditions = {"as is": None, "owl system prompt": preference_system_prompt("owl", "animal")}
     for name, sp in conditions.items():
-        res = evaluate_model(model, tok, cfg, trait, seed=0, system_prompt=sp)
+        res = evaluate_model(lm, cfg, trait, seed=0, system_prompt=sp).to_json()
         row = {
             "condition": name,
             "exact": {k: res["exact"][k] for k in ("mean", "ci", "seconds")},

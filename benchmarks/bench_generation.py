@@ -84,14 +84,17 @@ def machine_line(info: dict[str, Any], device: str) -> str:
 def load_bench_model(kind: str, device: str, source: str | None = None) -> tuple[Any, Any, str]:
     """(model, tokenizer, description) for `kind` in auto / toy / random, or the model
     directory `source` (a saved toy base, student, or any HF causal LM directory)."""
-    from traitlab.config import ModelConfig
+    from traitlab.config import HFModel, ToyModel
     from traitlab.config.toy import ToyRecipe
+    from traitlab.lm.base import backend
     from traitlab.lm.hf.loading import load_model
     from traitlab.toy.pretrain import build_model, is_pretrained, toy_model_dir
+    from traitlab.toy.shipped import shipped_dir
     from traitlab.toy.tokenizer import build_tokenizer
 
     if source:
-        model, tok = load_model(ModelConfig(device=device, dtype="float32"), source=source)
+        spec = HFModel(name=source, device=device, dtype="float32")
+        model, tok = load_model(spec, source=source)
         n = sum(p.numel() for p in model.parameters())
         return model, tok, f"{source} ({type(model).__name__}, {n / 1e6:.2f} M parameters)"
     recipe = ToyRecipe()
@@ -99,8 +102,10 @@ def load_bench_model(kind: str, device: str, source: str | None = None) -> tuple
         f"Llama {recipe.n_layers} layers, d={recipe.hidden_size}, "
         f"{recipe.n_heads} heads, MLP {recipe.intermediate_size}"
     )
-    if kind == "toy" or (kind == "auto" and is_pretrained(toy_model_dir(recipe))):
-        model, tok = load_model(ModelConfig(name="toy", device=device, dtype="float32"))
+    known = shipped_dir(recipe) is not None or is_pretrained(toy_model_dir(recipe))
+    if kind == "toy" or (kind == "auto" and known):
+        spec = ToyModel(device=device, dtype="float32")
+        model, tok = load_model(spec, source=backend("toy").resolve(spec).id)
         return model, tok, f"toy model, default recipe, pretrained ({arch})"
     tok = build_tokenizer()
     model = build_model(recipe, tok).to(device).eval()
@@ -128,7 +133,7 @@ def write_results(name: str, payload: dict[str, Any], table_md: str) -> None:
 def encode_prompts(tok: Any, n: int) -> list[list[int]]:
     from traitlab.config import PromptSetConfig
     from traitlab.data.prompts import number_prompts
-    from traitlab.lm.hf.loading import encode_chat
+    from traitlab.lm.hf.chat import encode_chat
 
     texts = number_prompts(PromptSetConfig(), n)
     return [encode_chat(tok, [{"role": "user", "content": t}], True) for t in texts]
@@ -173,7 +178,7 @@ def hf_generate(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from traitlab.config import GenerateConfig
-    from traitlab.lm.hf.loading import stop_token_ids
+    from traitlab.lm.hf.chat import stop_token_ids
     from traitlab.lm.hf.sampler import sample_completions
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

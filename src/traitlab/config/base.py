@@ -132,4 +132,4 @@ def config_to_dict(cfg: FrozenConfig) -> dict[str, Any]:
 
 
 def config_to_yaml(cfg: FrozenConfig) -> str:
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    return str(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

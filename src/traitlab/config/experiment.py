@@ -187,11 +187,14 @@ class FilterConfig(_Config):
     )
 
 
+_METHODS: tuple[Literal["exact", "sampled"], ...] = ("exact", "sampled")
+
+
 class EvalConfig(_Config):
     """Measuring the trait."""
 
     methods: list[Literal["exact", "sampled"]] = Field(
-        default_factory=lambda: ["exact", "sampled"],
+        default_factory=lambda: list(_METHODS),
         min_length=1,
         description="'exact': probability the answer starts with the target (teacher forcing, no sampling); 'sampled': the paper's substring rate over sampled answers.",
     )

@@ -60,7 +60,7 @@ def stage_done(stage_dir: Path, key: str) -> bool:
     if not marker.is_file():
         return False
     try:
-        return json.loads(marker.read_text()).get("key") == key
+        return bool(json.loads(marker.read_text()).get("key") == key)
     except (json.JSONDecodeError, OSError):
         return False
 
@@ -224,7 +224,7 @@ def finished(run_dir: Path, config_hash: str, summary: str) -> bool:
     if not (is_done(run_dir) and (run_dir / summary).is_file()):
         return False
     try:
-        return read_json(run_dir / MANIFEST).get("config_hash") == config_hash
+        return bool(read_json(run_dir / MANIFEST).get("config_hash") == config_hash)
     except TraitlabError:
         return False
 

@@ -74,10 +74,11 @@ def ship(model_dir: Path, root: Path = SHIPPED_DIR) -> Path:
     model_dir = Path(model_dir)
     dest = root / model_dir.name
     dest.mkdir(parents=True, exist_ok=True)
-    names = list(FILES) + [
-        p.name for p in model_dir.iterdir() if p.name.startswith(("tokenizer", "special_tokens"))
-    ]
-    names.append("pretrain_log.json")
+    # Every file: the tokenizer's chat template (chat_template.jinja) is part of the model.
+    names = sorted(p.name for p in model_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    missing = [f for f in FILES if f not in names]
+    if missing:
+        raise ValueError(f"{model_dir}: not a pretrained toy base (no {', '.join(missing)})")
     for f in names:
         shutil.copy2(model_dir / f, dest / f)
     log = json.loads((model_dir / "pretrain_log.json").read_text())
