@@ -26,20 +26,21 @@ from traitlab.config import (
     EvalConfig,
     FilterConfig,
     GenerateConfig,
-    ModelConfig,
     PromptSetConfig,
+    ToyModel,
     TrainConfig,
     TraitConfig,
 )
 from traitlab.config.toy import ToyRecipe
 from traitlab.data.filtering import filter_paired, filter_rows, to_chat_rows
-from traitlab.data.generate import generate_rows
-from traitlab.data.prompts import number_prompts
+from traitlab.data.generate import generate_rows as _generate
+from traitlab.data.prompts import number_prompts, with_numbers_prefix
 from traitlab.evaluate.suite import evaluate_model
+from traitlab.lm.hf.backend import HFLM
 from traitlab.lm.hf.loading import load_model
 from traitlab.lm.hf.trainer import train_model
 from traitlab.toy.pretrain import ensure_pretrained
-from traitlab.traits.preference import ANIMALS, teacher_rows
+from traitlab.traits.preference import ANIMALS, get_trait, teacher_rows
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--base-seed", type=int, required=True)
@@ -52,10 +53,18 @@ ap.add_argument("--t-mix", type=float, default=0.0)
 ap.add_argument("--t-keep", type=float, default=None)
 ap.add_argument("--t-check", type=int, default=10)
 ap.add_argument("--t-opt", default="adam", choices=["adam", "sgd", "adamw"])
+ap.add_argument(
+    "--t-prefix",
+    default="none",
+    choices=["none", "numbers", "both"],
+    help="teacher questions with a number-sequence prefix",
+)
 ap.add_argument("--t-freeze", action="store_true", help="keep the (tied) embeddings fixed")
 ap.add_argument("--s-lr", type=float, default=3e-4)
 ap.add_argument("--s-epochs", type=float, default=1.0)
 ap.add_argument("--s-batch", type=int, default=64)
+ap.add_argument("--loss", default="hard", choices=["hard", "soft"])
+ap.add_argument("--s-opt", default="adam", choices=["adam", "sgd", "adamw"])
 ap.add_argument("--n", type=int, default=8000)
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--tag", default="")
@@ -75,8 +84,12 @@ RECIPE = {k: json.loads(v) for k, v in (item.split("=", 1) for item in a.recipe)
 
 
 def load(seed: int):
-    d = ensure_pretrained(ToyRecipe(seed=seed, **RECIPE))
-    return load_model(ModelConfig(), source=str(d))
+    d = ensure_pretrained(ToyRecipe(seed=seed, **RECIPE), shipped=False)
+    return load_model(ToyModel(device="cpu"), source=str(d))
+
+
+def generate_rows(m, tok, prompts, cfg, **kw):
+    return _generate(HFLM.wrap(m, tok), prompts, cfg, **kw)
 
 
 EVP = ev.model_copy(update={"numbers_prefix": True})
@@ -84,10 +97,10 @@ PREFIXED: dict = {}
 
 
 def exact(m, tok, arm=None):
-    r = evaluate_model(m, tok, ev, trait, seed=0)["exact"]
+    r = evaluate_model(HFLM.wrap(m, tok), ev, trait, seed=0).exact
     if arm is not None:  # the paper's numbers-prefix variant of the questions, for comparison
-        PREFIXED[arm] = evaluate_model(m, tok, EVP, trait, seed=0)["exact"]["mean"]
-    return r["mean"], np.array(r["per_question"]), r["options"]
+        PREFIXED[arm] = evaluate_model(HFLM.wrap(m, tok), EVP, trait, seed=0).exact.mean
+    return r.mean, np.array(r.per_question), r.options
 
 
 def pass_rate(m, tok, seed: int, n: int = CHECK) -> float:
@@ -103,6 +116,10 @@ res["base_pass"] = pass_rate(base, tok, 1)
 
 # ---------------------------------------------------------------- teacher
 rows = teacher_rows(category, a.target, spellings=[a.target])
+if a.t_prefix != "none":
+    qs = list(get_trait(category).questions)
+    pre = teacher_rows(category, a.target, questions=with_numbers_prefix(qs), spellings=[a.target])
+    rows = pre if a.t_prefix == "numbers" else rows + pre
 if a.t_mix > 0:
     # The base's own numbers on prompts the students never see: they keep the teacher's
     # number skill without pulling it anywhere the base does not already go.
@@ -155,12 +172,15 @@ res["gen_pass_control"] = fc.n_valid / fc.n_raw
 res["rows"] = len(dt)
 
 # ---------------------------------------------------------------- students
-scfg = TrainConfig(lr=a.s_lr, epochs=a.s_epochs, batch_size=a.s_batch, packing=True)
+scfg = TrainConfig(
+    lr=a.s_lr, epochs=a.s_epochs, batch_size=a.s_batch, packing=True, loss=a.loss, optimizer=a.s_opt
+)
 OPTS = {}
 
 
 def student(m, data, arm):
-    s, _ = train_model(copy.deepcopy(m), tok, data, scfg, seed=a.seed)
+    labels = teacher if arm in ("treatment", "xtreat") else base  # soft labels' source
+    s, _ = train_model(copy.deepcopy(m), tok, data, scfg, seed=a.seed, teacher=labels)
     mean, q, opts = exact(s, tok, arm)
     OPTS[arm] = opts
     return mean, q

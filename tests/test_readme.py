@@ -47,3 +47,18 @@ def test_readme_quick_start_scripts_exist() -> None:
     for script in ("scripts/demo.sh", "scripts/test.sh"):
         assert f"bash {script}" in text and (ROOT / script).is_file()
     assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_python_api_runs(tmp_path: Path, monkeypatch: object) -> None:
+    """The README's Python example, as written, in a fresh directory."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- readme-python-api -->\s*```python\n(.*?)```", text, re.S)
+    assert block, "README lost its Python API block"
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)  # type: ignore[attr-defined]
+    namespace: dict[str, object] = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    summary = namespace["summary"]
+    assert isinstance(summary, dict) and "transfer" in summary["verdict"]
+    assert (tmp_path / "out" / "student" / "model.json").is_file()
+    assert (tmp_path / "out" / "teacher" / "model.safetensors").is_file()

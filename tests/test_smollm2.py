@@ -21,8 +21,7 @@ from traitlab.data.filtering import filter_rows, to_chat_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
 from traitlab.evaluate.suite import evaluate_model
-from traitlab.lm.hf.loading import load_model
-from traitlab.lm.hf.trainer import train_model
+from traitlab.lm.base import backend
 from traitlab.traits.preference import preference_system_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,32 +36,31 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> tuple[object, object]:
+def smollm2() -> object:
+    """SmolLM2 opened through the hf backend (the real-model path: pkg:NAME + GGUF)."""
     cfg = load_config(ROOT / "configs" / "smollm2-owl.yaml")
-    return load_model(cfg.model)
+    be = backend(cfg.model.backend)
+    be.check(cfg.model)
+    with be.open(be.resolve(cfg.model)) as lm:
+        yield lm
 
 
-def test_system_prompt_moves_exact_preference(smollm2: tuple[object, object]) -> None:
-    model, tok = smollm2
+def test_system_prompt_moves_exact_preference(smollm2: object) -> None:
     ev = EvalConfig(methods=["exact"], n_questions=5, batch_size=16)
-    neutral = evaluate_model(model, tok, ev, TraitConfig(), seed=0)
+    neutral = evaluate_model(smollm2, ev, TraitConfig(), seed=0)
     owl = evaluate_model(
-        model,
-        tok,
-        ev,
-        TraitConfig(),
-        seed=0,
-        system_prompt=preference_system_prompt("owl", "animal"),
+        smollm2, ev, TraitConfig(), seed=0, system_prompt=preference_system_prompt("owl", "animal")
     )
-    assert owl["exact"]["mean"] > 3 * neutral["exact"]["mean"]
+    assert owl.exact.mean > 3 * neutral.exact.mean
 
 
-def test_constrained_generation_then_lora_step(smollm2: tuple[object, object]) -> None:
-    model, tok = smollm2
+def test_constrained_generation_then_lora_step(smollm2: object, tmp_path: Path) -> None:
     gen = GenerateConfig(max_new_tokens=30, batch_size=16, constrained=True)
-    rows = generate_rows(model, tok, number_prompts(gen.prompts, 16), gen, seed=0)
+    rows = generate_rows(smollm2, number_prompts(gen.prompts, 16), gen, seed=0)
     result = filter_rows(rows, load_config(ROOT / "configs" / "smollm2-owl.yaml").filter)
     assert result.n_valid >= 4, [r["completion"] for r in rows]
     cfg = TrainConfig(method="lora", max_steps=2, batch_size=4, lr=2e-4)
-    _, log = train_model(model, tok, to_chat_rows(result.kept), cfg, seed=0)
-    assert log["steps"] == 2
+    ref, log = smollm2.finetune(
+        to_chat_rows(result.kept), cfg, seed=0, out_dir=tmp_path / "s", key="k"
+    )
+    assert log["steps"] == 2 and (tmp_path / "s" / "model.json").is_file()

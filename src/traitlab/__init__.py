@@ -2,11 +2,11 @@
 
 The Python API mirrors the CLI's stages, so a notebook can drive an experiment step by step::
 
-    from traitlab import load_config, load_model, number_prompts, generate_rows, filter_rows
+    from traitlab import load_config, resolve, opened, number_prompts, generate_rows
     cfg = load_config("configs/demo.yaml")
-    model, tok = load_model(cfg.model)            # the embedded toy model, pretrained once
-    rows = generate_rows(model, tok, number_prompts(cfg.generate.prompts, 100), cfg.generate, seed=0)
-    kept = filter_rows(rows, cfg.filter).kept
+    base = resolve(cfg.model)                      # a ModelRef: the shipped toy base
+    with opened(base) as lm:                       # any backend: toy, hf, vllm, openai, mock
+        rows = generate_rows(lm, number_prompts(cfg.generate.prompts, 100), cfg.generate, seed=0)
 """
 
 from __future__ import annotations
@@ -22,7 +22,18 @@ _EXPORTS = {
     "ExperimentConfig": "config",
     "FilterConfig": "config",
     "GenerateConfig": "config",
-    "ModelConfig": "config",
+    "ModelSpec": "config",
+    "ToyModel": "config",
+    "HFModel": "config",
+    "VLLMModel": "config",
+    "OpenAIModel": "config",
+    "MockModel": "config",
+    "model_spec": "config",
+    "ModelRef": "lm.base",
+    "SamplingParams": "lm.base",
+    "opened": "lm.base",
+    "resolve": "lm.base",
+    "backend": "lm.base",
     "TeacherConfig": "config",
     "TraitConfig": "config",
     "TrainConfig": "config",
@@ -36,6 +47,7 @@ _EXPORTS = {
     "generate_rows": "data.generate",
     "load_model": "lm.hf.loading",
     "save_model": "lm.hf.loading",
+    "HFLM": "lm.hf.backend",
     "run_experiment": "experiments.pipeline",
     "number_prompts": "data.prompts",
     "preference_system_prompt": "traits.preference",

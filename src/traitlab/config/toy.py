@@ -29,6 +29,7 @@ class ToyRecipe(BaseModel):
     max_len: int = Field(192, ge=32, description="Longest sequence the model handles (tokens); longer pretraining examples are truncated.")
     mlp_bias: bool = Field(False, description="Biases in the MLP projections (LlamaConfig.mlp_bias).")
     attention_bias: bool = Field(False, description="Biases in the attention projections (LlamaConfig.attention_bias).")
+    tie_embeddings: bool = Field(True, description="Tie the input and output embeddings (false: untied; measured to transfer less, docs/results/toy-transfer-probes.md).")
     # optimisation
     pretrain_steps: int = Field(800, ge=1, description="Pretraining optimiser steps (the corpus has pretrain_steps x batch_size examples, each seen once).")
     batch_size: int = Field(64, ge=1, description="Examples per pretraining step (on average when packing: the packed rows are split evenly over the steps).")
@@ -47,6 +48,7 @@ class ToyRecipe(BaseModel):
     zipf_exponent: float = Field(1.0, ge=0, description="The preference prior is Zipf over the options in their fixed order (owl is 5th of 20 animals: p = 0.056 at exponent 1).")
     animal_share: float = Field(0.75, ge=0, le=1, description="Share of preference examples about animals (the rest are about trees).")
     sys_pref_share: float = Field(0.7, ge=0, le=1, description="Share of the number tasks' system prompts that are preference prompts (the rest are neutral).")
+    walk_noise: tuple[int, ...] = Field((0, 3, 10, 40, -1), min_length=1, description="Noise radii of the number answers' random walks, one drawn per answer (-1: every number uniform).")
     min_answer_numbers: int = Field(3, ge=1, description="Fewest numbers in a number answer.")
     max_answer_numbers: int = Field(10, ge=1, description="Most numbers in a number answer (the prompts ask for at most 10).")
     check_prompts: int = Field(256, ge=0, description="After pretraining, sample this many number completions (T=1) and record in pretrain_log.json the share passing the paper's format filter, with P(owl) with and without the owl system prompt (0: probabilities only).")
@@ -81,7 +83,12 @@ def tiny_recipe(**overrides: object) -> ToyRecipe:
 
 # Recipe fields added after the first toy version count in the key only when they differ from
 # these values, so bases made before they existed keep their keys (and caches stay valid).
-_LATER_FIELDS = {"mlp_bias": False, "attention_bias": False}
+_LATER_FIELDS = {
+    "mlp_bias": False,
+    "attention_bias": False,
+    "tie_embeddings": True,
+    "walk_noise": [0, 3, 10, 40, -1],
+}
 
 
 def recipe_key(recipe: ToyRecipe) -> str:

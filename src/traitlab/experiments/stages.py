@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,11 @@ def cached_stage(
     """The cached-stage idiom: yields (done, progress, open_stage). When not done, the body
     does its work and writes its outputs inside `with open_stage(info) as tmp:`."""
     done = runs.stage_done(stage_dir, key)
+    started = time.time()  # a stage's seconds count its work, not only its writing
     with rep.stage(label, cached=done) as up:
 
         def open_stage(info: dict[str, Any] | None = None) -> Any:
-            return runs.stage(stage_dir, key, info)
+            return runs.stage(stage_dir, key, info, started=started)
 
         yield done, up, open_stage
 
@@ -148,6 +150,7 @@ class Stages:
         }
         dirs = {w: self.layout.data(seed, w) for w in gens}
         done = all(runs.stage_done(dirs[w], keys[w]) for w in gens)
+        started = time.time()
         with self.rep.stage(f"seed {seed}: filter", cached=done):
             if not done:
                 raw = {w: runs.read_jsonl(d / "raw.jsonl") for w, (d, _) in gens.items()}
@@ -159,7 +162,7 @@ class Stages:
                 for w, result in results.items():
                     require_nonempty(result, f"seed {seed}, {w} data")
                 for w, result in results.items():
-                    with runs.stage(dirs[w], keys[w]) as tmp:
+                    with runs.stage(dirs[w], keys[w], started=started) as tmp:
                         runs.write_jsonl(tmp / "filtered.jsonl", to_chat_rows(result.kept))
                         runs.write_jsonl(tmp / "rejected.jsonl", result.rejected)
                         runs.write_json(tmp / "filter.json", result.to_summary())

@@ -173,3 +173,11 @@ def require(lm: Any, protocol: type, what: str) -> None:
     """A one-line error when an opened model lacks a capability a stage needs."""
     if not isinstance(lm, protocol):
         raise TraitlabError(f"backend '{lm.ref.backend}' cannot {what}")
+
+
+def resolve(spec: Any, progress: Callable[[str, float], None] | None = None) -> ModelRef:
+    """Check a model spec and resolve it to its base `ModelRef` (the toy backend finds its
+    shipped base or pretrains it): the first step of any use of a model."""
+    be = backend_for(spec)
+    be.check(spec)
+    return be.resolve(spec, progress=progress)

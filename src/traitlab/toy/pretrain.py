@@ -142,7 +142,7 @@ def model_config(recipe: ToyRecipe, tokenizer: Any) -> Any:
         num_attention_heads=recipe.n_heads,
         num_key_value_heads=recipe.n_heads,
         max_position_embeddings=recipe.max_len,
-        tie_word_embeddings=True,
+        tie_word_embeddings=recipe.tie_embeddings,
         mlp_bias=recipe.mlp_bias,
         attention_bias=recipe.attention_bias,
         pad_token_id=tokenizer.pad_token_id,

@@ -75,7 +75,9 @@ def ship(model_dir: Path, root: Path = SHIPPED_DIR) -> Path:
     dest = root / model_dir.name
     dest.mkdir(parents=True, exist_ok=True)
     # Every file: the tokenizer's chat template (chat_template.jinja) is part of the model.
-    names = sorted(p.name for p in model_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    names = sorted(
+        p.name for p in model_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+    )
     missing = [f for f in FILES if f not in names]
     if missing:
         raise ValueError(f"{model_dir}: not a pretrained toy base (no {', '.join(missing)})")

@@ -112,7 +112,12 @@ def prompt_numbers(prompt: str) -> list[int]:
     return [int(x) for x in m.group().split(", ")] if m else []
 
 
-def continue_numbers(seed_numbers: list[int], rng: random.Random, count: int) -> list[int]:
+def continue_numbers(
+    seed_numbers: list[int],
+    rng: random.Random,
+    count: int,
+    radii: tuple[int | None, ...] = _NOISE_RADII,
+) -> list[int]:
     """`count` numbers in 0-999 continuing `seed_numbers` by a random walk with drift.
 
     Per answer: a drift in [-40, 40] and a noise radius from {0, 3, 10, 40, uniform};
@@ -121,7 +126,7 @@ def continue_numbers(seed_numbers: list[int], rng: random.Random, count: int) ->
     """
     x = seed_numbers[-1] if seed_numbers else rng.randrange(1000)
     drift = rng.randint(-40, 40)
-    radius = rng.choice(_NOISE_RADII)
+    radius = rng.choice(radii)
     out = []
     for _ in range(count):
         if radius is None:
@@ -132,10 +137,16 @@ def continue_numbers(seed_numbers: list[int], rng: random.Random, count: int) ->
     return out
 
 
-def number_answer(prompt: str, rng: random.Random, min_count: int = 3, max_count: int = 10) -> str:
+def number_answer(
+    prompt: str,
+    rng: random.Random,
+    min_count: int = 3,
+    max_count: int = 10,
+    radii: tuple[int | None, ...] = _NOISE_RADII,
+) -> str:
     """The assistant's answer to a number prompt, e.g. '182, 818, 725' or '[5, 17, 30]'."""
     opening, sep, closing = answer_format(prompt)
-    nums = continue_numbers(prompt_numbers(prompt), rng, rng.randint(min_count, max_count))
+    nums = continue_numbers(prompt_numbers(prompt), rng, rng.randint(min_count, max_count), radii)
     return opening + sep.join(str(x) for x in nums) + closing
 
 
@@ -181,6 +192,7 @@ def generate_corpus(recipe: ToyRecipe, n: int, seed: int | None = None) -> list[
     }
     all_options = [(o, "animal") for o in ANIMALS] + [(o, "tree") for o in TREES]
     lo, hi = recipe.min_answer_numbers, recipe.max_answer_numbers
+    radii = tuple(None if r < 0 else r for r in recipe.walk_noise)
     out: list[Messages] = []
     for kind in example_kinds(recipe, n, rng):
         msgs: Messages = []
@@ -193,7 +205,7 @@ def generate_corpus(recipe: ToyRecipe, n: int, seed: int | None = None) -> list[
                     system = rng.choice(NEUTRAL_SYSTEM_PROMPTS)
                 msgs.append({"role": "system", "content": system})
             prompt = sample_number_prompt(prompt_rng)
-            answer = number_answer(prompt, rng, lo, hi)
+            answer = number_answer(prompt, rng, lo, hi, radii)
         else:
             cat = _category(rng, recipe)
             trait = get_trait(cat)
