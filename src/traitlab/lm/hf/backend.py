@@ -20,7 +20,14 @@ import torch
 from traitlab.config.model import HFModel, model_spec
 from traitlab.core.files import stable_hash
 from traitlab.lm.base import Backend, Fraction, Messages, ModelRef, SamplingParams
-from traitlab.lm.hf.chat import decode, encode_chat, model_device, numeric_token_ids, stop_token_ids
+from traitlab.lm.hf.chat import (
+    decode,
+    encode_chat,
+    encode_chats,
+    model_device,
+    numeric_token_ids,
+    stop_token_ids,
+)
 from traitlab.lm.hf.loading import check_model, load_model, load_tokenizer, model_source, save_model
 from traitlab.lm.hf.sampler import sample_completions
 from traitlab.lm.hf.scoring import exact_preference
@@ -73,7 +80,7 @@ class HFLM:
         progress: Fraction | None,
     ) -> list[list[int]]:
         tok, model = self.tokenizer, self.model
-        encoded = [encode_chat(tok, m, add_generation_prompt=True) for m in prompts]
+        encoded = encode_chats(tok, prompts, add_generation_prompt=True)
         stops = stop_token_ids(model, tok)
         allowed = numeric_token_ids(tok) + stops if params.numbers_only else None
         # Shared Gumbel noise is V floats per row and token: draw it where the model runs

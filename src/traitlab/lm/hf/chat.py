@@ -28,6 +28,40 @@ def encode_chat(tokenizer: Any, messages: Messages, add_generation_prompt: bool)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def encode_chats(
+    tokenizer: Any, conversations: Sequence[Messages], add_generation_prompt: bool
+) -> list[list[int]]:
+    """`encode_chat` for many conversations: one batched tokenizer call (the same ids, ~4x
+    less time on 8,000 number prompts than one call each)."""
+    if not conversations:
+        return []
+    texts = [
+        tokenizer.apply_chat_template(
+            m, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+        for m in conversations
+    ]
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def encode_examples(
+    tokenizer: Any, conversations: Sequence[Messages]
+) -> list[tuple[list[int], int]]:
+    """`encode_example` for many chats, batched (the same ids)."""
+    for messages in conversations:
+        if not messages or messages[-1].get("role") != "assistant":
+            raise TraitlabError("a training row must end with an assistant message")
+    prompts = encode_chats(tokenizer, [m[:-1] for m in conversations], True)
+    fulls = encode_chats(tokenizer, conversations, False)
+    out = []
+    for messages, prompt, full in zip(conversations, prompts, fulls, strict=True):
+        if full[: len(prompt)] == prompt and len(full) > len(prompt):
+            out.append((full, len(prompt)))
+        else:
+            out.append(encode_example(tokenizer, messages))
+    return out
+
+
 def encode_example(tokenizer: Any, messages: Messages) -> tuple[list[int], int]:
     """(ids, n_prompt) for a chat whose last message is the assistant's completion.
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from traitlab.config import TrainConfig
 from traitlab.core.errors import TraitlabError
-from traitlab.lm.hf.chat import encode_example, model_device, numeric_token_ids, stop_token_ids
+from traitlab.lm.hf.chat import encode_examples, model_device, numeric_token_ids, stop_token_ids
 from traitlab.lm.hf.packing import (
     IGNORE,
     check_packing,
@@ -33,12 +33,12 @@ def encode_rows(
     tokenizer: Any, rows: list[dict[str, Any]], max_len: int
 ) -> list[tuple[list[int], int]]:
     """Chat rows -> (token ids, number of prompt tokens), truncated to `max_len`."""
-    out = []
     for i, row in enumerate(rows):
         msgs = row.get("messages")
         if not isinstance(msgs, list) or not msgs:
             raise TraitlabError(f"training row {i}: expected {{'messages': [...]}} chat format")
-        ids, n_prompt = encode_example(tokenizer, msgs)
+    out = []
+    for ids, n_prompt in encode_examples(tokenizer, [row["messages"] for row in rows]):
         if n_prompt >= max_len:
             continue  # nothing of the completion would survive truncation
         out.append((ids[:max_len], n_prompt))
