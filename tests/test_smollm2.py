@@ -64,3 +64,17 @@ def test_constrained_generation_then_lora_step(smollm2: object, tmp_path: Path) 
         to_chat_rows(result.kept), cfg, seed=0, out_dir=tmp_path / "s", key="k"
     )
     assert log["steps"] == 2 and (tmp_path / "s" / "model.json").is_file()
+
+
+def test_batched_chat_encoding_matches_one_call_each(smollm2: object) -> None:
+    from traitlab.lm.hf.chat import encode_chat, encode_chats, encode_example, encode_examples
+
+    tok = smollm2.tokenizer  # type: ignore[attr-defined]
+    prompts = number_prompts(GenerateConfig().prompts, 12)
+    chats = [
+        [{"role": "user", "content": p}, {"role": "assistant", "content": f"{i}, 4{i}"}]
+        for i, p in enumerate(prompts)
+    ]
+    firsts = [c[:1] for c in chats]
+    assert encode_chats(tok, firsts, True) == [encode_chat(tok, c, True) for c in firsts]
+    assert encode_examples(tok, chats) == [encode_example(tok, c) for c in chats]
