@@ -91,24 +91,12 @@ def ship(model_dir: Path, root: Path = SHIPPED_DIR) -> Path:
         "checks": log.get("checks"),
         "pretrain_seconds": log.get("seconds"),
         "torch_threads": log.get("torch_threads"),
-        "machine": {**machine_info(), "cpu": _cpu_model()},
+        "machine": machine_info(),
         "packages": package_versions(),
         "shipped": time.strftime("%Y-%m-%d"),
     }
     write_json(root / INDEX, dict(sorted(entries.items())))
     return dest
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def weights_digest(model_dir: Path) -> str:

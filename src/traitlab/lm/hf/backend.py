@@ -19,6 +19,7 @@ import torch
 
 from traitlab.config.model import HFModel, model_spec
 from traitlab.core.files import stable_hash
+from traitlab.core.progress import batch_progress
 from traitlab.lm.base import Backend, Fraction, Messages, ModelRef, SamplingParams
 from traitlab.lm.hf.chat import (
     decode,
@@ -31,19 +32,6 @@ from traitlab.lm.hf.chat import (
 from traitlab.lm.hf.loading import check_model, load_model, load_tokenizer, model_source, save_model
 from traitlab.lm.hf.sampler import sample_completions
 from traitlab.lm.hf.scoring import exact_preference
-
-
-def batch_progress(total: int, progress: Fraction | None) -> Callable[[int], None]:
-    """An `on_batch(n)` callback for the sampler that reports the finished fraction."""
-    done = 0
-
-    def on_batch(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done / max(1, total))
-
-    return on_batch
 
 
 class HFLM:
