@@ -98,6 +98,26 @@ class TrainConfig(_Config):
     )
 
 
+class KeepNumbersConfig(_Config):
+    """Early stopping of the fine-tuned teacher on its number skill."""
+
+    max_drop: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="Stop once the teacher's number completions pass the format filter this much less often than the base's (absolute), and keep the weights of the last check that did not (the first check's, if none did).",
+    )
+    check_every: int = Field(
+        10, ge=1, description="Check the pass rate every this many optimiser steps."
+    )
+    prompts: int = Field(
+        256,
+        ge=16,
+        le=100_000,
+        description="Number prompts per check: their own seed, never the data's prompts; the base and every check sample them with the same random numbers, so checks differ only by the model.",
+    )
+
+
 class TeacherConfig(_Config):
     """How the teacher gets the trait."""
 
@@ -116,6 +136,10 @@ class TeacherConfig(_Config):
     train: TrainConfig = Field(
         default_factory=lambda: TrainConfig(max_steps=60, lr=3e-4, batch_size=64),
         description="Fine-tuning of the teacher (kind: finetuned).",
+    )
+    keep_numbers: KeepNumbersConfig | None = Field(
+        None,
+        description="Early-stop the fine-tuned teacher before it loses its number skill (a teacher whose numbers fail the filter leaves only its least-changed completions, and the transfer with them). Needs a backend that trains in this process (toy, hf, vllm). null: train all steps.",
     )
 
 

@@ -73,6 +73,7 @@ def summarize(
     stage_seconds: dict[str, float],
     total_seconds: float,
     base_seconds: float = 0.0,
+    teachers: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The run's `summary.json` (schema documented in docs/summary-schema.md)."""
     conf = cfg.evaluate.confidence
@@ -121,7 +122,7 @@ def summarize(
     return _finite(
         {
             "schema_version": SCHEMA_VERSION,
-            "data_quality": data_quality(filters),
+            "data_quality": data_quality(filters, teachers or {}),
             "name": cfg.name,
             "trait": cfg.trait.model_dump(),
             "teacher_kind": cfg.teacher.kind,
@@ -151,9 +152,11 @@ MAX_PASS_DROP = 0.10
 MIN_KEPT_SHARE = 0.5
 
 
-def data_quality(filters: dict[int, dict[str, Any]]) -> dict[str, Any]:
+def data_quality(
+    filters: dict[int, dict[str, Any]], teachers: dict[int, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The teacher's and the control's filter pass rates and the rows kept, over seeds, with
-    warnings when they fall below what the recipe needs."""
+    warnings when they fall below what the recipe needs; the fine-tuned teachers' steps."""
     rates: dict[str, list[float]] = {"teacher": [], "control": []}
     kept, raw = [], []
     for s in sorted(filters):
@@ -168,13 +171,16 @@ def data_quality(filters: dict[int, dict[str, Any]]) -> dict[str, Any]:
     }
     out["rows_kept"] = float(np.mean(kept)) if kept else None
     out["kept_share"] = float(np.sum(kept) / np.sum(raw)) if raw and np.sum(raw) else None
+    if teachers:
+        out["teachers"] = {str(s): teachers[s] for s in sorted(teachers)}
     warnings = []
     t, c = out["teacher_pass_rate"], out["control_pass_rate"]
     if t is not None and c is not None and t < c - MAX_PASS_DROP:
         warnings.append(
             f"the teacher's numbers pass the filter {100 * t:.0f}% of the time against the "
             f"base's {100 * c:.0f}%: it is losing its number skill, and filtering keeps only "
-            "its least-changed completions (lower teacher.train.lr or max_steps)"
+            "its least-changed completions (set teacher.keep_numbers, or lower teacher.train.lr "
+            "or max_steps)"
         )
     if out["kept_share"] is not None and out["kept_share"] < MIN_KEPT_SHARE:
         warnings.append(

@@ -18,6 +18,7 @@ from typing import Any
 
 from traitlab.config import ExperimentConfig, config_to_dict, parse_config
 from traitlab.core import runs
+from traitlab.core.errors import TraitlabError
 from traitlab.core.parallel import QueueReporter, ignore_sigint, listen, start_manager, submit
 from traitlab.core.progress import Reporter
 from traitlab.experiments.arms import STUDENTS
@@ -25,7 +26,7 @@ from traitlab.experiments.compare import summarize
 from traitlab.experiments.report import write_report
 from traitlab.experiments.stages import Stages
 from traitlab.lm.base import ModelRef, backend_for
-from traitlab.traits.teacher import check_trait
+from traitlab.traits.teacher import KEEP_NUMBERS_BACKENDS, check_trait
 
 Evals = dict[str, dict[int, dict[str, Any]]]
 
@@ -53,6 +54,9 @@ class Experiment(Stages):
         if cfg.cross_init is not None:
             backend_for(cfg.cross_init).check(cfg.cross_init, "cross_init")
         check_trait(cfg.model, cfg.trait)
+        keep = cfg.teacher.kind == "finetuned" and cfg.teacher.keep_numbers is not None
+        if keep and not backend_for(cfg.model).trains_in_process:
+            raise TraitlabError(f"{KEEP_NUMBERS_BACKENDS} (model.backend: {cfg.model.backend})")
         runs.check_output_dir(self.dir, run=True, overwrite=self.overwrite)
 
     def run(self, config_passed: Any = None) -> dict[str, Any]:
@@ -92,12 +96,29 @@ class Experiment(Stages):
             for seed in cfg.seeds:
                 self._merge(evals, filters, seed, *self.run_seed(seed))
         summary = summarize(
-            cfg, evals, filters, self.stage_timings(), time.time() - t0, self.base_seconds
+            cfg,
+            evals,
+            filters,
+            self.stage_timings(),
+            time.time() - t0,
+            self.base_seconds,
+            teachers=self.teacher_logs(),
         )
         runs.write_json(self.layout.summary, summary)
         write_report(self.dir, cfg, summary)
         runs.mark_done(self.dir, runs.stable_hash(summary))
         return summary
+
+    def teacher_logs(self) -> dict[int, dict[str, Any]]:
+        """Per seed, how the fine-tuned teacher trained: steps taken, and the number checks
+        of an early-stopped one."""
+        out: dict[int, dict[str, Any]] = {}
+        for seed in self.cfg.seeds:
+            f = self.layout.teacher(seed) / "stage.json"
+            if f.is_file():
+                train = runs.read_json(f).get("train") or {}
+                out[seed] = {"steps": train.get("steps"), **train.get("keep_numbers", {})}
+        return out
 
     def threads(self) -> int:
         """torch threads per process: the config's, else 1 with workers, else torch's default."""

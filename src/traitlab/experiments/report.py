@@ -124,6 +124,12 @@ def data_quality_lines(summary: dict[str, Any]) -> list[str]:
         f"(base: {100 * (q.get('control_pass_rate') or 0):.0f}%); rows kept per seed after "
         f"paired filtering: {q['rows_kept']:.0f}."
     ]
+    for seed, t in (q.get("teachers") or {}).items():
+        if t.get("stopped_at") is not None:
+            lines.append(
+                f"Seed {seed}'s teacher was stopped at step {t['stopped_at']} before it lost its "
+                f"numbers (teacher.keep_numbers); it kept step {t['kept_step']}."
+            )
     lines += [f"WARNING: {w}" for w in q.get("warnings", [])]
     return lines
 

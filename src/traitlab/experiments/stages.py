@@ -91,6 +91,12 @@ class Stages:
                 "teacher": config_to_dict(cfg.teacher),
                 "trait": config_to_dict(cfg.trait),
                 "seed": seed,
+                # The number checks of an early-stopped teacher sample and filter like this.
+                **(
+                    {"gen": config_to_dict(cfg.generate), "filter": config_to_dict(cfg.filter)}
+                    if cfg.teacher.keep_numbers is not None
+                    else {}
+                ),
             }
         )
         if cfg.teacher.kind == "system_prompt":
@@ -101,7 +107,15 @@ class Stages:
                 info: dict[str, Any] = {}
                 with self.opened(self.bases["base"]) as lm, st(info) as tmp:
                     _, info["train"] = finetune_teacher(
-                        lm, cfg.teacher, cfg.trait, seed=seed, out_dir=tmp, key=key, progress=up
+                        lm,
+                        cfg.teacher,
+                        cfg.trait,
+                        seed=seed,
+                        out_dir=tmp,
+                        key=key,
+                        progress=up,
+                        generate=cfg.generate,
+                        filter_cfg=cfg.filter,
                     )
         return ModelRef.load(d), None, key
 

@@ -132,6 +132,9 @@ class Backend:
     """A way to run models. Subclasses register with `@BACKENDS.register(name)`."""
 
     name: ClassVar[str] = ""
+    # Fine-tunes in this process, so a training run can be watched step by step (`on_step`):
+    # early stopping of the teacher needs it; a remote fine-tuning job cannot offer it.
+    trains_in_process: ClassVar[bool] = False
 
     def check(self, spec: Any, what: str = "model") -> None:
         """Everything about `spec` that can be checked before the first byte is written."""

@@ -180,6 +180,7 @@ class VLLMLM:
 
 class VLLMBackend(Backend):
     name = "vllm"
+    trains_in_process = True
 
     def check(self, spec: VLLMModel, what: str = "model") -> None:
         try:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
-from traitlab.config import TeacherConfig, TraitConfig
+from traitlab.config import (
+    FilterConfig,
+    GenerateConfig,
+    KeepNumbersConfig,
+    TeacherConfig,
+    TraitConfig,
+)
 from traitlab.core.errors import TraitlabError
 from traitlab.core.progress import Fraction
+from traitlab.data.filtering import filter_rows
+from traitlab.data.generate import generate_rows
+from traitlab.data.prompts import number_prompts
 from traitlab.lm.base import ModelRef, backend_for
 from traitlab.traits.preference import get_trait, preference_system_prompt, teacher_rows
 
@@ -36,10 +46,89 @@ def finetune_teacher(
     out_dir: Path,
     key: str,
     progress: Fraction | None = None,
+    generate: GenerateConfig | None = None,
+    filter_cfg: FilterConfig | None = None,
 ) -> tuple[ModelRef, dict[str, Any]]:
-    """Fine-tune an opened base (any `Trainer`) into the teacher, saved into `out_dir`."""
+    """Fine-tune an opened base (any `Trainer`) into the teacher, saved into `out_dir`.
+
+    With `cfg.keep_numbers`, the teacher's number completions are checked during training
+    (sampled as `generate` says, judged by `filter_cfg`'s format rule) and training stops
+    before their pass rate falls more than `max_drop` below the base's; the log's
+    `keep_numbers` records every check.
+    """
     rows = teacher_data(cfg, trait)
-    return lm.finetune(rows, cfg.train, seed=seed, out_dir=out_dir, key=key, progress=progress)
+    if cfg.keep_numbers is None:
+        return lm.finetune(rows, cfg.train, seed=seed, out_dir=out_dir, key=key, progress=progress)
+    params = inspect.signature(lm.finetune).parameters
+    if "on_step" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise TraitlabError(KEEP_NUMBERS_BACKENDS)
+    guard = NumberGuard(lm, cfg.keep_numbers, generate or GenerateConfig(), filter_cfg, seed)
+    ref, log = lm.finetune(
+        rows, cfg.train, seed=seed, out_dir=out_dir, key=key, progress=progress, on_step=guard
+    )
+    log["keep_numbers"] = guard.log()
+    return ref, log
+
+
+KEEP_NUMBERS_BACKENDS = (
+    "teacher.keep_numbers needs a backend that trains in this process (toy, hf, vllm); "
+    "set teacher.keep_numbers: null for this one"
+)
+
+
+class NumberGuard:
+    """`on_step` callback: the teacher's format pass rate every `check_every` steps, on
+    prompts of their own; stops training (restoring the last good weights) before it falls
+    more than `max_drop` below the base's."""
+
+    def __init__(
+        self,
+        lm: Any,
+        cfg: KeepNumbersConfig,
+        generate: GenerateConfig,
+        filter_cfg: FilterConfig | None,
+        seed: int,
+    ) -> None:
+        self.cfg = cfg
+        self.gen = generate.model_copy(update={"n_prompts": cfg.prompts})
+        # Only the format rule counts: no subsampling, no banned-number bookkeeping.
+        self.filter = (filter_cfg or FilterConfig()).model_copy(update={"max_rows": None})
+        # Seeds far from the data's (prompt seed 47 + ..., generation seeds seed * 1000 + k).
+        self.prompts = number_prompts(generate.prompts, cfg.prompts, seed=9_000_000 + seed)
+        self.sample_seed = 9_000_000 + seed
+        self.base_pass = self.pass_rate(lm)
+        self.checks: list[list[float]] = []
+        self.best: dict[str, Any] | None = None
+        self.best_step: int | None = None
+        self.stopped_at: int | None = None
+
+    def pass_rate(self, lm: Any) -> float:
+        rows = generate_rows(lm, self.prompts, self.gen, seed=self.sample_seed)
+        return filter_rows(rows, self.filter).n_valid / len(rows)
+
+    def __call__(self, step: int, lm: Any) -> bool:
+        if step % self.cfg.check_every:
+            return True
+        rate = self.pass_rate(lm)
+        self.checks.append([step, round(rate, 4)])
+        if rate >= self.base_pass - self.cfg.max_drop:
+            self.best, self.best_step = lm.trainable_state(), step
+            return True
+        self.stopped_at = step
+        if self.best is not None:
+            lm.load_trainable_state(self.best)
+        else:
+            self.best_step = step  # lost at the first check: keep the fewest steps we have
+        return False
+
+    def log(self) -> dict[str, Any]:
+        return {
+            "base_pass_rate": round(self.base_pass, 4),
+            "max_drop": self.cfg.max_drop,
+            "checks": self.checks,
+            "stopped_at": self.stopped_at,
+            "kept_step": self.best_step if self.stopped_at is not None else None,
+        }
 
 
 def check_trait(spec: Any, trait: TraitConfig) -> None:

@@ -157,6 +157,20 @@ class HFLM:
             progress=progress,
         )
 
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the trainable weights (early stopping keeps the last good ones)."""
+        return {
+            n: p.detach().to("cpu", copy=True)
+            for n, p in self.model.named_parameters()
+            if p.requires_grad
+        }
+
+    def load_trainable_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, v in state.items():
+                params[n].copy_(v)
+
     def finetune(
         self,
         rows: list[dict[str, Any]],
@@ -170,7 +184,9 @@ class HFLM:
         on_step: Callable[[int, Any], bool] | None = None,
     ) -> tuple[ModelRef, dict[str, Any]]:
         """Train this model in place on `rows` and save it into `out_dir` (safetensors +
-        model.json). A soft-label loss reads `teacher`'s logits."""
+        model.json). A soft-label loss reads `teacher`'s logits. `on_step(step, lm)` runs
+        after every optimiser step with the model in training opened as `lm` (it can sample
+        from it); returning False stops training there."""
         from traitlab.lm.hf.trainer import train_model
 
         soft = None
@@ -182,6 +198,12 @@ class HFLM:
                     "train.loss 'soft' needs the teacher model (logit distillation)"
                 )
             soft, _ = HFBackend().load(teacher)
+        step_hook = None
+        if on_step is not None:  # the hook sees the model in training as an opened model
+
+            def step_hook(step: int, model: Any) -> bool:
+                return on_step(step, HFLM(self.ref, model, self.tokenizer))
+
         model, log = train_model(
             self.model,
             self.tokenizer,
@@ -190,7 +212,7 @@ class HFLM:
             seed=seed,
             teacher=soft,
             progress=progress,
-            on_step=on_step,
+            on_step=step_hook,
         )
         self.model = model
         save_model(model, self.tokenizer, out_dir)
@@ -212,6 +234,7 @@ class HFBackend(Backend):
     """Hugging Face models in this process."""
 
     name = "hf"
+    trains_in_process = True
 
     def check(self, spec: HFModel, what: str = "model") -> None:
         check_model(spec, what)

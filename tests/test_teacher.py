@@ -1,0 +1,96 @@
+"""The fine-tuned teacher's early stopping on its number skill (`teacher.keep_numbers`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from traitlab.config import KeepNumbersConfig, load_config
+from traitlab.core.errors import TraitlabError
+from traitlab.lm.base import opened, resolve
+from traitlab.traits.teacher import finetune_teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> object:
+    # Unconstrained sampling: the format filter has something to reject.
+    return load_config(ROOT / "configs" / "tiny.yaml", ["generate.constrained=false"])
+
+
+def _teacher(cfg: object, out: Path, keep: KeepNumbersConfig | None, steps: int) -> dict:
+    teacher = cfg.teacher.model_copy(  # type: ignore[attr-defined]
+        update={
+            "keep_numbers": keep,
+            "train": cfg.teacher.train.model_copy(update={"max_steps": steps}),  # type: ignore[attr-defined]
+        }
+    )
+    with opened(resolve(cfg.model)) as lm:  # type: ignore[attr-defined]
+        _, log = finetune_teacher(
+            lm,
+            teacher,
+            cfg.trait,  # type: ignore[attr-defined]
+            seed=0,
+            out_dir=out,
+            key="t",
+            generate=cfg.generate,  # type: ignore[attr-defined]
+            filter_cfg=cfg.filter,  # type: ignore[attr-defined]
+        )
+    return log
+
+
+def _weights(d: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(d / "model.safetensors"))
+
+
+def test_checks_that_never_fire_leave_the_teacher_unchanged(tiny: object, tmp_path: Path) -> None:
+    plain = _teacher(tiny, tmp_path / "a", None, 12)
+    keep = KeepNumbersConfig(max_drop=1.0, check_every=4, prompts=32)
+    log = _teacher(tiny, tmp_path / "b", keep, 12)
+    assert "keep_numbers" not in plain
+    k = log["keep_numbers"]
+    assert [c[0] for c in k["checks"]] == [4, 8, 12]
+    assert k["stopped_at"] is None and log["steps"] == 12
+    assert 0.0 <= k["base_pass_rate"] <= 1.0
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[n], b[n]) for n in a)  # the checks consume no training randomness
+
+
+def test_a_teacher_losing_its_numbers_stops_at_the_last_good_check(
+    tiny: object, tmp_path: Path
+) -> None:
+    # A strong teacher (lr 1e-2) answers its target to number prompts within a few steps.
+    cfg = tiny.model_copy(  # type: ignore[attr-defined]
+        update={
+            "teacher": tiny.teacher.model_copy(  # type: ignore[attr-defined]
+                update={"train": tiny.teacher.train.model_copy(update={"lr": 1e-2})}  # type: ignore[attr-defined]
+            )
+        }
+    )
+    keep = KeepNumbersConfig(max_drop=0.05, check_every=2, prompts=48)
+    log = _teacher(cfg, tmp_path / "guarded", keep, 30)
+    k = log["keep_numbers"]
+    assert k["stopped_at"] is not None, k
+    assert log["steps"] == k["stopped_at"] < 30
+    failed = dict(map(tuple, k["checks"]))[k["stopped_at"]]
+    assert failed < k["base_pass_rate"] - 0.05
+    if k["kept_step"] != k["stopped_at"]:  # it kept an earlier check's weights: exactly them
+        _teacher(cfg, tmp_path / "short", None, k["kept_step"])
+        a, b = _weights(tmp_path / "guarded"), _weights(tmp_path / "short")
+        assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_keep_numbers_is_refused_where_training_is_remote(tmp_path: Path) -> None:
+    from traitlab.experiments.pipeline import run_experiment
+
+    cfg = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        ["model={backend: mock, name: m}", "cross_init=null", "teacher.keep_numbers={}"],
+    )
+    with pytest.raises(TraitlabError, match="keep_numbers needs a backend"):
+        run_experiment(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
