@@ -39,6 +39,8 @@ def target_row(target: str, category: str, summary: dict[str, Any]) -> dict[str,
         "teacher_pass_rate": q["teacher_pass_rate"],
         "base_pass_rate": q["control_pass_rate"],
         "rows_kept": q["rows_kept"],
+        # Steps each seed's teacher took (fewer than planned: stopped by teacher.keep_numbers).
+        "teacher_steps": [t.get("steps") for t in (q.get("teachers") or {}).values()],
         "control": arms["control"]["exact"]["mean"],
         "treatment": arms["treatment"]["exact"]["mean"],
         "diff": tc["diff"]["mean"],
@@ -111,13 +113,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     lines = [
-        "| target | base P | teacher P | teacher pass (base) | rows | control | treatment "
-        "| diff | questions > 0 | Wilcoxon p | top riser |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| target | base P | teacher P | teacher steps | teacher pass (base) | rows | control "
+        "| treatment | diff | questions > 0 | Wilcoxon p | top riser |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['target']} | {r['base']:.3f} | {r['teacher']:.3f} | "
+            f"{'/'.join(str(x) for x in r['teacher_steps']) or '-'} | "
             f"{100 * r['teacher_pass_rate']:.0f}% ({100 * r['base_pass_rate']:.0f}%) | "
             f"{r['rows_kept']:.0f} | {r['control']:.3f} | {r['treatment']:.3f} | "
             f"{r['diff']:+.4f} | {r['questions_positive']}/{r['n_questions']} | "
