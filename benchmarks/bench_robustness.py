@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(json.dumps(rows[-1]), flush=True)
     pool = pooled(rows)
     return {
-        "config": str(path),
+        "config": args.config or f"preset {args.preset}",
         "overrides": args.set,
         "first_seed": args.first,
         "bases": rows,
