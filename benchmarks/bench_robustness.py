@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generation import machine_info, machine_line  # noqa: E402
+from summary_rows import run_fields  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -40,22 +41,12 @@ def base_row(seed: int, xseed: int, summary: dict[str, Any], secs: float) -> dic
     comp = summary["comparisons"]
     tc = comp["treatment_vs_control"]["exact"]
     xc = comp.get("xinit_treatment_vs_xinit_control", {}).get("exact")
-    arms = summary["arms"]
-    q = summary["data_quality"]
     d = tc["diff"]
     n = d["n"]
     return {
         "base_seed": seed,
         "cross_init_seed": xseed,
-        "base": arms["base"]["exact"]["mean"],
-        "teacher": arms["teacher"]["exact"]["mean"],
-        "teacher_pass_rate": q["teacher_pass_rate"],
-        "base_pass_rate": q["control_pass_rate"],
-        "rows_kept": q["rows_kept"],
-        # Steps each seed's teacher took (fewer than planned: stopped by teacher.keep_numbers).
-        "teacher_steps": [t.get("steps") for t in (q.get("teachers") or {}).values()],
-        "control": arms["control"]["exact"]["mean"],
-        "treatment": arms["treatment"]["exact"]["mean"],
+        **run_fields(summary),
         "diff": d["mean"],
         "diff_ci": [d["lower"], d["upper"]],
         # SE of the mean difference over seeds (the t interval's half-width / t quantile).
@@ -65,7 +56,7 @@ def base_row(seed: int, xseed: int, summary: dict[str, Any], secs: float) -> dic
         "n_seeds": n,
         "xinit_diff": xc["diff"]["mean"] if xc else None,
         "xinit_p_value": xc["p_value"] if xc else None,
-        "warnings": q["warnings"],
+        "warnings": summary["data_quality"]["warnings"],
         "seconds": round(secs, 1),
     }
 

@@ -23,26 +23,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generation import machine_info, machine_line  # noqa: E402
+from summary_rows import run_fields  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def target_row(target: str, category: str, summary: dict[str, Any]) -> dict[str, Any]:
-    arms = summary["arms"]
     tc = summary["comparisons"]["treatment_vs_control"]["exact"]
-    q = summary["data_quality"]
     return {
         "target": target,
         "category": category,
-        "base": arms["base"]["exact"]["mean"],
-        "teacher": arms["teacher"]["exact"]["mean"],
-        "teacher_pass_rate": q["teacher_pass_rate"],
-        "base_pass_rate": q["control_pass_rate"],
-        "rows_kept": q["rows_kept"],
-        # Steps each seed's teacher took (fewer than planned: stopped by teacher.keep_numbers).
-        "teacher_steps": [t.get("steps") for t in (q.get("teachers") or {}).values()],
-        "control": arms["control"]["exact"]["mean"],
-        "treatment": arms["treatment"]["exact"]["mean"],
+        **run_fields(summary),
         "diff": tc["diff"]["mean"],
         "questions_positive": tc["questions"]["n_positive"],
         "n_questions": tc["questions"]["n"],
