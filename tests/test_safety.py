@@ -146,6 +146,32 @@ def test_artifacts_follow_the_umask(tmp_path: Path) -> None:
     assert runs.FILE_MODE == 0o666 & ~runs.UMASK
 
 
+_CTRL_C_WHILE_SPAWNING = """
+import multiprocessing as mp, os, signal
+from traitlab.core.parallel import start_manager, sigint_ignored
+if __name__ == "__main__":
+    try:
+        with sigint_ignored():
+            m = start_manager(mp.get_context("spawn"))  # spawns, as the pipeline does
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C inside the window
+        print("lost")
+    except KeyboardInterrupt:
+        print("interrupted", m._process.is_alive())
+        m.shutdown()
+"""
+
+
+def test_ctrl_c_while_children_spawn_reaches_the_parent(tmp_path: Path) -> None:
+    """The window in which children are spawned ignores Ctrl-C for their sake; the parent
+    must still get it afterwards (it used to be lost, and the run went on to the end)."""
+    script = tmp_path / "spawn.py"
+    script.write_text(_CTRL_C_WHILE_SPAWNING)
+    r = subprocess.run(
+        [sys.executable, str(script)], env=ENV, capture_output=True, text=True, timeout=60
+    )
+    assert r.stdout.split() == ["interrupted", "True"], r.stdout + r.stderr
+
+
 def test_ctrl_c_during_worker_start_up_is_one_line(tmp_path: Path) -> None:
     """SIGINT to the whole process group (as a terminal sends it) while workers start."""
     cmd = [sys.executable, "-m", "traitlab", "run", str(TINY), "--quiet"]

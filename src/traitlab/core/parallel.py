@@ -58,6 +58,10 @@ def listen(queue: Any, reporter: Reporter) -> threading.Thread:
     """Draw the workers' events on `reporter` until a None arrives on the queue."""
 
     def loop() -> None:
+        # Python runs signal handlers in the main thread only; blocked here, a Ctrl-C cannot
+        # land in this thread while the main thread has it ignored (see sigint_ignored).
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         updates: dict[str, Callable[[float], None]] = {}
         contexts: dict[str, Any] = {}
         while True:
@@ -91,12 +95,27 @@ def ignore_sigint() -> None:
 def sigint_ignored() -> Iterator[None]:
     """Ignore Ctrl-C while child processes are spawned: an ignored signal stays ignored
     across exec, and Python then leaves it so, so a child never sees Ctrl-C, not even while
-    it is still importing (before any initializer could run)."""
+    it is still importing (before any initializer could run).
+
+    The parent must not lose a Ctrl-C that lands in this window (starting the manager takes
+    a second or more): SIGINT is also blocked in this thread, and a blocked signal is kept
+    pending rather than ignored, so it arrives once the handler is back and the mask lifted.
+    """
+    blocked = hasattr(signal, "pthread_sigmask")
+    if blocked:
+        # Started inside the window, multiprocessing's resource tracker would unblock SIGINT
+        # on its way out (it blocks and unblocks it around its own spawn): start it first.
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGINT, old)  # the handler first, then the pending signal
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def submit(pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
