@@ -146,6 +146,12 @@ def test_artifacts_follow_the_umask(tmp_path: Path) -> None:
     assert runs.FILE_MODE == 0o666 & ~runs.UMASK
 
 
+def _terminal_sigint() -> None:
+    """A child's Ctrl-C as in a terminal: a shell that starts the tests in the background
+    (`cmd &`, nohup, some CI runners) hands them SIGINT ignored, which Python keeps."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 _CTRL_C_WHILE_SPAWNING = """
 import multiprocessing as mp, os, signal
 from traitlab.core.parallel import start_manager, sigint_ignored
@@ -167,7 +173,12 @@ def test_ctrl_c_while_children_spawn_reaches_the_parent(tmp_path: Path) -> None:
     script = tmp_path / "spawn.py"
     script.write_text(_CTRL_C_WHILE_SPAWNING)
     r = subprocess.run(
-        [sys.executable, str(script)], env=ENV, capture_output=True, text=True, timeout=60
+        [sys.executable, str(script)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_terminal_sigint,
     )
     assert r.stdout.split() == ["interrupted", "True"], r.stdout + r.stderr
 
@@ -184,6 +195,7 @@ def test_ctrl_c_during_worker_start_up_is_one_line(tmp_path: Path) -> None:
         text=True,
         env=env,
         start_new_session=True,
+        preexec_fn=_terminal_sigint,
     )
     deadline = time.time() + 60
     while not (tmp_path / "r" / "manifest.json").exists() and time.time() < deadline:
