@@ -98,7 +98,7 @@ def sigint_ignored() -> Iterator[None]:
     it is still importing (before any initializer could run).
 
     The parent must not lose a Ctrl-C that lands in this window (starting the manager takes
-    a second or more): SIGINT is also blocked in this thread, and a blocked signal is kept
+    0.1-0.2 s, more on a loaded machine): SIGINT is also blocked in this thread, and a blocked signal is kept
     pending rather than ignored, so it arrives once the handler is back and the mask lifted.
     """
     blocked = hasattr(signal, "pthread_sigmask")
