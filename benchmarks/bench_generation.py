@@ -20,16 +20,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from traitlab.core.runs import cpu_model
+from traitlab.core.runs import machine_info as run_machine_info
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -40,22 +38,23 @@ README = HERE / "README.md"
 
 
 def machine_info() -> dict[str, Any]:
+    """The run manifest's machine record, in the fields the benchmark tables print."""
     import transformers
 
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    cores = os.cpu_count() or 1
-    info: dict[str, Any] = {
-        "cpu": cpu_model(),
+    m = run_machine_info()
+    cores = m["cpu_count"] or 1
+    load = m["load_avg_1m"] if m["load_avg_1m"] is not None else float("nan")
+    return {
+        "cpu": m["cpu"],
         "cores": cores,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": m["torch_threads"],
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "python": sys.version.split()[0],
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load_avg_1m_at_start": round(load[0], 2),
+        "python": m["python"],
+        "gpu": m["cuda"],
+        "load_avg_1m_at_start": load,
+        "contended": bool(load > 0.5 * cores),
     }
-    info["contended"] = bool(load[0] > 0.5 * cores)
-    return info
 
 
 def machine_line(info: dict[str, Any], device: str) -> str:
