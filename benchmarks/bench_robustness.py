@@ -49,7 +49,7 @@ def base_row(seed: int, xseed: int, summary: dict[str, Any], secs: float) -> dic
         **run_fields(summary),
         "diff": d["mean"],
         "diff_ci": [d["lower"], d["upper"]],
-        # SE of the mean difference over seeds (the t interval's half-width / t quantile).
+        # SE of the mean difference over seeds: sd of the per-seed differences / sqrt(n).
         "diff_se": float(np.std(_seed_diffs(summary, "treatment", "control"), ddof=1) / n**0.5),
         "p_value": tc["p_value"],
         "seeds_positive": tc["n_positive"],

@@ -19,7 +19,7 @@ docs/design.md shows how to add one.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -100,13 +100,14 @@ class Scorer(Protocol):
     def preference_probs(
         self,
         questions: Sequence[str],
-        options: Sequence[str],
+        options: Mapping[str, Sequence[str]],
         *,
         system_prompt: str | None,
         batch_size: int,
         progress: Fraction | None = None,
     ) -> np.ndarray:
-        """P(answer starts with option) per question and option: [n_questions, n_options]."""
+        """P(answer starts with option, in any of its spellings) per question and option:
+        [n_questions, n_options], options in the mapping's order."""
         ...
 
 
