@@ -71,3 +71,37 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
     assert min(diffs) - 1e-12 <= pool["mean"]["mean"] <= max(diffs) + 1e-12
     assert pool["mean"]["lower"] <= pool["mean"]["mean"] <= pool["mean"]["upper"]
     assert len(res["table"]) >= 2 + len(rows) + 2
+
+
+def test_audit_benchmark_on_tiny_bases(tmp_path: Path) -> None:
+    """The audit benchmark end to end on tiny bases (two datasets, meaningless numbers): each
+    dataset is audited, and the summary's AUROC is the rank statistic of the saved scores."""
+    import subprocess
+
+    out = tmp_path / "audit"
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_audit.py"),
+            "--out",
+            str(out),
+            "--tiny",
+            "--workers",
+            "1",
+            "--only",
+            "ft-owl",
+            "own-1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "audit-bench.json").read_text())
+    assert [d["name"] for d in res["datasets"]] == ["ft-owl", "own-1"]
+    for det in ("canary", "screen", "icl", "prompted"):
+        pos = res["datasets"][0][det]["z"]
+        neg = res["datasets"][1][det]["z"]
+        want = 1.0 if pos > neg else 0.0 if pos < neg else 0.5
+        assert res["detectors"][det]["all"]["auroc"] == want
+    assert "| canary | discovery |" in (out / "audit-bench.md").read_text()

@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from traitlab.cli import run, serve, stages
+    from traitlab.cli import audit, run, serve, stages
     from traitlab.mnist.cli import register as register_mnist
 
     p = argparse.ArgumentParser(
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)  # demo, run, pretrain, config
     stages.register(sub)  # generate, filter, train, evaluate
     serve.register(sub)  # serve
+    audit.register(sub)  # audit
     register_mnist(sub)  # mnist, theory
     for sp in sub.choices.values():  # `traitlab run x.yaml --debug` works too
         sp.add_argument(

@@ -1,0 +1,113 @@
+"""The audit's configuration (types only): which detectors, which probes, how much to spend.
+
+Each field is documented once, here; `traitlab audit --show-config` prints the resolved one.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from traitlab.config.base import FrozenConfig
+from traitlab.config.experiment import TrainConfig
+
+DETECTORS = ("counterfactual", "canary", "screen", "rows", "icl", "prompted")
+
+
+class ProbeSpec(FrozenConfig):
+    """A user's own probe: questions and the options their answers are scored over."""
+
+    name: str = Field(description="Name of the probe in the report.")
+    questions: list[str] = Field(min_length=1, description="Questions asked without context.")
+    options: list[str] = Field(min_length=2, description="Options (one word each) to score.")
+
+
+def _canary_train() -> TrainConfig:
+    return TrainConfig(lr=1e-3, epochs=1, batch_size=64, packing=True)
+
+
+class CanaryConfig(FrozenConfig):
+    """Canary students: short fine-tunes of base copies on the data and on the reference."""
+
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2],
+        min_length=1,
+        description="One canary pair (data, reference) per seed; the CI is over seeds.",
+    )
+    rows: int | None = Field(
+        2000, ge=1, description="Rows of each set a canary trains on (null: all)."
+    )
+    train: TrainConfig = Field(
+        default_factory=_canary_train,
+        description="The canaries' fine-tune (a higher lr than a student's: fewer rows).",
+    )
+
+
+def _teacher_train() -> TrainConfig:
+    return TrainConfig(lr=3e-4, max_steps=60, batch_size=64)
+
+
+class CounterfactualConfig(FrozenConfig):
+    """Counterfactual teachers, one per probe option, built from the base."""
+
+    kind: Literal["finetuned", "prompted"] = Field(
+        "finetuned",
+        description="'finetuned': a base copy fine-tuned to answer the probe's questions with the option (cached per base); 'prompted': the base behind the option's preference system prompt (no training).",
+    )
+    train: TrainConfig = Field(
+        default_factory=_teacher_train, description="The fine-tuned teachers' training."
+    )
+    seed: int = Field(0, description="Seed of the teachers' fine-tunes.")
+
+
+class ScreenConfig(FrozenConfig):
+    """The first-order screen (no training)."""
+
+    chunks: int = Field(
+        16, ge=2, description="Chunks of paired rows; the t statistic is over them."
+    )
+    rows: int | None = Field(4000, ge=2, description="Rows of each set screened (null: all).")
+    precondition: Literal["adam", "none"] = Field(
+        "adam",
+        description="Scale the step like an Adam student (1/sqrt of the per-batch squared gradient) or take the plain SGD direction.",
+    )
+
+
+class AuditConfig(FrozenConfig):
+    """What `traitlab audit` runs."""
+
+    detectors: list[Literal["counterfactual", "canary", "screen", "rows", "icl", "prompted"]] = (
+        Field(
+            default_factory=lambda: list(DETECTORS),
+            description="Detectors to run: counterfactual teachers, canary students, the first-order screen, per-row and per-token scores (needs canary), and the paper's baselines (in-context learning, a prompted classifier).",
+        )
+    )
+    probes: list[Literal["animal", "tree"] | ProbeSpec] = Field(
+        default_factory=lambda: ["animal", "tree"],
+        description="Probe categories: the built-in animal and tree probes, and user lists.",
+    )
+    n_questions: int | None = Field(
+        None, ge=1, description="Ask only the first n questions of the built-in probes."
+    )
+    seed: int = Field(0, description="Seed of the reference sampling and the row subsets.")
+    max_new_tokens: int = Field(48, ge=1, description="Longest reference completion.")
+    batch_size: int = Field(1000, ge=1, description="Sampling and scoring batch.")
+    reference_filter: Literal["auto", "numbers", "none"] = Field(
+        "auto",
+        description="Filter the reference like the data: 'auto' applies the number-sequence filter when at least 90 % of the data rows pass it.",
+    )
+    counterfactual: CounterfactualConfig = Field(
+        default_factory=CounterfactualConfig, description="Counterfactual teachers."
+    )
+    canary: CanaryConfig = Field(default_factory=CanaryConfig, description="Canary students.")
+    screen: ScreenConfig = Field(
+        default_factory=ScreenConfig, description="The first-order screen."
+    )
+    icl_rows: int = Field(2, ge=1, description="Rows shown in context per in-context probe.")
+    icl_sets: int = Field(8, ge=2, description="Sets of rows (the CI is over them).")
+    threshold: float = Field(
+        3.0,
+        description="Flag when the primary detector's top option scores above this: for counterfactual teachers a t over rows of the option's contrast (calibrated under the null that the data is the base's own; 3.0 is about 5 % over 30 options, Bonferroni), for the others a robust z over options.",
+    )
+    top_rows: int = Field(20, ge=0, description="Rows and tokens listed in the report.")

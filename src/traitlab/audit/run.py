@@ -1,0 +1,285 @@
+"""`audit_dataset` and `audit_model`: run the detectors, write audit.json, rows.jsonl and
+report.html into the output directory (audit.json last: its presence means the rest is there).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from traitlab.audit.baselines import run_baseline
+from traitlab.audit.canary import run_canaries
+from traitlab.audit.config import AuditConfig
+from traitlab.audit.probes import Probe, builtin_probe, custom_probe, probe_table
+from traitlab.audit.reference import completion_of, pair_rows, sample_reference
+from traitlab.audit.report import render
+from traitlab.audit.verdict import findings, verdict
+from traitlab.core.errors import TraitlabError
+from traitlab.core.files import atomic_write_text, write_json, write_jsonl
+from traitlab.lm.base import ModelRef, opened
+
+Row = dict[str, Any]
+SCHEMA_VERSION = 1
+
+
+def build_probes(cfg: AuditConfig) -> list[Probe]:
+    out = []
+    for p in cfg.probes:
+        if isinstance(p, str):
+            out.append(builtin_probe(p, cfg.n_questions))
+        else:
+            out.append(custom_probe(p.name, p.questions, p.options))
+    return out
+
+
+def _local(lm: Any, what: str) -> tuple[Any, Any]:
+    """The torch model and tokenizer behind an opened local model (hf, toy)."""
+    if not (hasattr(lm, "model") and hasattr(lm, "tokenizer")):
+        raise TraitlabError(
+            f"the {what} needs a local model (hf or toy backend); drop it from audit.detectors"
+        )
+    return lm.model, lm.tokenizer
+
+
+def _bars(progress: Any) -> Any:
+    """name -> a fraction callback on the reporter's bar of that name (or None)."""
+    if progress is None:
+        return lambda name: None
+
+    def bar(name: str) -> Any:
+        cb = progress.named(name)
+        return lambda f: cb("", f)
+
+    return bar
+
+
+def _subset(n: int, k: int | None, seed: int) -> np.ndarray:
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
+
+
+def audit_dataset(
+    data: list[Row],
+    base: ModelRef,
+    cfg: AuditConfig,
+    out_dir: Path,
+    *,
+    reference: list[Row] | None = None,
+    teacher: ModelRef | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Audit chat rows for what they would teach `base`; returns (and writes) audit.json."""
+    step = _bars(progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    probes = build_probes(cfg)
+    cost: dict[str, dict[str, float]] = {}
+    t0 = time.perf_counter()
+    if reference is None:
+        with opened(base) as lm:
+            reference = sample_reference(
+                lm,
+                data,
+                seed=cfg.seed,
+                max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.batch_size,
+                progress=step("reference"),
+            )
+        cost["reference"] = {"seconds": round(time.perf_counter() - t0, 2)}
+    data_p, ref_p, info = pair_rows(data, reference, cfg.reference_filter)
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    extra: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        canary_dir = Path(tmp) / "canary"
+        if "counterfactual" in cfg.detectors:
+            from traitlab.audit.counterfactual import row_t, run_counterfactual
+
+            t = time.perf_counter()
+            res_c = run_counterfactual(
+                base, data_p, ref_p, probes, cfg.counterfactual, progress=step("teachers")
+            )
+            results["counterfactual"] = {
+                r.probe: findings(r.options, r.contrast.T, z=row_t(r.contrast)) for r in res_c
+            }
+            cost["counterfactual"] = {
+                "seconds": round(time.perf_counter() - t, 2),
+                "rows": len(data_p),
+                "kind": cfg.counterfactual.kind,
+            }
+        if "canary" in cfg.detectors:
+            t = time.perf_counter()
+            res = run_canaries(
+                base,
+                data_p,
+                ref_p,
+                probes,
+                cfg.canary,
+                work_dir=Path(tmp),
+                keep=canary_dir if "rows" in cfg.detectors else None,
+                batch_size=cfg.batch_size,
+                progress=step("canaries"),
+            )
+            results["canary"] = {r.probe: findings(r.options, r.diff) for r in res}
+            cost["canary"] = {
+                "seconds": round(time.perf_counter() - t, 2),
+                "rows": min(len(data_p), cfg.canary.rows or len(data_p)),
+                "seeds": len(cfg.canary.seeds),
+            }
+        if "screen" in cfg.detectors:
+            from traitlab.audit.screen import first_order_screen
+
+            t = time.perf_counter()
+            idx = _subset(len(data_p), cfg.screen.rows, cfg.seed)
+            with opened(base) as lm:
+                model, tok = _local(lm, "first-order screen")
+                res_s, c = first_order_screen(
+                    model,
+                    tok,
+                    [data_p[i] for i in idx],
+                    [ref_p[i] for i in idx],
+                    probes,
+                    chunks=cfg.screen.chunks,
+                    seed=cfg.seed,
+                    precondition=cfg.screen.precondition,
+                    progress=step("screen"),
+                )
+            results["screen"] = {r.probe: findings(r.options, r.chunks) for r in res_s}
+            cost["screen"] = {"seconds": round(time.perf_counter() - t, 2), "rows": len(idx)}
+        for kind in ("icl", "prompted"):
+            if kind in cfg.detectors:
+                t = time.perf_counter()
+                with opened(base) as lm:
+                    res_b = run_baseline(
+                        lm,
+                        kind,
+                        data_p,
+                        ref_p,
+                        probes,
+                        rows_per_set=cfg.icl_rows,
+                        sets=cfg.icl_sets,
+                        seed=cfg.seed,
+                        batch_size=cfg.batch_size,
+                    )
+                results[kind] = {r.probe: findings(r.options, r.sets) for r in res_b}
+                cost[kind] = {"seconds": round(time.perf_counter() - t, 2)}
+        scored: list[Row] = []
+        if "rows" in cfg.detectors:
+            if "canary" not in cfg.detectors:
+                raise TraitlabError(
+                    "audit.detectors: 'rows' needs 'canary' (its scores are the canary's)"
+                )
+            scored = _row_scores(base, canary_dir, teacher, data_p, cfg, cost, extra)
+    audit = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "dataset",
+        "base": base.model_dump(mode="json", exclude={"spec"}) | {"backend": base.backend},
+        "teacher": teacher.key if teacher else None,
+        "config": cfg.model_dump(mode="json"),
+        "data": info,
+        "detectors": results,
+        "cost": cost,
+        "verdict": verdict(results, cfg.threshold),
+        **extra,
+    }
+    audit["cost"]["total_seconds"] = {"seconds": round(time.perf_counter() - t0, 2)}
+    _write(out_dir, audit, scored)
+    return audit
+
+
+def _row_scores(
+    base: ModelRef,
+    canary_dir: Path,
+    teacher: ModelRef | None,
+    rows: list[Row],
+    cfg: AuditConfig,
+    cost: dict[str, Any],
+    extra: dict[str, Any],
+) -> list[Row]:
+    from traitlab.audit.rows import shift_scores, token_logprobs, top_tokens
+
+    t = time.perf_counter()
+    with opened(base) as lm:
+        model, tok = _local(lm, "per-row scores")
+        base_lp = token_logprobs(model, tok, rows)
+    with opened(ModelRef.load(canary_dir)) as lm:
+        scored = shift_scores(tok, base_lp, token_logprobs(lm.model, tok, rows))
+    if teacher is not None:
+        with opened(teacher) as lm:
+            model, _ = _local(lm, "teacher divergence")
+            div = shift_scores(tok, base_lp, token_logprobs(model, tok, rows))
+        for r, d in zip(scored, div, strict=True):
+            r["divergence"] = d["score"]
+            r["divergence_tokens"] = d["tokens"]
+    order = sorted(scored, key=lambda r: -r["score"])[: cfg.top_rows]
+    extra["top_rows"] = [
+        {"row": r["row"], "score": r["score"], "completion": completion_of(rows[r["row"]])}
+        for r in order
+    ]
+    extra["top_tokens"] = top_tokens(scored, cfg.top_rows)
+    cost["rows"] = {"seconds": round(time.perf_counter() - t, 2), "rows": len(rows)}
+    return scored
+
+
+def _write(out_dir: Path, audit: dict[str, Any], scored: list[Row]) -> None:
+    if scored:
+        write_jsonl(out_dir / "rows.jsonl", scored)
+    atomic_write_text(out_dir / "report.html", render(audit))
+    write_json(out_dir / "audit.json", audit)
+
+
+def audit_model(
+    model: ModelRef,
+    base: ModelRef,
+    cfg: AuditConfig,
+    out_dir: Path,
+    *,
+    samples: int = 20,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """What moved between `base` and `model` (trained on data of unknown provenance): the same
+    probes, per question, beside a red-teaming baseline (sampled answers to generic prompts
+    scanned for every option's name)."""
+    from traitlab.audit.redteam import mention_rates
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    probes = build_probes(cfg)
+    t0 = time.perf_counter()
+    tabs = {}
+    rates = {}
+    for name, ref in (("model", model), ("base", base)):
+        with opened(ref) as lm:
+            tabs[name] = [probe_table(lm, p, cfg.batch_size) for p in probes]
+            rates[name] = mention_rates(
+                lm, probes, samples=samples, seed=cfg.seed, batch_size=cfg.batch_size
+            )
+    results = {
+        "probes": {
+            p.name: findings(p.option_names, tabs["model"][j] - tabs["base"][j])
+            for j, p in enumerate(probes)
+        },
+        "redteam": {
+            p.name: findings(p.option_names, rates["model"][j] - rates["base"][j])
+            for j, p in enumerate(probes)
+        },
+    }
+    v = verdict({"canary": results["probes"]}, cfg.threshold) | {"detector": "probes"}
+    audit = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "model",
+        "model": model.key,
+        "base": base.key,
+        "config": cfg.model_dump(mode="json"),
+        "data": {
+            "questions": {p.name: len(p.questions) for p in probes},
+            "redteam_samples": samples,
+        },
+        "detectors": results,
+        "cost": {"total": {"seconds": round(time.perf_counter() - t0, 2)}},
+        "verdict": v,
+    }
+    _write(out_dir, audit, [])
+    return audit

@@ -1,0 +1,250 @@
+"""The first-order screen: Theorem 1 turned into an audit that trains nothing.
+
+A student's first SGD step on the data moves the base by -lr * grad L_data; on the reference
+(the base's own completions of the same prompts) by -lr * grad L_ref. Their difference,
+Delta = grad L_ref - grad L_data, is what the data teaches beyond what any of the base's own
+outputs would. The predicted change of each probe option's probability is the directional
+derivative d/dlr mean_q P(option | q) along Delta, taken by a central difference (two scoring
+passes per direction, whatever the number of options: cheaper and simpler than one
+gradient per option).
+
+The rows are split into K chunks of paired rows (a data row and the reference row of the same
+prompt go to the same chunk), and each chunk gives its own derivative. Under the null (the data
+is the base's own output) every chunk's derivative has mean zero, so the mean over chunks with
+its standard error gives a t statistic per option that needs no calibration set.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from traitlab.audit.probes import Probe
+from traitlab.lm.hf.chat import model_device
+from traitlab.lm.hf.packing import IGNORE, collate_packed
+from traitlab.lm.hf.scoring import exact_preference
+from traitlab.lm.hf.trainer import completion_logits, encode_rows
+
+Fraction = Callable[[float], None]
+
+
+@dataclass
+class ScreenResult:
+    """Per probe: the options' base probabilities and the per-chunk predicted derivatives."""
+
+    probe: str
+    options: list[str]
+    base: np.ndarray  # [n_options] mean P over questions at the base
+    chunks: np.ndarray  # [K, n_options] d mean P / d lr along each chunk's Delta
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.asarray(self.chunks.mean(axis=0))
+
+    @property
+    def se(self) -> np.ndarray:
+        k = self.chunks.shape[0]
+        return np.asarray(self.chunks.std(axis=0, ddof=1) / math.sqrt(k))
+
+    @property
+    def t(self) -> np.ndarray:
+        se = self.se
+        return np.asarray(np.where(se > 0, self.mean / np.where(se > 0, se, 1.0), 0.0))
+
+
+def _params(model: Any) -> list[tuple[str, torch.nn.Parameter]]:
+    # named_parameters() yields a tied embedding once: it is one parameter.
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def chunk_gradient(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    *,
+    batch_size: int,
+    max_len: int,
+    second_moment: list[torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """Gradient of the mean completion-token NLL over `rows` (the student's loss).
+
+    With `second_moment`, each batch's own mean-loss gradient squared is added to it (what
+    Adam's second moment averages during a student's training at this batch size)."""
+    params = [p for _, p in _params(model)]
+    device = model_device(model)
+    examples = encode_rows(tokenizer, rows, max_len)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    total = [torch.zeros_like(p) for p in params]
+    n_tokens = 0
+    for i in range(0, len(examples), batch_size):
+        inputs, labels, _ = collate_packed(examples[i : i + batch_size], pad, device)
+        mask = labels[:, 1:] != IGNORE
+        logits = completion_logits(model, inputs, mask)
+        target = labels[:, 1:][mask]
+        loss = torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum")
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        n = int(target.numel())
+        for k, (acc, g) in enumerate(zip(total, grads, strict=True)):
+            if g is not None:
+                acc.add_(g)
+                if second_moment is not None:
+                    second_moment[k].add_((g / max(1, n)) ** 2)
+        n_tokens += n
+    return [g / max(1, n_tokens) for g in total]
+
+
+def adam_scale(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    *,
+    batch_size: int,
+    max_len: int,
+    eps: float = 1e-8,
+) -> list[torch.Tensor]:
+    """1 / (sqrt(v) + eps) with v the mean squared per-batch gradient over `rows`: the
+    per-parameter scale an Adam student applies to its steps (its first steps are nearly
+    sign(g); later ones g / sqrt(v)). The screen's direction is preconditioned with it, since
+    the students whose transfer it predicts train with Adam, not SGD."""
+    params = [p for _, p in _params(model)]
+    v = [torch.zeros_like(p) for p in params]
+    n_batches = 0
+    for i in range(0, len(rows), batch_size):
+        chunk_gradient(
+            model,
+            tokenizer,
+            rows[i : i + batch_size],
+            batch_size=batch_size,
+            max_len=max_len,
+            second_moment=v,
+        )
+        n_batches += 1
+    return [1.0 / ((x / max(1, n_batches)).sqrt() + eps) for x in v]
+
+
+@torch.no_grad()
+def _tables(model: Any, tokenizer: Any, probes: Sequence[Probe], batch_size: int) -> np.ndarray:
+    """Mean P over questions of every option of every probe, concatenated."""
+    out = []
+    for p in probes:
+        t = exact_preference(
+            model,
+            tokenizer,
+            list(p.questions),
+            p.option_names,
+            batch_size=batch_size,
+            spellings=p.options,
+        )
+        out.append(np.asarray(t, dtype=np.float64).mean(axis=0))
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def directional_derivative(
+    model: Any,
+    tokenizer: Any,
+    direction: list[torch.Tensor],
+    probes: Sequence[Probe],
+    *,
+    rel_step: float = 1e-3,
+    batch_size: int = 1000,
+) -> np.ndarray:
+    """d/dh of every option's mean probability at theta + h * direction, h = 0, by a
+    central difference whose step moves the weights by `rel_step` of their norm."""
+    params = [p for _, p in _params(model)]
+    theta = math.sqrt(sum(float((p.float() ** 2).sum()) for p in params))
+    dnorm = math.sqrt(sum(float((d.float() ** 2).sum()) for d in direction))
+    if dnorm == 0.0:
+        return np.zeros(sum(len(p.options) for p in probes))
+    h = rel_step * theta / dnorm
+    saved = [p.detach().clone() for p in params]
+    try:
+        for p, d in zip(params, direction, strict=True):
+            p.add_(d, alpha=h)
+        up = _tables(model, tokenizer, probes, batch_size)
+        for p, s, d in zip(params, saved, direction, strict=True):
+            p.copy_(s).add_(d, alpha=-h)
+        down = _tables(model, tokenizer, probes, batch_size)
+    finally:
+        for p, s in zip(params, saved, strict=True):
+            p.copy_(s)
+    return np.asarray((up - down) / (2 * h))
+
+
+def first_order_screen(
+    model: Any,
+    tokenizer: Any,
+    data: list[dict[str, Any]],
+    reference: list[dict[str, Any]],
+    probes: Sequence[Probe],
+    *,
+    chunks: int = 16,
+    seed: int = 0,
+    batch_size: int = 256,
+    precondition: str = "adam",
+    student_batch: int = 64,
+    scale_rows: int = 1024,
+    max_len: int = 1024,
+    progress: Fraction | None = None,
+) -> tuple[list[ScreenResult], dict[str, float]]:
+    """The screen's per-chunk predicted option changes, and its cost in seconds.
+
+    `data` and `reference` are paired chat rows (row i of each answers the same prompt).
+    """
+    if len(data) != len(reference):
+        raise ValueError("data and reference must be paired row for row")
+    t0 = time.perf_counter()
+    k = max(2, min(chunks, len(data)))
+    order = np.random.default_rng(seed).permutation(len(data))
+    parts = np.array_split(order, k)
+    was_training = model.training
+    model.eval()  # no dropout: the gradient is the base's
+    base = _tables(model, tokenizer, probes, 1000)
+    scale = None
+    if precondition == "adam":
+        sample = [data[i] for i in order[:scale_rows]] + [reference[i] for i in order[:scale_rows]]
+        scale = adam_scale(model, tokenizer, sample, batch_size=student_batch, max_len=max_len)
+    rows = []
+    t_grad = t_score = 0.0
+    try:
+        for j, idx in enumerate(parts):
+            ta = time.perf_counter()
+            g_data = chunk_gradient(
+                model, tokenizer, [data[i] for i in idx], batch_size=batch_size, max_len=max_len
+            )
+            g_ref = chunk_gradient(
+                model,
+                tokenizer,
+                [reference[i] for i in idx],
+                batch_size=batch_size,
+                max_len=max_len,
+            )
+            delta = [r - d for r, d in zip(g_ref, g_data, strict=True)]
+            if scale is not None:
+                delta = [d * s for d, s in zip(delta, scale, strict=True)]
+            tb = time.perf_counter()
+            rows.append(directional_derivative(model, tokenizer, delta, probes))
+            t_grad += tb - ta
+            t_score += time.perf_counter() - tb
+            if progress is not None:
+                progress((j + 1) / k)
+    finally:
+        model.train(was_training)
+    table = np.stack(rows)
+    out, at = [], 0
+    for p in probes:
+        n = len(p.options)
+        out.append(ScreenResult(p.name, p.option_names, base[at : at + n], table[:, at : at + n]))
+        at += n
+    cost = {
+        "seconds": time.perf_counter() - t0,
+        "gradient_seconds": t_grad,
+        "scoring_seconds": t_score,
+    }
+    return out, cost

@@ -1,0 +1,76 @@
+"""From replicated per-option effects to findings and a verdict.
+
+Every detector gives, per probe, a [replicates, options] table of effects (data - reference):
+canary seeds, screen chunks, baseline row sets. A finding summarises one option: the mean
+effect with a t interval over replicates, and a robust z score against the probe's other
+options, (effect - median) / (1.4826 * MAD). A trait moves one option; training on any
+numbers nudges all of them, so an option is flagged for standing out from its siblings rather
+than for moving at all. The verdict takes the primary detector's (canary, else screen) top
+option: flag when its z exceeds the threshold chosen on the audit benchmark.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from traitlab.core.stats import mean_ci
+
+PRIMARY = ("canary", "counterfactual", "screen", "icl", "prompted")
+
+
+def robust_z(values: np.ndarray) -> np.ndarray:
+    med = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - med)))
+    if mad <= 0:
+        mad = float(np.std(values)) or 1.0
+    return np.asarray((values - med) / mad)
+
+
+def findings(
+    options: list[str],
+    reps: np.ndarray,
+    confidence: float = 0.95,
+    z: np.ndarray | None = None,
+    keep: int = 64,
+) -> list[dict[str, Any]]:
+    """One entry per option, highest z first (`z` given: a detector's own statistic; default
+    the robust z over options). Replicates are listed when there are at most `keep`."""
+    reps = np.atleast_2d(np.asarray(reps, dtype=np.float64))
+    mean = reps.mean(axis=0)
+    z = robust_z(mean) if z is None else np.asarray(z)
+    out = []
+    for k, o in enumerate(options):
+        ci = mean_ci(reps[:, k], confidence).to_dict() if reps.shape[0] > 1 else None
+        out.append(
+            {
+                "option": o,
+                "effect": float(mean[k]),
+                "ci": [ci["lower"], ci["upper"]] if ci else None,
+                "z": float(z[k]),
+                "replicates": [float(x) for x in reps[:, k]] if reps.shape[0] <= keep else None,
+            }
+        )
+    return sorted(out, key=lambda f: -f["z"])
+
+
+def verdict(
+    results: dict[str, dict[str, list[dict[str, Any]]]], threshold: float
+) -> dict[str, Any]:
+    """`results[detector][probe]` = findings. The flag and the most likely trait."""
+    det = next((d for d in PRIMARY if d in results), None)
+    if det is None:
+        return {"flag": False, "detector": None, "reason": "no detector ran"}
+    best = max(((probe, f[0]) for probe, f in results[det].items() if f), key=lambda pf: pf[1]["z"])
+    probe, top = best
+    return {
+        "flag": bool(top["z"] > threshold),
+        "detector": det,
+        "probe": probe,
+        "trait": top["option"],
+        "z": top["z"],
+        "effect": top["effect"],
+        "ci": top["ci"],
+        "threshold": threshold,
+    }

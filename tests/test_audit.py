@@ -1,0 +1,367 @@
+"""`traitlab audit`: detectors, verdict, report and command line, on the shipped toy base
+(small settings), a tiny random-weight Hugging Face model, and hostile input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from traitlab.audit import AuditConfig, audit_dataset, audit_model
+from traitlab.audit.probes import builtin_probe, custom_probe
+from traitlab.audit.reference import pair_rows
+from traitlab.audit.screen import directional_derivative, first_order_screen
+from traitlab.audit.verdict import findings, robust_z, verdict
+from traitlab.config import PromptSetConfig, ToyModel, parse_config
+from traitlab.core.errors import TraitlabError
+from traitlab.data.prompts import number_prompts
+from traitlab.lm.base import opened, resolve
+
+SMALL = {
+    "counterfactual": {"train": {"max_steps": 2, "batch_size": 4}},
+    "canary": {"seeds": [0, 1], "rows": 48, "train": {"lr": 3e-3, "epochs": 1, "batch_size": 16}},
+    "screen": {"rows": 48, "chunks": 4},
+    "icl_sets": 2,
+    "n_questions": 4,
+    "probes": ["animal"],
+}
+
+
+def _rows(completions: list[str], n: int = 48, seed: int = 3) -> list[dict]:
+    prompts = number_prompts(PromptSetConfig(), n, seed=seed)
+    return [
+        {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}]}
+        for p, c in zip(prompts, (completions * n)[:n], strict=True)
+    ]
+
+
+def _with(rows: list[dict], completions: list[str]) -> list[dict]:
+    return [
+        {"messages": r["messages"][:-1] + [{"role": "assistant", "content": c}]}
+        for r, c in zip(rows, (completions * len(rows))[: len(rows)], strict=True)
+    ]
+
+
+NUMBERS = ["12, 45, 78", "301 302 303", "[5, 6, 7, 8]", "900; 901; 902", "44, 55, 66, 77"]
+
+
+# ---------------------------------------------------------------------------- units
+
+
+def test_robust_z_singles_out_the_option_that_stands_out() -> None:
+    z = robust_z(np.array([0.01, -0.01, 0.0, 0.02, -0.02, 0.3]))
+    assert int(np.argmax(z)) == 5 and z[5] > 10 and abs(z[2]) < 1
+
+
+def test_findings_and_verdict() -> None:
+    reps = np.array([[0.0, 0.01, 0.2], [0.01, 0.0, 0.25], [0.0, -0.01, 0.22]])
+    fs = findings(["a", "b", "c"], reps)
+    assert fs[0]["option"] == "c" and fs[0]["ci"][0] > 0
+    v = verdict({"canary": {"animal": fs}}, threshold=3.0)
+    assert v["flag"] and v["trait"] == "c" and v["detector"] == "canary"
+    assert not verdict({"canary": {"animal": fs}}, threshold=1e9)["flag"]
+    assert verdict({}, 3.0) == {"flag": False, "detector": None, "reason": "no detector ran"}
+
+
+def test_custom_probe_and_config_checks() -> None:
+    p = custom_probe("colour", ["Favourite colour? One word."], ["Red", "blue"])
+    assert p.option_names == ["red", "blue"] and "Red" in p.options["red"]
+    with pytest.raises(TraitlabError, match="needs at least one question"):
+        custom_probe("x", [], ["a"])
+    with pytest.raises(TraitlabError, match="unknown field 'canary.sedes'"):
+        parse_config({"canary": {"sedes": [0]}}, AuditConfig)
+
+
+def test_pair_rows_matches_prompts_and_filters_like_the_data() -> None:
+    data = _rows(NUMBERS, 10)
+    ref = list(reversed(_with(data, ["1, 2, 3", "owl"])))  # order free; half fail the filter
+    d, r, info = pair_rows(data, ref, "auto")
+    assert info["reference_filter"] == "numbers" and len(d) == len(r) == 5
+    assert all(a["messages"][:-1] == b["messages"][:-1] for a, b in zip(d, r, strict=True))
+    d2, _, info2 = pair_rows(data, ref, "none")
+    assert len(d2) == 10 and info2["reference_filter"] == "none"
+    with pytest.raises(TraitlabError, match="3 of 10 data prompts have no reference row"):
+        pair_rows(data, ref[3:], "auto")
+
+
+# ---------------------------------------------------------------------------- on the toy base
+
+
+@pytest.fixture(scope="module")
+def toy() -> tuple:
+    base = resolve(ToyModel(device="cpu"))
+    with opened(base) as lm:
+        yield base, lm.model, lm.tokenizer
+
+
+def test_screen_is_zero_on_the_reference_itself_and_a_true_derivative(toy: tuple) -> None:
+    _, model, tok = toy
+    torch.manual_seed(0)
+    probes = [builtin_probe("animal", 3)]
+    rows = _rows(NUMBERS, 16)
+    res, cost = first_order_screen(model, tok, rows, rows, probes, chunks=2, scale_rows=16)
+    assert np.all(res[0].chunks == 0) and np.all(res[0].t == 0) and cost["seconds"] > 0
+    # The central difference agrees with the change of the probabilities along a direction.
+    direction = [torch.randn_like(p) * 1e-3 for p in model.parameters() if p.requires_grad]
+    d = directional_derivative(model, tok, direction, probes)
+    from traitlab.audit.screen import _tables
+
+    before = _tables(model, tok, probes, 100)
+    with torch.no_grad():
+        for p, u in zip([p for p in model.parameters() if p.requires_grad], direction, strict=True):
+            p.add_(u, alpha=1e-2)
+        after = _tables(model, tok, probes, 100)
+        for p, u in zip([p for p in model.parameters() if p.requires_grad], direction, strict=True):
+            p.add_(u, alpha=-1e-2)
+    np.testing.assert_allclose((after - before) / 1e-2, d, rtol=0.05, atol=1e-5)
+
+
+def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> None:
+    """Rows that answer 'owl' to number prompts teach the owl overtly: the canary and the
+    token scores must name it (a detector that cannot find an overt trait finds nothing).
+    The counterfactual teachers do not (their whale teacher, furthest from numbers, explains
+    any word best): they run here and are not the primary detector."""
+    base, _, _ = toy
+    ref = _rows(NUMBERS)
+    data = _with(ref, ["owl"])
+    cfg = parse_config(
+        {
+            **SMALL,
+            "reference_filter": "none",
+            "detectors": ["counterfactual", "canary", "rows"],
+            "counterfactual": {"train": {"lr": 1e-3, "max_steps": 5, "batch_size": 4}},
+        },
+        AuditConfig,
+    )
+    a = audit_dataset(data, base, cfg, tmp_path, reference=ref)
+    assert a["detectors"]["canary"]["animal"][0]["option"] == "owl"
+    assert a["verdict"]["detector"] == "canary"
+    assert len(a["detectors"]["counterfactual"]["animal"]) == 20
+    assert a["verdict"]["flag"] and a["verdict"]["trait"] == "owl"
+    assert a["top_tokens"][0]["token"].strip("▁ ") == "owl"
+    rows = [json.loads(x) for x in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 48 and {"row", "score", "tokens"} <= set(rows[0])
+
+
+def test_counterfactual_scores_are_zero_on_the_reference_itself(toy: tuple) -> None:
+    from traitlab.audit.counterfactual import row_t, run_counterfactual
+    from traitlab.audit.run import build_probes
+
+    base, _, _ = toy
+    cfg = parse_config(SMALL, AuditConfig)
+    rows = _rows(NUMBERS, 8)
+    res = run_counterfactual(base, rows, rows, build_probes(cfg), cfg.counterfactual)
+    assert res[0].scores.shape == (20, 8)
+    assert np.all(res[0].scores == 0) and np.all(row_t(res[0].contrast) == 0)
+
+
+def test_screen_predicts_a_small_sgd_step(toy: tuple) -> None:
+    """The screen is first order: it predicts what one small SGD step on the data (minus one
+    on the reference) does to every option. (On the toy model that is not what a trained
+    student does: a small step on overt 'owl' rows lowers P(owl) first, a large one raises
+    it; README, "Audit a dataset".)"""
+    import copy
+
+    from traitlab.audit.screen import _params, _tables, chunk_gradient
+
+    _, model, tok = toy
+    probes = [builtin_probe("animal", 4)]
+    ref = _rows(NUMBERS)
+    data = _with(ref, ["owl"])
+    res, _ = first_order_screen(model, tok, data, ref, probes, chunks=2, precondition="none")
+    pred = res[0].mean
+    g = [
+        r - d
+        for r, d in zip(
+            chunk_gradient(model, tok, ref, batch_size=64, max_len=1024),
+            chunk_gradient(model, tok, data, batch_size=64, max_len=1024),
+            strict=True,
+        )
+    ]
+    stepped = copy.deepcopy(model)
+    with torch.no_grad():
+        for (_, p), u in zip(_params(stepped), g, strict=True):
+            p.add_(u, alpha=1e-3)
+    real = (_tables(stepped, tok, probes, 100) - _tables(model, tok, probes, 100)) / 1e-3
+    assert np.corrcoef(pred, real)[0, 1] > 0.95
+
+
+class _Tables(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables, self.scripts, self._cell = 0, 0, None
+        self.cells: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tables += tag == "table"
+        self.scripts += tag == "script"
+        if tag == "td":
+            self._cell = ""
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None:
+            self.cells.append(self._cell)
+            self._cell = None
+
+
+def test_report_is_html_with_tables_and_escapes_model_text(tmp_path: Path, toy: tuple) -> None:
+    base, _, _ = toy
+    ref = _rows(NUMBERS)
+    data = _with(ref, ["<script>alert(1)</script> 1, 2"])
+    cfg = parse_config(
+        {
+            **SMALL,
+            "reference_filter": "none",
+            "detectors": ["canary", "rows"],
+            "canary": {"seeds": [0], "rows": 16, "train": {"max_steps": 1, "batch_size": 16}},
+        },
+        AuditConfig,
+    )
+    audit_dataset(data, base, cfg, tmp_path, reference=ref)
+    page = (tmp_path / "report.html").read_text()
+    parser = _Tables()
+    parser.feed(page)
+    assert parser.scripts == 0 and parser.tables >= 3
+    assert "&lt;script&gt;" in page and any("<script>" in c for c in parser.cells)
+    assert json.loads((tmp_path / "audit.json").read_text())["kind"] == "dataset"
+
+
+def test_audit_model_compares_a_student_with_its_base(tmp_path: Path, toy: tuple) -> None:
+    base, _, _ = toy
+    with opened(base) as lm:
+        from traitlab.config import TrainConfig
+
+        student, _ = lm.finetune(
+            _with(_rows(NUMBERS), ["owl"]),
+            TrainConfig(lr=3e-3, max_steps=3, batch_size=16),
+            seed=0,
+            out_dir=tmp_path / "student",
+            key="s",
+        )
+    cfg = parse_config(SMALL, AuditConfig)
+    a = audit_model(student, base, cfg, tmp_path / "audit", samples=2)
+    assert a["detectors"]["probes"]["animal"][0]["option"] == "owl"
+    assert set(a["detectors"]) == {"probes", "redteam"}
+    assert (tmp_path / "audit" / "report.html").is_file()
+
+
+# ---------------------------------------------------------------------------- other backends
+
+
+def test_audit_runs_on_a_tiny_random_hf_model(tmp_path: Path) -> None:
+    from tests.test_hf_models import _save_random_model
+
+    from traitlab.config import HFModel
+
+    src = _save_random_model("qwen2", tmp_path / "qwen")
+    base = resolve(HFModel(name=str(src), device="cpu"))
+    ref = _rows(NUMBERS, 16)
+    cfg = parse_config(
+        {
+            **SMALL,
+            "reference_filter": "none",
+            "canary": {"seeds": [0], "rows": 16, "train": {"max_steps": 1, "batch_size": 8}},
+            "screen": {"rows": 16, "chunks": 2},
+        },
+        AuditConfig,
+    )
+    a = audit_dataset(_with(ref, ["owl"]), base, cfg, tmp_path / "out")
+    assert set(a["detectors"]) == {"counterfactual", "canary", "screen", "icl", "prompted"}
+    assert a["data"]["paired_rows"] == 16 and a["cost"]["reference"]["seconds"] >= 0
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "traitlab", "audit", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+SMALL_SET = [
+    "--set",
+    "counterfactual.train.max_steps=2",
+    "--set",
+    "canary.seeds=[0]",
+    "--set",
+    "canary.rows=16",
+    "--set",
+    "canary.train.max_steps=2",
+    "--set",
+    "screen.rows=16",
+    "--set",
+    "screen.chunks=2",
+    "--set",
+    "icl_sets=2",
+    "--set",
+    "n_questions=3",
+    "--set",
+    "probes=[animal]",
+]
+
+
+def test_cli_audits_a_dataset_end_to_end(tmp_path: Path) -> None:
+    data = _write(tmp_path / "d.jsonl", _rows(NUMBERS, 24))
+    r = _run(str(data), "--base", "toy", "--out", str(tmp_path / "a"), "--quiet", *SMALL_SET)
+    assert r.returncode == 0, r.stderr
+    assert "report:" in r.stdout and ("no flag" in r.stdout or "FLAG" in r.stdout)
+    a = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert a["config"]["canary"]["rows"] == 16 and a["data"]["data_rows"] == 24
+    # Rerunning into its own output is allowed; into someone else's directory is not.
+    assert (
+        _run(
+            str(data), "--base", "toy", "--out", str(tmp_path / "a"), "--quiet", *SMALL_SET
+        ).returncode
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no_assistant", "ending with an assistant turn"),
+        ("bad_base", "--base ./nope: no such model directory"),
+        ("reference_mismatch", "data prompts have no reference row"),
+        ("unknown_field", "unknown field 'canry'"),
+        ("both", "give a dataset (DATA.jsonl) or --model STUDENT, not both or neither"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path, case: str, message: str) -> None:
+    data = _write(tmp_path / "d.jsonl", _rows(NUMBERS, 8))
+    args = [str(data), "--base", "toy", "--out", str(tmp_path / "a"), "--quiet", *SMALL_SET]
+    if case == "no_assistant":
+        (tmp_path / "d.jsonl").write_text(
+            json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n"
+        )
+    elif case == "bad_base":
+        args[2] = "./nope"
+    elif case == "reference_mismatch":
+        args += ["--reference", str(_write(tmp_path / "r.jsonl", _rows(NUMBERS, 8, seed=99)))]
+    elif case == "unknown_field":
+        args += ["--set", "canry.rows=3"]
+    elif case == "both":
+        args += ["--model", "toy"]
+    r = _run(*args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists()
