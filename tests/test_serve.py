@@ -156,3 +156,41 @@ def test_dry_run_counts_requests_before_anything_is_spent(
     assert r.returncode == 0, r.stderr
     assert "requests" in r.stdout and "generation" in r.stdout
     assert not (tmp_path / "dry").exists()
+
+
+def test_audit_runs_against_the_served_model(server: str, cache: Path, tmp_path: Path) -> None:
+    """`traitlab audit --base SPEC.yaml` on the openai backend: the reference is sampled, the
+    canaries are fine-tuning jobs and the probes logprob requests, all through the API."""
+    from traitlab.config import PromptSetConfig
+    from traitlab.data.prompts import number_prompts
+
+    spec = tmp_path / "served.yaml"
+    spec.write_text(f"backend: openai\nname: toy\nbase_url: {server}\n")
+    data = tmp_path / "d.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "owl"}]}
+        for p in number_prompts(PromptSetConfig(), 16, seed=5)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sets = [
+        "detectors=[canary,icl,prompted]",
+        "reference_filter=none",
+        "canary.seeds=[0]",
+        "canary.train.max_steps=2",
+        "canary.train.batch_size=8",
+        "icl_sets=2",
+        "n_questions=3",
+        "probes=[animal]",
+    ]
+    args = ["audit", str(data), "--base", str(spec), "--out", str(tmp_path / "a"), "--quiet"]
+    r = run([*args, *(x for s in sets for x in ("--set", s))], cache, timeout=600)
+    assert r.returncode == 0, r.stderr
+    audit = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert set(audit["detectors"]) == {"canary", "icl", "prompted"}
+    assert audit["base"]["backend"] == "openai" and audit["data"]["paired_rows"] == 16
+    # A detector that needs the weights is refused in one line, before anything is written.
+    r = run(
+        [*args[:-3], "--out", str(tmp_path / "b"), "--quiet", "--set", "detectors=[screen]"], cache
+    )
+    assert r.returncode == 2 and "need a local model (hf or toy backend)" in r.stderr
+    assert not (tmp_path / "b").exists()

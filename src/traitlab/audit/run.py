@@ -24,6 +24,8 @@ from traitlab.lm.base import ModelRef, opened
 
 Row = dict[str, Any]
 SCHEMA_VERSION = 1
+# Detectors that read token log-probabilities or gradients of the weights themselves.
+LOCAL_ONLY = ("counterfactual", "screen", "rows")
 
 
 def build_probes(cfg: AuditConfig) -> list[Probe]:
@@ -75,6 +77,12 @@ def audit_dataset(
 ) -> dict[str, Any]:
     """Audit chat rows for what they would teach `base`; returns (and writes) audit.json."""
     step = _bars(progress)
+    local = sorted(set(cfg.detectors) & set(LOCAL_ONLY))
+    if local and base.backend not in ("hf", "toy"):
+        raise TraitlabError(
+            f"audit.detectors {', '.join(local)} need a local model (hf or toy backend), "
+            f"not '{base.backend}'; drop them from audit.detectors"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     probes = build_probes(cfg)
     cost: dict[str, dict[str, float]] = {}
