@@ -16,7 +16,7 @@ LAYERS = [
     {"lm", "theory"},
     {"traits", "data", "mnist"},
     {"toy", "evaluate"},
-    {"experiments", "serve"},
+    {"experiments", "serve", "audit"},
     {"cli", "__main__", "__init__"},
 ]
 
