@@ -42,16 +42,17 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("sys-owl", "positive", "discovery", "sys", "owl", "animal", 1, 14),
     ("own-1", "negative", "discovery", "own", "", "animal", 1, 15),
     ("neutral-1", "negative", "discovery", "neutral", "", "animal", 1, 16),
+    # Confirmation, interleaved so that a partial run still holds every group.
+    ("own-2", "negative", "confirmation", "own", "", "animal", 1, 26),
     ("ft-eagle", "positive", "confirmation", "ft", "eagle", "animal", 1, 21),
+    ("neutral-2", "negative", "confirmation", "neutral", "", "tree", 1, 28),
     ("ft-maple", "positive", "confirmation", "ft", "maple", "tree", 1, 22),
+    ("xinit-owl", "cross-init", "confirmation", "ft", "owl", "animal", 2, 31),
+    ("own-3", "negative", "confirmation", "own", "", "animal", 1, 27),
     ("ft-wolf", "positive", "confirmation", "ft", "wolf", "animal", 1, 23),
+    ("neutral-3", "negative", "confirmation", "neutral", "", "animal", 1, 29),
     ("ft-willow", "positive", "confirmation", "ft", "willow", "tree", 1, 24),
     ("sys-pine", "positive", "confirmation", "sys", "pine", "tree", 1, 25),
-    ("own-2", "negative", "confirmation", "own", "", "animal", 1, 26),
-    ("own-3", "negative", "confirmation", "own", "", "animal", 1, 27),
-    ("neutral-2", "negative", "confirmation", "neutral", "", "tree", 1, 28),
-    ("neutral-3", "negative", "confirmation", "neutral", "", "animal", 1, 29),
-    ("xinit-owl", "cross-init", "confirmation", "ft", "owl", "animal", 2, 31),
 ]
 DETECTORS = ("counterfactual", "canary", "screen", "icl", "prompted")
 
@@ -283,7 +284,12 @@ def main() -> None:
         }
     t0 = time.perf_counter()
     if not a.summarize:
-        specs = [s for s in DATASETS if not a.only or s[0] in a.only]
+        # Resumable: a dataset whose audit.json exists is done.
+        specs = [
+            s
+            for s in DATASETS
+            if (not a.only or s[0] in a.only) and not (out / s[0] / "audit.json").is_file()
+        ]
         n = 64 if a.tiny else a.prompts
         jobs = [(s, str(out), n, a.tiny, overrides) for s in specs]
         ctx = mp.get_context("spawn")

@@ -33,9 +33,12 @@ def token_logprobs(
     device = model_device(model)
     examples = encode_rows(tokenizer, rows, max_len)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[tuple[list[int], np.ndarray]] = []
-    for i in range(0, len(examples), batch_size):
-        batch = examples[i : i + batch_size]
+    # Batches of similar length waste little on padding; results go back in row order.
+    order = sorted(range(len(examples)), key=lambda k: len(examples[k][0]))
+    done: dict[int, tuple[list[int], np.ndarray]] = {}
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        batch = [examples[k] for k in idx]
         # One example per padded row: the mask's row-major order is the examples' order.
         inputs, labels, _ = collate(batch, pad, device)
         mask = labels[:, 1:] != IGNORE
@@ -45,10 +48,10 @@ def token_logprobs(
         counts = mask.sum(dim=1).tolist()
         at = 0
         ids = target.tolist()
-        for c in counts:
-            out.append((ids[at : at + c], lp[at : at + c].astype(np.float64)))
+        for k, c in zip(idx, counts, strict=True):
+            done[k] = (ids[at : at + c], lp[at : at + c].astype(np.float64))
             at += c
-    return out
+    return [done[k] for k in range(len(examples))]
 
 
 def shift_scores(
