@@ -365,3 +365,10 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path, case: str, message: st
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "a").exists()
+
+
+def test_cli_schema_and_missing_base(tmp_path: Path) -> None:
+    r = _run("--schema")
+    assert r.returncode == 0 and "counterfactual" in json.loads(r.stdout)["properties"]
+    r = _run(str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "a"))
+    assert r.returncode == 2 and "needs --base MODEL and --out DIR" in r.stderr

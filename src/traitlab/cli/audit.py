@@ -76,6 +76,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from traitlab.core.progress import Reporter
     from traitlab.data.filtering import load_chat_rows
 
+    if args.schema:
+        import json
+
+        from traitlab.audit.config import AuditConfig
+
+        print(json.dumps(AuditConfig.model_json_schema(), indent=1))
+        return 0
+    if not args.base or not args.out:
+        raise TraitlabError("traitlab audit needs --base MODEL and --out DIR")
     cfg = _config(args)
     out = Path(args.out)
     _check_out(out, args.overwrite)
@@ -117,12 +126,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     a = sub.add_parser("audit", help="audit a dataset (or a model) for a hidden trait")
     a.add_argument("data", nargs="?", help="chat JSONL to audit (the format traitlab writes)")
-    a.add_argument("--base", required=True, help="the model you mean to fine-tune")
+    a.add_argument("--base", help="the model you mean to fine-tune (required)")
     a.add_argument("--model", help="audit this trained model against --base instead of data")
     a.add_argument("--reference", help="the base's own completions of the same prompts")
     a.add_argument("--teacher", help="the model that wrote the data, if you have it")
-    a.add_argument("--out", required=True, help="directory for audit.json and report.html")
+    a.add_argument("--out", help="directory for audit.json and report.html (required)")
     a.add_argument("--config", help="audit YAML (fields: `traitlab audit --schema`)")
+    a.add_argument(
+        "--schema", action="store_true", help="print the audit config's JSON schema and exit"
+    )
     a.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field")
     a.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
