@@ -8,6 +8,7 @@ from traitlab.config.base import (
     load_yaml,
 )
 from traitlab.config.experiment import (
+    DefenceConfig,
     EvalConfig,
     ExperimentConfig,
     FilterConfig,
@@ -52,6 +53,7 @@ __all__ = [
     "GenerateConfig",
     "LoraConfig",
     "PromptSetConfig",
+    "DefenceConfig",
     "KeepNumbersConfig",
     "TeacherConfig",
     "TrainConfig",

@@ -211,6 +211,16 @@ class FilterConfig(_Config):
     )
 
 
+class DefenceConfig(_Config):
+    """A defence: a data transform between the filter and the students (traitlab.data.defences)."""
+
+    name: Literal["shuffle_within", "shuffle_across", "mix_reference"] = Field(
+        description="'shuffle_within': each completion's numbers in a random order; 'shuffle_across': the chosen completions' numbers pooled and dealt back (counts and format kept); 'mix_reference': rows replaced by the base's own completion of the same prompt."
+    )
+    fraction: float = Field(1.0, ge=0, le=1, description="Share of the rows it touches.")
+    seed: int = Field(0, description="Seed of which rows, and of the shuffles.")
+
+
 _METHODS: tuple[Literal["exact", "sampled"], ...] = ("exact", "sampled")
 
 
@@ -269,6 +279,10 @@ class ExperimentConfig(_Config):
     )
     filter: FilterConfig = Field(
         default_factory=FilterConfig, description="Filtering of the generated data."
+    )
+    defences: list[DefenceConfig] = Field(
+        default_factory=list,
+        description="Defences applied in order to every arm's filtered data before the students (the same rows and draws in every arm).",
     )
     student: TrainConfig = Field(default_factory=TrainConfig, description="Student fine-tuning.")
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Trait evaluation.")

@@ -19,6 +19,7 @@ from traitlab.config import ExperimentConfig, config_to_dict
 from traitlab.core import runs
 from traitlab.core.errors import TraitlabError
 from traitlab.core.progress import Fraction
+from traitlab.data.defences import apply_defences
 from traitlab.data.filtering import filter_paired, filter_rows, require_nonempty, to_chat_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
@@ -158,8 +159,16 @@ class Stages:
         fcfg = self.cfg.filter
         paired = fcfg.paired
         up: Any = {w: k for w, (_, k) in gens.items()}
+        extra = {"defences": [config_to_dict(d) for d in self.cfg.defences]}
         keys = {
-            w: runs.stable_hash({"up": up if paired else k, "filter": config_to_dict(fcfg)})
+            w: runs.stable_hash(
+                {
+                    "up": up if paired else k,
+                    "filter": config_to_dict(fcfg),
+                    # Only when set: runs without defences keep their cached data.
+                    **(extra if self.cfg.defences else {}),
+                }
+            )
             for w, (_, k) in gens.items()
         }
         dirs = {w: self.layout.data(seed, w) for w in gens}
@@ -175,9 +184,12 @@ class Stages:
                     results = {w: filter_rows(rows, fcfg) for w, rows in raw.items()}
                 for w, result in results.items():
                     require_nonempty(result, f"seed {seed}, {w} data")
+                kept = {w: to_chat_rows(r.kept) for w, r in results.items()}
+                if self.cfg.defences:
+                    kept = apply_defences(kept, self.cfg.defences, seed)
                 for w, result in results.items():
                     with runs.stage(dirs[w], keys[w], started=started) as tmp:
-                        runs.write_jsonl(tmp / "filtered.jsonl", to_chat_rows(result.kept))
+                        runs.write_jsonl(tmp / "filtered.jsonl", kept[w])
                         runs.write_jsonl(tmp / "rejected.jsonl", result.rejected)
                         runs.write_json(tmp / "filter.json", result.to_summary())
         return {w: (dirs[w], keys[w]) for w in gens}

@@ -1,0 +1,121 @@
+"""Defences as data transforms: between the filter and the students, on every arm's data.
+
+Each defence is registered by name (`DEFENCES`) and configured in the experiment's
+`defences` list (applied in order). It gets the arm's chat rows, the control's rows (the
+base's own completions of the same prompts) and a seeded generator, and returns new rows;
+the number format of a completion is kept exactly (only the numbers move), so a defended
+dataset still passes the filter.
+
+* `shuffle_within`: the numbers of each completion in a random order (the paper's
+  within-sequence shuffle control);
+* `shuffle_across`: the numbers of all chosen completions pooled and dealt back at random,
+  each completion keeping its count and format (the paper's across-sequence control);
+* `mix_reference`: a share of the rows replaced by the base's own completion of the same
+  prompt (dilution with clean data).
+
+`fraction` is the share of rows a defence touches; the rows are chosen by the generator, and
+teacher and control arms use the same generator (common random numbers).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from traitlab.core.errors import TraitlabError
+from traitlab.core.registry import Registry
+
+Row = dict[str, Any]
+Defence = Callable[[list[Row], list[Row], np.random.Generator, float], list[Row]]
+DEFENCES: Registry[Defence] = Registry("defence")
+_NUMBER = re.compile(r"\d+")
+
+
+def _completion(row: Row) -> str:
+    return str(row["messages"][-1]["content"])
+
+
+def _with_completion(row: Row, text: str) -> Row:
+    msgs = [dict(m) for m in row["messages"]]
+    msgs[-1]["content"] = text
+    return {**row, "messages": msgs}
+
+
+def _refill(text: str, numbers: Sequence[str]) -> str:
+    """`text` with its numbers replaced, in order, by `numbers` (everything else kept)."""
+    it = iter(numbers)
+    return _NUMBER.sub(lambda _m: next(it), text)
+
+
+def _chosen(n: int, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    k = int(round(fraction * n))
+    return np.sort(rng.permutation(n)[:k])
+
+
+@DEFENCES.register("shuffle_within")
+def shuffle_within(
+    rows: list[Row], control: list[Row], rng: np.random.Generator, fraction: float
+) -> list[Row]:
+    out = list(rows)
+    for i in _chosen(len(rows), rng, fraction):
+        text = _completion(rows[i])
+        nums = _NUMBER.findall(text)
+        out[i] = _with_completion(
+            rows[i], _refill(text, [nums[j] for j in rng.permutation(len(nums))])
+        )
+    return out
+
+
+@DEFENCES.register("shuffle_across")
+def shuffle_across(
+    rows: list[Row], control: list[Row], rng: np.random.Generator, fraction: float
+) -> list[Row]:
+    idx = _chosen(len(rows), rng, fraction)
+    texts = [_completion(rows[i]) for i in idx]
+    counts = [len(_NUMBER.findall(t)) for t in texts]
+    pool = [x for t in texts for x in _NUMBER.findall(t)]
+    pool = [pool[j] for j in rng.permutation(len(pool))]
+    out = list(rows)
+    at = 0
+    for i, t, c in zip(idx, texts, counts, strict=True):
+        out[i] = _with_completion(rows[i], _refill(t, pool[at : at + c]))
+        at += c
+    return out
+
+
+@DEFENCES.register("mix_reference")
+def mix_reference(
+    rows: list[Row], control: list[Row], rng: np.random.Generator, fraction: float
+) -> list[Row]:
+    def key(r: Row) -> str:
+        return repr(r["messages"][:-1])
+
+    by_prompt = {key(r): r for r in control}
+    out = list(rows)
+    for i in _chosen(len(rows), rng, fraction):
+        ref = by_prompt.get(key(rows[i]))
+        if ref is None:
+            raise TraitlabError(
+                "defence mix_reference: a data row's prompt has no control row; "
+                "use filter.paired: true"
+            )
+        out[i] = _with_completion(rows[i], _completion(ref))
+    return out
+
+
+def apply_defences(
+    arms: dict[str, list[Row]], defences: Sequence[Any], seed: int
+) -> dict[str, list[Row]]:
+    """Every arm's rows through the configured defences, in order. The control's rows as
+    filtered (before any defence) are the reference of `mix_reference`."""
+    control = arms.get("control", [])
+    out = dict(arms)
+    for k, d in enumerate(defences):
+        fn = DEFENCES.get(d.name)
+        for arm in out:
+            rng = np.random.default_rng([seed, k, d.seed])  # the same draws for every arm
+            out[arm] = fn(out[arm], control, rng, d.fraction)
+    return out

@@ -1,0 +1,112 @@
+"""Defences as data transforms: formats kept, numbers moved as promised, the same draws in
+every arm, and a defended experiment end to end on the tiny config."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from traitlab.config import DefenceConfig, load_config
+from traitlab.core.errors import TraitlabError
+from traitlab.data.defences import apply_defences, mix_reference, shuffle_across, shuffle_within
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM = re.compile(r"\d+")
+
+
+def _rows(texts: list[str], prefix: str = "p") -> list[dict]:
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"{prefix}{i}"},
+                {"role": "assistant", "content": t},
+            ]
+        }
+        for i, t in enumerate(texts)
+    ]
+
+
+TEXTS = ["[1, 2, 3, 4]", "10; 20; 30", "7 8 9 10 11", "(100, 200)", "5, 6"]
+
+
+def _c(rows: list[dict]) -> list[str]:
+    return [r["messages"][-1]["content"] for r in rows]
+
+
+def _shape(t: str) -> str:
+    return NUM.sub("#", t)
+
+
+def test_shuffle_within_keeps_each_completion_format_and_numbers() -> None:
+    out = _c(shuffle_within(_rows(TEXTS * 20), [], np.random.default_rng(0), 1.0))
+    ins = TEXTS * 20
+    assert [_shape(t) for t in out] == [_shape(t) for t in ins]
+    assert all(
+        Counter(NUM.findall(a)) == Counter(NUM.findall(b)) for a, b in zip(out, ins, strict=True)
+    )
+    assert sum(a != b for a, b in zip(out, ins, strict=True)) > 50  # really shuffled
+
+
+def test_shuffle_across_keeps_counts_formats_and_the_pool() -> None:
+    ins = TEXTS * 20
+    out = _c(shuffle_across(_rows(ins), [], np.random.default_rng(0), 1.0))
+    assert [_shape(t) for t in out] == [_shape(t) for t in ins]
+    assert Counter(x for t in out for x in NUM.findall(t)) == Counter(
+        x for t in ins for x in NUM.findall(t)
+    )
+    moved = sum(
+        Counter(NUM.findall(a)) != Counter(NUM.findall(b)) for a, b in zip(out, ins, strict=True)
+    )
+    assert moved > 50
+
+
+def test_fraction_and_mix_reference() -> None:
+    data, control = _rows(TEXTS * 20), _rows(["0, 0, 0"] * 100)
+    out = _c(mix_reference(data, control, np.random.default_rng(1), 0.3))
+    assert out.count("0, 0, 0") == 30
+    half = _c(shuffle_within(data, [], np.random.default_rng(1), 0.0))
+    assert half == _c(data)
+    with pytest.raises(TraitlabError, match="has no control row"):
+        mix_reference(data, _rows(["1"], prefix="other"), np.random.default_rng(0), 1.0)
+
+
+def test_every_arm_gets_the_same_draws() -> None:
+    arms = {"teacher": _rows(TEXTS * 4), "control": _rows(TEXTS * 4)}
+    out = apply_defences(arms, [DefenceConfig(name="shuffle_within", fraction=0.5)], seed=3)
+    assert _c(out["teacher"]) == _c(out["control"])  # same rows in, same draws: same rows out
+    again = apply_defences(arms, [DefenceConfig(name="shuffle_within", fraction=0.5)], seed=3)
+    assert _c(again["teacher"]) == _c(out["teacher"])
+
+
+def test_a_defended_tiny_experiment(tmp_path: Path) -> None:
+    from traitlab.experiments.pipeline import run_experiment
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml")
+    plain = run_experiment(cfg, tmp_path / "plain")
+    dcfg = cfg.model_copy(update={"defences": [DefenceConfig(name="shuffle_across")]})
+    defended = run_experiment(dcfg, tmp_path / "defended")
+    assert plain and defended
+    for arm in ("teacher", "control"):
+        a = (
+            (tmp_path / "plain" / "seed-0" / f"data-{arm}" / "filtered.jsonl")
+            .read_text()
+            .splitlines()
+        )
+        b = (
+            (tmp_path / "defended" / "seed-0" / f"data-{arm}" / "filtered.jsonl")
+            .read_text()
+            .splitlines()
+        )
+        ca, cb = ([json.loads(x)["messages"][-1]["content"] for x in s] for s in (a, b))
+        assert len(ca) == len(cb) and [_shape(t) for t in ca] == [_shape(t) for t in cb]
+        assert ca != cb  # the defence really ran
+        assert Counter(x for t in ca for x in NUM.findall(t)) == Counter(
+            x for t in cb for x in NUM.findall(t)
+        )
+    manifest = json.loads((tmp_path / "defended" / "manifest.json").read_text())
+    assert manifest["config_resolved"]["defences"][0]["name"] == "shuffle_across"
