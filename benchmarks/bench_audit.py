@@ -154,7 +154,9 @@ def auroc(pos: list[float], neg: list[float]) -> float:
     return wins / (len(pos) * len(neg))
 
 
-def summarize(out: Path, threshold: float, seconds_per_student: float | None) -> dict[str, Any]:
+def summarize(out: Path, cfg: Any, seconds_per_student: float | None) -> dict[str, Any]:
+    from traitlab.audit.verdict import threshold_for
+
     rng = np.random.default_rng(0)
     table: dict[str, Any] = {}
     per: list[dict[str, Any]] = []
@@ -181,7 +183,8 @@ def summarize(out: Path, threshold: float, seconds_per_student: float | None) ->
                 }
         per.append(row)
     for det in DETECTORS:
-        out_d: dict[str, Any] = {}
+        threshold = threshold_for(det, cfg)
+        out_d: dict[str, Any] = {"threshold": threshold}
         for split in ("discovery", "confirmation", "all"):
             rows = [r for r in per if det in r and (split == "all" or r["split"] == split)]
             pos = [r[det]["z"] for r in rows if r["group"] == "positive"]
@@ -213,7 +216,6 @@ def summarize(out: Path, threshold: float, seconds_per_student: float | None) ->
             }
         table[det] = out_d
     return {
-        "threshold": threshold,
         "datasets": per,
         "detectors": table,
         "seconds_per_student": seconds_per_student,
@@ -226,7 +228,11 @@ def write_md(out: Path, res: dict[str, Any], machine: dict[str, Any], wall: floa
         "",
         f"Machine: {machine.get('cpu')}, {machine.get('cpu_count')} cores; "
         + (f"wall {wall:.0f} s" if wall is not None else "tables rebuilt from the saved audits")
-        + f". Threshold z > {res['threshold']}. Settings: {json.dumps(res.get('config'))}"
+        + ". Thresholds: counterfactual t > "
+        + str(res["detectors"].get("counterfactual", {}).get("threshold"))
+        + ", the others robust z > "
+        + str(res["detectors"].get("canary", {}).get("threshold"))
+        + f". Settings: {json.dumps(res.get('config'))}"
         + " (the rest: `AuditConfig` defaults).",
         "",
         "| detector | split | AUROC [95% CI] | top-1 | TPR | FPR | cross-init flagged | s / audit |",
@@ -234,6 +240,8 @@ def write_md(out: Path, res: dict[str, Any], machine: dict[str, Any], wall: floa
     ]
     for det, splits in res["detectors"].items():
         for split, s in splits.items():
+            if split == "threshold":
+                continue
             ci = s["auroc_ci"]
             ci_s = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
             f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
@@ -296,7 +304,7 @@ def main() -> None:
         with ctx.Pool(a.workers) as pool:
             for r in pool.imap_unordered(run_one, jobs):
                 print(json.dumps(r), flush=True)
-    res = summarize(out, AuditConfig.model_validate(overrides).threshold, None)
+    res = summarize(out, AuditConfig.model_validate(overrides), None)
     res["machine"] = machine_info()
     # A --summarize run rebuilds the tables from saved audits: it has no wall time of its own.
     res["wall_seconds"] = None if a.summarize else round(time.perf_counter() - t0, 1)

@@ -64,6 +64,9 @@ def test_findings_and_verdict() -> None:
     fs = findings(["a", "b", "c"], reps)
     assert fs[0]["option"] == "c" and fs[0]["ci"][0] > 0
     v = verdict({"canary": {"animal": fs}}, threshold=3.0)
+    cfg = parse_config({}, AuditConfig)
+    assert verdict({"counterfactual": {"animal": fs}}, cfg)["threshold"] == cfg.threshold == 8.0
+    assert verdict({"canary": {"animal": fs}}, cfg)["threshold"] == cfg.z_threshold
     assert v["flag"] and v["trait"] == "c" and v["detector"] == "canary"
     assert not verdict({"canary": {"animal": fs}}, threshold=1e9)["flag"]
     assert verdict({}, 3.0) == {"flag": False, "detector": None, "reason": "no detector ran"}
@@ -125,8 +128,8 @@ def test_screen_is_zero_on_the_reference_itself_and_a_true_derivative(toy: tuple
 def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> None:
     """Rows that answer 'owl' to number prompts teach the owl overtly: the canary and the
     token scores must name it (a detector that cannot find an overt trait finds nothing).
-    The counterfactual teachers do not (their whale teacher, furthest from numbers, explains
-    any word best): they run here and are not the primary detector."""
+    (The counterfactual teachers do not: their whale teacher, furthest from numbers, explains
+    any word best; README, "Audit a dataset".)"""
     base, _, _ = toy
     ref = _rows(NUMBERS)
     data = _with(ref, ["owl"])
@@ -134,15 +137,13 @@ def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> No
         {
             **SMALL,
             "reference_filter": "none",
-            "detectors": ["counterfactual", "canary", "rows"],
-            "counterfactual": {"train": {"lr": 1e-3, "max_steps": 5, "batch_size": 4}},
+            "detectors": ["canary", "rows"],
         },
         AuditConfig,
     )
     a = audit_dataset(data, base, cfg, tmp_path, reference=ref)
     assert a["detectors"]["canary"]["animal"][0]["option"] == "owl"
-    assert a["verdict"]["detector"] == "canary"
-    assert len(a["detectors"]["counterfactual"]["animal"]) == 20
+    assert a["verdict"]["detector"] == "canary" and a["verdict"]["threshold"] == 3.0
     assert a["verdict"]["flag"] and a["verdict"]["trait"] == "owl"
     assert a["top_tokens"][0]["token"].strip("▁ ") == "owl"
     rows = [json.loads(x) for x in (tmp_path / "rows.jsonl").read_text().splitlines()]

@@ -107,7 +107,11 @@ class AuditConfig(FrozenConfig):
     icl_rows: int = Field(2, ge=1, description="Rows shown in context per in-context probe.")
     icl_sets: int = Field(8, ge=2, description="Sets of rows (the CI is over them).")
     threshold: float = Field(
+        8.0,
+        description="Flag when the counterfactual teachers' top option has a t over rows above this. Chosen on the audit benchmark's discovery datasets (just above their highest negative, a teacher fine-tuned on neutral answers: 7.0); the t is calibrated only for data that is the base's own (there max 1.0), not for other fine-tunes' data.",
+    )
+    z_threshold: float = Field(
         3.0,
-        description="Flag when the primary detector's top option scores above this: for counterfactual teachers a t over rows of the option's contrast (calibrated under the null that the data is the base's own; 3.0 is about 5 % over 30 options, Bonferroni), for the others a robust z over options.",
+        description="When another detector decides (counterfactual not run, e.g. on an API backend): flag when its top option's robust z over options is above this.",
     )
     top_rows: int = Field(20, ge=0, description="Rows and tokens listed in the report.")

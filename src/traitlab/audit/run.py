@@ -190,7 +190,7 @@ def audit_dataset(
         "data": info,
         "detectors": results,
         "cost": cost,
-        "verdict": verdict(results, cfg.threshold),
+        "verdict": verdict(results, cfg),
         **extra,
     }
     audit["cost"]["total_seconds"] = {"seconds": round(time.perf_counter() - t0, 2)}
@@ -274,7 +274,7 @@ def audit_model(
             for j, p in enumerate(probes)
         },
     }
-    v = verdict({"canary": results["probes"]}, cfg.threshold) | {"detector": "probes"}
+    v = verdict({"canary": results["probes"]}, cfg.z_threshold) | {"detector": "probes"}
     audit = {
         "schema_version": SCHEMA_VERSION,
         "kind": "model",

@@ -17,7 +17,7 @@ import numpy as np
 
 from traitlab.core.stats import mean_ci
 
-PRIMARY = ("canary", "counterfactual", "screen", "icl", "prompted")
+PRIMARY = ("counterfactual", "canary", "screen", "icl", "prompted")
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -55,11 +55,19 @@ def findings(
     return sorted(out, key=lambda f: -f["z"])
 
 
+def threshold_for(detector: str, cfg: Any) -> float:
+    """The flag threshold of a detector: the counterfactual t's own, else the robust z's."""
+    return float(cfg.threshold if detector == "counterfactual" else cfg.z_threshold)
+
+
 def verdict(
-    results: dict[str, dict[str, list[dict[str, Any]]]], threshold: float
+    results: dict[str, dict[str, list[dict[str, Any]]]], threshold: float | Any
 ) -> dict[str, Any]:
-    """`results[detector][probe]` = findings. The flag and the most likely trait."""
+    """`results[detector][probe]` = findings. The flag and the most likely trait.
+    `threshold`: a number, or an AuditConfig (the primary detector's threshold)."""
     det = next((d for d in PRIMARY if d in results), None)
+    if det is not None and not isinstance(threshold, (int, float)):
+        threshold = threshold_for(det, threshold)
     if det is None:
         return {"flag": False, "detector": None, "reason": "no detector ran"}
     best = max(((probe, f[0]) for probe, f in results[det].items() if f), key=lambda pf: pf[1]["z"])
