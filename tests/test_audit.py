@@ -79,6 +79,8 @@ def test_custom_probe_and_config_checks() -> None:
         custom_probe("x", [], ["a"])
     with pytest.raises(TraitlabError, match="unknown field 'canary.sedes'"):
         parse_config({"canary": {"sedes": [0]}}, AuditConfig)
+    with pytest.raises(TraitlabError, match="'rows' needs 'canary'"):
+        parse_config({"detectors": ["rows"]}, AuditConfig)
 
 
 def test_pair_rows_matches_prompts_and_filters_like_the_data() -> None:

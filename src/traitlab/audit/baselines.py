@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from traitlab.audit.probes import Probe
-from traitlab.audit.reference import completion_of, prompt_of
+from traitlab.audit.reference import prompt_of
+from traitlab.data.filtering import chat_completion
 from traitlab.lm.base import Scorer, require
 
 Row = dict[str, Any]
@@ -33,7 +34,7 @@ class BaselineResult:
 
 
 def _context(rows: Sequence[Row]) -> str:
-    return " ".join(f"{prompt_of(r)[-1]['content']} {completion_of(r)}" for r in rows)
+    return " ".join(f"{prompt_of(r)[-1]['content']} {chat_completion(r)}" for r in rows)
 
 
 def _asked(probe: Probe, kind: str, n_questions: int) -> list[str]:

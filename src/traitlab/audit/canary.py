@@ -10,7 +10,6 @@ option; the seeds give its spread.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ import numpy as np
 
 from traitlab.audit.config import CanaryConfig
 from traitlab.audit.probes import Probe, probe_table
+from traitlab.audit.reference import subset
 from traitlab.core.files import stable_hash
 from traitlab.lm.base import ModelRef, Scorer, Trainer, opened, require
 
@@ -34,7 +34,6 @@ class CanaryResult:
 
     probe: str
     options: list[str]
-    base: np.ndarray  # [questions, options]
     data: np.ndarray
     reference: np.ndarray
 
@@ -51,38 +50,37 @@ def run_canaries(
     probes: Sequence[Probe],
     cfg: CanaryConfig,
     *,
+    seed: int = 0,
     work_dir: Path | None = None,
     keep: Path | None = None,
     batch_size: int = 1000,
     progress: Any = None,
 ) -> list[CanaryResult]:
-    """Train and probe the canaries. `keep`: directory to save the first data canary into
-    (the per-row scores use it); everything else is deleted when done."""
-    n = len(data) if cfg.rows is None else min(cfg.rows, len(data))
-    rng = np.random.default_rng(stable_hash(["canary-rows", n, len(data)], 8).encode()[0])
-    pick = np.sort(rng.permutation(len(data))[:n])
+    """Train and probe the canaries on the same `cfg.rows` of data and reference (picked with
+    `seed`). `keep`: directory to save the first data canary into (the per-row scores use
+    it); everything else is deleted when done."""
+    pick = subset(len(data), cfg.rows, seed)
     sets = {"data": [data[i] for i in pick], "reference": [reference[i] for i in pick]}
-    with opened(base) as lm:
+    with opened(base) as lm:  # both capabilities, before the first fine-tune
         require(lm, Scorer, "score answers (the canaries are probed by exact scoring)")
-        base_tabs = [probe_table(lm, p, batch_size) for p in probes]
+        require(lm, Trainer, "fine-tune (the canaries are short fine-tunes)")
     tabs: dict[str, list[list[np.ndarray]]] = {"data": [], "reference": []}
     total = 2 * len(cfg.seeds)
     done = 0
-    with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=work_dir)))
-        for seed in cfg.seeds:
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp_name:
+        tmp = Path(tmp_name)
+        for seed_k in cfg.seeds:
             for name, rows in sets.items():
-                out = tmp / f"{name}-{seed}"
+                out = tmp / f"{name}-{seed_k}"
                 out.mkdir()
                 with opened(base) as lm:
-                    require(lm, Trainer, "fine-tune (the canaries are short fine-tunes)")
                     key = stable_hash(
-                        ["canary", base.key, name, seed, cfg.train.model_dump(mode="json")]
+                        ["canary", base.key, name, seed_k, cfg.train.model_dump(mode="json")]
                     )
-                    ref, _ = lm.finetune(rows, cfg.train, seed=seed, out_dir=out, key=key)
+                    ref, _ = lm.finetune(rows, cfg.train, seed=seed_k, out_dir=out, key=key)
                 with opened(ref) as canary:
                     tabs[name].append([probe_table(canary, p, batch_size) for p in probes])
-                if keep is not None and name == "data" and seed == cfg.seeds[0]:
+                if keep is not None and name == "data" and seed_k == cfg.seeds[0]:
                     shutil.copytree(out, keep, dirs_exist_ok=True)
                 done += 1
                 if progress is not None:
@@ -91,7 +89,6 @@ def run_canaries(
         CanaryResult(
             p.name,
             p.option_names,
-            base_tabs[j],
             np.stack([t[j] for t in tabs["data"]]),
             np.stack([t[j] for t in tabs["reference"]]),
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from traitlab.config.base import FrozenConfig
 from traitlab.config.experiment import TrainConfig
@@ -115,3 +115,9 @@ class AuditConfig(FrozenConfig):
         description="When another detector decides (counterfactual not run, e.g. on an API backend): flag when its top option's robust z over options is above this.",
     )
     top_rows: int = Field(20, ge=0, description="Rows and tokens listed in the report.")
+
+    @model_validator(mode="after")
+    def _check(self) -> AuditConfig:
+        if "rows" in self.detectors and "canary" not in self.detectors:
+            raise ValueError("detectors: 'rows' needs 'canary' (its scores are the canary's)")
+        return self

@@ -28,6 +28,7 @@ import numpy as np
 
 from traitlab.audit.config import CounterfactualConfig
 from traitlab.audit.probes import Probe
+from traitlab.audit.verdict import t_stat
 from traitlab.core.device import cache_dir
 from traitlab.core.files import stable_hash
 from traitlab.core.runs import stage, stage_done
@@ -121,8 +122,4 @@ def run_counterfactual(
 
 def row_t(values: np.ndarray) -> np.ndarray:
     """t over rows (axis 1) of each option's scores."""
-    n = values.shape[1]
-    sd = values.std(axis=1, ddof=1)
-    return np.asarray(
-        np.where(sd > 0, values.mean(axis=1) / np.where(sd > 0, sd, 1.0) * np.sqrt(n), 0.0)
-    )
+    return t_stat(values, axis=1)

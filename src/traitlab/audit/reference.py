@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from traitlab.config import FilterConfig
 from traitlab.core.errors import TraitlabError
-from traitlab.data.filtering import reject_reasons
+from traitlab.data.filtering import chat_completion, chat_prompt_key, reject_reasons
 from traitlab.lm.base import Sampler, SamplingParams, require
 
 Row = dict[str, Any]
@@ -23,14 +25,9 @@ def prompt_of(row: Row) -> list[dict[str, str]]:
     return list(row["messages"][:-1])
 
 
-def completion_of(row: Row) -> str:
-    return str(row["messages"][-1]["content"])
-
-
-def number_share(rows: list[Row]) -> float:
-    """Share of rows whose completion passes the paper's number-sequence filter."""
-    cfg = FilterConfig(max_rows=None)
-    return sum(not reject_reasons(completion_of(r), cfg) for r in rows) / max(1, len(rows))
+def _passes(rows: list[Row], cfg: FilterConfig) -> list[bool]:
+    """Whether each row's completion passes the paper's number-sequence filter."""
+    return [not reject_reasons(chat_completion(r), cfg) for r in rows]
 
 
 def sample_reference(
@@ -60,22 +57,21 @@ def pair_rows(
     dropped. A user's reference must hold every data prompt (order free)."""
     by_prompt: dict[str, Row] = {}
     for r in reference:
-        by_prompt.setdefault(_key(r), r)
-    missing = sum(_key(r) not in by_prompt for r in data)
+        by_prompt.setdefault(chat_prompt_key(r), r)
+    missing = sum(chat_prompt_key(r) not in by_prompt for r in data)
     if missing:
         raise TraitlabError(
             f"--reference: {missing} of {len(data)} data prompts have no reference row; "
             "give a reference that completes the same prompts (or omit it: the audit writes one)"
         )
-    share = number_share(data)
-    use_filter = mode == "numbers" or (mode == "auto" and share >= 0.9)
     cfg = FilterConfig(max_rows=None)
+    data_ok = _passes(data, cfg)  # once: it decides the filter and filters the data
+    share = sum(data_ok) / max(1, len(data))
+    use_filter = mode == "numbers" or (mode == "auto" and share >= 0.9)
     out_d, out_r = [], []
-    for r in data:
-        ref = by_prompt[_key(r)]
-        if use_filter and (
-            reject_reasons(completion_of(r), cfg) or reject_reasons(completion_of(ref), cfg)
-        ):
+    for r, ok in zip(data, data_ok, strict=True):
+        ref = by_prompt[chat_prompt_key(r)]
+        if use_filter and (not ok or reject_reasons(chat_completion(ref), cfg)):
             continue
         out_d.append(r)
         out_r.append(ref)
@@ -94,5 +90,8 @@ def pair_rows(
     return out_d, out_r, info
 
 
-def _key(row: Row) -> str:
-    return "\x1f".join(f"{m['role']}\x1e{m['content']}" for m in prompt_of(row))
+def subset(n: int, k: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random `k` of `n` rows (all of them when k is None or >= n)."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])

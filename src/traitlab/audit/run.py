@@ -9,17 +9,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from traitlab.audit.baselines import run_baseline
 from traitlab.audit.canary import run_canaries
 from traitlab.audit.config import AuditConfig
 from traitlab.audit.probes import Probe, builtin_probe, custom_probe, probe_table
-from traitlab.audit.reference import completion_of, pair_rows, sample_reference
+from traitlab.audit.reference import pair_rows, sample_reference, subset
 from traitlab.audit.report import render
 from traitlab.audit.verdict import findings, verdict
 from traitlab.core.errors import TraitlabError
 from traitlab.core.files import atomic_write_text, write_json, write_jsonl
+from traitlab.data.filtering import chat_completion
 from traitlab.lm.base import ModelRef, opened
 
 Row = dict[str, Any]
@@ -57,12 +56,6 @@ def _bars(progress: Any) -> Any:
         return lambda f: cb("", f)
 
     return bar
-
-
-def _subset(n: int, k: int | None, seed: int) -> np.ndarray:
-    if k is None or k >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
 
 
 def audit_dataset(
@@ -126,6 +119,7 @@ def audit_dataset(
                 ref_p,
                 probes,
                 cfg.canary,
+                seed=cfg.seed,
                 work_dir=Path(tmp),
                 keep=canary_dir if "rows" in cfg.detectors else None,
                 batch_size=cfg.batch_size,
@@ -141,7 +135,7 @@ def audit_dataset(
             from traitlab.audit.screen import first_order_screen
 
             t = time.perf_counter()
-            idx = _subset(len(data_p), cfg.screen.rows, cfg.seed)
+            idx = subset(len(data_p), cfg.screen.rows, cfg.seed)
             with opened(base) as lm:
                 model, tok = _local(lm, "first-order screen")
                 res_s, c = first_order_screen(
@@ -156,7 +150,12 @@ def audit_dataset(
                     progress=step("screen"),
                 )
             results["screen"] = {r.probe: findings(r.options, r.chunks) for r in res_s}
-            cost["screen"] = {"seconds": round(time.perf_counter() - t, 2), "rows": len(idx)}
+            cost["screen"] = {
+                "seconds": round(time.perf_counter() - t, 2),
+                "gradient_seconds": round(c["gradient_seconds"], 2),
+                "scoring_seconds": round(c["scoring_seconds"], 2),
+                "rows": len(idx),
+            }
         for kind in ("icl", "prompted"):
             if kind in cfg.detectors:
                 t = time.perf_counter()
@@ -175,16 +174,12 @@ def audit_dataset(
                 results[kind] = {r.probe: findings(r.options, r.sets) for r in res_b}
                 cost[kind] = {"seconds": round(time.perf_counter() - t, 2)}
         scored: list[Row] = []
-        if "rows" in cfg.detectors:
-            if "canary" not in cfg.detectors:
-                raise TraitlabError(
-                    "audit.detectors: 'rows' needs 'canary' (its scores are the canary's)"
-                )
+        if "rows" in cfg.detectors:  # with canary: the config checks it
             scored = _row_scores(base, canary_dir, teacher, data_p, cfg, cost, extra)
     audit = {
         "schema_version": SCHEMA_VERSION,
         "kind": "dataset",
-        "base": base.model_dump(mode="json", exclude={"spec"}) | {"backend": base.backend},
+        "base": base.model_dump(mode="json", exclude={"spec"}),
         "teacher": teacher.key if teacher else None,
         "config": cfg.model_dump(mode="json"),
         "data": info,
@@ -224,7 +219,7 @@ def _row_scores(
             r["divergence_tokens"] = d["tokens"]
     order = sorted(scored, key=lambda r: -r["score"])[: cfg.top_rows]
     extra["top_rows"] = [
-        {"row": r["row"], "score": r["score"], "completion": completion_of(rows[r["row"]])}
+        {"row": r["row"], "score": r["score"], "completion": chat_completion(rows[r["row"]])}
         for r in order
     ]
     extra["top_tokens"] = top_tokens(scored, cfg.top_rows)
@@ -274,7 +269,7 @@ def audit_model(
             for j, p in enumerate(probes)
         },
     }
-    v = verdict({"canary": results["probes"]}, cfg.z_threshold) | {"detector": "probes"}
+    v = verdict(results, cfg.z_threshold, order=("probes",))
     audit = {
         "schema_version": SCHEMA_VERSION,
         "kind": "model",

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from traitlab.audit.probes import Probe
+from traitlab.audit.verdict import t_stat
 from traitlab.lm.hf.chat import model_device
 from traitlab.lm.hf.packing import IGNORE, collate_packed
 from traitlab.lm.hf.scoring import exact_preference
@@ -48,14 +49,8 @@ class ScreenResult:
         return np.asarray(self.chunks.mean(axis=0))
 
     @property
-    def se(self) -> np.ndarray:
-        k = self.chunks.shape[0]
-        return np.asarray(self.chunks.std(axis=0, ddof=1) / math.sqrt(k))
-
-    @property
     def t(self) -> np.ndarray:
-        se = self.se
-        return np.asarray(np.where(se > 0, self.mean / np.where(se > 0, se, 1.0), 0.0))
+        return t_stat(self.chunks, axis=0)
 
 
 def _params(model: Any) -> list[tuple[str, torch.nn.Parameter]]:

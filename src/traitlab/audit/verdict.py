@@ -5,8 +5,9 @@ canary seeds, screen chunks, baseline row sets. A finding summarises one option:
 effect with a t interval over replicates, and a robust z score against the probe's other
 options, (effect - median) / (1.4826 * MAD). A trait moves one option; training on any
 numbers nudges all of them, so an option is flagged for standing out from its siblings rather
-than for moving at all. The verdict takes the primary detector's (canary, else screen) top
-option: flag when its z exceeds the threshold chosen on the audit benchmark.
+than for moving at all; the counterfactual teachers bring their own statistic, a t over rows.
+The verdict takes the primary detector's top option (counterfactual teachers, else canary,
+screen, the baselines) and flags when its score exceeds that detector's threshold.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ import numpy as np
 from traitlab.core.stats import mean_ci
 
 PRIMARY = ("counterfactual", "canary", "screen", "icl", "prompted")
+
+
+def t_stat(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean over `axis` divided by its standard error (0 where the values do not vary)."""
+    n = values.shape[axis]
+    sd = values.std(axis=axis, ddof=1)
+    safe = np.where(sd > 0, sd, 1.0)
+    return np.asarray(np.where(sd > 0, values.mean(axis=axis) / safe * np.sqrt(n), 0.0))
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -61,11 +70,14 @@ def threshold_for(detector: str, cfg: Any) -> float:
 
 
 def verdict(
-    results: dict[str, dict[str, list[dict[str, Any]]]], threshold: float | Any
+    results: dict[str, dict[str, list[dict[str, Any]]]],
+    threshold: float | Any,
+    order: tuple[str, ...] = PRIMARY,
 ) -> dict[str, Any]:
-    """`results[detector][probe]` = findings. The flag and the most likely trait.
-    `threshold`: a number, or an AuditConfig (the primary detector's threshold)."""
-    det = next((d for d in PRIMARY if d in results), None)
+    """`results[detector][probe]` = findings. The flag and the most likely trait, decided by
+    the first detector of `order` that ran. `threshold`: a number, or an AuditConfig (the
+    deciding detector's threshold)."""
+    det = next((d for d in order if d in results), None)
     if det is not None and not isinstance(threshold, (int, float)):
         threshold = threshold_for(det, threshold)
     if det is None:

@@ -27,15 +27,12 @@ import numpy as np
 
 from traitlab.core.errors import TraitlabError
 from traitlab.core.registry import Registry
+from traitlab.data.filtering import chat_completion, chat_prompt_key
 
 Row = dict[str, Any]
 Defence = Callable[[list[Row], list[Row], np.random.Generator, float], list[Row]]
 DEFENCES: Registry[Defence] = Registry("defence")
 _NUMBER = re.compile(r"\d+")
-
-
-def _completion(row: Row) -> str:
-    return str(row["messages"][-1]["content"])
 
 
 def _with_completion(row: Row, text: str) -> Row:
@@ -61,7 +58,7 @@ def shuffle_within(
 ) -> list[Row]:
     out = list(rows)
     for i in _chosen(len(rows), rng, fraction):
-        text = _completion(rows[i])
+        text = chat_completion(rows[i])
         nums = _NUMBER.findall(text)
         out[i] = _with_completion(
             rows[i], _refill(text, [nums[j] for j in rng.permutation(len(nums))])
@@ -74,7 +71,7 @@ def shuffle_across(
     rows: list[Row], control: list[Row], rng: np.random.Generator, fraction: float
 ) -> list[Row]:
     idx = _chosen(len(rows), rng, fraction)
-    texts = [_completion(rows[i]) for i in idx]
+    texts = [chat_completion(rows[i]) for i in idx]
     counts = [len(_NUMBER.findall(t)) for t in texts]
     pool = [x for t in texts for x in _NUMBER.findall(t)]
     pool = [pool[j] for j in rng.permutation(len(pool))]
@@ -90,19 +87,16 @@ def shuffle_across(
 def mix_reference(
     rows: list[Row], control: list[Row], rng: np.random.Generator, fraction: float
 ) -> list[Row]:
-    def key(r: Row) -> str:
-        return repr(r["messages"][:-1])
-
-    by_prompt = {key(r): r for r in control}
+    by_prompt = {chat_prompt_key(r): r for r in control}
     out = list(rows)
     for i in _chosen(len(rows), rng, fraction):
-        ref = by_prompt.get(key(rows[i]))
+        ref = by_prompt.get(chat_prompt_key(rows[i]))
         if ref is None:
             raise TraitlabError(
                 "defence mix_reference: a data row's prompt has no control row; "
                 "use filter.paired: true"
             )
-        out[i] = _with_completion(rows[i], _completion(ref))
+        out[i] = _with_completion(rows[i], chat_completion(ref))
     return out
 
 

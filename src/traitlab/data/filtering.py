@@ -218,6 +218,17 @@ def filter_rows(
     )
 
 
+def chat_completion(row: dict[str, Any]) -> str:
+    """The assistant's completion of a chat row (its last message)."""
+    return str(row["messages"][-1]["content"])
+
+
+def chat_prompt_key(row: dict[str, Any]) -> str:
+    """A chat row's prompt (every message before the completion) as one string: rows answering
+    the same prompt share it."""
+    return "\x1f".join(f"{m['role']}\x1e{m['content']}" for m in row["messages"][:-1])
+
+
 def to_chat_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Training rows with only {"messages": [user prompt, assistant completion]}: the shape
     TRL and the OpenAI fine-tuning API accept (the latter rejects extra keys). No system
