@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from htmlparse import Tables
 from traitlab.audit import AuditConfig, audit_dataset, audit_model
 from traitlab.audit.probes import builtin_probe, custom_probe
 from traitlab.audit.reference import pair_rows
@@ -195,28 +195,6 @@ def test_screen_predicts_a_small_sgd_step(toy: tuple) -> None:
     assert np.corrcoef(pred, real)[0, 1] > 0.95
 
 
-class _Tables(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tables, self.scripts, self._cell = 0, 0, None
-        self.cells: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        self.tables += tag == "table"
-        self.scripts += tag == "script"
-        if tag == "td":
-            self._cell = ""
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell += data
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "td" and self._cell is not None:
-            self.cells.append(self._cell)
-            self._cell = None
-
-
 def test_report_is_html_with_tables_and_escapes_model_text(tmp_path: Path, toy: tuple) -> None:
     base, _, _ = toy
     ref = _rows(NUMBERS)
@@ -232,7 +210,7 @@ def test_report_is_html_with_tables_and_escapes_model_text(tmp_path: Path, toy: 
     )
     audit_dataset(data, base, cfg, tmp_path, reference=ref)
     page = (tmp_path / "report.html").read_text()
-    parser = _Tables()
+    parser = Tables()
     parser.feed(page)
     assert parser.scripts == 0 and parser.tables >= 3
     assert "&lt;script&gt;" in page and any("<script>" in c for c in parser.cells)

@@ -17,6 +17,7 @@ LAYERS = [
     {"traits", "data", "mnist"},
     {"toy", "evaluate"},
     {"experiments", "serve", "audit"},
+    {"sweep"},
     {"cli", "__main__", "__init__"},
 ]
 

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-from traitlab.core.errors import TraitlabError
+from traitlab.config.presets import PRESETS, preset_path  # noqa: F401 - the CLI's presets
 
-PRESETS = ("demo", "demo-quick")
 OVERWRITE_RUN = (
     "write into --out even if it is a non-empty directory that is not a traitlab run "
     "(default: refuse)"
 )
-
-
-def preset_path(name: str) -> Path:
-    if name not in PRESETS:
-        raise TraitlabError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
-    return Path(str(resources.files("traitlab") / "presets" / f"{name}.yaml"))
 
 
 def load(args: argparse.Namespace) -> Any:

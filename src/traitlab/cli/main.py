@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from traitlab.cli import audit, run, serve, stages
+    from traitlab.cli import audit, run, serve, stages, sweep
     from traitlab.mnist.cli import register as register_mnist
 
     p = argparse.ArgumentParser(
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     stages.register(sub)  # generate, filter, train, evaluate
     serve.register(sub)  # serve
     audit.register(sub)  # audit
+    sweep.register(sub)  # sweep
     register_mnist(sub)  # mnist, theory
     for sp in sub.choices.values():  # `traitlab run x.yaml --debug` works too
         sp.add_argument(

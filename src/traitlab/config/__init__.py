@@ -6,6 +6,7 @@ from traitlab.config.base import (
     config_to_dict,
     config_to_yaml,
     load_yaml,
+    set_path,
 )
 from traitlab.config.experiment import (
     DefenceConfig,
@@ -64,4 +65,5 @@ __all__ = [
     "load_config",
     "load_yaml",
     "parse_config",
+    "set_path",
 ]

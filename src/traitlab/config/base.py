@@ -116,14 +116,21 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
-        node = data
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            child = node.get(p)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[p] = child
-            node = child
-        node[parts[-1]] = value
+        data = set_path(data, key, value)
+    return data
+
+
+def set_path(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of `data` with the dotted path `key` set to `value` (parents made as needed)."""
+    data = dict(data)
+    node = data
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        child = node.get(p)
+        child = dict(child) if isinstance(child, dict) else {}
+        node[p] = child
+        node = child
+    node[parts[-1]] = value
     return data
 
 

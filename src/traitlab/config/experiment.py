@@ -246,6 +246,12 @@ class EvalConfig(_Config):
         None, ge=1, description="Use only the first N questions (default: all 50)."
     )
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of every interval.")
+    utility_prompts: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Utility check of every student on this many held-out number prompts (drawn with the prompt seed + 1): its loss on the base's filtered completions of them, and the filter pass rate of its own (0: off).",
+    )
 
 
 class ExperimentConfig(_Config):

@@ -174,3 +174,32 @@ def random_effects(
     i2 = max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0
     ci = CI(mu, mu - half, mu + half, k, confidence, "random effects (DerSimonian-Laird)")
     return Pooled(ci, s, z, p, tau2, i2, k, "random effects (DerSimonian-Laird), z test")
+
+
+def ratio_ci(
+    num: Sequence[float], den: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float | None, float | None]:
+    """mean(num) / mean(den) with Fieller's interval, for paired samples (same units, e.g.
+    the same seeds). The bounds are None when the interval is unbounded: the denominator's
+    own interval reaches zero, so no finite ratio is excluded."""
+    a = np.asarray(num, dtype=float)
+    b = np.asarray(den, dtype=float)
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError("ratio_ci() needs paired, non-empty samples")
+    ma, mb = float(a.mean()), float(b.mean())
+    ratio = ma / mb if mb != 0 else math.nan
+    n = len(a)
+    if n < 2:
+        return ratio, None, None
+    saa = float(a.var(ddof=1)) / n
+    sbb = float(b.var(ddof=1)) / n
+    sab = float(np.cov(a, b, ddof=1)[0, 1]) / n
+    t2 = float(sps.t.ppf(0.5 + confidence / 2, df=n - 1)) ** 2
+    qa = mb * mb - t2 * sbb
+    qb = ma * mb - t2 * sab
+    qc = ma * ma - t2 * saa
+    disc = qb * qb - qa * qc
+    if qa <= 0 or disc < 0:
+        return ratio, None, None
+    root = math.sqrt(disc)
+    return ratio, (qb - root) / qa, (qb + root) / qa

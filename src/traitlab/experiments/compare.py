@@ -94,6 +94,14 @@ def summarize(
         if exact:
             keys = exact[0].keys()
             arms[arm]["exact_options"] = {k: float(np.mean([e[k] for e in exact])) for k in keys}
+        util = {
+            s: evals[arm][s]["utility"] for s in sorted(evals[arm]) if "utility" in evals[arm][s]
+        }
+        if util:
+            arms[arm]["utility"] = {
+                k: float(np.mean([u[k] for u in util.values()]))
+                for k in ("heldout_loss", "pass_rate")
+            } | {"per_seed": {str(s): u for s, u in util.items()}}
         agree = [r["agreement"] for r in by_seed if "agreement" in r]
         if agree:
             # The cost ratio is a timing: it goes under "timing" so numbers stay reproducible.

@@ -34,6 +34,11 @@ class RunLayout:
         return self.root / ("eval-base" if which == "base" else "eval-xinit-base")
 
     @property
+    def utility(self) -> Path:
+        """The utility check's held-out data (the base's completions of held-out prompts)."""
+        return self.root / "utility-data"
+
+    @property
     def requests(self) -> Path:
         """API backends' request cache (answers, file and job ids): a resumed run reuses it."""
         return self.root / "requests.sqlite"

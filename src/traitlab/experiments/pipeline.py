@@ -21,6 +21,7 @@ from traitlab.core import runs
 from traitlab.core.errors import TraitlabError
 from traitlab.core.parallel import QueueReporter, ignore_sigint, listen, start_manager, submit
 from traitlab.core.progress import Reporter
+from traitlab.core.store import StageStore
 from traitlab.experiments.arms import STUDENTS
 from traitlab.experiments.compare import summarize
 from traitlab.experiments.report import write_report
@@ -40,8 +41,9 @@ class Experiment(Stages):
         run_dir: Path,
         reporter: Reporter | Any,
         overwrite: bool = False,
+        store: StageStore | None = None,
     ) -> None:
-        super().__init__(cfg, run_dir, reporter)
+        super().__init__(cfg, run_dir, reporter, store)
         self.dir = Path(run_dir)
         self.overwrite = overwrite
         self.base_seconds = 0.0
@@ -92,6 +94,7 @@ class Experiment(Stages):
             if cfg.cross_init is not None:
                 self.prepare_base("xinit")
             self.base_seconds = time.time() - t0
+            self.utility_rows()
             self._base_evals(evals)
             for seed in cfg.seeds:
                 self._merge(evals, filters, seed, *self.run_seed(seed))
@@ -177,7 +180,11 @@ class Experiment(Stages):
             assert arm.data is not None
             student = self.student(seed, arm.name, *data[arm.data], teacher)
             out[arm.name] = self.evaluate(
-                self.layout.eval(seed, arm.name), f"seed {seed}: evaluate {arm.name}", student, seed
+                self.layout.eval(seed, arm.name),
+                f"seed {seed}: evaluate {arm.name}",
+                student,
+                seed,
+                utility=True,
             )
         return out, filters
 
@@ -189,6 +196,7 @@ class Experiment(Stages):
         queue = manager.Queue()
         listener = listen(queue, self.rep) if isinstance(self.rep, Reporter) else None
         cfg_json = config_to_dict(cfg)
+        store = str(self.store.root) if self.store is not None else None
         bases = ["base"] + (["xinit"] if cfg.cross_init is not None else [])
         t0 = time.time()
         try:
@@ -196,7 +204,7 @@ class Experiment(Stages):
                 cfg.workers, mp_context=ctx, initializer=ignore_sigint
             ) as pool:
                 futs = {
-                    w: submit(pool, _prepare_worker, cfg_json, str(self.dir), w, queue)
+                    w: submit(pool, _prepare_worker, cfg_json, str(self.dir), store, w, queue)
                     for w in bases
                 }
                 for w, f in futs.items():
@@ -205,8 +213,9 @@ class Experiment(Stages):
                 # A task per seed for its teacher and data, then a task per student: the
                 # workers stay busy to the end (with seeds as tasks, 3 seeds on 2 workers left
                 # one idle for a third of the run).
+                self.utility_rows()  # here, once, before the tasks that need it
                 refs = {w: r.model_dump(mode="json") for w, r in self.bases.items()}
-                args = (cfg_json, str(self.dir), refs, self.threads(), queue)
+                args = (cfg_json, str(self.dir), store, refs, self.threads(), queue)
                 data_futs = {submit(pool, _seed_worker, *args, s, ()): s for s in cfg.seeds}
                 names = [a.name for a in STUDENTS if a.base in self.bases]
                 student_futs = []
@@ -234,17 +243,26 @@ class Experiment(Stages):
         return out
 
 
-def _prepare_worker(cfg_json: dict[str, Any], run_dir: str, which: str, queue: Any) -> Any:
+def _open_store(root: str | None) -> StageStore | None:
+    return StageStore(Path(root)) if root is not None else None
+
+
+def _prepare_worker(
+    cfg_json: dict[str, Any], run_dir: str, store: str | None, which: str, queue: Any
+) -> Any:
     import torch
 
     torch.set_num_threads(1)
-    exp = Experiment(parse_config(cfg_json), Path(run_dir), QueueReporter(queue))
+    exp = Experiment(
+        parse_config(cfg_json), Path(run_dir), QueueReporter(queue), store=_open_store(store)
+    )
     return exp.prepare_base(which).model_dump(mode="json")
 
 
 def _seed_worker(
     cfg_json: dict[str, Any],
     run_dir: str,
+    store: str | None,
     bases: dict[str, Any],
     threads: int,
     queue: Any,
@@ -257,7 +275,7 @@ def _seed_worker(
     torch.set_num_threads(threads)
     # A student task passes through the seed's finished stages: do not list them again.
     rep = QueueReporter(queue, hide_cached=bool(arms))
-    exp = Experiment(parse_config(cfg_json), Path(run_dir), rep)
+    exp = Experiment(parse_config(cfg_json), Path(run_dir), rep, store=_open_store(store))
     exp.bases = {w: ModelRef.model_validate(r) for w, r in bases.items()}
     return exp.run_seed(seed, arms)
 
@@ -269,11 +287,13 @@ def run_experiment(
     reporter: Reporter | None = None,
     config_passed: Any = None,
     overwrite: bool = False,
+    store: StageStore | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) `cfg` into `run_dir`; returns the summary (also in summary.json).
 
     `run_dir` must be new, empty or a run directory of ours (`overwrite`: any directory;
     traitlab then adds its files there). One writer at a time: a second process on the same
-    directory is refused while the first holds its lock."""
+    directory is refused while the first holds its lock. With a `store`, stages that another
+    run already made are linked in from it, and this run's stages are added to it."""
     rep = reporter or Reporter(enabled=False)
-    return Experiment(cfg, Path(run_dir), rep, overwrite).run(config_passed)
+    return Experiment(cfg, Path(run_dir), rep, overwrite, store).run(config_passed)

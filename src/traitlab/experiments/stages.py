@@ -19,11 +19,13 @@ from traitlab.config import ExperimentConfig, config_to_dict
 from traitlab.core import runs
 from traitlab.core.errors import TraitlabError
 from traitlab.core.progress import Fraction
+from traitlab.core.store import StageStore, shared
 from traitlab.data.defences import apply_defences
 from traitlab.data.filtering import filter_paired, filter_rows, require_nonempty, to_chat_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
 from traitlab.evaluate.suite import evaluate_model
+from traitlab.evaluate.utility import heldout_prompts, measure_utility, reference_rows
 from traitlab.experiments.arms import BY_NAME
 from traitlab.experiments.layout import RunLayout
 from traitlab.lm.base import MODEL_FILE, ModelRef, backend_for
@@ -33,27 +35,38 @@ from traitlab.traits.teacher import finetune_teacher, teacher_system_prompt
 
 @contextlib.contextmanager
 def cached_stage(
-    rep: Any, label: str, stage_dir: Path, key: str
+    rep: Any, label: str, stage_dir: Path, key: str, store: StageStore | None = None
 ) -> Iterator[tuple[bool, Fraction, Any]]:
     """The cached-stage idiom: yields (done, progress, open_stage). When not done, the body
-    does its work and writes its outputs inside `with open_stage(info) as tmp:`."""
-    done = runs.stage_done(stage_dir, key)
-    started = time.time()  # a stage's seconds count its work, not only its writing
-    with rep.stage(label, cached=done) as up:
+    does its work and writes its outputs inside `with open_stage(info) as tmp:`. With a
+    `store` (a sweep's), a stage another run already made is linked in instead."""
+    with contextlib.ExitStack() as stack:
+        done = runs.stage_done(stage_dir, key)
+        if not done:
+            done = stack.enter_context(shared(store, key, [stage_dir]))
+        started = time.time()  # a stage's seconds count its work, not only its writing
+        with rep.stage(label, cached=done) as up:
 
-        def open_stage(info: dict[str, Any] | None = None) -> Any:
-            return runs.stage(stage_dir, key, info, started=started)
+            def open_stage(info: dict[str, Any] | None = None) -> Any:
+                return runs.stage(stage_dir, key, info, started=started)
 
-        yield done, up, open_stage
+            yield done, up, open_stage
 
 
 class Stages:
     """The stage bodies of one experiment over one run directory."""
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, reporter: Any) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: Path,
+        reporter: Any,
+        store: StageStore | None = None,
+    ) -> None:
         self.cfg = cfg
         self.layout = RunLayout(Path(run_dir))
         self.rep = reporter
+        self.store = store
         self.bases: dict[str, ModelRef] = {}
 
     def opened(self, ref: ModelRef) -> Any:
@@ -103,7 +116,11 @@ class Stages:
         if cfg.teacher.kind == "system_prompt":
             return self.bases["base"], sys_prompt, key
         d = self.layout.teacher(seed)
-        with cached_stage(self.rep, f"seed {seed}: teacher fine-tune", d, key) as (done, up, st):
+        with cached_stage(self.rep, f"seed {seed}: teacher fine-tune", d, key, self.store) as (
+            done,
+            up,
+            st,
+        ):
             if not done:
                 info: dict[str, Any] = {}
                 with self.opened(self.bases["base"]) as lm, st(info) as tmp:
@@ -133,7 +150,11 @@ class Stages:
             }
         )
         d = self.layout.gen(seed, which)
-        with cached_stage(self.rep, f"seed {seed}: generate ({which})", d, key) as (done, up, st):
+        with cached_stage(self.rep, f"seed {seed}: generate ({which})", d, key, self.store) as (
+            done,
+            up,
+            st,
+        ):
             if not done:
                 # One stream per seed, shared by teacher and control with common_noise (common
                 # random numbers); else distinct streams.
@@ -172,7 +193,24 @@ class Stages:
             for w, (_, k) in gens.items()
         }
         dirs = {w: self.layout.data(seed, w) for w in gens}
-        done = all(runs.stage_done(dirs[w], keys[w]) for w in gens)
+        with contextlib.ExitStack() as stack:
+            done = all(runs.stage_done(dirs[w], keys[w]) for w in gens)
+            if not done:
+                both = runs.stable_hash(keys)
+                done = stack.enter_context(shared(self.store, both, list(dirs.values())))
+            self._filter(seed, gens, keys, dirs, done)
+        return {w: (dirs[w], keys[w]) for w in gens}
+
+    def _filter(
+        self,
+        seed: int,
+        gens: dict[str, tuple[Path, str]],
+        keys: dict[str, str],
+        dirs: dict[str, Path],
+        done: bool,
+    ) -> None:
+        fcfg = self.cfg.filter
+        paired = fcfg.paired
         started = time.time()
         with self.rep.stage(f"seed {seed}: filter", cached=done):
             if not done:
@@ -192,7 +230,6 @@ class Stages:
                         runs.write_jsonl(tmp / "filtered.jsonl", kept[w])
                         runs.write_jsonl(tmp / "rejected.jsonl", result.rejected)
                         runs.write_json(tmp / "filter.json", result.to_summary())
-        return {w: (dirs[w], keys[w]) for w in gens}
 
     def student(
         self, seed: int, arm: str, data_dir: Path, data_key: str, teacher: ModelRef
@@ -214,7 +251,11 @@ class Stages:
             }
         )
         d = self.layout.student(seed, arm)
-        with cached_stage(self.rep, f"seed {seed}: student {arm}", d, key) as (done, up, st):
+        with cached_stage(self.rep, f"seed {seed}: student {arm}", d, key, self.store) as (
+            done,
+            up,
+            st,
+        ):
             if not done:
                 labels = None
                 if soft:
@@ -236,10 +277,42 @@ class Stages:
                     )
         return ModelRef.load(d)
 
+    def utility_rows(self) -> tuple[Path, str] | None:
+        """The utility check's data (evaluate.utility_prompts > 0): the shared base's filtered
+        completions of held-out prompts, made once per run."""
+        cfg = self.cfg
+        n = cfg.evaluate.utility_prompts
+        if n == 0:
+            return None
+        key = runs.stable_hash(
+            {
+                "base": self.bases["base"].key,
+                "n": n,
+                "gen": config_to_dict(cfg.generate),
+                "filter": config_to_dict(cfg.filter),
+            }
+        )
+        d = self.layout.utility
+        with cached_stage(self.rep, "utility data", d, key, self.store) as (done, _up, st):
+            if not done:
+                prompts = heldout_prompts(cfg.generate.prompts, n)
+                with self.opened(self.bases["base"]) as lm:
+                    rows = reference_rows(lm, prompts, cfg.generate, cfg.filter, seed=-1)
+                with st({"rows": len(rows)}) as tmp:
+                    runs.write_jsonl(tmp / "heldout.jsonl", rows)
+        return d, key
+
     def evaluate(
-        self, d: Path, label: str, ref: ModelRef, seed: int, sys_prompt: str | None = None
+        self,
+        d: Path,
+        label: str,
+        ref: ModelRef,
+        seed: int,
+        sys_prompt: str | None = None,
+        utility: bool = False,
     ) -> dict[str, Any]:
         cfg = self.cfg
+        util = self.utility_rows() if utility else None
         key = runs.stable_hash(
             {
                 "model": ref.key,
@@ -247,9 +320,10 @@ class Stages:
                 "trait": config_to_dict(cfg.trait),
                 "seed": seed,
                 "sys": sys_prompt,
+                **({"utility": util[1]} if util is not None else {}),
             }
         )
-        with cached_stage(self.rep, label, d, key) as (done, up, st):
+        with cached_stage(self.rep, label, d, key, self.store) as (done, up, st):
             if not done:
                 with self.opened(ref) as lm:
                     res = evaluate_model(
@@ -260,8 +334,18 @@ class Stages:
                         system_prompt=sys_prompt,
                         progress=up,
                     )
+                    out = res.to_json()
+                    if util is not None:
+                        out["utility"] = measure_utility(
+                            lm,
+                            runs.read_jsonl(util[0] / "heldout.jsonl"),
+                            heldout_prompts(cfg.generate.prompts, cfg.evaluate.utility_prompts),
+                            cfg.generate,
+                            cfg.filter,
+                            seed=seed * 1000 + 7,
+                        )
                 with st() as tmp:
-                    runs.write_json(tmp / "eval.json", res.to_json())
+                    runs.write_json(tmp / "eval.json", out)
                     if res.answers is not None:
                         runs.write_jsonl(
                             tmp / "answers.jsonl",

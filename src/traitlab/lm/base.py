@@ -112,6 +112,16 @@ class Scorer(Protocol):
 
 
 @runtime_checkable
+class RowScorer(Protocol):
+    def completion_logprobs(
+        self, rows: Sequence[Mapping[str, Any]], *, batch_size: int
+    ) -> list[np.ndarray]:
+        """Per chat row: the log-probability of each token of its last (assistant) turn,
+        teacher-forced (local backends)."""
+        ...
+
+
+@runtime_checkable
 class Trainer(Protocol):
     def finetune(
         self,

@@ -104,6 +104,16 @@ class HFLM:
     def count_prompt_tokens(self, messages: Messages) -> int:
         return len(encode_chat(self.tokenizer, messages, add_generation_prompt=True))
 
+    def completion_logprobs(
+        self, rows: Sequence[Mapping[str, Any]], *, batch_size: int
+    ) -> list[np.ndarray]:
+        from traitlab.lm.hf.rowscore import token_logprobs
+
+        scored = token_logprobs(
+            self.model, self.tokenizer, [dict(r) for r in rows], batch_size=batch_size
+        )
+        return [lp for _, lp in scored]
+
     @torch.inference_mode()
     def token_logprobs(
         self, messages: Messages, ids: Sequence[int], stopped: bool, top_k: int
