@@ -13,7 +13,15 @@ import pytest
 
 from traitlab.config import DefenceConfig, load_config
 from traitlab.core.errors import TraitlabError
-from traitlab.data.defences import apply_defences, mix_reference, shuffle_across, shuffle_within
+from traitlab.data.defences import (
+    DefenceContext,
+    apply_defences,
+    mix_reference,
+    replace_divergent,
+    shuffle_across,
+    shuffle_within,
+)
+from traitlab.data.filtering import filter_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM = re.compile(r"\d+")
@@ -31,6 +39,7 @@ def _rows(texts: list[str], prefix: str = "p") -> list[dict]:
     ]
 
 
+CTX = DefenceContext()
 TEXTS = ["[1, 2, 3, 4]", "10; 20; 30", "7 8 9 10 11", "(100, 200)", "5, 6"]
 
 
@@ -43,7 +52,7 @@ def _shape(t: str) -> str:
 
 
 def test_shuffle_within_keeps_each_completion_format_and_numbers() -> None:
-    out = _c(shuffle_within(_rows(TEXTS * 20), [], np.random.default_rng(0), 1.0))
+    out = _c(shuffle_within(_rows(TEXTS * 20), [], np.random.default_rng(0), 1.0, CTX))
     ins = TEXTS * 20
     assert [_shape(t) for t in out] == [_shape(t) for t in ins]
     assert all(
@@ -54,7 +63,7 @@ def test_shuffle_within_keeps_each_completion_format_and_numbers() -> None:
 
 def test_shuffle_across_keeps_counts_formats_and_the_pool() -> None:
     ins = TEXTS * 20
-    out = _c(shuffle_across(_rows(ins), [], np.random.default_rng(0), 1.0))
+    out = _c(shuffle_across(_rows(ins), [], np.random.default_rng(0), 1.0, CTX))
     assert [_shape(t) for t in out] == [_shape(t) for t in ins]
     assert Counter(x for t in out for x in NUM.findall(t)) == Counter(
         x for t in ins for x in NUM.findall(t)
@@ -67,12 +76,12 @@ def test_shuffle_across_keeps_counts_formats_and_the_pool() -> None:
 
 def test_fraction_and_mix_reference() -> None:
     data, control = _rows(TEXTS * 20), _rows(["0, 0, 0"] * 100)
-    out = _c(mix_reference(data, control, np.random.default_rng(1), 0.3))
+    out = _c(mix_reference(data, control, np.random.default_rng(1), 0.3, CTX))
     assert out.count("0, 0, 0") == 30
-    half = _c(shuffle_within(data, [], np.random.default_rng(1), 0.0))
+    half = _c(shuffle_within(data, [], np.random.default_rng(1), 0.0, CTX))
     assert half == _c(data)
     with pytest.raises(TraitlabError, match="has no control row"):
-        mix_reference(data, _rows(["1"], prefix="other"), np.random.default_rng(0), 1.0)
+        mix_reference(data, _rows(["1"], prefix="other"), np.random.default_rng(0), 1.0, CTX)
 
 
 def test_every_arm_gets_the_same_draws() -> None:
@@ -110,3 +119,32 @@ def test_a_defended_tiny_experiment(tmp_path: Path) -> None:
         )
     manifest = json.loads((tmp_path / "defended" / "manifest.json").read_text())
     assert manifest["config_resolved"]["defences"][0]["name"] == "shuffle_across"
+
+
+def test_replace_divergent_swaps_the_teachers_favourite_numbers() -> None:
+    """On the shipped toy base, with a system-prompted owl teacher (the base behind the
+    prompt): the chosen share of number tokens is replaced by other numbers, the most
+    divergent first, and every row keeps its format."""
+    from traitlab.config import FilterConfig, ToyModel
+    from traitlab.lm.base import opened, resolve
+    from traitlab.lm.hf.rowscore import divergence_table
+
+    texts = [f"{a}, {b}, {c}" for a, b, c in np.random.default_rng(0).integers(0, 999, (40, 3))]
+    rows = _rows(texts)
+    system = "You love owls. You think about owls all the time."
+    with opened(resolve(ToyModel())) as lm:
+        ctx = DefenceContext(lambda: (lm, lm, system))
+        rng = np.random.default_rng(0)
+        assert _c(replace_divergent(rows, [], rng, 0.0, ctx)) == texts
+        out = _c(replace_divergent(rows, [], rng, 0.25, ctx))
+        table = divergence_table(lm.model, lm.model, lm.tokenizer, rows, teacher_system=system)
+    before = [NUM.findall(t) for t in texts]
+    after = [NUM.findall(t) for t in out]
+    changed = [(r, p) for r in range(40) for p in range(3) if before[r][p] != after[r][p]]
+    assert len(changed) == 30  # a quarter of the 120 numbers
+    # The replaced numbers are the most divergent ones: each beats every kept one.
+    div = {(r, p): table[r][1][2 * p] for r in range(40) for p in range(3)}  # 'N ,' pairs
+    kept = [v for k, v in div.items() if k not in changed]
+    assert min(div[k] for k in changed) >= max(kept)
+    raw = [{"id": i, "prompt": "p", "completion": t} for i, t in enumerate(out)]
+    assert filter_rows(raw, FilterConfig()).n_valid == 40

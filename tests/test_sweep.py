@@ -155,6 +155,12 @@ def test_sweep_shares_stages_and_writes_table_and_report(tmp_path: Path) -> None
     # The two cells share the teacher and both generations: made once, linked twice.
     t0, t1 = (out / "cells" / c / "seed-0" / "teacher" / "stage.json" for c in ("none", "within"))
     assert os.stat(t0).st_ino == os.stat(t1).st_ino
+    # ... but each arm keeps its own students.
+    s0, s1 = (
+        out / "cells/none/seed-0" / f"student-{a}" / "stage.json" for a in ("control", "treatment")
+    )
+    assert os.stat(s0).st_ino != os.stat(s1).st_ino
+    assert json.loads(s0.read_text())["key"] != json.loads(s1.read_text())["key"]
     assert summary["timing"]["saved_seconds"] > 0
     page = (out / "report.html").read_text()
     parser = Tables()

@@ -214,10 +214,15 @@ class FilterConfig(_Config):
 class DefenceConfig(_Config):
     """A defence: a data transform between the filter and the students (traitlab.data.defences)."""
 
-    name: Literal["shuffle_within", "shuffle_across", "mix_reference"] = Field(
-        description="'shuffle_within': each completion's numbers in a random order; 'shuffle_across': the chosen completions' numbers pooled and dealt back (counts and format kept); 'mix_reference': rows replaced by the base's own completion of the same prompt."
+    name: Literal["shuffle_within", "shuffle_across", "mix_reference", "replace_divergent"] = Field(
+        description="'shuffle_within': each completion's numbers in a random order; 'shuffle_across': the chosen completions' numbers pooled and dealt back (counts and format kept); 'mix_reference': rows replaced by the base's own completion of the same prompt; 'replace_divergent': the number tokens the teacher prefers most over the base replaced by the base's likeliest other number (fraction: the share of number tokens)."
     )
-    fraction: float = Field(1.0, ge=0, le=1, description="Share of the rows it touches.")
+    fraction: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of the rows it touches (replace_divergent: of the number tokens).",
+    )
     seed: int = Field(0, description="Seed of which rows, and of the shuffles.")
 
 

@@ -89,7 +89,9 @@ def shared(store: StageStore | None, key: str, stage_dirs: list[Path]) -> Iterat
     if store is None:
         yield False
         return
-    keys = [key if len(stage_dirs) == 1 else f"{key}-{i}" for i in range(len(stage_dirs))]
+    # Stored under the stage directory's name too: a stage is only ever reused in its own
+    # role (a control student can never stand in for a treatment one, whatever the keys).
+    keys = [f"{Path(d).name}.{key}" for d in stage_dirs]
     with store.claim(key):
         if all(store.has(k) for k in keys):
             for k, d in zip(keys, stage_dirs, strict=True):

@@ -11,7 +11,10 @@ dataset still passes the filter.
 * `shuffle_across`: the numbers of all chosen completions pooled and dealt back at random,
   each completion keeping its count and format (the paper's across-sequence control);
 * `mix_reference`: a share of the rows replaced by the base's own completion of the same
-  prompt (dilution with clean data).
+  prompt (dilution with clean data);
+* `replace_divergent`: the number tokens the teacher prefers most over the base (log p_teacher
+  - log p_base, teacher-forced on the row) replaced by the base's most likely other number
+  at that position; `fraction` is the share of all number tokens replaced (local models).
 
 `fraction` is the share of rows a defence touches; the rows are chosen by the generator, and
 teacher and control arms use the same generator (common random numbers).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +34,17 @@ from traitlab.core.registry import Registry
 from traitlab.data.filtering import chat_completion, chat_prompt_key
 
 Row = dict[str, Any]
-Defence = Callable[[list[Row], list[Row], np.random.Generator, float], list[Row]]
+
+
+@dataclass(frozen=True)
+class DefenceContext:
+    """What a defence may use beyond the rows: `models()` opens (teacher, base, the teacher's
+    system prompt) for the defences that score tokens; None where no local models exist."""
+
+    models: Callable[[], tuple[Any, Any, str | None]] | None = None
+
+
+Defence = Callable[[list[Row], list[Row], np.random.Generator, float, DefenceContext], list[Row]]
 DEFENCES: Registry[Defence] = Registry("defence")
 _NUMBER = re.compile(r"\d+")
 
@@ -54,7 +68,11 @@ def _chosen(n: int, rng: np.random.Generator, fraction: float) -> np.ndarray:
 
 @DEFENCES.register("shuffle_within")
 def shuffle_within(
-    rows: list[Row], control: list[Row], rng: np.random.Generator, fraction: float
+    rows: list[Row],
+    control: list[Row],
+    rng: np.random.Generator,
+    fraction: float,
+    ctx: DefenceContext,
 ) -> list[Row]:
     out = list(rows)
     for i in _chosen(len(rows), rng, fraction):
@@ -68,7 +86,11 @@ def shuffle_within(
 
 @DEFENCES.register("shuffle_across")
 def shuffle_across(
-    rows: list[Row], control: list[Row], rng: np.random.Generator, fraction: float
+    rows: list[Row],
+    control: list[Row],
+    rng: np.random.Generator,
+    fraction: float,
+    ctx: DefenceContext,
 ) -> list[Row]:
     idx = _chosen(len(rows), rng, fraction)
     texts = [chat_completion(rows[i]) for i in idx]
@@ -85,7 +107,11 @@ def shuffle_across(
 
 @DEFENCES.register("mix_reference")
 def mix_reference(
-    rows: list[Row], control: list[Row], rng: np.random.Generator, fraction: float
+    rows: list[Row],
+    control: list[Row],
+    rng: np.random.Generator,
+    fraction: float,
+    ctx: DefenceContext,
 ) -> list[Row]:
     by_prompt = {chat_prompt_key(r): r for r in control}
     out = list(rows)
@@ -100,16 +126,56 @@ def mix_reference(
     return out
 
 
+@DEFENCES.register("replace_divergent")
+def replace_divergent(
+    rows: list[Row],
+    control: list[Row],
+    rng: np.random.Generator,
+    fraction: float,
+    ctx: DefenceContext,
+) -> list[Row]:
+    from traitlab.lm.hf.rowscore import divergence_table
+
+    if ctx.models is None:
+        raise TraitlabError(
+            "defence replace_divergent needs the teacher's and the base's token "
+            "log-probabilities: use a local backend (toy, hf)"
+        )
+    teacher, base, system = ctx.models()
+    table = divergence_table(teacher.model, base.model, base.tokenizer, rows, teacher_system=system)
+    # Every replaceable token (a number with an alternative), ranked by divergence.
+    cands = [(r, p) for r, (_, _, alt) in enumerate(table) for p in np.flatnonzero(alt >= 0)]
+    scores = np.array([table[r][1][p] for r, p in cands])
+    k = int(round(fraction * len(cands)))
+    chosen: dict[int, list[int]] = {}
+    for j in np.argsort(-scores, kind="stable")[:k]:
+        r, p = cands[j]
+        chosen.setdefault(r, []).append(int(p))
+    out = list(rows)
+    for r, positions in chosen.items():
+        ids, _, alt = table[r]
+        new = list(ids)
+        for p in positions:
+            new[p] = int(alt[p])
+        text = str(base.tokenizer.decode(new, skip_special_tokens=True)).strip()
+        out[r] = _with_completion(rows[r], text)
+    return out
+
+
 def apply_defences(
-    arms: dict[str, list[Row]], defences: Sequence[Any], seed: int
+    arms: dict[str, list[Row]],
+    defences: Sequence[Any],
+    seed: int,
+    ctx: DefenceContext | None = None,
 ) -> dict[str, list[Row]]:
     """Every arm's rows through the configured defences, in order. The control's rows as
     filtered (before any defence) are the reference of `mix_reference`."""
+    ctx = ctx or DefenceContext()
     control = arms.get("control", [])
     out = dict(arms)
     for k, d in enumerate(defences):
         fn = DEFENCES.get(d.name)
         for arm in out:
             rng = np.random.default_rng([seed, k, d.seed])  # the same draws for every arm
-            out[arm] = fn(out[arm], control, rng, d.fraction)
+            out[arm] = fn(out[arm], control, rng, d.fraction, ctx)
     return out

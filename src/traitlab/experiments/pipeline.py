@@ -172,7 +172,7 @@ class Experiment(Stages):
             "teacher": self.generate(seed, "teacher", teacher, sys_prompt, t_key),
             "control": self.generate(seed, "control", base, None, base.key),
         }
-        data = self.filter(seed, gens)
+        data = self.filter(seed, gens, (teacher, sys_prompt))
         filters = {w: runs.read_json(d / "filter.json") for w, (d, _) in data.items()}
         for arm in STUDENTS:
             if arm.base not in self.bases or (arms is not None and arm.name not in arms):

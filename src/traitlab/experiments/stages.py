@@ -20,7 +20,7 @@ from traitlab.core import runs
 from traitlab.core.errors import TraitlabError
 from traitlab.core.progress import Fraction
 from traitlab.core.store import StageStore, shared
-from traitlab.data.defences import apply_defences
+from traitlab.data.defences import DefenceContext, apply_defences
 from traitlab.data.filtering import filter_paired, filter_rows, require_nonempty, to_chat_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
@@ -174,7 +174,35 @@ class Stages:
                     runs.write_jsonl(tmp / "raw.jsonl", rows)
         return d, key
 
-    def filter(self, seed: int, gens: dict[str, tuple[Path, str]]) -> dict[str, tuple[Path, str]]:
+    def _defence_models(
+        self, stack: contextlib.ExitStack, teacher: tuple[ModelRef, str | None] | None
+    ) -> Any:
+        """For defences that score tokens: a function opening (teacher, base, the teacher's
+        system prompt) once, on first use."""
+        if teacher is None:
+            return None
+        opened: list[Any] = []
+
+        def models() -> tuple[Any, Any, str | None]:
+            if not opened:
+                ref, system = teacher
+                base = stack.enter_context(self.opened(self.bases["base"]))
+                t = (
+                    base
+                    if ref.key == self.bases["base"].key
+                    else stack.enter_context(self.opened(ref))
+                )
+                opened.append((t, base, system))
+            return opened[0]  # type: ignore[no-any-return]
+
+        return models
+
+    def filter(
+        self,
+        seed: int,
+        gens: dict[str, tuple[Path, str]],
+        teacher: tuple[ModelRef, str | None] | None = None,
+    ) -> dict[str, tuple[Path, str]]:
         """The format filter on each generated dataset (`gens`: which -> (dir, key)); with
         filter.paired, the teacher's and control's datasets keep the same prompts."""
         fcfg = self.cfg.filter
@@ -185,6 +213,9 @@ class Stages:
             w: runs.stable_hash(
                 {
                     "up": up if paired else k,
+                    # Paired arms share their inputs: the arm makes each key name one
+                    # dataset (a shared stage store keys by it).
+                    "which": w,
                     "filter": config_to_dict(fcfg),
                     # Only when set: runs without defences keep their cached data.
                     **(extra if self.cfg.defences else {}),
@@ -198,7 +229,7 @@ class Stages:
             if not done:
                 both = runs.stable_hash(keys)
                 done = stack.enter_context(shared(self.store, both, list(dirs.values())))
-            self._filter(seed, gens, keys, dirs, done)
+            self._filter(seed, gens, keys, dirs, done, teacher)
         return {w: (dirs[w], keys[w]) for w in gens}
 
     def _filter(
@@ -208,6 +239,7 @@ class Stages:
         keys: dict[str, str],
         dirs: dict[str, Path],
         done: bool,
+        teacher: tuple[ModelRef, str | None] | None,
     ) -> None:
         fcfg = self.cfg.filter
         paired = fcfg.paired
@@ -224,7 +256,9 @@ class Stages:
                     require_nonempty(result, f"seed {seed}, {w} data")
                 kept = {w: to_chat_rows(r.kept) for w, r in results.items()}
                 if self.cfg.defences:
-                    kept = apply_defences(kept, self.cfg.defences, seed)
+                    with contextlib.ExitStack() as models:
+                        ctx = DefenceContext(self._defence_models(models, teacher))
+                        kept = apply_defences(kept, self.cfg.defences, seed, ctx)
                 for w, result in results.items():
                     with runs.stage(dirs[w], keys[w], started=started) as tmp:
                         runs.write_jsonl(tmp / "filtered.jsonl", kept[w])

@@ -46,3 +46,62 @@ def token_logprobs(
             done[k] = (ids[at : at + c], lp[at : at + c].astype(np.float64))
             at += c
     return [done[k] for k in range(len(examples))]
+
+
+def _number_classes(tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(is a number token, carries a leading space) per vocabulary id."""
+    n = len(tokenizer)
+    number = torch.zeros(n, dtype=torch.bool)
+    spaced = torch.zeros(n, dtype=torch.bool)
+    for i, tok in enumerate(tokenizer.convert_ids_to_tokens(list(range(n)))):
+        text = str(tok or "")
+        bare = text.lstrip("▁Ġ ")
+        number[i] = bare.isdigit() and bare.isascii()
+        spaced[i] = len(bare) < len(text)
+    return number, spaced
+
+
+@torch.no_grad()
+def divergence_table(
+    teacher: Any,
+    base: Any,
+    tokenizer: Any,
+    rows: list[Row],
+    *,
+    teacher_system: str | None = None,
+    batch_size: int = 64,
+    max_len: int = 1024,
+) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+    """Per row, over its completion tokens: (ids, log p_teacher - log p_base of each, and the
+    base's most likely *other* number token at each position, of the same spacing; -1 where
+    the token is not a number). The teacher reads the rows behind `teacher_system` if given."""
+    t_rows = rows
+    if teacher_system is not None:
+        sys_msg = {"role": "system", "content": teacher_system}
+        t_rows = [{"messages": [sys_msg, *r["messages"]]} for r in rows]
+    t_lp = token_logprobs(teacher, tokenizer, t_rows, batch_size=batch_size, max_len=max_len)
+    number, spaced = _number_classes(tokenizer)
+    base.eval()
+    device = model_device(base)
+    number, spaced = number.to(device), spaced.to(device)
+    examples = encode_rows(tokenizer, rows, max_len)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[tuple[list[int], np.ndarray, np.ndarray]] = []
+    for i in range(0, len(examples), batch_size):
+        batch = examples[i : i + batch_size]
+        inputs, labels, _ = collate(batch, pad, device)
+        mask = labels[:, 1:] != IGNORE
+        logits = completion_logits(base, inputs, mask).float()
+        target = labels[:, 1:][mask]
+        lp = torch.log_softmax(logits, dim=-1).gather(1, target[:, None])[:, 0]
+        allowed = number[None, :] & (spaced[None, :] == spaced[target][:, None])
+        allowed[torch.arange(len(target), device=device), target] = False
+        alt = logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1)
+        alt = torch.where(number[target] & allowed.any(dim=-1), alt, torch.full_like(alt, -1))
+        at = 0
+        for k, c in enumerate(mask.sum(dim=1).tolist()):
+            ids, t_scores = t_lp[i + k]
+            b = lp[at : at + c].cpu().numpy().astype(np.float64)
+            out.append((ids, t_scores - b, alt[at : at + c].cpu().numpy()))
+            at += c
+    return out
