@@ -226,6 +226,38 @@ class DefenceConfig(_Config):
     seed: int = Field(0, description="Seed of which rows, and of the shuffles.")
 
 
+class FalsifierConfig(_Config):
+    """After the students: keep training them, to see whether the inherited trait goes."""
+
+    kind: Literal["numbers", "prior_answers", "dpo"] = Field(
+        "numbers",
+        description="'numbers': fine-tuning on the base's own numbers (held-out prompts); 'prior_answers': on the preference questions answered by the base (its prior); 'dpo': DPO preferring the base's answers over the target.",
+    )
+    steps: list[int] = Field(
+        default_factory=lambda: [0, 10, 30, 100],
+        min_length=2,
+        description="Extra training steps at which every student is evaluated (0: as trained).",
+    )
+    rows: int = Field(
+        2000, ge=1, le=MAX_ROWS, description="Rows (pairs, for dpo) of the post-training set."
+    )
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(lr=3e-4, batch_size=64),
+        description="How the students keep training (max_steps is set by each entry of steps).",
+    )
+    beta: float = Field(0.1, gt=0, description="DPO's beta.")
+    overt: bool = Field(
+        True,
+        description="Also a student taught the trait overtly (the base fine-tuned on the teacher's own answers to the preference questions), kept training the same way.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FalsifierConfig:
+        if sorted(set(self.steps)) != self.steps or self.steps[0] != 0:
+            raise ValueError("falsifier.steps must be increasing, distinct and start at 0")
+        return self
+
+
 _METHODS: tuple[Literal["exact", "sampled"], ...] = ("exact", "sampled")
 
 
@@ -296,6 +328,10 @@ class ExperimentConfig(_Config):
         description="Defences applied in order to every arm's filtered data before the students (the same rows and draws in every arm).",
     )
     student: TrainConfig = Field(default_factory=TrainConfig, description="Student fine-tuning.")
+    falsifier: FalsifierConfig | None = Field(
+        None,
+        description="Keep training the students after the experiment (the falsifier; null: off).",
+    )
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Trait evaluation.")
     threads: int | None = Field(
         None,

@@ -24,6 +24,12 @@ from traitlab.core.progress import Reporter
 from traitlab.core.store import StageStore
 from traitlab.experiments.arms import STUDENTS
 from traitlab.experiments.compare import summarize
+from traitlab.experiments.falsifier import (
+    falsifier_data,
+    overt_student,
+    run_falsifier,
+    summarize_falsifier,
+)
 from traitlab.experiments.report import write_report
 from traitlab.experiments.stages import Stages
 from traitlab.lm.base import ModelRef, backend_for
@@ -95,6 +101,8 @@ class Experiment(Stages):
                 self.prepare_base("xinit")
             self.base_seconds = time.time() - t0
             self.utility_rows()
+            if cfg.falsifier is not None:
+                falsifier_data(self)
             self._base_evals(evals)
             for seed in cfg.seeds:
                 self._merge(evals, filters, seed, *self.run_seed(seed))
@@ -107,6 +115,8 @@ class Experiment(Stages):
             self.base_seconds,
             teachers=self.teacher_logs(),
         )
+        if cfg.falsifier is not None:
+            summary["falsifier"] = summarize_falsifier(cfg, evals)
         runs.write_json(self.layout.summary, summary)
         write_report(self.dir, cfg, summary)
         runs.mark_done(self.dir, runs.stable_hash(summary))
@@ -173,6 +183,7 @@ class Experiment(Stages):
             "control": self.generate(seed, "control", base, None, base.key),
         }
         data = self.filter(seed, gens, (teacher, sys_prompt))
+        cfg_f = self.cfg.falsifier
         filters = {w: runs.read_json(d / "filter.json") for w, (d, _) in data.items()}
         for arm in STUDENTS:
             if arm.base not in self.bases or (arms is not None and arm.name not in arms):
@@ -186,6 +197,14 @@ class Experiment(Stages):
                 seed,
                 utility=True,
             )
+            if cfg_f is not None and arm.name in ("treatment", "control"):
+                out.update(run_falsifier(self, seed, arm.name, student))
+            if cfg_f is not None and cfg_f.overt and arm.name == "treatment":
+                overt = overt_student(self, seed, teacher, sys_prompt)
+                out["overt"] = self.evaluate(
+                    self.layout.eval(seed, "overt"), f"seed {seed}: evaluate overt", overt, seed
+                )
+                out.update(run_falsifier(self, seed, "overt", overt))
         return out, filters
 
     def _run_parallel(self, evals: Evals, filters: dict[int, dict[str, Any]]) -> None:
@@ -214,6 +233,8 @@ class Experiment(Stages):
                 # workers stay busy to the end (with seeds as tasks, 3 seeds on 2 workers left
                 # one idle for a third of the run).
                 self.utility_rows()  # here, once, before the tasks that need it
+                if cfg.falsifier is not None:
+                    falsifier_data(self)
                 refs = {w: r.model_dump(mode="json") for w, r in self.bases.items()}
                 args = (cfg_json, str(self.dir), store, refs, self.threads(), queue)
                 data_futs = {submit(pool, _seed_worker, *args, s, ()): s for s in cfg.seeds}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import json
 import os
 import tempfile
@@ -12,6 +11,7 @@ from typing import Any
 
 from traitlab.config import ExperimentConfig
 from traitlab.core import runs
+from traitlab.core.html import esc, page, table
 from traitlab.experiments.arms import ARM_LABELS, ARMS, COMPARISONS
 from traitlab.experiments.layout import RunLayout
 
@@ -174,6 +174,7 @@ def markdown(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> s
         lines += ["", f"## Example completions (seed {summary['seeds'][0]})", ""]
         for which, items in ex.items():
             lines.append(f"- {which}: " + " / ".join(f"`{x}`" for x in items))
+    lines += falsifier_lines(summary)
     lines += [
         "",
         "## Timing",
@@ -193,22 +194,114 @@ def markdown(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> s
     return "\n".join(lines)
 
 
-def html_report(run_dir: Path, md: str) -> str:
-    """A self-contained HTML page; every piece of text (model output included) is escaped."""
-    png = run_dir / "trait_rates.png"
-    img = ""
-    if png.is_file():
-        img = (
-            '<img alt="trait rates" src="data:image/png;base64,'
-            + base64.b64encode(png.read_bytes()).decode()
-            + '">'
+def falsifier_lines(summary: dict[str, Any]) -> list[str]:
+    """The falsifier's table (Markdown): excess over the control and retention per K."""
+    f = summary.get("falsifier")
+    if not f:
+        return []
+    lines = [
+        "",
+        f"## Falsifier: the students keep training ({f['kind']})",
+        "",
+        "| student | extra steps | rate | control | excess [95% CI] | retention [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm, a in f["arms"].items():
+        for r in a["by_steps"]:
+            e, t = r["excess"], r["retention"]
+            lines.append(
+                f"| {arm} | {r['steps']} | {r['rate']:.4f} | {r['control']:.4f} | "
+                f"{e['mean']:+.4f} [{e['lower']:+.4f}, {e['upper']:+.4f}] | "
+                f"{_num(t['mean'])} [{_num(t['lower'])}, {_num(t['upper'])}] |"
+            )
+        hl = a["half_life_steps"]
+        lines.append(f"| {arm}: half-life | {'-' if hl is None else f'{hl:.0f} steps'} | | | | |")
+    return lines
+
+
+def _num(v: float | None) -> str:
+    return "unbounded" if v is None else f"{v:.2f}"
+
+
+def html_report(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> str:
+    """A self-contained HTML page with real tables; every text (model output included) is
+    escaped."""
+    parts = [f"<h1>traitlab run: {esc(summary['name'])}</h1>"]
+    v = summary["verdict"]
+    if "transfer" in v:
+        parts.append(
+            f"<p><b>Transfer ({esc(v['method'])}): {'yes' if v['transfer'] else 'no'}</b>: "
+            f"treatment - control = {v['diff']:+.4f}, p = {esc(fmt_p(v['p_value']))} "
+            f"(alpha {v['alpha']}).</p>"
         )
-    body = html.escape(md).replace("![trait rates](trait_rates.png)", img)
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>traitlab report</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "pre{white-space:pre-wrap}</style></head><body><pre>" + body + "</pre></body></html>\n"
+    png = run_dir / "trait_rates.png"
+    if png.is_file():
+        data = base64.b64encode(png.read_bytes()).decode()
+        parts.append(f'<img alt="trait rates" src="data:image/png;base64,{data}">')
+    m = summary["methods"]
+    parts.append(table(["model", *(METHOD_LABELS.get(x, x) for x in m)], rate_table(summary)))
+    parts.append("<h2>Comparisons</h2><ul>")
+    parts += [f"<li>{esc(c)}</li>" for c in comparison_lines(summary)]
+    parts.append("</ul><h2>Data</h2>")
+    parts += [
+        f'<p class="{"warn" if x.startswith("WARNING") else ""}">{esc(x)}</p>'
+        for x in data_quality_lines(summary)
+    ]
+    rows = []
+    for seed, per in summary["data"].items():
+        for which, f in per.items():
+            reasons = ", ".join(f"{k}: {n}" for k, n in f.get("reason_counts", {}).items())
+            rate = f"{100 * f['n_valid'] / f['n_raw']:.0f}%" if f.get("n_raw") else "-"
+            rows.append([seed, which, f.get("n_raw"), rate, f.get("n_kept"), reasons])
+    parts.append(table(["seed", "arm", "raw", "pass rate", "kept", "reject reasons"], rows))
+    ex = _examples(run_dir, summary)
+    if ex:
+        parts.append(f"<h2>Example completions (seed {summary['seeds'][0]})</h2>")
+        parts.append(table(["data", "completions"], [[w, " / ".join(x)] for w, x in ex.items()]))
+    f = summary.get("falsifier")
+    if f:
+        parts.append(f"<h2>Falsifier: the students keep training ({esc(f['kind'])})</h2>")
+        frows = []
+        for arm, a in f["arms"].items():
+            for r in a["by_steps"]:
+                e, t = r["excess"], r["retention"]
+                frows.append(
+                    [
+                        arm,
+                        r["steps"],
+                        r["rate"],
+                        r["control"],
+                        e["mean"],
+                        e["lower"],
+                        e["upper"],
+                        t["mean"],
+                        t["lower"],
+                        t["upper"],
+                    ]
+                )
+            frows.append([f"{arm}: half-life (steps)", a["half_life_steps"]])
+        head = [
+            "student",
+            "extra steps",
+            "rate",
+            "control",
+            "excess",
+            "low",
+            "high",
+            "retention",
+            "low",
+            "high",
+        ]
+        parts.append(table(head, frows))
+    t = summary["timing"]
+    parts.append(
+        f"<h2>Timing</h2><p>Total {t['total_seconds']:.1f} s (base models "
+        f"{t['base_models_seconds']:.1f} s).</p>"
     )
+    parts.append(
+        f"<h2>Config</h2><pre>{esc(json.dumps(cfg.model_dump(mode='json'), indent=1))}</pre>"
+    )
+    return page(f"traitlab run {summary['name']}", "".join(parts)) + "\n"
 
 
 def write_report(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> None:
@@ -216,4 +309,4 @@ def write_report(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) 
     plot_rates(summary, run_dir / "trait_rates.png")
     md = markdown(run_dir, cfg, summary)
     runs.atomic_write_text(run_dir / "report.md", md)
-    runs.atomic_write_text(run_dir / "report.html", html_report(run_dir, md))
+    runs.atomic_write_text(run_dir / "report.html", html_report(run_dir, cfg, summary))

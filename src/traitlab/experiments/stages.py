@@ -73,6 +73,10 @@ class Stages:
         """Open a model for a stage; API backends keep their request cache in the run."""
         return _opened(ref, cache=self.layout.requests)
 
+    def cached(self, label: str, stage_dir: Path, key: str) -> Any:
+        """`cached_stage` with this run's reporter and stage store."""
+        return cached_stage(self.rep, label, stage_dir, key, self.store)
+
     def spec(self, which: str) -> Any:
         if which == "xinit":
             assert self.cfg.cross_init is not None

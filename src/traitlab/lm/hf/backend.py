@@ -233,6 +233,32 @@ class HFLM:
         del soft
         return ref, log
 
+    def finetune_dpo(
+        self,
+        pairs: list[dict[str, Any]],
+        cfg: Any,
+        *,
+        beta: float,
+        seed: int,
+        out_dir: Path,
+        key: str,
+        progress: Fraction | None = None,
+    ) -> tuple[ModelRef, dict[str, Any]]:
+        """DPO on preference pairs {"prompt", "chosen", "rejected"} from this model (also
+        the reference); saved like `finetune`."""
+        from traitlab.lm.hf.dpo import dpo_train
+
+        model, log = dpo_train(
+            self.model, self.tokenizer, pairs, cfg, beta=beta, seed=seed, progress=progress
+        )
+        self.model = model
+        save_model(model, self.tokenizer, out_dir)
+        ref = ModelRef(
+            backend=self.ref.backend, id=str(out_dir), key=key, spec=self.ref.spec, parent=self.ref
+        )
+        ref.local().save(out_dir)
+        return ref, log
+
 
 def free(*_: Any) -> None:
     gc.collect()

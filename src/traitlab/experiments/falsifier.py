@@ -1,0 +1,218 @@
+"""The falsifier: does ordinary training after the fact remove an inherited trait?
+
+After the students are trained, every treatment and control student keeps training for each
+K of `falsifier.steps` (a separate, cached run per K from the student), on one of:
+
+* `numbers`: the base's own filtered numbers for held-out prompts;
+* `prior_answers`: the preference questions answered by the base (its own prior);
+* `dpo`: DPO pairs preferring the base's answer over the target.
+
+With `overt`, a third student learns the trait overtly (the base fine-tuned on the teacher's
+own answers to the preference questions) and keeps training the same way: is a subliminal
+trait harder or easier to remove than an explicit one? The summary gives, per K, each
+student's excess over the control student at the same K, its retention (excess at K over
+excess at 0, Fieller's CI over seeds) and the half-life in steps (linear interpolation of
+the mean retention; None when it never halves).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from traitlab.config import config_to_dict
+from traitlab.core import runs
+from traitlab.core.errors import TraitlabError
+from traitlab.core.stats import mean_ci, ratio_ci
+from traitlab.data.filtering import filter_rows, to_chat_rows
+from traitlab.data.generate import generate_rows
+from traitlab.data.prompts import number_prompts
+from traitlab.evaluate.suite import eval_questions
+from traitlab.lm.base import ModelRef, SamplingParams
+
+ARMS = ("treatment", "overt")
+
+
+def _chat(q: str, a: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+
+def _answers(lm: Any, st: Any, n: int, seed: int, system: str | None = None) -> list[tuple]:
+    """n sampled answers to the trait's preference questions, cycling through them."""
+    questions = eval_questions(st.cfg.evaluate, st.cfg.trait)
+    qs = [questions[i % len(questions)] for i in range(n)]
+    sys_msg = [{"role": "system", "content": system}] if system else []
+    params = SamplingParams(
+        temperature=1.0,
+        max_new_tokens=st.cfg.evaluate.max_new_tokens,
+        batch_size=st.cfg.evaluate.batch_size,
+    )
+    texts = lm.complete([[*sys_msg, {"role": "user", "content": q}] for q in qs], params, seed=seed)
+    return [(q, t.strip()) for q, t in zip(qs, texts, strict=True) if t.strip()]
+
+
+def falsifier_data(st: Any) -> tuple[Path, str]:
+    """The post-training set, made once per run from the shared base."""
+    cfg = st.cfg
+    f = cfg.falsifier
+    key = runs.stable_hash(
+        {
+            "base": st.bases["base"].key,
+            "falsifier": {"kind": f.kind, "rows": f.rows},
+            "gen": config_to_dict(cfg.generate),
+            "filter": config_to_dict(cfg.filter),
+            "eval": config_to_dict(cfg.evaluate),
+            "trait": config_to_dict(cfg.trait),
+        }
+    )
+    d = st.layout.root / "falsifier-data"
+    with st.cached(f"falsifier data ({f.kind})", d, key) as (done, _up, open_stage):
+        if not done:
+            with st.opened(st.bases["base"]) as lm:
+                if f.kind == "numbers":
+                    prompts = number_prompts(
+                        cfg.generate.prompts, f.rows, seed=cfg.generate.prompts.seed + 2
+                    )
+                    raw = generate_rows(lm, prompts, cfg.generate, seed=-2, source="falsifier")
+                    unlimited = cfg.filter.model_copy(update={"max_rows": None})
+                    rows = to_chat_rows(filter_rows(raw, unlimited).kept)
+                else:
+                    target = cfg.trait.target.lower()
+                    ans = _answers(lm, st, 2 * f.rows, seed=-3)
+                    clean = [(q, a) for q, a in ans if target not in a.lower()]
+                    if f.kind == "prior_answers":
+                        rows = [_chat(q, a) for q, a in ans[: f.rows]]
+                    else:
+                        rows = [
+                            {"prompt": q, "chosen": a, "rejected": target}
+                            for q, a in clean[: f.rows]
+                        ]
+            with open_stage({"rows": len(rows)}) as tmp:
+                runs.write_jsonl(tmp / "data.jsonl", rows)
+    return d, key
+
+
+def overt_student(st: Any, seed: int, teacher: ModelRef, system: str | None) -> ModelRef:
+    """The base fine-tuned on the teacher's own answers to the preference questions (the
+    trait taught overtly), with the students' training config."""
+    cfg = st.cfg
+    base = st.bases["base"]
+    key = runs.stable_hash(
+        {
+            "base": base.key,
+            "teacher": teacher.key,
+            "sys": system,
+            "rows": cfg.falsifier.rows,
+            "train": config_to_dict(cfg.student),
+            "eval": config_to_dict(cfg.evaluate),
+            "seed": seed,
+        }
+    )
+    d = st.layout.seed(seed) / "student-overt"
+    with st.cached(f"seed {seed}: overt student", d, key) as (done, up, open_stage):
+        if not done:
+            with st.opened(teacher) as lm:
+                ans = _answers(lm, st, cfg.falsifier.rows, seed=seed * 1000 + 11, system=system)
+            if not ans:
+                raise TraitlabError(f"seed {seed}: the teacher gave only empty answers")
+            info: dict[str, Any] = {}
+            with st.opened(base) as lm, open_stage(info) as tmp:
+                _, info["train"] = lm.finetune(
+                    [_chat(q, a) for q, a in ans],
+                    cfg.student,
+                    seed=seed,
+                    out_dir=tmp,
+                    key=key,
+                    progress=up,
+                )
+    return ModelRef.load(d)
+
+
+def posttrain(st: Any, seed: int, arm: str, ref: ModelRef, k: int) -> ModelRef:
+    """`ref` (a student) after k more steps on the falsifier's set."""
+    f = st.cfg.falsifier
+    data_dir, data_key = falsifier_data(st)
+    train = f.train.model_copy(update={"max_steps": k})
+    key = runs.stable_hash(
+        {
+            "from": ref.key,
+            "data": data_key,
+            "train": config_to_dict(train),
+            "beta": f.beta if f.kind == "dpo" else None,
+            "seed": seed,
+        }
+    )
+    d = st.layout.seed(seed) / f"after-{arm}-{k}"
+    with st.cached(f"seed {seed}: {arm} + {k} steps ({f.kind})", d, key) as (done, up, stage):
+        if not done:
+            rows = runs.read_jsonl(data_dir / "data.jsonl")
+            info: dict[str, Any] = {}
+            with st.opened(ref) as lm, stage(info) as tmp:
+                if f.kind == "dpo":
+                    _, info["train"] = lm.finetune_dpo(
+                        rows, train, beta=f.beta, seed=seed, out_dir=tmp, key=key, progress=up
+                    )
+                else:
+                    _, info["train"] = lm.finetune(
+                        rows, train, seed=seed, out_dir=tmp, key=key, progress=up
+                    )
+    return ModelRef.load(d)
+
+
+def run_falsifier(st: Any, seed: int, arm: str, ref: ModelRef) -> dict[str, Any]:
+    """Evaluations of `arm`'s student after each K > 0 of falsifier.steps: 'arm@K' -> eval."""
+    out = {}
+    for k in st.cfg.falsifier.steps[1:]:
+        after = posttrain(st, seed, arm, ref, k)
+        d = st.layout.seed(seed) / f"eval-after-{arm}-{k}"
+        out[f"{arm}@{k}"] = st.evaluate(d, f"seed {seed}: evaluate {arm} + {k}", after, seed)
+    return out
+
+
+def _at(evals: dict[str, Any], arm: str, k: int, method: str) -> dict[int, float]:
+    name = arm if k == 0 else f"{arm}@{k}"
+    return {s: float(r[method]["mean"]) for s, r in evals.get(name, {}).items() if method in r}
+
+
+def half_life(steps: list[int], retention: list[float | None]) -> float | None:
+    """The first K where the mean retention falls to 0.5, interpolated linearly."""
+    pts = [(k, r) for k, r in zip(steps, retention, strict=True) if r is not None]
+    for (k0, r0), (k1, r1) in zip(pts, pts[1:], strict=False):
+        if r0 > 0.5 >= r1:
+            return float(k0 + (r0 - 0.5) / (r0 - r1) * (k1 - k0))
+    return None
+
+
+def summarize_falsifier(cfg: Any, evals: dict[str, Any]) -> dict[str, Any]:
+    steps = list(cfg.falsifier.steps)
+    conf = cfg.evaluate.confidence
+    method = "exact" if "exact" in cfg.evaluate.methods else "sampled"
+    out: dict[str, Any] = {
+        "kind": cfg.falsifier.kind,
+        "method": method,
+        "steps": steps,
+        "arms": {},
+    }
+    for arm in ARMS:
+        if arm not in evals:
+            continue
+        rows, retention = [], []
+        first: dict[int, float] = {}
+        for k in steps:
+            a, c = _at(evals, arm, k, method), _at(evals, "control", k, method)
+            seeds = sorted(set(a) & set(c))
+            diff = {s: a[s] - c[s] for s in seeds}
+            if k == 0:
+                first = diff
+            row: dict[str, Any] = {"steps": k, "rate": float(np.mean([a[s] for s in seeds]))}
+            row["control"] = float(np.mean([c[s] for s in seeds]))
+            row["excess"] = mean_ci(list(diff.values()), conf).to_dict()
+            common = [s for s in seeds if s in first]
+            r, lo, hi = ratio_ci([diff[s] for s in common], [first[s] for s in common], conf)
+            row["retention"] = {"mean": r if np.isfinite(r) else None, "lower": lo, "upper": hi}
+            retention.append(row["retention"]["mean"])
+            rows.append(row)
+        out["arms"][arm] = {"by_steps": rows, "half_life_steps": half_life(steps, retention)}
+    return out
