@@ -96,3 +96,19 @@ def test_run_report_is_real_html_and_escapes_model_text(tmp_path: Path) -> None:
     assert parser.scripts == 0 and parser.tables >= 3
     assert "<pre>" not in page.split("<h2>Config</h2>")[0]  # tables, not one <pre>
     assert any("<script>alert(1)</script>" in c for c in parser.cells)
+
+
+def test_generations_chain_students_into_teachers(tmp_path: Path) -> None:
+    cfg = load_config(TINY, ["cross_init=null", "generations=3"])
+    summary = run_experiment(cfg, tmp_path / "run")
+    g = summary["generations"]
+    assert [r["generation"] for r in g["by_generation"]] == [1, 2, 3]
+    assert g["by_generation"][0]["retention"]["mean"] == pytest.approx(1.0)
+    for gen in (2, 3):
+        d = tmp_path / "run" / f"generation-{gen}" / "seed-1"
+        for stage in ("gen-teacher", "data-teacher", "student-treatment", "eval-control"):
+            assert (d / stage / "stage.json").is_file(), (gen, stage)
+    # Generation 2's teacher is generation 1's treatment student: its numbers differ from
+    # the first teacher's.
+    first = (tmp_path / "run/seed-1/gen-teacher/raw.jsonl").read_text()
+    assert (tmp_path / "run/generation-2/seed-1/gen-teacher/raw.jsonl").read_text() != first

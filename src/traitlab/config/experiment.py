@@ -328,6 +328,12 @@ class ExperimentConfig(_Config):
         description="Defences applied in order to every arm's filtered data before the students (the same rows and draws in every arm).",
     )
     student: TrainConfig = Field(default_factory=TrainConfig, description="Student fine-tuning.")
+    generations: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Generations of the chain: generation g's teacher is generation g-1's treatment student (1: no chain).",
+    )
     falsifier: FalsifierConfig | None = Field(
         None,
         description="Keep training the students after the experiment (the falsifier; null: off).",

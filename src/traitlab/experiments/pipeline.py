@@ -30,6 +30,7 @@ from traitlab.experiments.falsifier import (
     run_falsifier,
     summarize_falsifier,
 )
+from traitlab.experiments.generations import run_generations, summarize_generations
 from traitlab.experiments.report import write_report
 from traitlab.experiments.stages import Stages
 from traitlab.lm.base import ModelRef, backend_for
@@ -117,6 +118,8 @@ class Experiment(Stages):
         )
         if cfg.falsifier is not None:
             summary["falsifier"] = summarize_falsifier(cfg, evals)
+        if cfg.generations > 1:
+            summary["generations"] = summarize_generations(cfg, evals)
         runs.write_json(self.layout.summary, summary)
         write_report(self.dir, cfg, summary)
         runs.mark_done(self.dir, runs.stable_hash(summary))
@@ -197,6 +200,8 @@ class Experiment(Stages):
                 seed,
                 utility=True,
             )
+            if self.cfg.generations > 1 and arm.name == "treatment":
+                out.update(run_generations(self, seed, student, gens["control"]))
             if cfg_f is not None and arm.name in ("treatment", "control"):
                 out.update(run_falsifier(self, seed, arm.name, student))
             if cfg_f is not None and cfg_f.overt and arm.name == "treatment":
