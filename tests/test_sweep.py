@@ -230,3 +230,59 @@ def test_sweep_on_a_local_ray_cluster(tmp_path: Path) -> None:
         {k: r[k] for k in keep} for r in local["cells"]
     ]
     assert np.isfinite([r["control"] for r in summary["cells"]]).all()
+
+
+def test_matrix_fit_recovers_gamma() -> None:
+    from traitlab.sweep.matrix import fit
+
+    rng = np.random.default_rng(0)
+    row = {"a": 0.01, "b": -0.005, "c": 0.0}
+    col = {"a": 0.0, "b": 0.004, "c": -0.002}
+    obs = {
+        (i, j, str(s)): 0.002 + row[i] + col[j] + 0.03 * (i == j) + rng.normal(0, 0.002)
+        for i in "abc"
+        for j in "abc"
+        for s in range(4)
+    }
+    m = fit(obs)
+    g = m["gamma"]
+    assert g["lower"] < 0.03 < g["upper"] and g["p_value"] < 1e-6
+    assert m["matrix"]["a"]["a"] > m["matrix"]["a"]["b"]
+
+
+def test_matrix_sweep_fills_the_matrix_from_cells(tmp_path: Path) -> None:
+    tiny_base = {
+        "n_layers": 1,
+        "hidden_size": 32,
+        "n_heads": 2,
+        "intermediate_size": 64,
+        "pretrain_steps": 120,
+        "batch_size": 16,
+        "warmup_steps": 5,
+    }
+    cells = [
+        {
+            "label": f"t{i}-s{j}",
+            "set": {
+                "model": {"name": "toy", "toy": {**tiny_base, "seed": i}},
+                "cross_init": {"name": "toy", "toy": {**tiny_base, "seed": j}},
+            },
+        }
+        for i, j in ((1, 2), (2, 3), (3, 1))
+    ]
+    s = parse_config(
+        {
+            "experiment": TINY,
+            "set": {"seeds": [0, 1]},
+            "cells": cells,
+            "matrix": True,
+            "workers": 2,
+        },
+        SweepConfig,
+    )
+    summary = run_sweep(s, tmp_path / "m")
+    m = summary["matrix"]
+    assert m["bases"] == ["toy-1", "toy-2", "toy-3"] and m["n"] == 12
+    assert set(m["matrix"]["toy-1"]) == {"toy-1", "toy-2"}
+    assert m["gamma"] is not None and m["gamma"]["dof"] == 6
+    assert "cross-model matrix" in (tmp_path / "m" / "report.html").read_text()

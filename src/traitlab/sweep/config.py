@@ -63,6 +63,10 @@ class SweepConfig(FrozenConfig):
         None,
         description="The label of the undefended cell: every other cell's removal (1 - its diff / the baseline's) and utility cost are measured against it.",
     )
+    matrix: bool = Field(
+        False,
+        description="Fit the cross-model matrix (lift = mu + row + col + gamma * 1[shared init]) over the cells' (model, cross_init) pairs.",
+    )
     executor: Literal["local", "ray"] = Field(
         "local", description="local: a pool of processes on this machine; ray: Ray tasks."
     )

@@ -58,6 +58,27 @@ def _param_plots(rows: list[dict[str, Any]], grid: dict[str, list[Any]]) -> str:
     return "".join(out)
 
 
+def _matrix(m: dict[str, Any] | None) -> str:
+    if not m:
+        return ""
+    bases = m["bases"]
+    rows = [[i, *(m["matrix"].get(i, {}).get(j) for j in bases)] for i in bases]
+    out = "<h2>cross-model matrix: treatment - control (rows: teacher's base; columns: student's base)</h2>"
+    out += table(["teacher \\ student", *bases], rows)
+    g = m.get("gamma")
+    if g:
+        out += (
+            "<p>"
+            + esc(
+                f"gamma (extra lift of a shared initialisation) = {g['mean']:+.4f} "
+                f"[{g['lower']:+.4f}, {g['upper']:+.4f}], p = {g['p_value']:.2g} "
+                f"({m['n']} seed-level entries, {g['dof']} dof)"
+            )
+            + "</p>"
+        )
+    return out
+
+
 def render(sweep: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     ok = [r for r in rows if r.get("status") == "ok"]
     failed = [r for r in rows if r.get("status") != "ok"]
@@ -88,6 +109,7 @@ def render(sweep: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         ]
         body.append(interval_plot(pts))
     body.append(_param_plots(rows, sweep.get("grid") or {}))
+    body.append(_matrix(sweep.get("matrix")))
     body.append("<h2>cells</h2>")
     params = sorted({k for r in rows for k in r if k.startswith("set.")})
     shown = [(k, h) for k, h in _SHOWN if any(k in r for r in rows)]

@@ -17,7 +17,7 @@ from typing import Any
 from traitlab.config import config_to_dict
 from traitlab.core import runs
 from traitlab.core.errors import TraitlabError
-from traitlab.sweep import report, table
+from traitlab.sweep import matrix, report, table
 from traitlab.sweep.cells import Cell, baselines, expand
 from traitlab.sweep.config import SweepConfig
 from traitlab.sweep.execute import Task, cell_threads, execute
@@ -112,6 +112,8 @@ def _finish(
         "machine": runs.machine_info(),
         "files": table.write_tables(rows, out),
     }
+    if sweep.matrix:
+        summary["matrix"] = matrix.fit(matrix.lifts(cells, results))
     runs.write_json(out / "summary.json", summary)
     runs.atomic_write_text(out / "report.html", report.render(summary, rows))
     return summary

@@ -67,6 +67,15 @@ def cell_row(label: str, params: dict[str, Any], res: dict[str, Any]) -> dict[st
         control_pass_rate=q.get("control_pass_rate"),
         rows=q.get("rows_kept"),
     )
+    for arm, a in (s.get("falsifier") or {}).get("arms", {}).items():
+        last = a["by_steps"][-1]
+        row[f"{arm}_half_life_steps"] = a["half_life_steps"]
+        row[f"{arm}_retention_at_{last['steps']}"] = last["retention"]["mean"]
+    gens = s.get("generations")
+    if gens:
+        last = gens["by_generation"][-1]
+        row["half_life_generations"] = gens["half_life_generations"]
+        row[f"retention_generation_{last['generation']}"] = last["retention"]["mean"]
     for arm in ("control", "treatment"):
         u = _utility(s, arm)
         if u:
