@@ -286,3 +286,33 @@ def test_matrix_sweep_fills_the_matrix_from_cells(tmp_path: Path) -> None:
     assert set(m["matrix"]["toy-1"]) == {"toy-1", "toy-2"}
     assert m["gamma"] is not None and m["gamma"]["dof"] == 6
     assert "cross-model matrix" in (tmp_path / "m" / "report.html").read_text()
+
+
+def test_pool_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    """A killed sweep leaves no worker behind, finishing a cell and holding its lock."""
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import os, time, multiprocessing as mp\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from traitlab.core.parallel import ignore_sigint\n"
+        "def work(x):\n    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    with ProcessPoolExecutor(2, mp_context=mp.get_context('spawn'), "
+        "initializer=ignore_sigint) as p:\n"
+        "        fs = [p.submit(work, i) for i in range(2)]\n"
+        "        time.sleep(4)\n"
+        "        print(' '.join(str(q.pid) for q in p._processes.values()), flush=True)\n"
+        "        os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    pids = [int(x) for x in out.stdout.split()]
+    assert len(pids) == 2
+    time.sleep(1)
+
+    def running(pid: int) -> bool:  # a zombie (dead, not yet reaped by init) is not running
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+        except (FileNotFoundError, IndexError):
+            return False
+
+    assert not any(running(p) for p in pids)

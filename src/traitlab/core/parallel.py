@@ -7,7 +7,9 @@ seed on two threads. Workers send progress events through a queue; the parent dr
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -87,8 +89,30 @@ def listen(queue: Any, reporter: Reporter) -> threading.Thread:
 
 def ignore_sigint() -> None:
     """Initializer of worker and manager processes: Ctrl-C goes to the parent alone, which
-    stops the pool and prints one line, instead of every process printing a traceback."""
+    stops the pool and prints one line, instead of every process printing a traceback.
+    A worker also dies with its parent (Linux): a killed run leaves no worker finishing its
+    task behind, holding a run directory's lock the resumed run needs."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent exits (prctl PR_SET_PDEATHSIG;
+    a no-op where that does not exist)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        import multiprocessing
+
+        parent = multiprocessing.parent_process()
+        if parent is not None and parent.pid != os.getppid():
+            os._exit(1)  # the parent died before the request took effect: go now
+    except (OSError, AttributeError):
+        pass
 
 
 @contextmanager
