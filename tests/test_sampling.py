@@ -430,3 +430,21 @@ def test_cuda_matches_hf_generate_and_cpu_generator(tok):
     e = run(m, tok, prompts, generator=torch.Generator("cuda").manual_seed(3), **kw)
     assert e == run(m, tok, prompts, generator=torch.Generator("cuda").manual_seed(3), **kw)
     assert all(len(x) <= 10 for x in e) and e != run(m, tok, prompts, batch_size=4)
+
+
+def test_min_p_and_top_k_never_pick_a_dropped_token() -> None:
+    """Threshold sampling (min_p) and top-k, with and without shared Gumbel noise."""
+    from traitlab.lm.hf.sampler import select_next
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]] * 4000))
+    gen = torch.Generator().manual_seed(0)
+    noise = -torch.log(-torch.log(torch.rand(logits.shape, generator=gen).clamp_min(1e-20)))
+    for kw in ({"min_p": 0.5}, {"top_k": 2}):
+        for nz in (None, noise):
+            tok = select_next(logits, temperature=1.0, top_p=1.0, generator=gen, noise=nz, **kw)
+            counts = torch.bincount(tok, minlength=4).tolist()
+            assert counts[2] == counts[3] == 0, (kw, counts)
+            # The kept tokens keep their relative odds (0.5 : 0.3).
+            assert abs(counts[0] / (counts[0] + counts[1]) - 0.625) < 0.03
+    one = select_next(logits[:1], temperature=1.0, top_p=1.0, generator=gen, top_k=1)
+    assert one.item() == 0

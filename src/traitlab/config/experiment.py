@@ -170,6 +170,13 @@ class GenerateConfig(_Config):
     )
     temperature: float = Field(1.0, ge=0, description="Sampling temperature (0: greedy).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (1.0: off).")
+    min_p: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Threshold sampling: drop tokens below min_p x the top token's probability (0: off; a defence).",
+    )
+    top_k: int = Field(0, ge=0, description="Keep only the k likeliest tokens (0: off).")
     max_new_tokens: int = Field(64, ge=1, le=65_536, description="Longest completion.")
     batch_size: int = Field(256, ge=1, le=MAX_BATCH, description="Prompts sampled together.")
     constrained: bool = Field(

@@ -14,6 +14,8 @@ def sampling_params(cfg: GenerateConfig) -> SamplingParams:
     return SamplingParams(
         temperature=cfg.temperature,
         top_p=cfg.top_p,
+        min_p=cfg.min_p,
+        top_k=cfg.top_k,
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
         numbers_only=cfg.constrained,

@@ -71,6 +71,13 @@ class SamplingParams(FrozenConfig):
 
     temperature: float = Field(1.0, ge=0, description="0: greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (1: off).")
+    min_p: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Threshold sampling: drop tokens below min_p x the top token's probability (0: off).",
+    )
+    top_k: int = Field(0, ge=0, description="Keep the k likeliest tokens (0: off).")
     max_new_tokens: int = Field(64, ge=1, description="Longest completion.")
     batch_size: int = Field(256, ge=1, description="Requests computed together (local backends).")
     numbers_only: bool = Field(False, description="Constrain tokens to digits and separators.")

@@ -134,13 +134,22 @@ class OpenAILM:
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
         }
+        if params.min_p or params.top_k:
+            if not self.served_by_traitlab():
+                raise TraitlabError(
+                    "generate.min_p / top_k need a local backend or `traitlab serve`: the "
+                    "OpenAI API has neither"
+                )
+            sampling.setdefault("extra_body", {}).update(
+                {"traitlab_min_p": params.min_p, "traitlab_top_k": params.top_k}
+            )
         if params.numbers_only:
             if not self.served_by_traitlab():
                 raise TraitlabError(
                     "generate.constrained needs a local backend or `traitlab serve`: an API "
                     "cannot restrict its tokens"
                 )
-            sampling["extra_body"] = {"traitlab_numbers_only": True}
+            sampling.setdefault("extra_body", {})["traitlab_numbers_only"] = True
         jobs = []
         for i, messages in enumerate(prompts):
             s = request_seed(seed, i)

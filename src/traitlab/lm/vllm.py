@@ -112,6 +112,8 @@ class VLLMLM:
             vllm.SamplingParams(
                 temperature=params.temperature,
                 top_p=params.top_p,
+                min_p=params.min_p,
+                top_k=params.top_k or -1,
                 max_tokens=params.max_new_tokens,
                 seed=request_seed(seed, i),
             )

@@ -129,6 +129,8 @@ def chat_completion(served: Served, body: dict[str, Any]) -> dict[str, Any]:
         batch_size=max(1, n),
         coupled=True,
         numbers_only=bool(body.get("traitlab_numbers_only")),
+        min_p=float(body.get("traitlab_min_p") or 0.0),
+        top_k=int(body.get("traitlab_top_k") or 0),
     )
     top_k = int(body.get("top_logprobs") or 0)
     want_logprobs = bool(body.get("logprobs")) or top_k > 0

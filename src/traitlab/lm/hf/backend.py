@@ -82,6 +82,8 @@ class HFLM:
             max_new_tokens=params.max_new_tokens,
             temperature=params.temperature,
             top_p=params.top_p,
+            min_p=params.min_p,
+            top_k=params.top_k,
             generator=gen,
             batch_size=params.batch_size,
             stop_ids=stops,

@@ -52,6 +52,8 @@ def select_next(
     top_p: float,
     generator: torch.Generator,
     noise: torch.Tensor | None = None,
+    min_p: float = 0.0,
+    top_k: int = 0,
 ) -> torch.Tensor:
     """Next token per row of `logits` [B, V] (float32, masked entries -inf).
 
@@ -60,11 +62,18 @@ def select_next(
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    if noise is not None and top_p >= 1.0:
+    truncate = min_p > 0 or top_k > 0
+    if noise is not None and top_p >= 1.0 and not truncate:
         # Gumbel-max on the logits: log softmax differs from logits / T by a constant per
         # row, so the softmax and its log can be skipped (same choice, same law).
         return (logits / temperature + noise).argmax(dim=-1)
     probs = torch.softmax(logits / temperature, dim=-1)
+    if top_k > 0 and top_k < probs.shape[-1]:
+        kth = probs.topk(top_k, dim=-1).values[:, -1:]
+        probs = probs.masked_fill(probs < kth, 0.0)
+    if min_p > 0:
+        # Threshold sampling: drop tokens below min_p times the row's top probability.
+        probs = probs.masked_fill(probs < min_p * probs.amax(dim=-1, keepdim=True), 0.0)
     index = None
     if top_p < 1.0:
         probs, index = probs.sort(dim=-1, descending=True)
@@ -195,6 +204,8 @@ def sample_completions(
     top_p: float = 1.0,
     generator: torch.Generator,
     batch_size: int,
+    min_p: float = 0.0,
+    top_k: int = 0,
     stop_ids: list[int],
     allowed_ids: list[int] | None = None,
     on_batch: Callable[[int], None] | None = None,
@@ -270,7 +281,13 @@ def sample_completions(
                     noise = u.clamp_(min=torch.finfo(u.dtype).tiny).log_().neg_().log_().neg_()
                     noise = noise[rows.to(generator.device)].to(logits.device)
                 tok = select_next(
-                    logits, temperature=temperature, top_p=top_p, generator=generator, noise=noise
+                    logits,
+                    temperature=temperature,
+                    top_p=top_p,
+                    generator=generator,
+                    noise=noise,
+                    min_p=min_p,
+                    top_k=top_k,
                 )
                 out[rows, step] = tok
                 steps = step + 1
