@@ -30,6 +30,7 @@ from traitlab.data.filtering import filter_rows, to_chat_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
 from traitlab.evaluate.suite import eval_questions
+from traitlab.experiments.stages import generate_key
 from traitlab.lm.base import ModelRef, SamplingParams
 
 ARMS = ("treatment", "overt")
@@ -61,7 +62,7 @@ def falsifier_data(st: Any) -> tuple[Path, str]:
         {
             "base": st.bases["base"].key,
             "falsifier": {"kind": f.kind, "rows": f.rows},
-            "gen": config_to_dict(cfg.generate),
+            "gen": generate_key(cfg.generate),
             "filter": config_to_dict(cfg.filter),
             "eval": config_to_dict(cfg.evaluate),
             "trait": config_to_dict(cfg.trait),

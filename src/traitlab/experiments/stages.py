@@ -32,6 +32,16 @@ from traitlab.lm.base import MODEL_FILE, ModelRef, backend_for
 from traitlab.lm.base import opened as _opened
 from traitlab.traits.teacher import finetune_teacher, teacher_system_prompt
 
+# Sampling fields added after runs were cached: in a stage key only when set, so the stages
+# of runs without them keep their keys.
+_NEW_SAMPLING = {"min_p": 0.0, "top_k": 0}
+
+
+def generate_key(gen: Any) -> dict[str, Any]:
+    """The generate config as it enters stage keys."""
+    d = config_to_dict(gen)
+    return {k: v for k, v in d.items() if not (k in _NEW_SAMPLING and v == _NEW_SAMPLING[k])}
+
 
 @contextlib.contextmanager
 def cached_stage(
@@ -111,7 +121,7 @@ class Stages:
                 "seed": seed,
                 # The number checks of an early-stopped teacher sample and filter like this.
                 **(
-                    {"gen": config_to_dict(cfg.generate), "filter": config_to_dict(cfg.filter)}
+                    {"gen": generate_key(cfg.generate), "filter": config_to_dict(cfg.filter)}
                     if cfg.teacher.keep_numbers is not None
                     else {}
                 ),
@@ -147,7 +157,7 @@ class Stages:
         key = runs.stable_hash(
             {
                 "up": upstream,
-                "gen": config_to_dict(self.cfg.generate),
+                "gen": generate_key(self.cfg.generate),
                 "sys": sys_prompt,
                 "seed": seed,
                 "which": which,
@@ -326,7 +336,7 @@ class Stages:
             {
                 "base": self.bases["base"].key,
                 "n": n,
-                "gen": config_to_dict(cfg.generate),
+                "gen": generate_key(cfg.generate),
                 "filter": config_to_dict(cfg.filter),
             }
         )
