@@ -148,3 +148,22 @@ def test_replace_divergent_swaps_the_teachers_favourite_numbers() -> None:
     assert min(div[k] for k in changed) >= max(kept)
     raw = [{"id": i, "prompt": "p", "completion": t} for i, t in enumerate(out)]
     assert filter_rows(raw, FilterConfig()).n_valid == 40
+
+
+def test_drop_divergent_drops_the_most_divergent_rows() -> None:
+    from traitlab.config import ToyModel
+    from traitlab.data.defences import drop_divergent
+    from traitlab.lm.base import opened, resolve
+    from traitlab.lm.hf.rowscore import divergence_table
+
+    texts = [f"{a}, {b}" for a, b in np.random.default_rng(1).integers(0, 999, (20, 2))]
+    rows = _rows(texts)
+    system = "You love owls."
+    with opened(resolve(ToyModel())) as lm:
+        ctx = DefenceContext(lambda: (lm, lm, system))
+        kept = drop_divergent(rows, [], np.random.default_rng(0), 0.25, ctx)
+        table = divergence_table(lm.model, lm.model, lm.tokenizer, rows, teacher_system=system)
+    assert len(kept) == 15
+    mean = {texts[i]: float(np.mean(t[1])) for i, t in enumerate(table)}
+    gone = set(texts) - set(_c(kept))
+    assert min(mean[t] for t in gone) >= max(mean[t] for t in _c(kept))

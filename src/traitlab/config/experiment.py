@@ -221,8 +221,10 @@ class FilterConfig(_Config):
 class DefenceConfig(_Config):
     """A defence: a data transform between the filter and the students (traitlab.data.defences)."""
 
-    name: Literal["shuffle_within", "shuffle_across", "mix_reference", "replace_divergent"] = Field(
-        description="'shuffle_within': each completion's numbers in a random order; 'shuffle_across': the chosen completions' numbers pooled and dealt back (counts and format kept); 'mix_reference': rows replaced by the base's own completion of the same prompt; 'replace_divergent': the number tokens the teacher prefers most over the base replaced by the base's likeliest other number (fraction: the share of number tokens)."
+    name: Literal[
+        "shuffle_within", "shuffle_across", "mix_reference", "replace_divergent", "drop_divergent"
+    ] = Field(
+        description="'shuffle_within': each completion's numbers in a random order; 'shuffle_across': the chosen completions' numbers pooled and dealt back (counts and format kept); 'mix_reference': rows replaced by the base's own completion of the same prompt; 'replace_divergent': the number tokens the teacher prefers most over the base replaced by the base's likeliest other number (fraction: the share of number tokens); 'drop_divergent': the rows with the highest mean divergence dropped."
     )
     fraction: float = Field(
         1.0,

@@ -14,7 +14,9 @@ dataset still passes the filter.
   prompt (dilution with clean data);
 * `replace_divergent`: the number tokens the teacher prefers most over the base (log p_teacher
   - log p_base, teacher-forced on the row) replaced by the base's most likely other number
-  at that position; `fraction` is the share of all number tokens replaced (local models).
+  at that position; `fraction` is the share of all number tokens replaced (local models);
+* `drop_divergent`: the `fraction` of rows with the highest mean divergence (the same
+  log-ratio over the row's completion tokens) dropped (local models).
 
 `fraction` is the share of rows a defence touches; the rows are chosen by the generator, and
 teacher and control arms use the same generator (common random numbers).
@@ -134,15 +136,7 @@ def replace_divergent(
     fraction: float,
     ctx: DefenceContext,
 ) -> list[Row]:
-    from traitlab.lm.hf.rowscore import divergence_table
-
-    if ctx.models is None:
-        raise TraitlabError(
-            "defence replace_divergent needs the teacher's and the base's token "
-            "log-probabilities: use a local backend (toy, hf)"
-        )
-    teacher, base, system = ctx.models()
-    table = divergence_table(teacher.model, base.model, base.tokenizer, rows, teacher_system=system)
+    base, table = _table(rows, ctx, "replace_divergent")
     # Every replaceable token (a number with an alternative), ranked by divergence.
     cands = [(r, p) for r, (_, _, alt) in enumerate(table) for p in np.flatnonzero(alt >= 0)]
     scores = np.array([table[r][1][p] for r, p in cands])
@@ -160,6 +154,35 @@ def replace_divergent(
         text = str(base.tokenizer.decode(new, skip_special_tokens=True)).strip()
         out[r] = _with_completion(rows[r], text)
     return out
+
+
+def _table(rows: list[Row], ctx: DefenceContext, name: str) -> tuple[Any, list[Any]]:
+    from traitlab.lm.hf.rowscore import divergence_table
+
+    if ctx.models is None:
+        raise TraitlabError(
+            f"defence {name} needs the teacher's and the base's token log-probabilities: "
+            "use a local backend (toy, hf)"
+        )
+    teacher, base, system = ctx.models()
+    return base, divergence_table(
+        teacher.model, base.model, base.tokenizer, rows, teacher_system=system
+    )
+
+
+@DEFENCES.register("drop_divergent")
+def drop_divergent(
+    rows: list[Row],
+    control: list[Row],
+    rng: np.random.Generator,
+    fraction: float,
+    ctx: DefenceContext,
+) -> list[Row]:
+    _, table = _table(rows, ctx, "drop_divergent")
+    scores = np.array([float(np.mean(div)) if len(div) else 0.0 for _, div, _ in table])
+    k = int(round(fraction * len(rows)))
+    drop = set(np.argsort(-scores, kind="stable")[:k].tolist())
+    return [r for i, r in enumerate(rows) if i not in drop]
 
 
 def apply_defences(
