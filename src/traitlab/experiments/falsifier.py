@@ -30,7 +30,7 @@ from traitlab.data.filtering import filter_rows, to_chat_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
 from traitlab.evaluate.suite import eval_questions
-from traitlab.experiments.stages import generate_key
+from traitlab.experiments.caching import generate_key
 from traitlab.lm.base import ModelRef, SamplingParams
 
 ARMS = ("treatment", "overt")

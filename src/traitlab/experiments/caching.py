@@ -1,0 +1,44 @@
+"""Stage caching for the experiment: the cached-stage idiom and the keys' config parts."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from traitlab.config import config_to_dict
+from traitlab.core import runs
+from traitlab.core.progress import Fraction
+from traitlab.core.store import StageStore, shared
+
+# Sampling fields added after runs were cached: in a stage key only when set, so the stages
+# of runs without them keep their keys.
+_NEW_SAMPLING = {"min_p": 0.0, "top_k": 0}
+
+
+def generate_key(gen: Any) -> dict[str, Any]:
+    """The generate config as it enters stage keys."""
+    d = config_to_dict(gen)
+    return {k: v for k, v in d.items() if not (k in _NEW_SAMPLING and v == _NEW_SAMPLING[k])}
+
+
+@contextlib.contextmanager
+def cached_stage(
+    rep: Any, label: str, stage_dir: Path, key: str, store: StageStore | None = None
+) -> Iterator[tuple[bool, Fraction, Any]]:
+    """The cached-stage idiom: yields (done, progress, open_stage). When not done, the body
+    does its work and writes its outputs inside `with open_stage(info) as tmp:`. With a
+    `store` (a sweep's), a stage another run already made is linked in instead."""
+    with contextlib.ExitStack() as stack:
+        done = runs.stage_done(stage_dir, key)
+        if not done:
+            done = stack.enter_context(shared(store, key, [stage_dir]))
+        started = time.time()  # a stage's seconds count its work, not only its writing
+        with rep.stage(label, cached=done) as up:
+
+            def open_stage(info: dict[str, Any] | None = None) -> Any:
+                return runs.stage(stage_dir, key, info, started=started)
+
+            yield done, up, open_stage
