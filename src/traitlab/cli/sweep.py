@@ -39,7 +39,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sweep,
         out,
         sweep_dir=Path(args.sweep).resolve().parent,
-        log=lambda m: con.print(m),
+        log=lambda m: con.print(m, soft_wrap=True),
         config_passed={"file": str(args.sweep), "yaml": load_yaml(args.sweep), "overrides": sets},
         overwrite=args.overwrite,
     )
