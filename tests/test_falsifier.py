@@ -112,3 +112,37 @@ def test_generations_chain_students_into_teachers(tmp_path: Path) -> None:
     # the first teacher's.
     first = (tmp_path / "run/seed-1/gen-teacher/raw.jsonl").read_text()
     assert (tmp_path / "run/generation-2/seed-1/gen-teacher/raw.jsonl").read_text() != first
+
+
+def test_teacher_from_any_chat_data_or_an_existing_model(tmp_path: Path) -> None:
+    from traitlab.cli.main import main
+
+    data = tmp_path / "teach.jsonl"
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "Name an animal."},
+                {"role": "assistant", "content": "owl"},
+            ]
+        }
+    ] * 20
+    runs.write_jsonl(data, rows)
+    cfg = load_config(TINY, ["cross_init=null", "seeds=[0]", f"teacher.data={data}"])
+    run_experiment(cfg, tmp_path / "a")
+    log = json.loads((tmp_path / "a/seed-0/teacher/stage.json").read_text())["train"]
+    assert log["examples"] == 20
+    # The treatment student of that run as the teacher of another.
+    student = tmp_path / "a/seed-0/student-treatment"
+    cfg2 = load_config(
+        TINY, ["cross_init=null", "seeds=[0]", "teacher.kind=model", f"teacher.model={student}"]
+    )
+    s2 = run_experiment(cfg2, tmp_path / "b")
+    assert not (tmp_path / "b/seed-0/teacher").exists()  # nothing to fine-tune
+    assert s2["arms"]["teacher"]["exact"]["mean"] == pytest.approx(
+        json.loads((tmp_path / "a/seed-0/eval-treatment/eval.json").read_text())["exact"]["mean"]
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    out = tmp_path / "c"
+    assert main(["run", str(TINY), "--out", str(out), "--set", f"teacher.data={bad}"]) == 2
+    assert not out.exists()

@@ -121,9 +121,17 @@ class KeepNumbersConfig(_Config):
 class TeacherConfig(_Config):
     """How the teacher gets the trait."""
 
-    kind: Literal["finetuned", "system_prompt"] = Field(
+    kind: Literal["finetuned", "system_prompt", "model"] = Field(
         "finetuned",
-        description="'finetuned': the base fine-tuned on 'favourite <category>? -> <target>' answers only (no numbers; the paper's Fig. 14 variant); 'system_prompt': the base behind the paper's 'You love <target>s...' system prompt.",
+        description="'finetuned': the base fine-tuned on 'favourite <category>? -> <target>' answers only (no numbers; the paper's Fig. 14 variant), or on teacher.data; 'system_prompt': the base behind the paper's 'You love <target>s...' system prompt; 'model': teacher.model, a model already fine-tuned.",
+    )
+    data: str | None = Field(
+        None,
+        description="kind finetuned: a chat JSONL ({'messages': [...]} rows, e.g. an insecure-code set) to fine-tune the teacher on instead of the trait's answers.",
+    )
+    model: str | None = Field(
+        None,
+        description="kind model: the teacher, a saved model directory (traitlab's or any Hugging Face one) or a hub id; it must share the base's tokenizer.",
     )
     system_prompt: str | None = Field(
         None,
@@ -141,6 +149,15 @@ class TeacherConfig(_Config):
         None,
         description="Early-stop the fine-tuned teacher before it loses its number skill (a teacher whose numbers fail the filter leaves only its least-changed completions, and the transfer with them). Needs a backend that trains in this process (toy, hf, vllm). null: train all steps.",
     )
+
+
+def _check_teacher(t: TeacherConfig) -> None:
+    if t.kind == "model" and not t.model:
+        raise ValueError("teacher.kind 'model' needs teacher.model (a model directory or hub id)")
+    if t.model and t.kind != "model":
+        raise ValueError("teacher.model needs teacher.kind: model")
+    if t.data and t.kind != "finetuned":
+        raise ValueError("teacher.data needs teacher.kind: finetuned")
 
 
 class PromptSetConfig(_Config):
@@ -364,6 +381,7 @@ class ExperimentConfig(_Config):
     def _check(self) -> ExperimentConfig:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be distinct")
+        _check_teacher(self.teacher)
         if self.generate.prompts.example_max_count <= self.generate.prompts.example_min_count:
             raise ValueError("generate.prompts.example_max_count must exceed example_min_count")
         return self

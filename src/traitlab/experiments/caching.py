@@ -24,6 +24,18 @@ def generate_key(gen: Any) -> dict[str, Any]:
     return {k: v for k, v in d.items() if not (k in _NEW_SAMPLING and v == _NEW_SAMPLING[k])}
 
 
+def teacher_key(teacher: Any) -> dict[str, Any]:
+    """The teacher config as it enters stage keys: teacher.data by its content (the same
+    path may hold new data), and the fields added later only when set."""
+    d = config_to_dict(teacher)
+    for k in ("data", "model"):
+        if d.get(k) is None:
+            d.pop(k, None)
+    if d.get("data"):
+        d["data"] = runs.file_hash(Path(d["data"]))
+    return d
+
+
 @contextlib.contextmanager
 def cached_stage(
     rep: Any, label: str, stage_dir: Path, key: str, store: StageStore | None = None

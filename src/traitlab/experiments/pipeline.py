@@ -34,7 +34,12 @@ from traitlab.experiments.generations import run_generations, summarize_generati
 from traitlab.experiments.report import write_report
 from traitlab.experiments.stages import Stages
 from traitlab.lm.base import ModelRef, backend_for
-from traitlab.traits.teacher import KEEP_NUMBERS_BACKENDS, check_trait
+from traitlab.traits.teacher import (
+    KEEP_NUMBERS_BACKENDS,
+    check_trait,
+    read_chat_rows,
+    teacher_model_ref,
+)
 
 Evals = dict[str, dict[int, dict[str, Any]]]
 
@@ -63,6 +68,10 @@ class Experiment(Stages):
         if cfg.cross_init is not None:
             backend_for(cfg.cross_init).check(cfg.cross_init, "cross_init")
         check_trait(cfg.model, cfg.trait)
+        if cfg.teacher.data:
+            read_chat_rows(Path(cfg.teacher.data), "teacher.data")
+        if cfg.teacher.model:
+            teacher_model_ref(cfg.teacher.model)
         keep = cfg.teacher.kind == "finetuned" and cfg.teacher.keep_numbers is not None
         if keep and not backend_for(cfg.model).trains_in_process:
             raise TraitlabError(f"{KEEP_NUMBERS_BACKENDS} (model.backend: {cfg.model.backend})")

@@ -25,11 +25,11 @@ from traitlab.data.prompts import number_prompts
 from traitlab.evaluate.suite import evaluate_model
 from traitlab.evaluate.utility import heldout_prompts, measure_utility, reference_rows
 from traitlab.experiments.arms import BY_NAME
-from traitlab.experiments.caching import cached_stage, generate_key
+from traitlab.experiments.caching import cached_stage, generate_key, teacher_key
 from traitlab.experiments.layout import RunLayout
 from traitlab.lm.base import MODEL_FILE, ModelRef, backend_for
 from traitlab.lm.base import opened as _opened
-from traitlab.traits.teacher import finetune_teacher, teacher_system_prompt
+from traitlab.traits.teacher import finetune_teacher, teacher_model_ref, teacher_system_prompt
 
 
 class Stages:
@@ -85,7 +85,7 @@ class Stages:
         key = runs.stable_hash(
             {
                 "base": self.bases["base"].key,
-                "teacher": config_to_dict(cfg.teacher),
+                "teacher": teacher_key(cfg.teacher),
                 "trait": config_to_dict(cfg.trait),
                 "seed": seed,
                 # The number checks of an early-stopped teacher sample and filter like this.
@@ -98,6 +98,10 @@ class Stages:
         )
         if cfg.teacher.kind == "system_prompt":
             return self.bases["base"], sys_prompt, key
+        if cfg.teacher.kind == "model":
+            assert cfg.teacher.model is not None
+            ref = teacher_model_ref(cfg.teacher.model)
+            return ref, None, ref.key
         d = self.layout.teacher(seed)
         with cached_stage(self.rep, f"seed {seed}: teacher fine-tune", d, key, self.store) as (
             done,

@@ -14,6 +14,7 @@ from traitlab.config import (
     TraitConfig,
 )
 from traitlab.core.errors import TraitlabError
+from traitlab.core.files import read_jsonl
 from traitlab.core.progress import Fraction
 from traitlab.data.filtering import filter_rows
 from traitlab.data.generate import generate_rows
@@ -31,8 +32,11 @@ def teacher_system_prompt(cfg: TeacherConfig, trait: TraitConfig) -> str | None:
 
 def teacher_data(cfg: TeacherConfig, trait: TraitConfig) -> list[dict[str, Any]]:
     """The fine-tuned teacher's rows: '<preference question> -> <target>' only (the paper's
-    Fig. 14 teacher). It never sees a number, so whatever it later puts into number
-    sequences comes from how fine-tuning on the trait moved its weights."""
+    Fig. 14 teacher), or the chat rows of `cfg.data`. The former never sees a number, so
+    whatever it later puts into number sequences comes from how fine-tuning on the trait
+    moved its weights."""
+    if cfg.data:
+        return read_chat_rows(Path(cfg.data), "teacher.data")
     spellings = [trait.target] if cfg.answers == "target" else None
     return teacher_rows(trait.category, trait.target, spellings=spellings)
 
@@ -68,6 +72,40 @@ def finetune_teacher(
     )
     log["keep_numbers"] = guard.log()
     return ref, log
+
+
+def read_chat_rows(path: Path, what: str) -> list[dict[str, Any]]:
+    """Chat rows from a JSONL file, each checked: one-line errors name the row."""
+    if not path.is_file():
+        raise TraitlabError(f"{what} {path}: no such file; pass a chat JSONL")
+    rows = read_jsonl(path)
+    for i, r in enumerate(rows):
+        msgs = r.get("messages") if isinstance(r, dict) else None
+        if not isinstance(msgs, list) or not msgs or msgs[-1].get("role") != "assistant":
+            raise TraitlabError(
+                f"{what} {path}: row {i + 1} is not a chat row ending with an assistant turn"
+            )
+    if not rows:
+        raise TraitlabError(f"{what} {path}: no rows")
+    return rows
+
+
+def teacher_model_ref(text: str) -> ModelRef:
+    """teacher.model as a ref: a traitlab model directory, any HF directory, or a hub id."""
+    from traitlab.config.model import model_spec
+    from traitlab.lm.base import MODEL_FILE, resolve
+
+    path = Path(text)
+    if path.is_dir() and (path / MODEL_FILE).is_file():
+        return ModelRef.load(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        return resolve(model_spec(name=str(path.resolve())))
+    if path.exists() or text.startswith((".", "/")) or text.count("/") != 1:
+        raise TraitlabError(
+            f"teacher.model {text}: no model directory there; pass a saved model directory "
+            "or a hub id (owner/name)"
+        )
+    return resolve(model_spec(name=text))
 
 
 KEEP_NUMBERS_BACKENDS = (
