@@ -58,13 +58,27 @@ def test_round_trip_through_yaml() -> None:
     assert again == cfg
 
 
-# MNIST configs have their own schema (tests/test_mnist*.py).
-EXPERIMENT_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "mnist" not in p.parts)
+# MNIST configs have their own schema (tests/test_mnist*.py), sweeps theirs.
+EXPERIMENT_CONFIGS = sorted(
+    p
+    for p in (ROOT / "configs").rglob("*.yaml")
+    if "mnist" not in p.parts and "sweeps" not in p.parts
+)
+SWEEP_CONFIGS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", EXPERIMENT_CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_validate(path: Path) -> None:
     load_config(path)
+
+
+@pytest.mark.parametrize("path", SWEEP_CONFIGS, ids=lambda p: p.name)
+def test_shipped_sweeps_validate_every_cell(path: Path) -> None:
+    from traitlab.config.base import load_config as load_any
+    from traitlab.sweep import SweepConfig
+    from traitlab.sweep.cells import expand
+
+    assert expand(load_any(path, SweepConfig), path.parent)
 
 
 def test_demo_preset_matches_configs_copy() -> None:
