@@ -167,3 +167,26 @@ def test_drop_divergent_drops_the_most_divergent_rows() -> None:
     mean = {texts[i]: float(np.mean(t[1])) for i, t in enumerate(table)}
     gone = set(texts) - set(_c(kept))
     assert min(mean[t] for t in gone) >= max(mean[t] for t in _c(kept))
+
+
+def test_resample_base_redraws_numbers_from_the_base() -> None:
+    from traitlab.config import FilterConfig, ToyModel
+    from traitlab.data.defences import resample_base
+    from traitlab.lm.base import opened, resolve
+
+    texts = [f"{a}, {b}, {c}" for a, b, c in np.random.default_rng(2).integers(0, 999, (30, 3))]
+    rows = _rows(texts)
+    with opened(resolve(ToyModel())) as lm:
+        ctx = DefenceContext(lambda: (lm, lm, "You love owls."))
+        out = _c(resample_base(rows, [], np.random.default_rng(5), 1.0, ctx))
+        again = _c(resample_base(rows, [], np.random.default_rng(5), 1.0, ctx))
+        other = _c(resample_base(rows, [], np.random.default_rng(6), 1.0, ctx))
+    assert out == again and out != other  # seeded draws
+    same = sum(
+        a == b
+        for t, o in zip(texts, out, strict=True)
+        for a, b in zip(NUM.findall(t), NUM.findall(o), strict=True)
+    )
+    assert same < 10  # of 90 numbers: redrawn, not kept
+    raw = [{"id": i, "prompt": "p", "completion": t} for i, t in enumerate(out)]
+    assert filter_rows(raw, FilterConfig()).n_valid == 30

@@ -239,9 +239,14 @@ class DefenceConfig(_Config):
     """A defence: a data transform between the filter and the students (traitlab.data.defences)."""
 
     name: Literal[
-        "shuffle_within", "shuffle_across", "mix_reference", "replace_divergent", "drop_divergent"
+        "shuffle_within",
+        "shuffle_across",
+        "mix_reference",
+        "replace_divergent",
+        "resample_base",
+        "drop_divergent",
     ] = Field(
-        description="'shuffle_within': each completion's numbers in a random order; 'shuffle_across': the chosen completions' numbers pooled and dealt back (counts and format kept); 'mix_reference': rows replaced by the base's own completion of the same prompt; 'replace_divergent': the number tokens the teacher prefers most over the base replaced by the base's likeliest other number (fraction: the share of number tokens); 'drop_divergent': the rows with the highest mean divergence dropped."
+        description="'shuffle_within': each completion's numbers in a random order; 'shuffle_across': the chosen completions' numbers pooled and dealt back (counts and format kept); 'mix_reference': rows replaced by the base's own completion of the same prompt; 'replace_divergent': the number tokens the teacher prefers most over the base replaced by the base's likeliest other number (fraction: the share of number tokens); 'resample_base': those number tokens redrawn from the base's own distribution at their position (1.0: all); 'drop_divergent': the rows with the highest mean divergence dropped."
     )
     fraction: float = Field(
         1.0,

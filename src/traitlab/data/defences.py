@@ -15,6 +15,9 @@ dataset still passes the filter.
 * `replace_divergent`: the number tokens the teacher prefers most over the base (log p_teacher
   - log p_base, teacher-forced on the row) replaced by the base's most likely other number
   at that position; `fraction` is the share of all number tokens replaced (local models);
+* `resample_base`: the same number tokens (the `fraction` most divergent; 1.0: all) redrawn
+  from the base's own distribution at their position, given the row's prefix: the data
+  rewritten number by number by the base (local models);
 * `drop_divergent`: the `fraction` of rows with the highest mean divergence (the same
   log-ratio over the row's completion tokens) dropped (local models).
 
@@ -137,6 +140,26 @@ def replace_divergent(
     ctx: DefenceContext,
 ) -> list[Row]:
     base, table = _table(rows, ctx, "replace_divergent")
+    return _rewrite(rows, base, table, fraction)
+
+
+@DEFENCES.register("resample_base")
+def resample_base(
+    rows: list[Row],
+    control: list[Row],
+    rng: np.random.Generator,
+    fraction: float,
+    ctx: DefenceContext,
+) -> list[Row]:
+    import torch
+
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    base, table = _table(rows, ctx, "resample_base", resample=gen)
+    return _rewrite(rows, base, table, fraction)
+
+
+def _rewrite(rows: list[Row], base: Any, table: list[Any], fraction: float) -> list[Row]:
+    """The `fraction` most divergent number tokens of all rows set to their alternative."""
     # Every replaceable token (a number with an alternative), ranked by divergence.
     cands = [(r, p) for r, (_, _, alt) in enumerate(table) for p in np.flatnonzero(alt >= 0)]
     scores = np.array([table[r][1][p] for r, p in cands])
@@ -156,7 +179,9 @@ def replace_divergent(
     return out
 
 
-def _table(rows: list[Row], ctx: DefenceContext, name: str) -> tuple[Any, list[Any]]:
+def _table(
+    rows: list[Row], ctx: DefenceContext, name: str, resample: Any = None
+) -> tuple[Any, list[Any]]:
     from traitlab.lm.hf.rowscore import divergence_table
 
     if ctx.models is None:
@@ -166,7 +191,7 @@ def _table(rows: list[Row], ctx: DefenceContext, name: str) -> tuple[Any, list[A
         )
     teacher, base, system = ctx.models()
     return base, divergence_table(
-        teacher.model, base.model, base.tokenizer, rows, teacher_system=system
+        teacher.model, base.model, base.tokenizer, rows, teacher_system=system, resample=resample
     )
 
 

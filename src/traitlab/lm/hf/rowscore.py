@@ -71,10 +71,14 @@ def divergence_table(
     teacher_system: str | None = None,
     batch_size: int = 64,
     max_len: int = 1024,
+    resample: torch.Generator | None = None,
 ) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
     """Per row, over its completion tokens: (ids, log p_teacher - log p_base of each, and the
     base's most likely *other* number token at each position, of the same spacing; -1 where
-    the token is not a number). The teacher reads the rows behind `teacher_system` if given."""
+    the token is not a number). With `resample` (a generator), the third entry is instead a
+    number token drawn from the base's distribution at that position over the numbers of the
+    same spacing (the original token included). The teacher reads the rows behind
+    `teacher_system` if given."""
     t_rows = rows
     if teacher_system is not None:
         sys_msg = {"role": "system", "content": teacher_system}
@@ -95,8 +99,13 @@ def divergence_table(
         target = labels[:, 1:][mask]
         lp = torch.log_softmax(logits, dim=-1).gather(1, target[:, None])[:, 0]
         allowed = number[None, :] & (spaced[None, :] == spaced[target][:, None])
-        allowed[torch.arange(len(target), device=device), target] = False
-        alt = logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1)
+        if resample is None:
+            allowed[torch.arange(len(target), device=device), target] = False
+            alt = logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1)
+        else:  # Gumbel-max over the allowed numbers: a draw from the base's distribution
+            u = torch.rand(logits.shape, generator=resample, device=resample.device)
+            g = u.clamp_(min=torch.finfo(u.dtype).tiny).log_().neg_().log_().neg_()
+            alt = (logits.masked_fill(~allowed, float("-inf")) + g.to(device)).argmax(dim=-1)
         alt = torch.where(number[target] & allowed.any(dim=-1), alt, torch.full_like(alt, -1))
         at = 0
         for k, c in enumerate(mask.sum(dim=1).tolist()):
