@@ -540,6 +540,94 @@ def cases() -> list[Case]:
             setup=_dir_with("mine", {"a.txt": "x"}),
         ),
         Case("theory-device-cuda", ["theory", "--set", "device=cuda:3", "--out", "t"], "cuda", {}),
+        # sweeps: every cell is checked before anything is written
+        Case("sweep-missing", ["sweep", "nope.yaml", "--out", "s"], "not found", {}),
+        Case("sweep-no-file", ["sweep", "--out", "s"], "pass a sweep YAML", {}),
+        Case(
+            "sweep-not-yaml",
+            ["sweep", "s.yaml", "--out", "s"],
+            "not valid YAML",
+            {"s.yaml": "a: [1"},
+        ),
+        Case(
+            "sweep-unknown-field",
+            ["sweep", "s.yaml", "--out", "s"],
+            "unknown field 'cels'",
+            {"s.yaml": "cels: []\n"},
+        ),
+        Case(
+            "sweep-bad-cell",
+            ["sweep", "s.yaml", "--out", "s"],
+            "sweep cell 'x'",
+            {
+                "s.yaml": "experiment: t.yaml\ncells: [{label: x, set: {student.lr: -1}}]\n",
+                "t.yaml": TINY,
+            },
+        ),
+        Case(
+            "sweep-unknown-grid-field",
+            ["sweep", "s.yaml", "--out", "s"],
+            "student.lrr",
+            {"s.yaml": "experiment: t.yaml\ngrid: {student.lrr: [1]}\n", "t.yaml": TINY},
+        ),
+        Case(
+            "sweep-empty-grid",
+            ["sweep", "s.yaml", "--out", "s"],
+            "no values",
+            {"s.yaml": "experiment: t.yaml\ngrid: {student.lr: []}\n", "t.yaml": TINY},
+        ),
+        Case(
+            "sweep-duplicate-labels",
+            ["sweep", "s.yaml", "--out", "s"],
+            "distinct",
+            {"s.yaml": "experiment: t.yaml\ncells: [{label: a}, {label: a}]\n", "t.yaml": TINY},
+        ),
+        Case(
+            "sweep-bad-baseline",
+            ["sweep", "s.yaml", "--out", "s"],
+            "baseline 'z'",
+            {"s.yaml": "experiment: t.yaml\nbaseline: z\ncells: [{label: a}]\n", "t.yaml": TINY},
+        ),
+        Case(
+            "sweep-missing-experiment",
+            ["sweep", "s.yaml", "--out", "s"],
+            "not found",
+            {"s.yaml": "experiment: gone.yaml\n"},
+        ),
+        Case(
+            "sweep-out-foreign",
+            ["sweep", "s.yaml", "--out", "mine"],
+            "not a traitlab output",
+            {"s.yaml": "experiment: t.yaml\n", "t.yaml": TINY},
+            setup=_dir_with("mine", {"a.txt": "x"}),
+        ),
+        Case(
+            "run-teacher-data-missing",
+            ["run", "c.yaml", "--out", "r", "--set", "teacher.data=none.jsonl"],
+            "no such file",
+            cfg(TINY),
+        ),
+        Case(
+            "run-teacher-model-missing",
+            [
+                "run",
+                "c.yaml",
+                "--out",
+                "r",
+                "--set",
+                "teacher.kind=model",
+                "--set",
+                "teacher.model=./nowhere",
+            ],
+            "no model directory",
+            cfg(TINY),
+        ),
+        Case(
+            "run-falsifier-bad-steps",
+            ["run", "c.yaml", "--set", "falsifier={steps: [5, 1]}"],
+            "falsifier.steps",
+            cfg(TINY),
+        ),
     ]
     return out
 
