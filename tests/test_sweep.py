@@ -150,6 +150,14 @@ def test_sweep_shares_stages_and_writes_table_and_report(tmp_path: Path) -> None
     summary = run_sweep(s, out)
     rows = _table(out / "table.csv")
     assert [r["cell"] for r in rows] == ["none", "within"]
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        pq = None
+    if pq is not None:  # the same table as Parquet, numbers as numbers
+        t = pq.read_table(out / "table.parquet").to_pylist()
+        assert [r["cell"] for r in t] == ["none", "within"]
+        assert t[1]["diff"] == pytest.approx(float(rows[1]["diff"]))
     assert all(r["status"] == "ok" and float(r["treatment_heldout_loss"]) > 0 for r in rows)
     assert rows[1]["baseline"] == "none"
     # The two cells share the teacher and both generations: made once, linked twice.
