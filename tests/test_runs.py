@@ -52,3 +52,17 @@ def test_manifest_has_provenance(tmp_path: Path) -> None:
     assert not runs.is_done(tmp_path)
     runs.mark_done(tmp_path, "h")
     assert runs.is_done(tmp_path)
+
+
+def test_a_run_killed_after_taking_its_lock_resumes(tmp_path: Path) -> None:
+    """Killed between the lock and the manifest, a run leaves only its lock file; the rerun
+    must accept that directory (a sweep's kill-and-resume test hit this window)."""
+    from traitlab.core.outputs import LOCK_FILE, check_output_dir
+
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / LOCK_FILE).write_text("pid 1 on host")
+    check_output_dir(d, run=True)
+    (d / "other.txt").write_text("x")
+    with pytest.raises(TraitlabError, match="not a traitlab output"):
+        check_output_dir(d, run=True)

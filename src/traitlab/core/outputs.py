@@ -62,7 +62,9 @@ def check_output_dir(path: Path, *, overwrite: bool = False, run: bool = False) 
         )
     if path.is_dir():
         try:
-            empty = not any(path.iterdir())
+            # A run killed right after taking its lock leaves only the lock file: that is
+            # still an empty run directory, and rerunning must resume into it.
+            empty = all(p.name == LOCK_FILE for p in path.iterdir())
         except PermissionError:
             raise TraitlabError(f"{path}: permission denied; choose another --out") from None
         ours = (path / STAGE_MARKER).is_file() or (run and (path / MANIFEST).is_file())
