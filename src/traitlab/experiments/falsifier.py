@@ -172,9 +172,39 @@ def run_falsifier(st: Any, seed: int, arm: str, ref: ModelRef) -> dict[str, Any]
     return out
 
 
-def _at(evals: dict[str, Any], arm: str, k: int, method: str) -> dict[int, float]:
-    name = arm if k == 0 else f"{arm}@{k}"
+def _rates(evals: dict[str, Any], name: str, method: str) -> dict[int, float]:
     return {s: float(r[method]["mean"]) for s, r in evals.get(name, {}).items() if method in r}
+
+
+def primary_method(cfg: Any) -> str:
+    return "exact" if "exact" in cfg.evaluate.methods else "sampled"
+
+
+def retention_rows(
+    evals: dict[str, Any], names: list[tuple[str, str]], method: str, conf: float
+) -> list[dict[str, Any]]:
+    """For each (student arm, its control arm) in order: their rates, the student's excess
+    over the control (t interval over seeds) and its retention against the first pair's
+    excess (Fieller's interval; None where unbounded)."""
+    rows: list[dict[str, Any]] = []
+    first: dict[int, float] = {}
+    for arm, control in names:
+        a, c = _rates(evals, arm, method), _rates(evals, control, method)
+        seeds = sorted(set(a) & set(c))
+        diff = {s: a[s] - c[s] for s in seeds}
+        if not rows:
+            first = diff
+        common = [s for s in seeds if s in first]
+        r, lo, hi = ratio_ci([diff[s] for s in common], [first[s] for s in common], conf)
+        rows.append(
+            {
+                "rate": float(np.mean([a[s] for s in seeds])),
+                "control": float(np.mean([c[s] for s in seeds])),
+                "excess": mean_ci(list(diff.values()), conf).to_dict(),
+                "retention": {"mean": r if np.isfinite(r) else None, "lower": lo, "upper": hi},
+            }
+        )
+    return rows
 
 
 def half_life(steps: list[int], retention: list[float | None]) -> float | None:
@@ -188,8 +218,7 @@ def half_life(steps: list[int], retention: list[float | None]) -> float | None:
 
 def summarize_falsifier(cfg: Any, evals: dict[str, Any]) -> dict[str, Any]:
     steps = list(cfg.falsifier.steps)
-    conf = cfg.evaluate.confidence
-    method = "exact" if "exact" in cfg.evaluate.methods else "sampled"
+    method = primary_method(cfg)
     out: dict[str, Any] = {
         "kind": cfg.falsifier.kind,
         "method": method,
@@ -199,21 +228,11 @@ def summarize_falsifier(cfg: Any, evals: dict[str, Any]) -> dict[str, Any]:
     for arm in ARMS:
         if arm not in evals:
             continue
-        rows, retention = [], []
-        first: dict[int, float] = {}
-        for k in steps:
-            a, c = _at(evals, arm, k, method), _at(evals, "control", k, method)
-            seeds = sorted(set(a) & set(c))
-            diff = {s: a[s] - c[s] for s in seeds}
-            if k == 0:
-                first = diff
-            row: dict[str, Any] = {"steps": k, "rate": float(np.mean([a[s] for s in seeds]))}
-            row["control"] = float(np.mean([c[s] for s in seeds]))
-            row["excess"] = mean_ci(list(diff.values()), conf).to_dict()
-            common = [s for s in seeds if s in first]
-            r, lo, hi = ratio_ci([diff[s] for s in common], [first[s] for s in common], conf)
-            row["retention"] = {"mean": r if np.isfinite(r) else None, "lower": lo, "upper": hi}
-            retention.append(row["retention"]["mean"])
-            rows.append(row)
-        out["arms"][arm] = {"by_steps": rows, "half_life_steps": half_life(steps, retention)}
+        names = [(arm, "control") if k == 0 else (f"{arm}@{k}", f"control@{k}") for k in steps]
+        rows = retention_rows(evals, names, method, cfg.evaluate.confidence)
+        retention = [r["retention"]["mean"] for r in rows]
+        out["arms"][arm] = {
+            "by_steps": [{"steps": k, **r} for k, r in zip(steps, rows, strict=True)],
+            "half_life_steps": half_life(steps, retention),
+        }
     return out

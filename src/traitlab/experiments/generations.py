@@ -16,10 +16,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from traitlab.core.stats import mean_ci, ratio_ci
-from traitlab.experiments.falsifier import half_life
+from traitlab.experiments.falsifier import half_life, primary_method, retention_rows
 from traitlab.experiments.layout import RunLayout
 from traitlab.lm.base import ModelRef
 
@@ -53,36 +50,18 @@ def run_generations(
     return out
 
 
-def _rates(evals: dict[str, Any], arm: str, g: int, method: str) -> dict[int, float]:
-    name = arm if g == 1 else f"{arm}#{g}"
-    return {s: float(r[method]["mean"]) for s, r in evals.get(name, {}).items() if method in r}
-
-
 def summarize_generations(cfg: Any, evals: dict[str, Any]) -> dict[str, Any]:
-    method = "exact" if "exact" in cfg.evaluate.methods else "sampled"
-    conf = cfg.evaluate.confidence
-    rows, retention = [], []
-    first: dict[int, float] = {}
+    method = primary_method(cfg)
     gens = list(range(1, cfg.generations + 1))
-    for g in gens:
-        t, c = _rates(evals, "treatment", g, method), _rates(evals, "control", g, method)
-        seeds = sorted(set(t) & set(c))
-        diff = {s: t[s] - c[s] for s in seeds}
-        if g == 1:
-            first = diff
-        common = [s for s in seeds if s in first]
-        r, lo, hi = ratio_ci([diff[s] for s in common], [first[s] for s in common], conf)
-        row = {
-            "generation": g,
-            "treatment": float(np.mean([t[s] for s in seeds])),
-            "control": float(np.mean([c[s] for s in seeds])),
-            "excess": mean_ci(list(diff.values()), conf).to_dict(),
-            "retention": {"mean": r if np.isfinite(r) else None, "lower": lo, "upper": hi},
-        }
-        retention.append(row["retention"]["mean"])
-        rows.append(row)
+    names = [
+        ("treatment", "control") if g == 1 else (f"treatment#{g}", f"control#{g}") for g in gens
+    ]
+    rows = retention_rows(evals, names, method, cfg.evaluate.confidence)
     return {
         "method": method,
-        "by_generation": rows,
-        "half_life_generations": half_life(gens, retention),
+        "by_generation": [
+            {"generation": g, "treatment": r.pop("rate"), **r}
+            for g, r in zip(gens, rows, strict=True)
+        ],
+        "half_life_generations": half_life(gens, [r["retention"]["mean"] for r in rows]),
     }
