@@ -84,8 +84,9 @@ class StageStore:
 @contextlib.contextmanager
 def shared(store: StageStore | None, key: str, stage_dirs: list[Path]) -> Iterator[bool]:
     """Around a cached stage: yields True when the store had it (now placed in
-    `stage_dirs`: one stage may write several directories, each stored under
-    `key/<index>`); otherwise the body makes the stage, and it is published on success."""
+    `stage_dirs`: one stage may write several directories, each stored as
+    `<directory name>.<key>`); otherwise the body makes the stage, and it is published on
+    success."""
     if store is None:
         yield False
         return

@@ -26,10 +26,9 @@ from traitlab.config import config_to_dict
 from traitlab.core import runs
 from traitlab.core.errors import TraitlabError
 from traitlab.core.stats import mean_ci, ratio_ci
-from traitlab.data.filtering import filter_rows, to_chat_rows
-from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
 from traitlab.evaluate.suite import eval_questions
+from traitlab.evaluate.utility import reference_rows
 from traitlab.experiments.caching import generate_key
 from traitlab.lm.base import ModelRef, SamplingParams
 
@@ -76,9 +75,7 @@ def falsifier_data(st: Any) -> tuple[Path, str]:
                     prompts = number_prompts(
                         cfg.generate.prompts, f.rows, seed=cfg.generate.prompts.seed + 2
                     )
-                    raw = generate_rows(lm, prompts, cfg.generate, seed=-2, source="falsifier")
-                    unlimited = cfg.filter.model_copy(update={"max_rows": None})
-                    rows = to_chat_rows(filter_rows(raw, unlimited).kept)
+                    rows = reference_rows(lm, prompts, cfg.generate, cfg.filter, seed=-2)
                 else:
                     target = cfg.trait.target.lower()
                     ans = _answers(lm, st, 2 * f.rows, seed=-3)

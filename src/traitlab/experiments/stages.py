@@ -103,11 +103,7 @@ class Stages:
             ref = teacher_model_ref(cfg.teacher.model)
             return ref, None, ref.key
         d = self.layout.teacher(seed)
-        with cached_stage(self.rep, f"seed {seed}: teacher fine-tune", d, key, self.store) as (
-            done,
-            up,
-            st,
-        ):
+        with self.cached(f"seed {seed}: teacher fine-tune", d, key) as (done, up, st):
             if not done:
                 info: dict[str, Any] = {}
                 with self.opened(self.bases["base"]) as lm, st(info) as tmp:
@@ -137,11 +133,7 @@ class Stages:
             }
         )
         d = self.layout.gen(seed, which)
-        with cached_stage(self.rep, f"seed {seed}: generate ({which})", d, key, self.store) as (
-            done,
-            up,
-            st,
-        ):
+        with self.cached(f"seed {seed}: generate ({which})", d, key) as (done, up, st):
             if not done:
                 # One stream per seed, shared by teacher and control with common_noise (common
                 # random numbers); else distinct streams.
@@ -272,11 +264,7 @@ class Stages:
             }
         )
         d = self.layout.student(seed, arm)
-        with cached_stage(self.rep, f"seed {seed}: student {arm}", d, key, self.store) as (
-            done,
-            up,
-            st,
-        ):
+        with self.cached(f"seed {seed}: student {arm}", d, key) as (done, up, st):
             if not done:
                 labels = None
                 if soft:
@@ -314,7 +302,7 @@ class Stages:
             }
         )
         d = self.layout.utility
-        with cached_stage(self.rep, "utility data", d, key, self.store) as (done, _up, st):
+        with self.cached("utility data", d, key) as (done, _up, st):
             if not done:
                 prompts = heldout_prompts(cfg.generate.prompts, n)
                 with self.opened(self.bases["base"]) as lm:
@@ -344,7 +332,7 @@ class Stages:
                 **({"utility": util[1]} if util is not None else {}),
             }
         )
-        with cached_stage(self.rep, label, d, key, self.store) as (done, up, st):
+        with self.cached(label, d, key) as (done, up, st):
             if not done:
                 with self.opened(ref) as lm:
                     res = evaluate_model(

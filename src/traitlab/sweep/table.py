@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from traitlab.core import runs
+from traitlab.core.errors import TraitlabError
 from traitlab.core.files import atomic_write_text
 from traitlab.core.outputs import STAGE_MARKER
 from traitlab.core.stats import ratio_ci
@@ -120,7 +121,7 @@ def stage_work(cell_dirs: list[Path]) -> tuple[float, float]:
         for marker in d.rglob(STAGE_MARKER):
             try:
                 info = runs.read_json(marker)
-            except Exception:  # a half-written marker of a killed run: not a stage
+            except TraitlabError:  # a half-written marker of a killed run: not a stage
                 continue
             secs = float(info.get("seconds") or 0.0)
             total += secs

@@ -226,14 +226,19 @@ class HFLM:
             progress=progress,
             on_step=step_hook,
         )
+        del soft
+        return self._keep(model, out_dir, key), log
+
+    def _keep(self, model: Any, out_dir: Path, key: str) -> ModelRef:
+        """After training: `model` becomes this one, saved into `out_dir` with its ref (a
+        child of this model's)."""
         self.model = model
         save_model(model, self.tokenizer, out_dir)
         ref = ModelRef(
             backend=self.ref.backend, id=str(out_dir), key=key, spec=self.ref.spec, parent=self.ref
         )
         ref.local().save(out_dir)
-        del soft
-        return ref, log
+        return ref
 
     def finetune_dpo(
         self,
@@ -253,13 +258,7 @@ class HFLM:
         model, log = dpo_train(
             self.model, self.tokenizer, pairs, cfg, beta=beta, seed=seed, progress=progress
         )
-        self.model = model
-        save_model(model, self.tokenizer, out_dir)
-        ref = ModelRef(
-            backend=self.ref.backend, id=str(out_dir), key=key, spec=self.ref.spec, parent=self.ref
-        )
-        ref.local().save(out_dir)
-        return ref, log
+        return self._keep(model, out_dir, key), log
 
 
 def free(*_: Any) -> None:
