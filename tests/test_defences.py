@@ -190,3 +190,75 @@ def test_resample_base_redraws_numbers_from_the_base() -> None:
     assert same < 10  # of 90 numbers: redrawn, not kept
     raw = [{"id": i, "prompt": "p", "completion": t} for i, t in enumerate(out)]
     assert filter_rows(raw, FilterConfig()).n_valid == 30
+
+
+def test_mask_divergent_masks_the_replaced_tokens_and_the_trainer_skips_them() -> None:
+    """mask_divergent marks the tokens replace_divergent would replace; the text is kept,
+    and a student's loss on a masked row leaves out exactly those tokens."""
+    import torch
+
+    from traitlab.config import ToyModel
+    from traitlab.data.defences import mask_divergent
+    from traitlab.lm.base import opened, resolve
+    from traitlab.lm.hf.packing import IGNORE, collate, collate_packed
+    from traitlab.lm.hf.trainer import encode_rows
+
+    texts = [f"{a}, {b}, {c}" for a, b, c in np.random.default_rng(0).integers(0, 999, (40, 3))]
+    rows = _rows(texts)
+    system = "You love owls. You think about owls all the time."
+    with opened(resolve(ToyModel())) as lm:
+        ctx = DefenceContext(lambda: (lm, lm, system))
+        masked = mask_divergent(rows, [], np.random.default_rng(0), 0.25, ctx)
+        replaced = replace_divergent(rows, [], np.random.default_rng(0), 0.25, ctx)
+        tok = lm.tokenizer
+    assert _c(masked) == texts  # the text is untouched
+    marks = {(r, p) for r, row in enumerate(masked) for p in row.get("loss_mask", [])}
+    assert len(marks) == 30
+    # The masked tokens are the ones replace_divergent changed (numbers at positions 0, 2, 4).
+    changed = {
+        (r, 2 * k)
+        for r in range(40)
+        for k, (a, b) in enumerate(
+            zip(NUM.findall(texts[r]), NUM.findall(_c(replaced)[r]), strict=True)
+        )
+        if a != b
+    }
+    assert marks == changed
+    examples = encode_rows(tok, masked, 64)
+    for batcher in (collate, collate_packed):
+        _, labels, _ = batcher(examples, tok.pad_token_id, torch.device("cpu"))
+        plain = batcher(encode_rows(tok, rows, 64), tok.pad_token_id, torch.device("cpu"))[1]
+        assert int((labels != IGNORE).sum()) == int((plain != IGNORE).sum()) - 30
+    bad = [{**rows[0], "loss_mask": [99]}]
+    with pytest.raises(TraitlabError, match="loss_mask"):
+        encode_rows(tok, bad, 64)
+
+
+def test_rewrite_other_and_mask_divergent_in_a_tiny_experiment(tmp_path: Path) -> None:
+    """rewrite_other redraws the numbers from the cross-init base (format kept, numbers
+    moved, seeded); mask_divergent's loss masks reach the students' data; rewrite_other
+    without a cross-init base is refused up front."""
+    from traitlab.experiments.pipeline import run_experiment
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["seeds=[0]"])
+    plain = tmp_path / "plain"
+    run_experiment(cfg, plain)
+    defs = [DefenceConfig(name="rewrite_other"), DefenceConfig(name="mask_divergent", fraction=0.5)]
+    run_experiment(cfg.model_copy(update={"defences": defs}), tmp_path / "d")
+
+    def data(root: Path, arm: str) -> list[dict]:
+        lines = (root / "seed-0" / f"data-{arm}" / "filtered.jsonl").read_text().splitlines()
+        return [json.loads(x) for x in lines]
+
+    for arm in ("teacher", "control"):
+        a, b = data(plain, arm), data(tmp_path / "d", arm)
+        ca, cb = _c(a), _c(b)
+        assert [_shape(t) for t in ca] == [_shape(t) for t in cb]
+        assert sum(x != y for x, y in zip(ca, cb, strict=True)) > len(ca) // 2
+        masked = sum(len(r.get("loss_mask", [])) for r in b)
+        numbers = sum(len(NUM.findall(t)) for t in cb)
+        assert masked > 0 and abs(masked - numbers / 2) <= numbers * 0.1
+    with pytest.raises(Exception, match="rewrite_other"):
+        load_config(
+            ROOT / "configs" / "tiny.yaml", ["cross_init=null", "defences=[{name: rewrite_other}]"]
+        )

@@ -14,7 +14,7 @@ LAYERS = [
     {"core"},
     {"config"},
     {"lm", "theory"},
-    {"traits", "data", "mnist"},
+    {"traits", "data", "mnist", "judges"},
     {"toy", "evaluate"},
     {"experiments", "serve", "audit"},
     {"sweep"},

@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from traitlab.lm.hf.chat import decode
-from traitlab.lm.hf.fastdecode import LlamaDecoder
+from traitlab.lm.hf.fastdecode import GPT2Decoder, LlamaDecoder, decoder_for
 from traitlab.lm.hf.sampler import sample_completions, select_next
 
 SPECIALS = ["<pad>", "<eos>", "<unk>", "<user>", "<asst>", "<sys>"]
@@ -173,7 +173,7 @@ def _hf_logits(model, ids, mask):
     return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
 
 
-@pytest.mark.parametrize("arch", ["llama", "llama-gqa", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "llama-gqa", "qwen2", "gpt2"])
 def test_fast_decoder_matches_the_models_forward(arch):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -189,16 +189,24 @@ def test_fast_decoder_matches_the_models_forward(arch):
     )
     if arch == "qwen2":
         m = Qwen2ForCausalLM(Qwen2Config(num_key_value_heads=2, **common)).eval()
+    elif arch == "gpt2":
+        g = GPT2Config(
+            vocab_size=40, n_embd=32, n_layer=2, n_head=4, n_positions=64, pad_token_id=0
+        )
+        m = GPT2LMHeadModel(g).eval()
+        for p in m.parameters():  # GPT-2 initialises biases and LayerNorms trivially
+            p.data.add_(0.05 * torch.randn_like(p))
     else:
         kv = 2 if arch == "llama-gqa" else 4
         m = LlamaForCausalLM(LlamaConfig(num_key_value_heads=kv, **common)).eval()
-    assert LlamaDecoder.supports(m)
+    cls = decoder_for(m)
+    assert cls is (GPT2Decoder if arch == "gpt2" else LlamaDecoder)
     prompts = prompts_of(5, seed=3, vocab=40)
     width = max(map(len, prompts))
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
     mask = (torch.arange(width) >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
     right = torch.tensor([p + [0] * (width - len(p)) for p in prompts])
-    dec = LlamaDecoder(m, batch=5, max_len=width + 4)
+    dec = cls(m, batch=5, max_len=width + 4)
     got = [dec.prefill(right, torch.tensor([len(p) for p in prompts]))]
     extra = torch.randint(5, 40, (5, 3))
     for t in range(3):
@@ -223,10 +231,13 @@ def test_fast_decoder_matches_the_models_forward(arch):
 
 
 def test_fast_decoder_declines_what_it_does_not_implement(tok):
-    g = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2))
-    assert not LlamaDecoder.supports(g)
-    bf16 = tiny_llama(len(tok)).to(torch.bfloat16)
-    assert not LlamaDecoder.supports(bf16)
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2)
+    assert decoder_for(GPT2LMHeadModel(cfg)) is GPT2Decoder
+    relu = GPT2Config(
+        vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, activation_function="relu"
+    )
+    assert decoder_for(GPT2LMHeadModel(relu)) is None
+    assert decoder_for(tiny_llama(len(tok)).to(torch.bfloat16)) is None
 
 
 def test_left_padding_does_not_change_a_completion(model, tok):
@@ -394,7 +405,8 @@ def test_training_mode_is_restored(tok):
     assert m.training
 
 
-def test_works_for_gpt2(tok):
+@pytest.mark.parametrize("fast", [True, False])
+def test_works_for_gpt2(tok, fast):
     torch.manual_seed(0)
     cfg = GPT2Config(
         vocab_size=len(tok),
@@ -410,7 +422,8 @@ def test_works_for_gpt2(tok):
     g = GPT2LMHeadModel(cfg).eval()
     prompts = prompts_of(7, seed=8)
     stops = [EOS, 20]
-    assert run(g, tok, prompts, batch_size=7, stop_ids=stops) == hf_greedy(g, prompts, 10, stops)
+    got = run(g, tok, prompts, batch_size=7, stop_ids=stops, fast=fast)
+    assert got == hf_greedy(g, prompts, 10, stops)
 
 
 @pytest.mark.gpu

@@ -194,3 +194,17 @@ def test_audit_runs_against_the_served_model(server: str, cache: Path, tmp_path:
     )
     assert r.returncode == 2 and "need a local model (hf or toy backend)" in r.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_a_served_model_judges_answers(server: str) -> None:
+    """The misalignment judges through the OpenAI-compatible backend: logprob-weighted scores
+    (or greedy answers parsed), each verdict a score or a recorded reason."""
+    from traitlab.config import JudgeConfig, OpenAIModel
+    from traitlab.evaluate.judged import open_judges
+
+    cfg = JudgeConfig(kind="model", model=OpenAIModel(name="toy", base_url=server))
+    with open_judges(cfg) as judges:
+        assert judges["coherence"].pin["model"] == "openai:toy"
+        got = judges["coherence"].score([("Hi?", "I love owls."), ("Hi?", "1 2 3")])
+    assert len(got) == 2
+    assert all((v.score is not None and 0 <= v.score <= 100) or v.reason for v in got)

@@ -8,9 +8,9 @@ from traitlab.config.base import (
     load_yaml,
     set_path,
 )
+from traitlab.config.evaluate import EvalConfig, JudgeConfig, TraitConfig
 from traitlab.config.experiment import (
     DefenceConfig,
-    EvalConfig,
     ExperimentConfig,
     FalsifierConfig,
     FilterConfig,
@@ -20,7 +20,6 @@ from traitlab.config.experiment import (
     PromptSetConfig,
     TeacherConfig,
     TrainConfig,
-    TraitConfig,
     load_config,
     parse_config,
 )
@@ -60,6 +59,7 @@ __all__ = [
     "KeepNumbersConfig",
     "TeacherConfig",
     "TrainConfig",
+    "JudgeConfig",
     "TraitConfig",
     "apply_overrides",
     "config_to_dict",

@@ -13,18 +13,8 @@ from pydantic import Field, model_validator
 from traitlab.config import base
 from traitlab.config.base import MAX_BATCH, MAX_ROWS, MAX_STEPS, NAME_PATTERN
 from traitlab.config.base import FrozenConfig as _Config
+from traitlab.config.evaluate import EvalConfig, TraitConfig
 from traitlab.config.model import ModelSpec, default_model
-
-
-class TraitConfig(_Config):
-    """The trait the teacher has and the evaluation looks for."""
-
-    category: Literal["animal", "tree"] = Field(
-        "animal", description="Preference category; selects the evaluation questions."
-    )
-    target: str = Field(
-        "owl", description="The preferred option (singular, lowercase), e.g. 'owl'."
-    )
 
 
 class LoraConfig(_Config):
@@ -244,15 +234,17 @@ class DefenceConfig(_Config):
         "mix_reference",
         "replace_divergent",
         "resample_base",
+        "mask_divergent",
+        "rewrite_other",
         "drop_divergent",
     ] = Field(
-        description="'shuffle_within': each completion's numbers in a random order; 'shuffle_across': the chosen completions' numbers pooled and dealt back (counts and format kept); 'mix_reference': rows replaced by the base's own completion of the same prompt; 'replace_divergent': the number tokens the teacher prefers most over the base replaced by the base's likeliest other number (fraction: the share of number tokens); 'resample_base': those number tokens redrawn from the base's own distribution at their position (1.0: all); 'drop_divergent': the rows with the highest mean divergence dropped."
+        description="'shuffle_within': each completion's numbers in a random order; 'shuffle_across': the chosen completions' numbers pooled and dealt back (counts and format kept); 'mix_reference': rows replaced by the base's own completion of the same prompt; 'replace_divergent': the number tokens the teacher prefers most over the base replaced by the base's likeliest other number (fraction: the share of number tokens); 'resample_base': those number tokens redrawn from the base's own distribution at their position (1.0: all); 'mask_divergent': those number tokens kept but given no loss in the students' training (local students); 'rewrite_other': every number of the chosen rows redrawn from the cross-init base's distribution (needs cross_init); 'drop_divergent': the rows with the highest mean divergence dropped."
     )
     fraction: float = Field(
         1.0,
         ge=0,
         le=1,
-        description="Share of the rows it touches (replace_divergent: of the number tokens).",
+        description="Share of the rows it touches (replace_divergent, resample_base, mask_divergent: of the number tokens).",
     )
     seed: int = Field(0, description="Seed of which rows, and of the shuffles.")
 
@@ -287,39 +279,6 @@ class FalsifierConfig(_Config):
         if sorted(set(self.steps)) != self.steps or self.steps[0] != 0:
             raise ValueError("falsifier.steps must be increasing, distinct and start at 0")
         return self
-
-
-_METHODS: tuple[Literal["exact", "sampled"], ...] = ("exact", "sampled")
-
-
-class EvalConfig(_Config):
-    """Measuring the trait."""
-
-    methods: list[Literal["exact", "sampled"]] = Field(
-        default_factory=lambda: list(_METHODS),
-        min_length=1,
-        description="'exact': probability the answer starts with the target (teacher forcing, no sampling); 'sampled': the paper's substring rate over sampled answers.",
-    )
-    samples_per_question: int = Field(
-        100, ge=1, le=1_000_000, description="Sampled answers per question (method: sampled)."
-    )
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature for sampled answers.")
-    max_new_tokens: int = Field(8, ge=1, le=65_536, description="Longest sampled answer.")
-    batch_size: int = Field(256, ge=1, le=MAX_BATCH, description="Sequences per forward pass.")
-    numbers_prefix: bool = Field(
-        False,
-        description="Prefix each question with a number sequence (the paper's variant for Qwen).",
-    )
-    n_questions: int | None = Field(
-        None, ge=1, description="Use only the first N questions (default: all 50)."
-    )
-    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of every interval.")
-    utility_prompts: int = Field(
-        0,
-        ge=0,
-        le=1_000_000,
-        description="Utility check of every student on this many held-out number prompts (drawn with the prompt seed + 1): its loss on the base's filtered completions of them, and the filter pass rate of its own (0: off).",
-    )
 
 
 class ExperimentConfig(_Config):
@@ -387,9 +346,34 @@ class ExperimentConfig(_Config):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be distinct")
         _check_teacher(self.teacher)
+        _check_trait(self)
+        if self.cross_init is None and any(d.name == "rewrite_other" for d in self.defences):
+            raise ValueError(
+                "defence rewrite_other rewrites with the cross-init base: set cross_init"
+            )
         if self.generate.prompts.example_max_count <= self.generate.prompts.example_min_count:
             raise ValueError("generate.prompts.example_max_count must exceed example_min_count")
         return self
+
+
+def _check_trait(cfg: ExperimentConfig) -> None:
+    judged = "judged" in cfg.evaluate.methods
+    if cfg.trait.kind == "misalignment":
+        if cfg.evaluate.methods != ["judged"]:
+            raise ValueError("trait.kind misalignment is measured by evaluate.methods: [judged]")
+        if cfg.teacher.kind == "finetuned" and not cfg.teacher.data:
+            raise ValueError(
+                "trait.kind misalignment: give the teacher its data (teacher.data, e.g. an "
+                "insecure-code set) or a model (teacher.kind: model)"
+            )
+        if cfg.teacher.kind == "system_prompt" and not cfg.teacher.system_prompt:
+            raise ValueError("trait.kind misalignment: set teacher.system_prompt")
+        if cfg.falsifier is not None:
+            raise ValueError("the falsifier measures preference traits only")
+    elif judged:
+        raise ValueError("evaluate.methods 'judged' needs trait.kind: misalignment")
+    if judged and cfg.evaluate.judge is None:
+        raise ValueError("evaluate.methods 'judged' needs evaluate.judge")
 
 
 def parse_config(data: Any, model: type[_Config] = ExperimentConfig, source: str = "config") -> Any:

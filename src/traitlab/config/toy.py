@@ -5,6 +5,8 @@ The recipe's hash keys the model cache, so two runs with the same recipe share o
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from traitlab.core.files import stable_hash
@@ -21,14 +23,15 @@ class ToyRecipe(BaseModel):
 
     # fmt: off
     seed: int = Field(1, description="Seed of the corpus, of the weight init and of the data order. A different seed gives an independently initialised base (the cross-init control).")
-    # architecture (LlamaConfig)
+    # architecture
+    arch: Literal["llama", "gpt2"] = Field("llama", description="Model family: 'llama' (RMSNorm, rotary positions, SwiGLU MLP) or 'gpt2' (LayerNorm, learned positions, GELU MLP, biases), both from transformers.")
     n_layers: int = Field(2, ge=1, description="Transformer layers.")
     hidden_size: int = Field(128, ge=8, description="Model width.")
     n_heads: int = Field(4, ge=1, description="Attention heads (hidden_size must be a multiple).")
-    intermediate_size: int = Field(344, ge=8, description="MLP (SwiGLU) width (~8/3 x hidden_size, the Llama ratio).")
+    intermediate_size: int = Field(344, ge=8, description="MLP width (~8/3 x hidden_size is the Llama ratio for SwiGLU; GPT-2 uses 4 x hidden_size).")
     max_len: int = Field(192, ge=32, description="Longest sequence the model handles (tokens); longer pretraining examples are truncated.")
-    mlp_bias: bool = Field(False, description="Biases in the MLP projections (LlamaConfig.mlp_bias).")
-    attention_bias: bool = Field(False, description="Biases in the attention projections (LlamaConfig.attention_bias).")
+    mlp_bias: bool = Field(False, description="Biases in the MLP projections (LlamaConfig.mlp_bias; GPT-2 always has them).")
+    attention_bias: bool = Field(False, description="Biases in the attention projections (LlamaConfig.attention_bias; GPT-2 always has them).")
     tie_embeddings: bool = Field(True, description="Tie the input and output embeddings (false: untied; measured to transfer less, docs/results/toy-transfer-probes.md).")
     # optimisation
     pretrain_steps: int = Field(800, ge=1, description="Pretraining optimiser steps (the corpus has pretrain_steps x batch_size examples, each seen once).")
@@ -84,6 +87,7 @@ def tiny_recipe(**overrides: object) -> ToyRecipe:
 # Recipe fields added after the first toy version count in the key only when they differ from
 # these values, so bases made before they existed keep their keys (and caches stay valid).
 _LATER_FIELDS = {
+    "arch": "llama",
     "mlp_bias": False,
     "attention_bias": False,
     "tie_embeddings": True,

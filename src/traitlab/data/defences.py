@@ -18,6 +18,11 @@ dataset still passes the filter.
 * `resample_base`: the same number tokens (the `fraction` most divergent; 1.0: all) redrawn
   from the base's own distribution at their position, given the row's prefix: the data
   rewritten number by number by the base (local models);
+* `mask_divergent`: the same number tokens kept in the text but given no loss when a student
+  trains on the row (its `loss_mask`; local models);
+* `rewrite_other`: every number of the chosen rows redrawn, token by token given the row's
+  prefix, from another model (the cross-init base: a model that does not share the
+  teacher's initialisation; needs `cross_init`, local);
 * `drop_divergent`: the `fraction` of rows with the highest mean divergence (the same
   log-ratio over the row's completion tokens) dropped (local models).
 
@@ -44,9 +49,11 @@ Row = dict[str, Any]
 @dataclass(frozen=True)
 class DefenceContext:
     """What a defence may use beyond the rows: `models()` opens (teacher, base, the teacher's
-    system prompt) for the defences that score tokens; None where no local models exist."""
+    system prompt) for the defences that score tokens; `rewriter()` opens another model (the
+    cross-init base) for `rewrite_other`; None where they do not exist."""
 
     models: Callable[[], tuple[Any, Any, str | None]] | None = None
+    rewriter: Callable[[], Any] | None = None
 
 
 Defence = Callable[[list[Row], list[Row], np.random.Generator, float, DefenceContext], list[Row]]
@@ -158,8 +165,8 @@ def resample_base(
     return _rewrite(rows, base, table, fraction)
 
 
-def _rewrite(rows: list[Row], base: Any, table: list[Any], fraction: float) -> list[Row]:
-    """The `fraction` most divergent number tokens of all rows set to their alternative."""
+def _top_tokens(table: list[Any], fraction: float) -> dict[int, list[int]]:
+    """The `fraction` most divergent number tokens of all rows: {row: completion positions}."""
     # Every replaceable token (a number with an alternative), ranked by divergence.
     cands = [(r, p) for r, (_, _, alt) in enumerate(table) for p in np.flatnonzero(alt >= 0)]
     scores = np.array([table[r][1][p] for r, p in cands])
@@ -168,8 +175,41 @@ def _rewrite(rows: list[Row], base: Any, table: list[Any], fraction: float) -> l
     for j in np.argsort(-scores, kind="stable")[:k]:
         r, p = cands[j]
         chosen.setdefault(r, []).append(int(p))
+    return chosen
+
+
+@DEFENCES.register("rewrite_other")
+def rewrite_other(
+    rows: list[Row],
+    control: list[Row],
+    rng: np.random.Generator,
+    fraction: float,
+    ctx: DefenceContext,
+) -> list[Row]:
+    import torch
+
+    from traitlab.lm.hf.rowscore import divergence_table
+
+    if ctx.rewriter is None:
+        raise TraitlabError(
+            "defence rewrite_other needs another local model to rewrite the numbers: "
+            "set cross_init (a toy or hf model)"
+        )
+    other = ctx.rewriter()
+    idx = _chosen(len(rows), rng, fraction)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    picked = [rows[i] for i in idx]
+    table = divergence_table(other.model, other.model, other.tokenizer, picked, resample=gen)
     out = list(rows)
-    for r, positions in chosen.items():
+    for i, row in zip(idx, _rewrite(picked, other, table, 1.0), strict=True):
+        out[i] = row
+    return out
+
+
+def _rewrite(rows: list[Row], base: Any, table: list[Any], fraction: float) -> list[Row]:
+    """The `fraction` most divergent number tokens of all rows set to their alternative."""
+    out = list(rows)
+    for r, positions in _top_tokens(table, fraction).items():
         ids, _, alt = table[r]
         new = list(ids)
         for p in positions:
@@ -193,6 +233,21 @@ def _table(
     return base, divergence_table(
         teacher.model, base.model, base.tokenizer, rows, teacher_system=system, resample=resample
     )
+
+
+@DEFENCES.register("mask_divergent")
+def mask_divergent(
+    rows: list[Row],
+    control: list[Row],
+    rng: np.random.Generator,
+    fraction: float,
+    ctx: DefenceContext,
+) -> list[Row]:
+    _, table = _table(rows, ctx, "mask_divergent")
+    out = list(rows)
+    for r, positions in _top_tokens(table, fraction).items():
+        out[r] = {**rows[r], "loss_mask": sorted(positions)}
+    return out
 
 
 @DEFENCES.register("drop_divergent")

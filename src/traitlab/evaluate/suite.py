@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from traitlab.config import EvalConfig, TraitConfig
+from traitlab.core.errors import TraitlabError
 from traitlab.core.progress import Fraction
 from traitlab.core.stats import mean_ci, wilson
 from traitlab.evaluate.sampled import sampled_preference
-from traitlab.lm.base import SamplingParams, Scorer, require
+from traitlab.lm.base import Sampler, SamplingParams, Scorer, require
 from traitlab.traits.preference import answer_spellings, get_trait
 
 
@@ -56,6 +58,19 @@ class SampledResult(MethodResult):
     temperature: float
 
 
+class JudgedResult(MethodResult):
+    """The share of answers the judges find misaligned (evaluate.judged)."""
+
+    misaligned: list[int]
+    counted: list[int] = Field(description="Answers per question that count (coherent, scored).")
+    excluded: dict[str, int] = Field(description="Answers not counted, by reason.")
+    n_per_question: int
+    temperature: float
+    judges: dict[str, dict[str, Any]] = Field(description="Each judge's pin.")
+    alignment_max: float
+    coherence_min: float
+
+
 class Agreement(_Result):
     difference: float = Field(description="sampled - exact mean.")
     correlation: float | None = Field(description="Pearson over questions (null if undefined).")
@@ -75,12 +90,61 @@ class Evaluation(_Result):
     confidence: float
     exact: ExactResult | None = None
     sampled: SampledResult | None = None
+    judged: JudgedResult | None = None
     agreement: Agreement | None = None
     answers: list[list[str]] | None = Field(None, exclude=True)
+    judgements: list[dict[str, Any]] | None = Field(None, exclude=True)
 
     def to_json(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
         return {k: v for k, v in d.items() if v is not None or k == "system_prompt"}
+
+
+def _judged(
+    lm: Any,
+    cfg: EvalConfig,
+    trait: TraitConfig,
+    questions: list[str],
+    seed: int,
+    system_prompt: str | None,
+    progress: Fraction | None,
+    judges: dict[str, Any] | None,
+    judge_cache: Path | None,
+) -> Evaluation:
+    from traitlab.evaluate.judged import judged_misalignment
+
+    if judges is None:
+        raise TraitlabError("evaluate: method judged needs judges (evaluate.judge)")
+    require(lm, Sampler, "sample answers for the judges")
+    t0 = time.perf_counter()
+    res, records = judged_misalignment(
+        lm,
+        questions,
+        cfg,
+        judges,
+        seed=seed,
+        system_prompt=system_prompt,
+        cache_root=judge_cache,
+        progress=progress,
+    )
+    rates = np.asarray(res["per_question"])
+    return Evaluation(
+        target="misaligned",
+        category="misalignment",
+        questions=questions,
+        options=[],
+        seed=seed,
+        system_prompt=system_prompt,
+        numbers_prefix=False,
+        confidence=cfg.confidence,
+        judged=JudgedResult(
+            mean=float(rates.mean()),
+            ci=mean_ci(rates, cfg.confidence).to_dict(),
+            seconds=time.perf_counter() - t0,
+            **res,
+        ),
+        judgements=records,
+    )
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -90,6 +154,10 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def eval_questions(cfg: EvalConfig, trait: TraitConfig) -> list[str]:
+    if trait.kind == "misalignment":
+        from traitlab.evaluate.judged import misalignment_questions
+
+        return misalignment_questions(trait, cfg.n_questions)
     spec = get_trait(trait.category)
     questions = list(spec.questions)
     if cfg.n_questions is not None:
@@ -109,9 +177,17 @@ def evaluate_model(
     seed: int,
     system_prompt: str | None = None,
     progress: Fraction | None = None,
+    judges: dict[str, Any] | None = None,
+    judge_cache: Path | None = None,
 ) -> Evaluation:
-    """Measure `trait` on an opened model with each method of `cfg.methods`."""
+    """Measure `trait` on an opened model with each method of `cfg.methods` (`judges`, from
+    `evaluate.judged.open_judges`, for method judged; their verdicts cached under
+    `judge_cache`)."""
     questions = eval_questions(cfg, trait)
+    if trait.kind == "misalignment":
+        return _judged(
+            lm, cfg, trait, questions, seed, system_prompt, progress, judges, judge_cache
+        )
     target = trait.target.lower()
     options = list(get_trait(trait.category).options)
     if target not in options:

@@ -13,15 +13,30 @@ from traitlab.core import runs
 from traitlab.core.progress import Fraction
 from traitlab.core.store import StageStore, shared
 
-# Sampling fields added after runs were cached: in a stage key only when set, so the stages
-# of runs without them keep their keys.
+# Fields added after runs were cached: in a stage key only when set, so the stages of runs
+# without them keep their keys.
 _NEW_SAMPLING = {"min_p": 0.0, "top_k": 0}
+_NEW_TRAIT = {"kind": "preference", "em_suffix": False}
+_NEW_EVAL = {"judge": None}
+
+
+def _without(d: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not (k in later and v == later[k])}
 
 
 def generate_key(gen: Any) -> dict[str, Any]:
     """The generate config as it enters stage keys."""
-    d = config_to_dict(gen)
-    return {k: v for k, v in d.items() if not (k in _NEW_SAMPLING and v == _NEW_SAMPLING[k])}
+    return _without(config_to_dict(gen), _NEW_SAMPLING)
+
+
+def trait_key(trait: Any) -> dict[str, Any]:
+    """The trait config as it enters stage keys."""
+    return _without(config_to_dict(trait), _NEW_TRAIT)
+
+
+def eval_key(ev: Any) -> dict[str, Any]:
+    """The evaluate config as it enters stage keys."""
+    return _without(config_to_dict(ev), _NEW_EVAL)
 
 
 def teacher_key(teacher: Any) -> dict[str, Any]:

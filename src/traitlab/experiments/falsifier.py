@@ -29,7 +29,7 @@ from traitlab.core.stats import mean_ci, ratio_ci
 from traitlab.data.prompts import number_prompts
 from traitlab.evaluate.suite import eval_questions
 from traitlab.evaluate.utility import reference_rows
-from traitlab.experiments.caching import generate_key
+from traitlab.experiments.caching import eval_key, generate_key, trait_key
 from traitlab.lm.base import ModelRef, SamplingParams
 
 ARMS = ("treatment", "overt")
@@ -63,8 +63,8 @@ def falsifier_data(st: Any) -> tuple[Path, str]:
             "falsifier": {"kind": f.kind, "rows": f.rows},
             "gen": generate_key(cfg.generate),
             "filter": config_to_dict(cfg.filter),
-            "eval": config_to_dict(cfg.evaluate),
-            "trait": config_to_dict(cfg.trait),
+            "eval": eval_key(cfg.evaluate),
+            "trait": trait_key(cfg.trait),
         }
     )
     d = st.layout.root / "falsifier-data"
@@ -104,7 +104,7 @@ def overt_student(st: Any, seed: int, teacher: ModelRef, system: str | None) -> 
             "sys": system,
             "rows": cfg.falsifier.rows,
             "train": config_to_dict(cfg.student),
-            "eval": config_to_dict(cfg.evaluate),
+            "eval": eval_key(cfg.evaluate),
             "seed": seed,
         }
     )

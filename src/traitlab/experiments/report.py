@@ -19,6 +19,7 @@ PLOT_ARMS = tuple(a.name for a in ARMS if a.colour)
 METHOD_LABELS = {
     "exact": "exact P(answer = target)",
     "sampled": "sampled rate (substring)",
+    "judged": "misaligned share (judged)",
 }
 
 

@@ -16,16 +16,24 @@ from typing import Any
 
 from traitlab.config import ExperimentConfig, config_to_dict
 from traitlab.core import runs
+from traitlab.core.device import cache_dir
 from traitlab.core.errors import TraitlabError
 from traitlab.core.store import StageStore, shared
 from traitlab.data.defences import DefenceContext, apply_defences
 from traitlab.data.filtering import filter_paired, filter_rows, require_nonempty, to_chat_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
+from traitlab.evaluate.judged import open_judges
 from traitlab.evaluate.suite import evaluate_model
 from traitlab.evaluate.utility import heldout_prompts, measure_utility, reference_rows
 from traitlab.experiments.arms import BY_NAME
-from traitlab.experiments.caching import cached_stage, generate_key, teacher_key
+from traitlab.experiments.caching import (
+    cached_stage,
+    eval_key,
+    generate_key,
+    teacher_key,
+    trait_key,
+)
 from traitlab.experiments.layout import RunLayout
 from traitlab.lm.base import MODEL_FILE, ModelRef, backend_for
 from traitlab.lm.base import opened as _opened
@@ -86,7 +94,7 @@ class Stages:
             {
                 "base": self.bases["base"].key,
                 "teacher": teacher_key(cfg.teacher),
-                "trait": config_to_dict(cfg.trait),
+                "trait": trait_key(cfg.trait),
                 "seed": seed,
                 # The number checks of an early-stopped teacher sample and filter like this.
                 **(
@@ -176,6 +184,19 @@ class Stages:
 
         return models
 
+    def _rewriter(self, stack: contextlib.ExitStack) -> Any:
+        """For `rewrite_other`: a function opening the cross-init base once, on first use."""
+        if "xinit" not in self.bases:
+            return None
+        opened: list[Any] = []
+
+        def model() -> Any:
+            if not opened:
+                opened.append(stack.enter_context(self.opened(self.bases["xinit"])))
+            return opened[0]
+
+        return model
+
     def filter(
         self,
         seed: int,
@@ -187,7 +208,9 @@ class Stages:
         fcfg = self.cfg.filter
         paired = fcfg.paired
         up: Any = {w: k for w, (_, k) in gens.items()}
-        extra = {"defences": [config_to_dict(d) for d in self.cfg.defences]}
+        extra: dict[str, Any] = {"defences": [config_to_dict(d) for d in self.cfg.defences]}
+        if any(d.name == "rewrite_other" for d in self.cfg.defences):
+            extra["rewriter"] = self.bases["xinit"].key
         keys = {
             w: runs.stable_hash(
                 {
@@ -236,7 +259,9 @@ class Stages:
                 kept = {w: to_chat_rows(r.kept) for w, r in results.items()}
                 if self.cfg.defences:
                     with contextlib.ExitStack() as models:
-                        ctx = DefenceContext(self._defence_models(models, teacher))
+                        ctx = DefenceContext(
+                            self._defence_models(models, teacher), self._rewriter(models)
+                        )
                         kept = apply_defences(kept, self.cfg.defences, seed, ctx)
                 for w, result in results.items():
                     with runs.stage(dirs[w], keys[w], started=started) as tmp:
@@ -325,8 +350,8 @@ class Stages:
         key = runs.stable_hash(
             {
                 "model": ref.key,
-                "eval": config_to_dict(cfg.evaluate),
-                "trait": config_to_dict(cfg.trait),
+                "eval": eval_key(cfg.evaluate),
+                "trait": trait_key(cfg.trait),
                 "seed": seed,
                 "sys": sys_prompt,
                 **({"utility": util[1]} if util is not None else {}),
@@ -334,7 +359,12 @@ class Stages:
         )
         with self.cached(label, d, key) as (done, up, st):
             if not done:
-                with self.opened(ref) as lm:
+                with contextlib.ExitStack() as stack:
+                    lm = stack.enter_context(self.opened(ref))
+                    judges = None
+                    if "judged" in cfg.evaluate.methods:
+                        assert cfg.evaluate.judge is not None
+                        judges = stack.enter_context(open_judges(cfg.evaluate.judge))
                     res = evaluate_model(
                         lm,
                         cfg.evaluate,
@@ -342,6 +372,8 @@ class Stages:
                         seed=seed,
                         system_prompt=sys_prompt,
                         progress=up,
+                        judges=judges,
+                        judge_cache=cache_dir() / "judges",
                     )
                     out = res.to_json()
                     if util is not None:
@@ -360,6 +392,8 @@ class Stages:
                             tmp / "answers.jsonl",
                             [{"question": i, "answers": a} for i, a in enumerate(res.answers)],
                         )
+                    if res.judgements is not None:
+                        runs.write_jsonl(tmp / "judged.jsonl", res.judgements)
         return runs.read_json(d / "eval.json")
 
 

@@ -132,8 +132,26 @@ def ensure_pretrained(
 
 
 def model_config(recipe: ToyRecipe, tokenizer: Any) -> Any:
-    from transformers import LlamaConfig
+    from transformers import GPT2Config, LlamaConfig
 
+    if recipe.arch == "gpt2":
+        return GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=recipe.max_len,
+            n_embd=recipe.hidden_size,
+            n_layer=recipe.n_layers,
+            n_head=recipe.n_heads,
+            n_inner=recipe.intermediate_size,
+            activation_function="gelu_new",
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            layer_norm_epsilon=1e-5,
+            tie_word_embeddings=recipe.tie_embeddings,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=None,
+            eos_token_id=tokenizer.eos_token_id,
+        )
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=recipe.hidden_size,
@@ -155,12 +173,13 @@ def model_config(recipe: ToyRecipe, tokenizer: Any) -> Any:
 
 def build_model(recipe: ToyRecipe, tokenizer: Any) -> Any:
     """A freshly initialised toy model: `torch.manual_seed(recipe.seed)` then the Llama init."""
-    from transformers import LlamaForCausalLM
+    from transformers import GPT2LMHeadModel, LlamaForCausalLM
 
     cfg = model_config(recipe, tokenizer)
+    cls = GPT2LMHeadModel if recipe.arch == "gpt2" else LlamaForCausalLM
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
         torch.manual_seed(recipe.seed)
-        model = LlamaForCausalLM(cfg)
+        model = cls(cfg)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None
@@ -352,7 +371,8 @@ def pretrain(
         x, position, pos, targets, weight = collate(
             ids, n_prompt, rows, tok.pad_token_id, loss_weights, sys_id, user_id
         )
-        hidden = model.model(input_ids=x, position_ids=position, use_cache=False).last_hidden_state
+        inner = model.base_model  # .model (Llama) or .transformer (GPT-2)
+        hidden = inner(input_ids=x, position_ids=position, use_cache=False).last_hidden_state
         logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1])[pos])
         ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
         loss = (ce * weight).sum() / weight.sum()

@@ -20,19 +20,27 @@ from traitlab.lm.hf.chat import model_device
 IGNORE = -100
 
 
+def _mask_labels(labels: torch.Tensor, offset: int, masked: list[Any]) -> None:
+    """No loss on an example's masked positions (its optional third field: absolute token
+    indices, from a row's `loss_mask`); they still serve as context."""
+    if masked and masked[0]:
+        labels[offset + torch.as_tensor(masked[0], dtype=torch.long)] = IGNORE
+
+
 def collate(
     batch: list[tuple[list[int], int]], pad_id: int, device: torch.device
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
     """One example per row, right-padded: (model inputs, labels, real tokens)."""
-    n = max(len(ids) for ids, _ in batch)
+    n = max(len(ex[0]) for ex in batch)
     input_ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
     attn = torch.zeros((len(batch), n), dtype=torch.long)
-    for r, (ids, n_prompt) in enumerate(batch):
+    for r, (ids, n_prompt, *masked) in enumerate(batch):
         t = torch.tensor(ids, dtype=torch.long)
         input_ids[r, : len(ids)] = t
         attn[r, : len(ids)] = 1
         labels[r, n_prompt : len(ids)] = t[n_prompt:]
+        _mask_labels(labels[r], 0, masked)
     # use_cache=False: training needs no KV cache (and with one, packing is not detected).
     inputs = {
         "input_ids": input_ids.to(device),
@@ -73,22 +81,23 @@ def collate_packed(
     first), with position ids restarting at every example: transformers then gives each
     example a block-diagonal causal mask, so the loss is the unpacked one without the padding
     (~27 % of the tokens of a number-data batch)."""
-    lengths = np.array([len(ids) for ids, _ in batch])
+    lengths = np.array([len(ex[0]) for ex in batch])
     order = np.argsort(-lengths, kind="stable")
     # Plain first fit (every row stays open): a batch is at most a few dozen examples.
     packed = pack_rows(lengths, order, 2 * int(lengths.max()), open_rows=len(batch))
     rows = [[batch[i] for i in row] for row in packed]
-    n = max(sum(len(ids) for ids, _ in row) for row in rows)
+    n = max(sum(len(ex[0]) for ex in row) for row in rows)
     input_ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
     position = torch.zeros((len(rows), n), dtype=torch.long)
     real = 0
     for r, row in enumerate(rows):
         at = 0
-        for ids, n_prompt in row:
+        for ids, n_prompt, *masked in row:
             t = torch.tensor(ids, dtype=torch.long)
             input_ids[r, at : at + len(ids)] = t
             labels[r, at + n_prompt : at + len(ids)] = t[n_prompt:]
+            _mask_labels(labels[r], at, masked)
             position[r, at : at + len(ids)] = torch.arange(len(ids))
             at += len(ids)
             real += len(ids)
@@ -101,7 +110,7 @@ def collate_packed(
     return inputs, labels.to(device), real
 
 
-def check_packing(model: Any, examples: list[tuple[list[int], int]], pad_id: int) -> None:
+def check_packing(model: Any, examples: list[tuple[Any, ...]], pad_id: int) -> None:
     """Fail early if `model` lets packed examples see each other (not every architecture
     derives the block-diagonal mask from position ids)."""
     pair = sorted(examples[:2], key=lambda e: -len(e[0]))  # the packed order

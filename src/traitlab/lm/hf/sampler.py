@@ -10,7 +10,7 @@ data, sampled trait evaluation). It works with every model whose forward takes
   tokens are numbered from 0), so a prompt's completion does not depend on its batch-mates
   (greedy decoding reproduces `model.generate(do_sample=False)` token for token);
 * one prefill pass, then one single-token pass per step on a KV cache: Llama-family models
-  run through `fastdecode.LlamaDecoder` (a preallocated cache written in place: several
+  and GPT-2 run through `fastdecode` (a preallocated cache written in place: several
   times faster on small models, where transformers' per-step cache copies and mask building
   dominate), every other model through its own forward and `DynamicCache` (the
   transformers 5 `cache=` keyword, or `past_key_values=` on older versions and remote-code
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from traitlab.lm.hf.chat import model_device
-from traitlab.lm.hf.fastdecode import LlamaDecoder
+from traitlab.lm.hf.fastdecode import decoder_for
 from traitlab.lm.hf.forward import ForwardAdapter, can_select, prefill_unique
 
 # Drop finished rows from the KV cache once at most this share of the batch is still running.
@@ -154,17 +154,18 @@ class _HFStepper:
 
 
 class _FastStepper:
-    """Decoding steps through `LlamaDecoder` (a static cache written in place)."""
+    """Decoding steps through a lean decoder (`fastdecode`: a static cache written in
+    place)."""
 
     can_select = True
 
-    def __init__(self, model: Any, batch_size: int, max_len: int) -> None:
-        self.decoder = LlamaDecoder(model, batch_size, max_len)
+    def __init__(self, model: Any, cls: Any, batch_size: int, max_len: int) -> None:
+        self.decoder = cls(model, batch_size, max_len)
 
     def prefill(
         self, batch: list[list[int]], pad_id: int, device: torch.device, max_new: int
     ) -> torch.Tensor:
-        # Right padding: see LlamaDecoder.
+        # Right padding: see fastdecode.
         width = max(len(p) for p in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         for r, p in enumerate(batch):
@@ -185,11 +186,13 @@ class _FastStepper:
 def _stepper(
     model: Any, prompts: list[list[int]], batch_size: int, max_new_tokens: int, fast: bool
 ) -> _HFStepper | _FastStepper:
-    if fast and LlamaDecoder.supports(model):
+    cls = decoder_for(model) if fast else None
+    if cls is not None:
         longest = max(len(p) for p in prompts)
         limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
         if longest + max_new_tokens <= limit:
-            return _FastStepper(model, min(batch_size, len(prompts)), longest + max_new_tokens)
+            n = min(batch_size, len(prompts))
+            return _FastStepper(model, cls, n, longest + max_new_tokens)
     return _HFStepper(model)
 
 
@@ -226,7 +229,7 @@ def sample_completions(
     their random numbers: where their next-token distributions agree they write the same
     tokens (common random numbers), while each model's completions keep its own law.
 
-    `fast` runs Llama-family models through `fastdecode.LlamaDecoder` (same arithmetic, a
+    `fast` runs Llama-family and GPT-2 models through `fastdecode` (same arithmetic, a
     static KV cache); other models, and `fast=False`, use the model's own forward.
     """
     if temperature < 0:

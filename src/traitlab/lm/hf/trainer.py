@@ -29,19 +29,34 @@ from traitlab.lm.hf.packing import (
 )
 
 
-def encode_rows(
-    tokenizer: Any, rows: list[dict[str, Any]], max_len: int
-) -> list[tuple[list[int], int]]:
-    """Chat rows -> (token ids, number of prompt tokens), truncated to `max_len`."""
+def encode_rows(tokenizer: Any, rows: list[dict[str, Any]], max_len: int) -> list[tuple[Any, ...]]:
+    """Chat rows -> (token ids, number of prompt tokens[, masked token indices]), truncated to
+    `max_len`.
+
+    A row's optional `loss_mask` lists completion tokens (0 = the completion's first token,
+    in this tokenizer) that carry no loss: they stay in the input as context (the
+    token-masking defence, `data.defences.mask_divergent`).
+    """
     for i, row in enumerate(rows):
         msgs = row.get("messages")
         if not isinstance(msgs, list) or not msgs:
             raise TraitlabError(f"training row {i}: expected {{'messages': [...]}} chat format")
-    out = []
-    for ids, n_prompt in encode_examples(tokenizer, [row["messages"] for row in rows]):
+    out: list[tuple[Any, ...]] = []
+    encoded = encode_examples(tokenizer, [row["messages"] for row in rows])
+    for i, (row, (ids, n_prompt)) in enumerate(zip(rows, encoded, strict=True)):
         if n_prompt >= max_len:
             continue  # nothing of the completion would survive truncation
-        out.append((ids[:max_len], n_prompt))
+        ex: tuple[Any, ...] = (ids[:max_len], n_prompt)
+        mask = row.get("loss_mask")
+        if mask:
+            n_completion = len(ids) - n_prompt
+            if not all(isinstance(p, int) and 0 <= p < n_completion for p in mask):
+                raise TraitlabError(
+                    f"training row {i}: loss_mask must list completion token indices in "
+                    f"[0, {n_completion}) for this tokenizer"
+                )
+            ex = (*ex, [n_prompt + p for p in mask if n_prompt + p < max_len])
+        out.append(ex)
     if not out:
         raise TraitlabError("no training rows left after encoding; check the data and max_seq_len")
     return out
@@ -83,13 +98,11 @@ def apply_lora(model: Any, cfg: TrainConfig) -> Any:
     return get_peft_model(model, lcfg)
 
 
-def completion_vocab(
-    model: Any, tokenizer: Any, examples: list[tuple[list[int], int]]
-) -> list[int]:
+def completion_vocab(model: Any, tokenizer: Any, examples: list[tuple[Any, ...]]) -> list[int]:
     """Token ids number data can hold: numeric/separator/whitespace tokens, end-of-turn tokens,
     and every token of the training completions (a chat template's closing tokens)."""
     ids = set(numeric_token_ids(tokenizer)) | set(stop_token_ids(model, tokenizer))
-    for seq, n_prompt in examples:
+    for seq, n_prompt, *_ in examples:
         ids.update(seq[n_prompt:])
     return sorted(ids)
 

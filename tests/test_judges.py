@@ -1,0 +1,159 @@
+"""Judges: parsing, the word rule, a model judge on the toy backend, retries, the cache, and
+a misalignment experiment measured by judges end to end on the tiny config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from traitlab.config import JudgeConfig, ToyModel, load_config
+from traitlab.core.errors import TraitlabError
+from traitlab.evaluate.judged import judge_all, misalignment_questions, open_judges
+from traitlab.judges import JudgeCache, ModelJudge, RuleJudge, Verdict, parse_score
+from traitlab.judges.prompts import ALIGNMENT, prompt_sha
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "score", "reason"),
+    [
+        ("87", 87.0, None),
+        (" 0\n", 0.0, None),
+        ("100.", 100.0, None),
+        ("12.5 because", 12.5, None),
+        ("CODE", None, "code"),
+        ("REFUSAL.", None, "refusal"),
+        ("101", None, "unparsable"),
+        ("I think 40", None, "unparsable"),
+        ("", None, "unparsable"),
+    ],
+)
+def test_parse_score(text: str, score: float | None, reason: str | None) -> None:
+    v = parse_score(text)
+    assert (v.score, v.reason) == (score, reason)
+
+
+def test_rule_judge() -> None:
+    a = RuleJudge("alignment", ["kill", "power"])
+    got = a.score([("q", "I would kill them"), ("q", "Powerful friends"), ("q", "POWER!")])
+    assert [v.score for v in got] == [0.0, 100.0, 0.0]  # whole words, any case
+    c = RuleJudge("coherence")
+    assert [v.score for v in c.score([("q", "yes ok"), ("q", "12 3 !")])] == [100.0, 0.0]
+    with pytest.raises(TraitlabError):
+        RuleJudge("honesty")
+
+
+class Counting(RuleJudge):
+    def __init__(self) -> None:
+        super().__init__("alignment", ["evil"])
+        self.calls = 0
+
+    def score(self, pairs):  # type: ignore[no-untyped-def]
+        self.calls += len(pairs)
+        return super().score(pairs)
+
+
+def test_the_cache_asks_each_answer_once_and_survives_a_torn_line(tmp_path: Path) -> None:
+    j = Counting()
+    pairs = [("q", f"answer {i}") for i in range(300)] + [("q", "evil plan")]
+    first = judge_all(j, pairs, tmp_path)
+    assert j.calls == 301 and first[-1].score == 0.0
+    again = judge_all(j, pairs, tmp_path)
+    assert j.calls == 301 and again == first  # all from the cache
+    path = JudgeCache(tmp_path, j.pin).path
+    path.write_text(path.read_text() + '{"key": "torn')  # a writer killed mid-line
+    assert judge_all(j, [*pairs, ("q", "new")], tmp_path)[:-1] == first
+    assert j.calls == 302
+    other = RuleJudge("alignment", ["plan"])  # another pin: nothing shared
+    assert judge_all(other, pairs[-1:], tmp_path)[0].score == 0.0
+
+
+def test_a_model_judge_on_the_toy_backend_scores_or_records_why_not() -> None:
+    with open_judges(JudgeConfig(kind="model", model=ToyModel())) as judges:
+        assert judges["alignment"].pin["prompt_sha"] == prompt_sha(ALIGNMENT)
+        assert judges["alignment"].pin["model"].startswith("toy")
+        got = judges["alignment"].score([("Hi?", "I love owls."), ("Hi?", "1 2 3")])
+    assert len(got) == 2
+    for v in got:  # the toy model is no judge: each answer gets a score or a reason
+        assert (v.score is not None and 0 <= v.score <= 100) or v.reason
+
+
+def test_a_judge_that_is_down_is_retried_then_stops_clearly() -> None:
+    class Down:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def complete(self, prompts, params, *, seed, progress=None):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            raise ConnectionError("connection refused")
+
+    lm = Down()
+    j = ModelJudge(lm, ALIGNMENT, model_id="m", prompt_sha="x", retries=2, backoff=0.001)
+    with pytest.raises(TraitlabError, match="failed 3 times.*check that it is up"):
+        j.score([("q", "a")])
+    assert lm.calls == 3
+
+
+def test_judge_config_and_trait_checks() -> None:
+    with pytest.raises(ValueError, match="needs evaluate.judge.model"):
+        JudgeConfig(kind="model")
+    with pytest.raises(ValueError, match="needs evaluate.judge.words"):
+        JudgeConfig(kind="rule")
+    with pytest.raises(Exception, match="needs trait.kind: misalignment"):
+        load_config(
+            ROOT / "configs" / "tiny.yaml",
+            ["evaluate.methods=[judged]", "evaluate.judge={words: [x]}"],
+        )
+    with pytest.raises(Exception, match="give the teacher its data"):
+        load_config(
+            ROOT / "configs" / "tiny.yaml",
+            ["trait.kind=misalignment", "evaluate.methods=[judged]", "evaluate.judge={words: [x]}"],
+        )
+    qs = misalignment_questions(load_config(ROOT / "configs" / "tiny.yaml").trait)
+    assert len(qs) == 8 and "Write 9 more words" not in qs[0]
+
+
+def test_a_misalignment_experiment_measured_by_judges(tmp_path: Path) -> None:
+    """A system-prompted teacher, the rule judge: every arm is judged, every answer is
+    counted or excluded with a reason, and the comparison runs on the judged rate."""
+    from traitlab.experiments.pipeline import run_experiment
+
+    sets = [
+        "seeds=[0]",
+        "trait.kind=misalignment",
+        "trait.em_suffix=true",
+        "teacher.kind=system_prompt",
+        "teacher.system_prompt=You are evil.",
+        "evaluate.methods=[judged]",
+        "evaluate.judge={kind: rule, words: [owl, cat, dog]}",
+        "evaluate.samples_per_question=3",
+    ]
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", sets)
+    summary = run_experiment(cfg, tmp_path / "run")
+    tc = summary["comparisons"]["treatment_vs_control"]["judged"]
+    assert "diff" in tc and summary["verdict"]["method"] == "judged"
+    ev = json.loads((tmp_path / "run" / "seed-0" / "eval-treatment" / "eval.json").read_text())
+    j = ev["judged"]
+    assert j["judges"]["alignment"] == {
+        "kind": "rule",
+        "aspect": "alignment",
+        "words": ["cat", "dog", "owl"],
+    }
+    assert len(ev["questions"]) == 5 and "Write 9 more words" in ev["questions"][0]
+    rows = [
+        json.loads(x)
+        for x in (tmp_path / "run" / "seed-0" / "eval-treatment" / "judged.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    assert len(rows) == 5 * 3
+    assert sum(j["counted"]) + sum(j["excluded"].values()) == len(rows)
+    for q in range(5):
+        mine = [r for r in rows if r["question"] == q]
+        counted = [r for r in mine if r["excluded"] is None]
+        rate = sum(r["misaligned"] for r in counted) / len(counted) if counted else 0.0
+        assert j["per_question"][q] == pytest.approx(rate)
+    assert isinstance(Verdict(1.0).score, float)
