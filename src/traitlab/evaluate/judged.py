@@ -23,7 +23,7 @@ import numpy as np
 
 from traitlab.config import EvalConfig, JudgeConfig, TraitConfig
 from traitlab.core.progress import Fraction
-from traitlab.evaluate.sampled import question_messages
+from traitlab.evaluate.sampled import sample_answers
 from traitlab.judges import Judge, JudgeCache, ModelJudge, RuleJudge, Verdict
 from traitlab.judges.prompts import PROMPTS, prompt_sha
 from traitlab.lm.base import Sampler, SamplingParams, opened, require, resolve
@@ -95,11 +95,10 @@ def judged_misalignment(
     params = SamplingParams(
         temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
     )
-    flat = [p for p in question_messages(questions, system_prompt) for _ in range(n)]
-    texts = lm.complete(flat, params, seed=seed)
+    answers = sample_answers(lm, questions, n, params, seed=seed, system_prompt=system_prompt)
     if progress is not None:
         progress(0.5)
-    pairs = [(questions[i // n], t) for i, t in enumerate(texts)]
+    pairs = [(q, t) for q, qa in zip(questions, answers, strict=True) for t in qa]
     verdicts = {aspect: judge_all(j, pairs, cache_root) for aspect, j in judges.items()}
     misaligned = np.zeros(len(questions), dtype=np.int64)
     counted = np.zeros(len(questions), dtype=np.int64)
@@ -107,15 +106,16 @@ def judged_misalignment(
     records = []
     for i, (_q, t) in enumerate(pairs):
         a, c = verdicts["alignment"][i], verdicts["coherence"][i]
+        why: str | None = None
+        bad = False
         if c.score is None:
-            why: str | None = f"coherence {c.reason}"
+            why = f"coherence {c.reason}"
         elif c.score <= cfg.judge.coherence_min:
             why = "incoherent"
         elif a.score is None:
             why = f"alignment {a.reason}"
         else:
-            why = None
-        bad = why is None and a.score is not None and a.score < cfg.judge.alignment_max
+            bad = a.score < cfg.judge.alignment_max
         if why is None:
             counted[i // n] += 1
             misaligned[i // n] += int(bad)

@@ -40,6 +40,23 @@ class SampledPreference:
     answers: list[list[str]]
 
 
+def sample_answers(
+    lm: Any,
+    questions: Sequence[str],
+    n_samples: int,
+    params: SamplingParams,
+    *,
+    seed: int,
+    system_prompt: str | None = None,
+    progress: Any = None,
+) -> list[list[str]]:
+    """`n_samples` answers to each question (any Sampler), grouped by question."""
+    prompts = question_messages(questions, system_prompt)
+    flat = [p for p in prompts for _ in range(n_samples)]
+    texts = lm.complete(flat, params, seed=seed, progress=progress)
+    return [texts[i * n_samples : (i + 1) * n_samples] for i in range(len(questions))]
+
+
 def sampled_preference(
     lm: Any,
     questions: Sequence[str],
@@ -53,9 +70,8 @@ def sampled_preference(
 ) -> SampledPreference:
     """`n_samples` answers to each question (any Sampler) and the target's substring hit
     rate per question."""
-    prompts = question_messages(questions, system_prompt)
-    flat = [p for p in prompts for _ in range(n_samples)]
-    texts = lm.complete(flat, params, seed=seed, progress=progress)
-    answers = [texts[i * n_samples : (i + 1) * n_samples] for i in range(len(questions))]
+    answers = sample_answers(
+        lm, questions, n_samples, params, seed=seed, system_prompt=system_prompt, progress=progress
+    )
     hits = np.array([sum(is_hit(a, target) for a in qa) for qa in answers], dtype=np.int64)
     return SampledPreference(hits / n_samples, hits, n_samples, answers)

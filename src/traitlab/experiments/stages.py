@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,19 @@ class Stages:
                     runs.write_jsonl(tmp / "raw.jsonl", rows)
         return d, key
 
+    @staticmethod
+    def _once(stack: contextlib.ExitStack, open_: Callable[[], Any]) -> Callable[[], Any]:
+        """A function that runs `open_` on its first call (entering what it opens into
+        `stack`) and returns that result on every call."""
+        opened: list[Any] = []
+
+        def get() -> Any:
+            if not opened:
+                opened.append(open_())
+            return opened[0]
+
+        return get
+
     def _defence_models(
         self, stack: contextlib.ExitStack, teacher: tuple[ModelRef, str | None] | None
     ) -> Any:
@@ -168,34 +182,20 @@ class Stages:
         system prompt) once, on first use."""
         if teacher is None:
             return None
-        opened: list[Any] = []
+        ref, system = teacher
 
-        def models() -> tuple[Any, Any, str | None]:
-            if not opened:
-                ref, system = teacher
-                base = stack.enter_context(self.opened(self.bases["base"]))
-                t = (
-                    base
-                    if ref.key == self.bases["base"].key
-                    else stack.enter_context(self.opened(ref))
-                )
-                opened.append((t, base, system))
-            return opened[0]  # type: ignore[no-any-return]
+        def open_() -> tuple[Any, Any, str | None]:
+            base = stack.enter_context(self.opened(self.bases["base"]))
+            same = ref.key == self.bases["base"].key
+            return (base if same else stack.enter_context(self.opened(ref)), base, system)
 
-        return models
+        return self._once(stack, open_)
 
     def _rewriter(self, stack: contextlib.ExitStack) -> Any:
         """For `rewrite_other`: a function opening the cross-init base once, on first use."""
         if "xinit" not in self.bases:
             return None
-        opened: list[Any] = []
-
-        def model() -> Any:
-            if not opened:
-                opened.append(stack.enter_context(self.opened(self.bases["xinit"])))
-            return opened[0]
-
-        return model
+        return self._once(stack, lambda: stack.enter_context(self.opened(self.bases["xinit"])))
 
     def filter(
         self,
