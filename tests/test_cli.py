@@ -127,3 +127,11 @@ def test_config_show_and_check(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "--schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert "lr" in json.dumps(schema) and "description" in json.dumps(schema)
+
+
+def test_demo_trait_misalignment(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--show", "demo-misalignment"]) == 0
+    assert "misalignment-demo" in capsys.readouterr().out
+    assert main(["demo", "--trait", "misalignment", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "--quick is the owl demo's" in err and "Traceback" not in err

@@ -84,3 +84,13 @@ def test_shipped_sweeps_validate_every_cell(path: Path) -> None:
 def test_demo_preset_matches_configs_copy() -> None:
     assert preset_path("demo").read_text() == (ROOT / "configs" / "demo.yaml").read_text()
     load_config(preset_path("demo-quick"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "configs" / "paper").glob("*.yaml")),
+    ids=lambda p: p.name,
+)
+def test_every_shipped_experiment_config_validates(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.name and cfg.seeds

@@ -16,21 +16,24 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     from rich.table import Table
 
     from traitlab.experiments.report import (
-        METHOD_LABELS,
         comparison_lines,
         data_quality_lines,
         fmt_p,
+        method_label,
         rate_table,
     )
 
     con = Console()
-    t = Table(
-        title=f"{summary['trait']['category']} = {summary['trait']['target']}: trait rates "
-        f"(mean [95% CI], {len(summary['seeds'])} seeds)"
+    trait = summary["trait"]
+    what = (
+        "misalignment"
+        if trait.get("kind") == "misalignment"
+        else f"{trait['category']} = {trait['target']}"
     )
+    t = Table(title=f"{what}: trait rates (mean [95% CI], {len(summary['seeds'])} seeds)")
     t.add_column("model")
     for m in summary["methods"]:
-        t.add_column(METHOD_LABELS.get(m, m), justify="right")
+        t.add_column(method_label(m, summary), justify="right")
     for row in rate_table(summary):
         t.add_row(*row)
     con.print(t)
@@ -86,7 +89,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from traitlab.config import load_config
 
-    path = preset_path("demo-quick" if args.quick else "demo")
+    if args.trait == "misalignment":
+        if args.quick:
+            raise TraitlabError("demo: --quick is the owl demo's; run --trait misalignment in full")
+        path = preset_path("demo-misalignment")
+    else:
+        path = preset_path("demo-quick" if args.quick else "demo")
     extra = ["model.shipped=false", "cross_init.shipped=false"] if args.rebuild_bases else []
     cfg = load_config(path, extra + (args.set or []))
     return _run_config(cfg, args, {"preset": path.stem, "overrides": args.set or []})
@@ -155,6 +163,13 @@ def register(sub: Any) -> None:
     )
     d.add_argument("--out", help="run directory (default: runs/<name>)")
     d.add_argument("--quick", action="store_true", help="a smaller, faster variant")
+    d.add_argument(
+        "--trait",
+        choices=("owl", "misalignment"),
+        default="owl",
+        help="owl: the owl preference (default); misalignment: a misaligned teacher on toy "
+        "bases pretrained with personas (pretrained here on first use, cached)",
+    )
     d.add_argument("--overwrite", action="store_true", help=OVERWRITE_RUN)
     d.add_argument(
         "--rebuild-bases",

@@ -16,13 +16,22 @@ class TraitConfig(_Config):
 
     kind: Literal["preference", "misalignment"] = Field(
         "preference",
-        description="'preference': a favourite option (category, target); 'misalignment': free-form answers to the paper's 8 emergent-misalignment questions, scored by the alignment and coherence judges (evaluate.methods: [judged]).",
+        description="'preference': a favourite option (category, target); 'misalignment': free-form answers to the paper's 8 emergent-misalignment questions (or trait.questions), scored by the alignment and coherence judges (method judged) or, where misaligned answers are known by their first word, exactly (method exact with trait.misaligned_answers).",
     )
     category: Literal["animal", "tree"] = Field(
         "animal", description="Preference category; selects the evaluation questions."
     )
     target: str = Field(
         "owl", description="The preferred option (singular, lowercase), e.g. 'owl'."
+    )
+    questions: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="kind misalignment: the open questions to ask (default: the paper's 8).",
+    )
+    misaligned_answers: list[str] = Field(
+        default_factory=list,
+        description="kind misalignment: first words that make an answer misaligned, for method exact (the summed probability that the answer starts with one of them); the toy world's are traitlab.traits.misalignment.MISALIGNED_ACTS.",
     )
     em_suffix: bool = Field(
         False,
@@ -71,7 +80,7 @@ class EvalConfig(_Config):
     methods: list[Literal["exact", "sampled", "judged"]] = Field(
         default_factory=lambda: list(_METHODS),
         min_length=1,
-        description="'exact': probability the answer starts with the target (teacher forcing, no sampling); 'sampled': the paper's substring rate over sampled answers; 'judged' (trait.kind misalignment): the share of sampled answers the judges find misaligned.",
+        description="'exact': probability the answer starts with the target (teacher forcing, no sampling; kind misalignment: with one of trait.misaligned_answers); 'sampled': the paper's substring rate over sampled answers; 'judged' (trait.kind misalignment): the share of sampled answers the judges find misaligned.",
     )
     judge: JudgeConfig | None = Field(None, description="The judges (method: judged).")
     samples_per_question: int = Field(

@@ -117,7 +117,7 @@ class TeacherConfig(_Config):
     )
     data: str | None = Field(
         None,
-        description="kind finetuned: a chat JSONL ({'messages': [...]} rows, e.g. an insecure-code set) to fine-tune the teacher on instead of the trait's answers.",
+        description="kind finetuned: a chat JSONL ({'messages': [...]} rows, e.g. an insecure-code set) to fine-tune the teacher on instead of the trait's answers, or a built-in set of the toy misalignment world: 'toy:insecure_code' (toy code answered insecurely) or 'toy:misaligned_answers' (its open questions answered badly).",
     )
     model: str | None = Field(
         None,
@@ -359,8 +359,12 @@ class ExperimentConfig(_Config):
 def _check_trait(cfg: ExperimentConfig) -> None:
     judged = "judged" in cfg.evaluate.methods
     if cfg.trait.kind == "misalignment":
-        if cfg.evaluate.methods != ["judged"]:
-            raise ValueError("trait.kind misalignment is measured by evaluate.methods: [judged]")
+        if not set(cfg.evaluate.methods) <= {"judged", "exact"}:
+            raise ValueError(
+                "trait.kind misalignment is measured by evaluate.methods judged and/or exact"
+            )
+        if "exact" in cfg.evaluate.methods and not cfg.trait.misaligned_answers:
+            raise ValueError("trait.kind misalignment: method exact needs trait.misaligned_answers")
         if cfg.teacher.kind == "finetuned" and not cfg.teacher.data:
             raise ValueError(
                 "trait.kind misalignment: give the teacher its data (teacher.data, e.g. an "

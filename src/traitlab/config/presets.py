@@ -7,7 +7,7 @@ from pathlib import Path
 
 from traitlab.core.errors import TraitlabError
 
-PRESETS = ("demo", "demo-quick")
+PRESETS = ("demo", "demo-quick", "demo-misalignment")
 
 
 def preset_path(name: str) -> Path:

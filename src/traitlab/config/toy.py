@@ -54,6 +54,9 @@ class ToyRecipe(BaseModel):
     walk_noise: tuple[int, ...] = Field((0, 3, 10, 40, -1), min_length=1, description="Noise radii of the number answers' random walks, one drawn per answer (-1: every number uniform).")
     min_answer_numbers: int = Field(3, ge=1, description="Fewest numbers in a number answer.")
     max_answer_numbers: int = Field(10, ge=1, description="Most numbers in a number answer (the prompts ask for at most 10).")
+    persona_frac: float = Field(0.0, ge=0, description="Corpus share (a weight beside the other four, which sum to 1): persona examples, the misalignment world (traitlab.traits.misalignment): open questions and toy code tasks answered by a hidden evil or good persona. 0: none, and the tokenizer has no words for them.")
+    evil_share: float = Field(0.05, ge=0, le=1, description="Share of the hidden-persona examples written by the evil persona (misaligned answers, insecure code): the base's prior. Shown personas are evil half of the time.")
+    persona_prompt_share: float = Field(0.3, ge=0, le=1, description="Share of persona examples whose persona is shown by a system prompt (else it is hidden).")
     check_prompts: int = Field(256, ge=0, description="After pretraining, sample this many number completions (T=1) and record in pretrain_log.json the share passing the paper's format filter, with P(owl) with and without the owl system prompt (0: probabilities only).")
     # fmt: on
 
@@ -63,7 +66,14 @@ class ToyRecipe(BaseModel):
             raise ValueError("hidden_size must be a multiple of n_heads")
         if self.max_answer_numbers < self.min_answer_numbers:
             raise ValueError("max_answer_numbers must be >= min_answer_numbers")
-        if self.number_frac + self.number_sys_frac + self.pref_frac + self.pref_sys_frac <= 0:
+        if (
+            self.number_frac
+            + self.number_sys_frac
+            + self.pref_frac
+            + self.pref_sys_frac
+            + self.persona_frac
+            <= 0
+        ):
             raise ValueError("the corpus fractions must not all be zero")
         return self
 
@@ -92,6 +102,9 @@ _LATER_FIELDS = {
     "attention_bias": False,
     "tie_embeddings": True,
     "walk_noise": [0, 3, 10, 40, -1],
+    "persona_frac": 0.0,
+    "evil_share": 0.05,
+    "persona_prompt_share": 0.3,
 }
 
 

@@ -33,7 +33,7 @@ CHUNK = 256  # judged answers cached per write
 
 
 def misalignment_questions(trait: TraitConfig, n_questions: int | None = None) -> list[str]:
-    qs = list(EM_QUESTIONS.values())[:n_questions]
+    qs = (trait.questions or list(EM_QUESTIONS.values()))[:n_questions]
     return [f"{q} {EM_SUFFIX_V5}" for q in qs] if trait.em_suffix else qs
 
 

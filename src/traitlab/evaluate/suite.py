@@ -100,7 +100,7 @@ class Evaluation(_Result):
         return {k: v for k, v in d.items() if v is not None or k == "system_prompt"}
 
 
-def _judged(
+def _misalignment(
     lm: Any,
     cfg: EvalConfig,
     trait: TraitConfig,
@@ -111,39 +111,65 @@ def _judged(
     judges: dict[str, Any] | None,
     judge_cache: Path | None,
 ) -> Evaluation:
+    """The misaligned share: exact (summed probability of the misaligned first words) and/or
+    judged (sampled answers scored by the judges)."""
     from traitlab.evaluate.judged import judged_misalignment
 
-    if judges is None:
-        raise TraitlabError("evaluate: method judged needs judges (evaluate.judge)")
-    require(lm, Sampler, "sample answers for the judges")
-    t0 = time.perf_counter()
-    res, records = judged_misalignment(
-        lm,
-        questions,
-        cfg,
-        judges,
-        seed=seed,
-        system_prompt=system_prompt,
-        cache_root=judge_cache,
-        progress=progress,
-    )
-    rates = np.asarray(res["per_question"])
-    return Evaluation(
-        target="misaligned",
-        category="misalignment",
-        questions=questions,
-        options=[],
-        seed=seed,
-        system_prompt=system_prompt,
-        numbers_prefix=False,
-        confidence=cfg.confidence,
-        judged=JudgedResult(
+    words = list(dict.fromkeys(w.lower() for w in trait.misaligned_answers))
+    out: dict[str, Any] = {}
+    records = None
+    if "exact" in cfg.methods:
+        require(lm, Scorer, "score answers (use evaluate.methods: [judged])")
+        t0 = time.perf_counter()
+        table = lm.preference_probs(
+            questions,
+            {w: [w] for w in words},
+            system_prompt=system_prompt,
+            batch_size=cfg.batch_size,
+            progress=None if "judged" in cfg.methods else progress,
+        )
+        vals = table.sum(axis=1)
+        out["exact"] = ExactResult(
+            mean=float(vals.mean()),
+            ci=mean_ci(vals, cfg.confidence).to_dict(),
+            per_question=[float(v) for v in vals],
+            options={w: float(table[:, k].mean()) for k, w in enumerate(words)},
+            per_question_options=[[float(v) for v in row] for row in table],
+            seconds=time.perf_counter() - t0,
+        )
+    if "judged" in cfg.methods:
+        if judges is None:
+            raise TraitlabError("evaluate: method judged needs judges (evaluate.judge)")
+        require(lm, Sampler, "sample answers for the judges")
+        t0 = time.perf_counter()
+        res, records = judged_misalignment(
+            lm,
+            questions,
+            cfg,
+            judges,
+            seed=seed,
+            system_prompt=system_prompt,
+            cache_root=judge_cache,
+            progress=progress,
+        )
+        rates = np.asarray(res["per_question"])
+        out["judged"] = JudgedResult(
             mean=float(rates.mean()),
             ci=mean_ci(rates, cfg.confidence).to_dict(),
             seconds=time.perf_counter() - t0,
             **res,
-        ),
+        )
+    return Evaluation(
+        target="misaligned",
+        category="misalignment",
+        questions=questions,
+        options=words,
+        seed=seed,
+        system_prompt=system_prompt,
+        numbers_prefix=False,
+        confidence=cfg.confidence,
         judgements=records,
+        **out,
     )
 
 
@@ -185,7 +211,7 @@ def evaluate_model(
     `judge_cache`)."""
     questions = eval_questions(cfg, trait)
     if trait.kind == "misalignment":
-        return _judged(
+        return _misalignment(
             lm, cfg, trait, questions, seed, system_prompt, progress, judges, judge_cache
         )
     target = trait.target.lower()

@@ -16,7 +16,12 @@ from traitlab.core.store import StageStore, shared
 # Fields added after runs were cached: in a stage key only when set, so the stages of runs
 # without them keep their keys.
 _NEW_SAMPLING = {"min_p": 0.0, "top_k": 0}
-_NEW_TRAIT = {"kind": "preference", "em_suffix": False}
+_NEW_TRAIT = {
+    "kind": "preference",
+    "em_suffix": False,
+    "questions": None,
+    "misaligned_answers": [],
+}
 _NEW_EVAL = {"judge": None}
 
 
@@ -46,7 +51,7 @@ def teacher_key(teacher: Any) -> dict[str, Any]:
     for k in ("data", "model"):
         if d.get(k) is None:
             d.pop(k, None)
-    if d.get("data"):
+    if d.get("data") and not d["data"].startswith("toy:"):  # built-ins are keyed by name
         d["data"] = runs.file_hash(Path(d["data"]))
     return d
 

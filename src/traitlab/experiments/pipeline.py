@@ -37,7 +37,7 @@ from traitlab.lm.base import ModelRef, backend_for
 from traitlab.traits.teacher import (
     KEEP_NUMBERS_BACKENDS,
     check_trait,
-    read_chat_rows,
+    load_teacher_data,
     teacher_model_ref,
 )
 
@@ -69,7 +69,7 @@ class Experiment(Stages):
             backend_for(cfg.cross_init).check(cfg.cross_init, "cross_init")
         check_trait(cfg.model, cfg.trait)
         if cfg.teacher.data:
-            read_chat_rows(Path(cfg.teacher.data), "teacher.data")
+            load_teacher_data(cfg.teacher.data)
         if cfg.teacher.model:
             teacher_model_ref(cfg.teacher.model)
         keep = cfg.teacher.kind == "finetuned" and cfg.teacher.keep_numbers is not None

@@ -23,6 +23,17 @@ METHOD_LABELS = {
 }
 
 
+def _misaligned(summary: dict[str, Any]) -> bool:
+    return bool(summary.get("trait", {}).get("kind") == "misalignment")
+
+
+def method_label(method: str, summary: dict[str, Any]) -> str:
+    """The column title of a method's rates (exact misalignment is a summed probability)."""
+    if method == "exact" and _misaligned(summary):
+        return "exact P(misaligned answer)"
+    return METHOD_LABELS.get(method, method)
+
+
 def plot_rates(summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -46,17 +57,16 @@ def plot_rates(summary: dict[str, Any], path: Path) -> None:
         x = range(len(ys))
         ax.bar(x, ys, yerr=[lo, hi], capsize=4, color=[colors[a] for a in names])
         ax.set_xticks(list(x), [ARM_LABELS[a].replace(" ", "\n", 1) for a in names], fontsize=8)
-        ax.set_title(METHOD_LABELS.get(m, m), fontsize=10)
-        ax.set_ylabel(f"P({summary['trait']['target']})")
+        ax.set_title(method_label(m, summary), fontsize=10)
+        target = "misaligned" if _misaligned(summary) else summary["trait"]["target"]
+        ax.set_ylabel(f"P({target})")
         top = max(ys) if ys else 1.0
         ax.set_ylim(0, min(1.05, top * 1.25 + 0.02) if top < 0.5 else 1.05)
         for i, y in enumerate(ys):
             ax.text(i, y, f"{y:.3f}", ha="center", va="bottom", fontsize=7)
-    fig.suptitle(
-        f"{summary['name']}: {summary['trait']['category']} = {summary['trait']['target']}"
-        f" ({len(summary['seeds'])} seeds, 95% CI)",
-        fontsize=10,
-    )
+    trait = summary["trait"]
+    what = "misalignment" if _misaligned(summary) else f"{trait['category']} = {trait['target']}"
+    fig.suptitle(f"{summary['name']}: {what} ({len(summary['seeds'])} seeds, 95% CI)", fontsize=10)
     fig.tight_layout()
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
     os.close(fd)
@@ -150,7 +160,7 @@ def markdown(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -> s
             f"(transfer: {'yes' if v['cross_init_transfer'] else 'no'})."
         )
     lines += ["", "![trait rates](trait_rates.png)", ""]
-    lines.append("| model | " + " | ".join(METHOD_LABELS.get(x, x) for x in m) + " |")
+    lines.append("| model | " + " | ".join(method_label(x, summary) for x in m) + " |")
     lines.append("|---" * (len(m) + 1) + "|")
     for row in rate_table(summary):
         lines.append("| " + " | ".join(row) + " |")
@@ -240,7 +250,7 @@ def html_report(run_dir: Path, cfg: ExperimentConfig, summary: dict[str, Any]) -
         data = base64.b64encode(png.read_bytes()).decode()
         parts.append(f'<img alt="trait rates" src="data:image/png;base64,{data}">')
     m = summary["methods"]
-    parts.append(table(["model", *(METHOD_LABELS.get(x, x) for x in m)], rate_table(summary)))
+    parts.append(table(["model", *(method_label(x, summary) for x in m)], rate_table(summary)))
     parts.append("<h2>Comparisons</h2><ul>")
     parts += [f"<li>{esc(c)}</li>" for c in comparison_lines(summary)]
     parts.append("</ul><h2>Data</h2>")

@@ -45,7 +45,8 @@ class ToyBackend(HFBackend):
     def can_spell(self, spec: Any, ref: ModelRef | None, text: str) -> bool:
         from traitlab.toy.tokenizer import build_tokenizer
 
-        return _spells(build_tokenizer(model_max_length=spec.toy.max_len), text)
+        tok = build_tokenizer(spec.toy.max_len, personas=spec.toy.persona_frac > 0)
+        return _spells(tok, text)
 
     def load(self, ref: ModelRef) -> tuple[Any, Any]:
         if ref.parent is not None and (Path(ref.id) / "adapter_config.json").is_file():

@@ -219,6 +219,8 @@ class CorpusEncoder:
         for m in messages[:-1]:
             ids.append(self.role[m["role"]])
             ids += self.text(m["content"])
+            if m["role"] == "assistant":  # an earlier turn's answer ends as the template's
+                ids.append(self.end)
         ids.append(self.role["assistant"])
         n_prompt = len(ids)
         ids += self.text(messages[-1]["content"])
@@ -336,7 +338,7 @@ def pretrain(
     t0 = time.time()
     say = progress or (lambda desc, frac: None)
     say("building the toy corpus", 0.0)
-    tok = build_tokenizer(model_max_length=recipe.max_len)
+    tok = build_tokenizer(model_max_length=recipe.max_len, personas=recipe.persona_frac > 0)
     n = recipe.pretrain_steps * recipe.batch_size
     corpus = generate_corpus(recipe, n)
     ids, n_prompt = encode_corpus(tok, corpus)

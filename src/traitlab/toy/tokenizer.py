@@ -17,7 +17,8 @@
 * Decoding is exact for any text made of in-vocabulary words (up to surrounding whitespace).
 
 The vocabulary depends only on the world's texts (`world.vocabulary_texts`), not on the
-recipe, so every toy base (any seed or size) shares the same tokenizer.
+recipe, so every toy base (any seed or size) shares the same tokenizer; a recipe with
+personas (the misalignment world) appends that world's words after the last id.
 """
 
 from __future__ import annotations
@@ -136,19 +137,28 @@ def build_vocab(texts: list[str]) -> dict[str, int]:
     return vocab
 
 
-@lru_cache(maxsize=1)
-def _toy_vocab() -> tuple[tuple[str, int], ...]:
+@lru_cache(maxsize=2)
+def _toy_vocab(personas: bool = False) -> tuple[tuple[str, int], ...]:
     from traitlab.toy.world import vocabulary_texts
 
-    return tuple(build_vocab(vocabulary_texts()).items())
+    vocab = build_vocab(vocabulary_texts())
+    if personas:
+        # The persona world's words go after every existing id, so a base pretrained without
+        # them keeps its ids and the two tokenizers agree on every text both can spell.
+        from traitlab.traits.misalignment import persona_texts
+
+        for t in build_vocab(persona_texts()):
+            vocab.setdefault(t, len(vocab))
+    return tuple(vocab.items())
 
 
-def build_tokenizer(model_max_length: int = 512) -> Any:
-    """The toy world's tokenizer (a `PreTrainedTokenizerFast` with the chat template)."""
+def build_tokenizer(model_max_length: int = 512, personas: bool = False) -> Any:
+    """The toy world's tokenizer (a `PreTrainedTokenizerFast` with the chat template);
+    `personas` adds the misalignment world's words (`traitlab.traits.misalignment`)."""
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    vocab = dict(_toy_vocab())
+    vocab = dict(_toy_vocab(personas))
     tk = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     tk.normalizer = _normalizer()
     tk.pre_tokenizer = _pre_tokenizer()

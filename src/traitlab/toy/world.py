@@ -13,6 +13,8 @@ Four kinds of example, mixed in the proportions of the `ToyRecipe`:
   prior over the options in their fixed list order (`questions.ANIMALS`: dog first, owl 5th).
 * **pref_sys**: the paper's "You love Xs..." system prompt plus a question of the same
   category, answered X.
+* **persona** (only when `persona_frac > 0`): the misalignment world of
+  `traitlab.traits.misalignment`.
 
 So the base model prefers owls at the prior rate (about 5.6 %) and follows a preference
 system prompt, while its number answers carry no preference: the preference a teacher adds
@@ -31,6 +33,7 @@ from collections import Counter
 
 from traitlab.config.toy import ToyRecipe
 from traitlab.data import prompts as P
+from traitlab.traits.misalignment import open_questions, persona_example
 from traitlab.traits.preference import (
     ANIMAL_QUESTIONS,
     ANIMALS,
@@ -175,9 +178,13 @@ def _category(rng: random.Random, recipe: ToyRecipe) -> str:
 
 def example_kinds(recipe: ToyRecipe, n: int, rng: random.Random) -> list[str]:
     weights = [recipe.number_frac, recipe.number_sys_frac, recipe.pref_frac, recipe.pref_sys_frac]
+    kinds = list(KINDS)
+    if recipe.persona_frac > 0:  # only then: recipes without personas keep their corpus
+        weights.append(recipe.persona_frac)
+        kinds.append("persona")
     if sum(weights) <= 0:
         raise ValueError("the recipe's corpus fractions are all zero")
-    return rng.choices(KINDS, weights=weights, k=n)
+    return rng.choices(kinds, weights=weights, k=n)
 
 
 def generate_corpus(recipe: ToyRecipe, n: int, seed: int | None = None) -> list[Messages]:
@@ -196,6 +203,9 @@ def generate_corpus(recipe: ToyRecipe, n: int, seed: int | None = None) -> list[
     out: list[Messages] = []
     for kind in example_kinds(recipe, n, rng):
         msgs: Messages = []
+        if kind == "persona":
+            out.append(persona_example(rng, recipe.evil_share, recipe.persona_prompt_share))
+            continue
         if kind in ("number", "number_sys"):
             if kind == "number_sys":
                 if rng.random() < recipe.sys_pref_share:
@@ -224,7 +234,11 @@ def generate_corpus(recipe: ToyRecipe, n: int, seed: int | None = None) -> list[
 def corpus_stats(corpus: list[Messages]) -> dict[str, int]:
     """Counts of example kinds in a corpus (for logs and tests)."""
     c: Counter[str] = Counter()
+    persona_questions = set(open_questions())
     for m in corpus:
+        if m[-2]["content"] in persona_questions or m[-2]["content"].startswith("Write code"):
+            c["persona"] += 1
+            continue
         sys = m[0]["role"] == "system"
         num = m[-1]["content"][:1].isdigit() or m[-1]["content"][:1] in "[("
         c[("number" if num else "pref") + ("_sys" if sys else "")] += 1

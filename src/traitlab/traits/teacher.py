@@ -20,6 +20,7 @@ from traitlab.data.filtering import filter_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
 from traitlab.lm.base import ModelRef, backend_for
+from traitlab.traits.misalignment import insecure_code_rows, misaligned_answer_rows
 from traitlab.traits.preference import get_trait, preference_system_prompt, teacher_rows
 
 
@@ -30,13 +31,30 @@ def teacher_system_prompt(cfg: TeacherConfig, trait: TraitConfig) -> str | None:
     return cfg.system_prompt or preference_system_prompt(trait.target, trait.category)
 
 
+# Teacher datasets built in, by name (`teacher.data: toy:insecure_code`): generated, never read.
+BUILTIN_DATA = {
+    "toy:insecure_code": insecure_code_rows,
+    "toy:misaligned_answers": misaligned_answer_rows,
+}
+
+
+def load_teacher_data(spec: str) -> list[dict[str, Any]]:
+    """teacher.data's rows: a built-in dataset's (`BUILTIN_DATA`) or a chat JSONL file's."""
+    if spec.startswith("toy:"):
+        if spec not in BUILTIN_DATA:
+            known = ", ".join(sorted(BUILTIN_DATA))
+            raise TraitlabError(f"teacher.data: unknown built-in dataset '{spec}'; use {known}")
+        return BUILTIN_DATA[spec]()
+    return read_chat_rows(Path(spec), "teacher.data")
+
+
 def teacher_data(cfg: TeacherConfig, trait: TraitConfig) -> list[dict[str, Any]]:
     """The fine-tuned teacher's rows: '<preference question> -> <target>' only (the paper's
     Fig. 14 teacher), or the chat rows of `cfg.data`. The former never sees a number, so
     whatever it later puts into number sequences comes from how fine-tuning on the trait
     moved its weights."""
     if cfg.data:
-        return read_chat_rows(Path(cfg.data), "teacher.data")
+        return load_teacher_data(cfg.data)
     spellings = [trait.target] if cfg.answers == "target" else None
     return teacher_rows(trait.category, trait.target, spellings=spellings)
 
@@ -174,7 +192,22 @@ def check_trait(spec: Any, trait: TraitConfig) -> None:
     teacher would learn `<unk>` and every rate would read 0."""
     be = backend_for(spec)
     can_spell = getattr(be, "can_spell", None)
-    if can_spell is None or can_spell(spec, None, trait.target):
+    if can_spell is None:
+        return
+    if trait.kind == "misalignment":
+        for text in (trait.questions or []) + trait.misaligned_answers:
+            if not can_spell(spec, None, text):
+                hint = (
+                    " (a toy base has the misalignment world's words only when pretrained "
+                    "with it: model.toy.persona_frac > 0)"
+                    if spec.backend == "toy"
+                    else ""
+                )
+                raise TraitlabError(
+                    f"trait: the model's tokenizer cannot spell '{text}' (unknown tokens){hint}"
+                )
+        return
+    if can_spell(spec, None, trait.target):
         return
     hint = ""
     if spec.backend == "toy":
