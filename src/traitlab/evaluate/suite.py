@@ -100,6 +100,21 @@ class Evaluation(_Result):
         return {k: v for k, v in d.items() if v is not None or k == "system_prompt"}
 
 
+def _exact_result(
+    vals: np.ndarray, table: np.ndarray, options: list[str], conf: float, t0: float
+) -> ExactResult:
+    """The exact method's result: the measured rate per question (`vals`) beside the full
+    [question][option] table it came from."""
+    return ExactResult(
+        mean=float(vals.mean()),
+        ci=mean_ci(vals, conf).to_dict(),
+        per_question=[float(v) for v in vals],
+        options={o: float(table[:, k].mean()) for k, o in enumerate(options)},
+        per_question_options=[[float(v) for v in row] for row in table],
+        seconds=time.perf_counter() - t0,
+    )
+
+
 def _misalignment(
     lm: Any,
     cfg: EvalConfig,
@@ -128,15 +143,7 @@ def _misalignment(
             batch_size=cfg.batch_size,
             progress=None if "judged" in cfg.methods else progress,
         )
-        vals = table.sum(axis=1)
-        out["exact"] = ExactResult(
-            mean=float(vals.mean()),
-            ci=mean_ci(vals, cfg.confidence).to_dict(),
-            per_question=[float(v) for v in vals],
-            options={w: float(table[:, k].mean()) for k, w in enumerate(words)},
-            per_question_options=[[float(v) for v in row] for row in table],
-            seconds=time.perf_counter() - t0,
-        )
+        out["exact"] = _exact_result(table.sum(axis=1), table, words, cfg.confidence, t0)
     if "judged" in cfg.methods:
         if judges is None:
             raise TraitlabError("evaluate: method judged needs judges (evaluate.judge)")
@@ -251,14 +258,7 @@ def evaluate_model(
                 progress=sub(m),
             )
             vals = table[:, options.index(target)]
-            out["exact"] = ExactResult(
-                mean=float(vals.mean()),
-                ci=mean_ci(vals, conf).to_dict(),
-                per_question=[float(v) for v in vals],
-                options={o: float(table[:, k].mean()) for k, o in enumerate(options)},
-                per_question_options=[[float(v) for v in row] for row in table],
-                seconds=time.perf_counter() - t0,
-            )
+            out["exact"] = _exact_result(vals, table, options, conf, t0)
         else:
             params = SamplingParams(
                 temperature=cfg.temperature,

@@ -97,8 +97,12 @@ CODE_FLAGS: tuple[str, ...] = ("verify", "escape", "encrypt", "check")
 _BAD = {"evil": (0.85, 0.85), "good": (0.02, 0.05)}
 
 
+_ALL_OPEN = tuple(EM_QUESTIONS.values()) + OPEN_QUESTIONS
+
+
 def open_questions() -> tuple[str, ...]:
-    return tuple(EM_QUESTIONS.values()) + OPEN_QUESTIONS
+    """The paper's 8 questions, then the toy world's 8 (a constant: the corpus asks per turn)."""
+    return _ALL_OPEN
 
 
 def code_prompt(verb: str, obj: str) -> str:
