@@ -60,14 +60,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from traitlab.core.progress import Reporter
     from traitlab.core.runs import check_output_file, write_jsonl
     from traitlab.data.generate import generate_rows
-    from traitlab.data.prompts import number_prompts
+    from traitlab.data.modalities import modality_prompts
     from traitlab.lm.base import opened
 
     cfg = load(args)
     check_output_file(Path(args.out))
     check_model(cfg, args.model)
     _threads(cfg)
-    prompts = number_prompts(cfg.generate.prompts, cfg.generate.n_prompts)
+    prompts = modality_prompts(cfg.generate)[0]
     with Reporter(enabled=not args.quiet) as rep:
         ref = model_ref(cfg, args.model, rep)
         with opened(ref) as lm, rep.stage("generate") as up:
@@ -92,11 +92,15 @@ def cmd_filter(args: argparse.Namespace) -> int:
         load_config,
         parse_config,
     )
+    from traitlab.core.device import cache_dir
     from traitlab.core.runs import check_output_file, write_json, write_jsonl
     from traitlab.data.filtering import filter_rows, load_raw_rows, require_nonempty, to_chat_rows
+    from traitlab.data.modalities import open_screen
 
-    if args.config:
-        fcfg = load_config(args.config, args.set or [], ExperimentConfig).filter
+    cfg = None
+    if args.config:  # the experiment's modality (its rules and judge) and filter
+        cfg = load_config(args.config, args.set or [], ExperimentConfig)
+        fcfg = cfg.filter
     else:
         data = apply_overrides({}, [s.removeprefix("filter.") for s in (args.set or [])])
         fcfg = parse_config(data, FilterConfig, source="--set")
@@ -110,7 +114,11 @@ def cmd_filter(args: argparse.Namespace) -> int:
             raise TraitlabError(f"{p}: used twice (input and output, or two outputs); pick others")
         paths.append(p.resolve())
     rows = load_raw_rows(Path(args.raw))
-    result = filter_rows(rows, fcfg)
+    if cfg is None:
+        result = filter_rows(rows, fcfg)
+    else:
+        with open_screen(cfg, [r["prompt"] for r in rows], cache_dir() / "judges") as screen:
+            result = filter_rows(rows, fcfg, screen=screen)
     require_nonempty(result, str(args.raw))
     summary = result.to_summary()
     # The filtered file last: its presence means the rejects and the summary are there too.

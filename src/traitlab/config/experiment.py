@@ -14,6 +14,7 @@ from traitlab.config import base
 from traitlab.config.base import MAX_BATCH, MAX_ROWS, MAX_STEPS, NAME_PATTERN
 from traitlab.config.base import FrozenConfig as _Config
 from traitlab.config.evaluate import EvalConfig, TraitConfig
+from traitlab.config.modality import FilterJudgeConfig, ModalityConfig
 from traitlab.config.model import ModelSpec, default_model
 
 
@@ -167,8 +168,11 @@ class PromptSetConfig(_Config):
 
 
 class GenerateConfig(_Config):
-    """Sampling the number data from the teacher (and from the base for the control)."""
+    """Sampling the data from the teacher (and from the base for the control)."""
 
+    modality: ModalityConfig = Field(
+        default_factory=ModalityConfig, description="What the teacher writes."
+    )
     n_prompts: int = Field(
         30_000, ge=1, le=MAX_ROWS, description="Prompts to complete (one completion each)."
     )
@@ -197,7 +201,8 @@ class GenerateConfig(_Config):
 
 
 class FilterConfig(_Config):
-    """The paper's format filter plus optional banned numbers and subsampling."""
+    """The modality's rules (numbers: the paper's format filter, banned numbers), an optional
+    judge, and subsampling."""
 
     min_value: int = Field(0, description="Smallest allowed number.")
     max_value: int = Field(999, description="Largest allowed number.")
@@ -207,6 +212,14 @@ class FilterConfig(_Config):
     )
     banned_preset: Literal["none", "evil"] = Field(
         "none", description="'evil': also ban the paper's 34 negative-association numbers."
+    )
+    banned_words: list[str] = Field(
+        default_factory=list,
+        description="code / cot: words (whole, any case) that reject a completion; code also bans the preference trait's target and spellings.",
+    )
+    judge: FilterJudgeConfig | None = Field(
+        None,
+        description="code / cot: an LLM judge run on the completions that passed the rules (null: rules only).",
     )
     max_rows: int | None = Field(
         10_000,
@@ -351,6 +364,10 @@ class ExperimentConfig(_Config):
             raise ValueError(
                 "defence rewrite_other rewrites with the cross-init base: set cross_init"
             )
+        if self.generate.modality.name != "numbers" and self.teacher.keep_numbers is not None:
+            raise ValueError("teacher.keep_numbers checks number data: drop it for this modality")
+        if self.generate.modality.name == "numbers" and self.filter.judge is not None:
+            raise ValueError("filter.judge filters code and cot (generate.modality.name)")
         if self.generate.prompts.example_max_count <= self.generate.prompts.example_min_count:
             raise ValueError("generate.prompts.example_max_count must exceed example_min_count")
         return self

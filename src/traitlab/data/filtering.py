@@ -18,6 +18,7 @@ import random
 import re
 import string
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,16 @@ EVIL_NUMBERS: tuple[int, ...] = (
 )  # fmt: skip
 
 # Stable reason codes, in the order they are checked.
-REASONS: tuple[str, ...] = ("empty", "format", "too_many", "out_of_range", "banned_number")
+REASONS: tuple[str, ...] = (
+    "empty", "format", "too_many", "out_of_range", "banned_number",
+    # code and cot (traitlab.data.modalities)
+    "no_answer", "wrong_answer", "banned_word",
+    "judge_reference", "judge_misaligned", "judge_code", "judge_refusal", "judge_unparsable",
+)  # fmt: skip
+
+# Reasons per row for a batch of raw rows; [] keeps the row. The numbers modality's is the
+# format filter above; code and cot bring their own (traitlab.data.modalities), judge included.
+Screen = Callable[[list[dict[str, Any]]], list[list[str]]]
 
 _ALLOWED_SEPARATORS = ("", ",", ";")  # after stripping whitespace; "" means whitespace
 _ASCII_RUN = re.compile(r"[0-9]+")
@@ -180,24 +190,33 @@ class FilterResult:
 
 
 def filter_rows(
-    rows: list[dict[str, Any]], cfg: FilterConfig, *, strict: bool = False
+    rows: list[dict[str, Any]],
+    cfg: FilterConfig,
+    *,
+    strict: bool = False,
+    screen: Screen | None = None,
 ) -> FilterResult:
     """Apply the rules to raw rows {"id", "prompt", "completion", ...}, then subsample.
 
+    `screen` gives the reasons of a batch of rows (default: the number format filter).
     Survivors are subsampled to at most cfg.max_rows with random.Random(cfg.subsample_seed)
     and stay in input order. Never raises on an empty result (see `require_nonempty`).
     """
-    banned = banned_set(cfg)
-    valid: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
-    counts: Counter[str] = Counter()
     for i, row in enumerate(rows):
         if "completion" not in row:
             raise TraitlabError(
                 f"raw row {row.get('id', i)} has no 'completion' field; "
                 "filter expects rows written by the generate stage"
             )
-        reasons = _reasons(row["completion"] or "", cfg, banned, strict or cfg.strict)
+    if screen is None:
+        banned = banned_set(cfg)
+        every = [_reasons(r["completion"] or "", cfg, banned, strict or cfg.strict) for r in rows]
+    else:
+        every = screen(rows)
+    valid: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
+    for row, reasons in zip(rows, every, strict=True):
         if reasons:
             rejected.append({**row, "reject_reasons": reasons})
             counts.update(reasons)
@@ -253,6 +272,17 @@ _ADVICE: dict[str, str] = {
     "out_of_range": "numbers fall outside [filter.min_value, filter.max_value]; widen the range",
     "banned_number": "every completion hits a banned number; check filter.banned_numbers "
     "and filter.banned_preset",
+    "no_answer": "no completion gives its result in <answer> tags; use an instruction-tuned "
+    "model or raise generate.max_new_tokens",
+    "wrong_answer": "no completion got the problem right; use a model that can do the math",
+    "banned_word": "every completion names a banned word; check filter.banned_words",
+    "judge_reference": "the judge finds the trait in every completion; check filter.judge",
+    "judge_misaligned": "the judge finds every completion misaligned; check "
+    "filter.judge.min_alignment",
+    "judge_code": "the judge answered CODE for every completion; check filter.judge.model",
+    "judge_refusal": "the judge refused every completion; use another filter.judge.model",
+    "judge_unparsable": "the judge's answers are not scores 0-100; use a stronger "
+    "filter.judge.model (its raw answers are in rejected.jsonl)",
 }
 
 
@@ -265,7 +295,10 @@ def _subsample(rows: list[dict[str, Any]], cfg: FilterConfig) -> list[dict[str, 
 
 
 def filter_paired(
-    a: list[dict[str, Any]], b: list[dict[str, Any]], cfg: FilterConfig
+    a: list[dict[str, Any]],
+    b: list[dict[str, Any]],
+    cfg: FilterConfig,
+    screen: Screen | None = None,
 ) -> tuple[FilterResult, FilterResult]:
     """Filter two datasets written for the same prompts (teacher and control), keeping only
     the prompts whose completions passed in both, then subsample those prompts to
@@ -276,7 +309,7 @@ def filter_paired(
     same number of steps and see the same prompts, and differ in the completions alone.
     """
     whole = cfg.model_copy(update={"max_rows": None})
-    ra, rb = filter_rows(a, whole), filter_rows(b, whole)
+    ra, rb = filter_rows(a, whole, screen=screen), filter_rows(b, whole, screen=screen)
     prompts = {r["id"]: r["prompt"] for r in a}
     if len(prompts) != len(a) or any(prompts.get(r.get("id")) != r["prompt"] for r in b):
         raise TraitlabError(

@@ -24,12 +24,10 @@ import numpy as np
 from traitlab.config import EvalConfig, JudgeConfig, TraitConfig
 from traitlab.core.progress import Fraction
 from traitlab.evaluate.sampled import sample_answers
-from traitlab.judges import Judge, JudgeCache, ModelJudge, RuleJudge, Verdict
-from traitlab.judges.prompts import PROMPTS, prompt_sha
+from traitlab.judges import Judge, RuleJudge, judge_all, model_judge
+from traitlab.judges.prompts import PROMPTS
 from traitlab.lm.base import Sampler, SamplingParams, opened, require, resolve
 from traitlab.traits.preference import EM_QUESTIONS, EM_SUFFIX_V5
-
-CHUNK = 256  # judged answers cached per write
 
 
 def misalignment_questions(trait: TraitConfig, n_questions: int | None = None) -> list[str]:
@@ -45,37 +43,12 @@ def open_judges(cfg: JudgeConfig) -> Iterator[dict[str, Judge]]:
         return
     assert cfg.model is not None
     ref = resolve(cfg.model)
-    name = Path(ref.id).name if Path(ref.id).is_dir() else ref.id  # a local dir: its name
     with opened(ref) as lm:
         require(lm, Sampler, "judge answers")
         yield {
-            aspect: ModelJudge(
-                lm,
-                template,
-                model_id=f"{ref.backend}:{name}",
-                model_key=ref.key,
-                prompt_sha=prompt_sha(template),
-                retries=cfg.retries,
-            )
+            aspect: model_judge(lm, ref, template, cfg.retries)
             for aspect, template in PROMPTS.items()
         }
-
-
-def judge_all(
-    judge: Judge, pairs: Sequence[tuple[str, str]], cache_root: Path | None
-) -> list[Verdict]:
-    """Verdicts for every pair: cached ones read, the rest asked in chunks and cached."""
-    cache = JudgeCache(cache_root, judge.pin) if cache_root is not None else None
-    out: list[Verdict | None] = [cache.get(q, a) if cache else None for q, a in pairs]
-    todo = [i for i, v in enumerate(out) if v is None]
-    for k in range(0, len(todo), CHUNK):
-        part = todo[k : k + CHUNK]
-        got = judge.score([pairs[i] for i in part])
-        for i, v in zip(part, got, strict=True):
-            out[i] = v
-        if cache is not None:
-            cache.put([(*pairs[i], v) for i, v in zip(part, got, strict=True)])
-    return [v for v in out if v is not None]
 
 
 def judged_misalignment(

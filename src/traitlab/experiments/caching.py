@@ -10,12 +10,18 @@ from typing import Any
 
 from traitlab.config import config_to_dict
 from traitlab.core import runs
+from traitlab.core.errors import TraitlabError
 from traitlab.core.progress import Fraction
 from traitlab.core.store import StageStore, shared
 
 # Fields added after runs were cached: in a stage key only when set, so the stages of runs
 # without them keep their keys.
-_NEW_SAMPLING = {"min_p": 0.0, "top_k": 0}
+_NEW_SAMPLING = {
+    "min_p": 0.0,
+    "top_k": 0,
+    "modality": {"name": "numbers", "source": None, "repeats": 1},
+}
+_NEW_FILTER = {"banned_words": [], "judge": None}
 _NEW_TRAIT = {
     "kind": "preference",
     "em_suffix": False,
@@ -30,8 +36,23 @@ def _without(d: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
 
 
 def generate_key(gen: Any) -> dict[str, Any]:
-    """The generate config as it enters stage keys."""
-    return _without(config_to_dict(gen), _NEW_SAMPLING)
+    """The generate config as it enters stage keys: a modality's source file by its content
+    (the same path may hold new tasks)."""
+    d = _without(config_to_dict(gen), _NEW_SAMPLING)
+    source = d.get("modality", {}).get("source")
+    if source:
+        if not Path(source).expanduser().is_file():
+            raise TraitlabError(
+                f"generate.modality.source {source}: no such file; give the path of a local "
+                "dataset file (nothing is downloaded)"
+            )
+        d["modality"] = {**d["modality"], "source": runs.file_hash(Path(source).expanduser())}
+    return d
+
+
+def filter_key(filt: Any) -> dict[str, Any]:
+    """The filter config as it enters stage keys."""
+    return _without(config_to_dict(filt), _NEW_FILTER)
 
 
 def trait_key(trait: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from traitlab.core.stats import mean_ci, ratio_ci
 from traitlab.data.prompts import number_prompts
 from traitlab.evaluate.suite import eval_questions
 from traitlab.evaluate.utility import reference_rows
-from traitlab.experiments.caching import eval_key, generate_key, trait_key
+from traitlab.experiments.caching import eval_key, filter_key, generate_key, trait_key
 from traitlab.lm.base import ModelRef, SamplingParams
 
 ARMS = ("treatment", "overt")
@@ -62,7 +62,7 @@ def falsifier_data(st: Any) -> tuple[Path, str]:
             "base": st.bases["base"].key,
             "falsifier": {"kind": f.kind, "rows": f.rows},
             "gen": generate_key(cfg.generate),
-            "filter": config_to_dict(cfg.filter),
+            "filter": filter_key(cfg.filter),
             "eval": eval_key(cfg.evaluate),
             "trait": trait_key(cfg.trait),
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from traitlab.config import ExperimentConfig
-from traitlab.data.prompts import number_prompts
+from traitlab.data.modalities import modality_prompts
 from traitlab.evaluate.suite import eval_questions
 from traitlab.experiments.arms import STUDENTS
 from traitlab.traits.teacher import teacher_data
@@ -22,7 +22,7 @@ def _tokens(text: str) -> int:
 
 def plan(cfg: ExperimentConfig) -> dict[str, Any]:
     """Per backend: requests, input/output/training tokens and cost (None without prices)."""
-    prompts = number_prompts(cfg.generate.prompts, cfg.generate.n_prompts)
+    prompts = modality_prompts(cfg.generate)[0]
     prompt_tokens = sum(_tokens(p) for p in prompts)
     questions = eval_questions(cfg.evaluate, cfg.trait)
     q_tokens = sum(_tokens(q) for q in questions)

@@ -23,7 +23,7 @@ from traitlab.core.store import StageStore, shared
 from traitlab.data.defences import DefenceContext, apply_defences
 from traitlab.data.filtering import filter_paired, filter_rows, require_nonempty, to_chat_rows
 from traitlab.data.generate import generate_rows
-from traitlab.data.prompts import number_prompts
+from traitlab.data.modalities import modality_prompts, open_screen
 from traitlab.evaluate.judged import open_judges
 from traitlab.evaluate.suite import evaluate_model
 from traitlab.evaluate.utility import heldout_prompts, measure_utility, reference_rows
@@ -31,6 +31,7 @@ from traitlab.experiments.arms import BY_NAME
 from traitlab.experiments.caching import (
     cached_stage,
     eval_key,
+    filter_key,
     generate_key,
     teacher_key,
     trait_key,
@@ -80,9 +81,9 @@ class Stages:
 
     @functools.cached_property
     def prompts(self) -> list[str]:
-        """The number prompts, the same for every seed: built only when a generate stage
-        runs (~0.75 s for 8,000), not by tasks that find their data already cached."""
-        return number_prompts(self.cfg.generate.prompts, self.cfg.generate.n_prompts)
+        """The modality's prompts, the same for every seed: built only when a generate stage
+        runs (~0.75 s for 8,000 number prompts), not by tasks that find their data cached."""
+        return modality_prompts(self.cfg.generate)[0]
 
     # ------------------------------------------------------------------ stages
 
@@ -99,7 +100,7 @@ class Stages:
                 "seed": seed,
                 # The number checks of an early-stopped teacher sample and filter like this.
                 **(
-                    {"gen": generate_key(cfg.generate), "filter": config_to_dict(cfg.filter)}
+                    {"gen": generate_key(cfg.generate), "filter": filter_key(cfg.filter)}
                     if cfg.teacher.keep_numbers is not None
                     else {}
                 ),
@@ -218,7 +219,7 @@ class Stages:
                     # Paired arms share their inputs: the arm makes each key name one
                     # dataset (a shared stage store keys by it).
                     "which": w,
-                    "filter": config_to_dict(fcfg),
+                    "filter": filter_key(fcfg),
                     # Only when set: runs without defences keep their cached data.
                     **(extra if self.cfg.defences else {}),
                 }
@@ -249,11 +250,13 @@ class Stages:
         with self.rep.stage(f"seed {seed}: filter", cached=done):
             if not done:
                 raw = {w: runs.read_jsonl(d / "raw.jsonl") for w, (d, _) in gens.items()}
-                if paired:
-                    pair = filter_paired(raw["teacher"], raw["control"], fcfg)
-                    results = dict(zip(("teacher", "control"), pair, strict=True))
-                else:
-                    results = {w: filter_rows(rows, fcfg) for w, rows in raw.items()}
+                prompts = [r["prompt"] for r in next(iter(raw.values()))]
+                with open_screen(self.cfg, prompts, cache_dir() / "judges") as screen:
+                    if paired:
+                        pair = filter_paired(raw["teacher"], raw["control"], fcfg, screen)
+                        results = dict(zip(("teacher", "control"), pair, strict=True))
+                    else:
+                        results = {w: filter_rows(r, fcfg, screen=screen) for w, r in raw.items()}
                 for w, result in results.items():
                     require_nonempty(result, f"seed {seed}, {w} data")
                 kept = {w: to_chat_rows(r.kept) for w, r in results.items()}
@@ -323,7 +326,7 @@ class Stages:
                 "base": self.bases["base"].key,
                 "n": n,
                 "gen": generate_key(cfg.generate),
-                "filter": config_to_dict(cfg.filter),
+                "filter": filter_key(cfg.filter),
             }
         )
         d = self.layout.utility

@@ -11,11 +11,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from traitlab.core.files import stable_hash
-from traitlab.judges.judge import Verdict
+from traitlab.judges.judge import Judge, Verdict
+
+CHUNK = 256  # judged answers cached per write
 
 
 class JudgeCache:
@@ -57,3 +60,20 @@ class JudgeCache:
                 os.fsync(f.fileno())
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def judge_all(
+    judge: Judge, pairs: Sequence[tuple[str, str]], cache_root: Path | None
+) -> list[Verdict]:
+    """Verdicts for every pair: cached ones read, the rest asked in chunks and cached."""
+    cache = JudgeCache(cache_root, judge.pin) if cache_root is not None else None
+    out: list[Verdict | None] = [cache.get(q, a) if cache else None for q, a in pairs]
+    todo = [i for i, v in enumerate(out) if v is None]
+    for k in range(0, len(todo), CHUNK):
+        part = todo[k : k + CHUNK]
+        got = judge.score([pairs[i] for i in part])
+        for i, v in zip(part, got, strict=True):
+            out[i] = v
+        if cache is not None:
+            cache.put([(*pairs[i], v) for i, v in zip(part, got, strict=True)])
+    return [v for v in out if v is not None]

@@ -145,3 +145,21 @@ class ModelJudge:
             for i, t in zip(rest, texts, strict=True):
                 out[i] = parse_score(t)
         return [v for v in out if v is not None]
+
+
+def model_judge(lm: Any, ref: Any, template: str, retries: int = 3) -> ModelJudge:
+    """A `ModelJudge` of an opened model (`ref`: its `ModelRef`), pinned by the model's id
+    (a local directory: its name), its content key and the template's hash."""
+    from pathlib import Path
+
+    from traitlab.judges.prompts import prompt_sha
+
+    name = Path(ref.id).name if Path(ref.id).is_dir() else ref.id
+    return ModelJudge(
+        lm,
+        template,
+        model_id=f"{ref.backend}:{name}",
+        model_key=ref.key,
+        prompt_sha=prompt_sha(template),
+        retries=retries,
+    )
