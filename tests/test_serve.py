@@ -208,3 +208,31 @@ def test_a_served_model_judges_answers(server: str) -> None:
         got = judges["coherence"].score([("Hi?", "I love owls."), ("Hi?", "1 2 3")])
     assert len(got) == 2
     assert all((v.score is not None and 0 <= v.score <= 100) or v.reason for v in got)
+
+
+def test_a_served_judge_filters_code_and_unscored_verdicts_stop_clearly(
+    server: str, cache: Path, tmp_path: Path
+) -> None:
+    """`traitlab filter --config` with a code modality and a judge behind the OpenAI-compatible
+    backend: the served toy model is no judge (it answers with an animal), so every row is
+    rejected as judge_unparsable, the command stops with one line and exit 2, and nothing is
+    written."""
+    cfg = tmp_path / "code.yaml"
+    cfg.write_text(
+        "trait: {target: owl}\n"
+        "generate: {modality: {name: code}}\n"
+        f"filter: {{judge: {{model: {{backend: openai, name: toy, base_url: '{server}'}}}}}}\n"
+    )
+    raw = tmp_path / "raw.jsonl"
+    rows = [
+        {"id": 0, "prompt": "Write f.", "completion": "def f(x): return x"},
+        {"id": 1, "prompt": "Write g.", "completion": "def g(x): return 2 * x"},
+        {"id": 2, "prompt": "Write h.", "completion": "def owl(x): return x"},
+    ]
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "kept.jsonl"
+    r = run(["filter", str(raw), "--config", str(cfg), "--out", str(out)], cache, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "0 of 3 completions passed" in r.stderr and "'judge_unparsable'" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "kept.rejected.jsonl").exists()
