@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--out", default="runs/targets")
+    ap.add_argument("--tag", default="", help="results/targets-TAG.json")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -127,16 +128,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("\n".join(lines))
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "targets.json").write_text(json.dumps(res, indent=1) + "\n")
+        name = f"targets-{args.tag}" if args.tag else "targets"
+        (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
         head = [
             f"### Every toy target, {res['created']}",
             "",
-            f"The demo preset per target (seeds {args.seeds}, shipped bases, no cross-init), "
-            f"{' '.join(args.set)}. Machine: {machine_line(info, 'cpu')}. "
+            f"The demo preset per target (seeds {args.seeds}, no cross-init; the shipped base "
+            f"unless overridden), overrides: {' '.join(args.set) or 'none'}. "
+            f"Machine: {machine_line(info, 'cpu')}. "
             f"Wall time {res['wall_seconds']:.0f} s.",
             "",
         ]
-        (RESULTS / "targets.md").write_text("\n".join(head + lines) + "\n")
+        (RESULTS / f"{name}.md").write_text("\n".join(head + lines) + "\n")
     return res
 
 

@@ -94,3 +94,33 @@ def test_keep_numbers_is_refused_where_training_is_remote(tmp_path: Path) -> Non
     with pytest.raises(TraitlabError, match="keep_numbers needs a backend"):
         run_experiment(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_margin_stops_no_later_and_only_on_a_real_drop(tiny: object, tmp_path: Path) -> None:
+    """z counts the check's standard error against it: the guard stops at a check whose
+    drop plus z SEs exceeds max_drop, never later than without the margin."""
+    cfg = tiny.model_copy(  # type: ignore[attr-defined]
+        update={
+            "teacher": tiny.teacher.model_copy(  # type: ignore[attr-defined]
+                update={"train": tiny.teacher.train.model_copy(update={"lr": 1e-2})}  # type: ignore[attr-defined]
+            )
+        }
+    )
+    raw = _teacher(
+        cfg, tmp_path / "raw", KeepNumbersConfig(max_drop=0.05, check_every=2, prompts=48), 30
+    )
+    wide = KeepNumbersConfig(max_drop=0.05, check_every=2, prompts=48, z=3)
+    log = _teacher(cfg, tmp_path / "wide", wide, 30)
+    k, k0 = log["keep_numbers"], raw["keep_numbers"]
+    assert k["z"] == 3 and k["stopped_at"] is not None
+    assert k["stopped_at"] <= k0["stopped_at"]
+    # The checks are the same draws with or without the margin, up to where it stopped.
+    assert k["checks"] == k0["checks"][: len(k["checks"])]
+    # The base checked against itself: the same draws, no drop and no spread, so even
+    # max_drop 0 with a margin lets it go on.
+    from traitlab.traits.teacher import NumberGuard
+
+    with opened(resolve(tiny.model)) as lm:  # type: ignore[attr-defined]
+        still = KeepNumbersConfig(max_drop=0.0, check_every=1, prompts=32, z=2)
+        guard = NumberGuard(lm, still, tiny.generate, tiny.filter, seed=0)  # type: ignore[attr-defined]
+        assert guard(1, lm) and guard.stopped_at is None

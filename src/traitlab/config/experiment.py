@@ -107,6 +107,12 @@ class KeepNumbersConfig(_Config):
         le=100_000,
         description="Number prompts per check: their own seed, never the data's prompts; the base and every check sample them with the same random numbers, so checks differ only by the model.",
     )
+    z: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="Margin for the check's sampling error: stop once drop + z x its standard error exceeds max_drop (the SE of the paired per-prompt pass difference against the base). A check on a few hundred prompts misses by a few points either way, and the last check that passed is the one most likely to have read high: z = 2 keeps the drop on the data within max_drop (0: the raw drop).",
+    )
 
 
 class TeacherConfig(_Config):

@@ -6,6 +6,8 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from traitlab.config import (
     FilterConfig,
     GenerateConfig,
@@ -152,22 +154,29 @@ class NumberGuard:
         # Seeds far from the data's (prompt seed 47 + ..., generation seeds seed * 1000 + k).
         self.prompts = number_prompts(generate.prompts, cfg.prompts, seed=9_000_000 + seed)
         self.sample_seed = 9_000_000 + seed
-        self.base_pass = self.pass_rate(lm)
+        self.base_ok = self.passes(lm)
+        self.base_pass = float(np.mean(self.base_ok))
         self.checks: list[list[float]] = []
         self.best: dict[str, Any] | None = None
         self.best_step: int | None = None
         self.stopped_at: int | None = None
 
-    def pass_rate(self, lm: Any) -> float:
+    def passes(self, lm: Any) -> np.ndarray:
+        """Per prompt: does the model's completion pass the format filter?"""
         rows = generate_rows(lm, self.prompts, self.gen, seed=self.sample_seed)
-        return filter_rows(rows, self.filter).n_valid / len(rows)
+        kept = {r["id"] for r in filter_rows(rows, self.filter).kept}
+        return np.array([r["id"] in kept for r in rows], dtype=np.float64)
 
     def __call__(self, step: int, lm: Any) -> bool:
         if step % self.cfg.check_every:
             return True
-        rate = self.pass_rate(lm)
+        ok = self.passes(lm)
+        rate = float(ok.mean())
+        # Paired over prompts (same prompts, same random numbers as the base's check).
+        d = self.base_ok - ok
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
         self.checks.append([step, round(rate, 4)])
-        if rate >= self.base_pass - self.cfg.max_drop:
+        if (self.base_pass - rate) + self.cfg.z * se <= self.cfg.max_drop:
             self.best, self.best_step = lm.trainable_state(), step
             return True
         self.stopped_at = step
@@ -181,6 +190,7 @@ class NumberGuard:
         return {
             "base_pass_rate": round(self.base_pass, 4),
             "max_drop": self.cfg.max_drop,
+            "z": self.cfg.z,
             "checks": self.checks,
             "stopped_at": self.stopped_at,
             "kept_step": self.best_step if self.stopped_at is not None else None,
