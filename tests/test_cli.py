@@ -134,4 +134,36 @@ def test_demo_trait_misalignment(capsys: pytest.CaptureFixture[str]) -> None:
     assert "misalignment-demo" in capsys.readouterr().out
     assert main(["demo", "--trait", "misalignment", "--quick"]) == 2
     err = capsys.readouterr().err
-    assert "--quick is the owl demo's" in err and "Traceback" not in err
+    assert "--quick is the owl-through-numbers demo's" in err and "Traceback" not in err
+    assert main(["demo", "--trait", "misalignment", "--modality", "code"]) == 2
+    assert "misalignment runs through numbers only" in capsys.readouterr().err
+
+
+def test_demo_modality_code_runs_on_tiny_bases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`traitlab demo --modality code` (its preset, shrunk): toy bases pretrained with the
+    code tasks, teacher, code completions filtered for the owl, students, evaluation."""
+    tiny = "{seed: %d, code_frac: 0.3, cot_frac: 0.1, n_layers: 1, hidden_size: 32, n_heads: 2, intermediate_size: 64, pretrain_steps: 40, batch_size: 16, warmup_steps: 5, check_prompts: 0}"
+    sets = [
+        f"model.toy={tiny % 11}",
+        f"cross_init.toy={tiny % 12}",
+        "seeds=[0]",
+        "workers=1",
+        "teacher.train.max_steps=3",
+        "generate.n_prompts=24",
+        "generate.batch_size=24",
+        "student.epochs=1",
+        "evaluate.methods=[exact]",
+        "evaluate.n_questions=3",
+    ]
+    out = tmp_path / "run"
+    args = ["demo", "--modality", "code", "--out", str(out), "--quiet"]
+    assert main([*args, *(x for s in sets for x in ("--set", s))]) == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config_resolved"]["generate"]["modality"]["source"] == "toy:code"
+    rows = [
+        json.loads(x)
+        for x in (out / "seed-0" / "data-teacher" / "filtered.jsonl").read_text().splitlines()
+    ]
+    assert rows and all(r["messages"][0]["content"].startswith(("Write", "Please")) for r in rows)

@@ -275,3 +275,48 @@ def test_cot_that_nobody_answers_stops_with_one_line(tiny_dir: Path, tmp_path: P
     cfg = _experiment(tiny_dir, "cot", None)
     with pytest.raises(TraitlabError, match="0 of 12 completions passed.*'no_answer'"):
         run_experiment(cfg, tmp_path / "run")
+
+
+def test_the_toy_tasks_are_in_the_world_and_its_tokenizer() -> None:
+    """Toy bases with code_frac / cot_frac learn the toy code and arithmetic; the tokenizer
+    spells every task exactly, after every id of the plain one (which keeps its ids); recipes
+    without them keep their key."""
+    import random
+
+    from traitlab.config.toy import ToyRecipe, recipe_key
+    from traitlab.data.toy_tasks import code_example, cot_example
+    from traitlab.toy import world
+    from traitlab.toy.pretrain import encode_corpus
+    from traitlab.toy.tokenizer import build_tokenizer
+
+    assert recipe_key(ToyRecipe()) == "27b876bd30b13b61"  # the shipped base's key
+    recipe = ToyRecipe(code_frac=0.12, cot_frac=0.12)
+    stats = world.corpus_stats(world.generate_corpus(recipe, 3000))
+    assert stats["code"] / 3000 == pytest.approx(0.12 / 1.24, abs=0.03)
+    assert stats["cot"] / 3000 == pytest.approx(0.12 / 1.24, abs=0.03)
+    plain, tok = build_tokenizer(), build_tokenizer(tasks=True)
+    assert all(tok.get_vocab()[t] == i for t, i in plain.get_vocab().items())
+    rng = random.Random(0)
+    for _ in range(200):
+        for text in (*code_example(rng), *cot_example(rng)[:2]):
+            ids = tok(text)["input_ids"]
+            assert tok.unk_token_id not in ids and tok.decode(ids) == text
+    p, a, y = cot_example(random.Random(1))
+    assert cot_answer(a) == str(y)
+    ids, _ = encode_corpus(tok, world.generate_corpus(recipe, 200), check=200)
+    assert len(ids) == 200
+
+
+def test_toy_task_prompts_and_their_checks() -> None:
+    prompts, labels = modality_prompts(_gen(name="cot", source="toy:cot"))
+    assert len(prompts) == 50 and all(p.endswith("Think step by step .") for p in prompts)
+    assert all(y is not None and y.isdigit() for y in labels)
+    code, _ = modality_prompts(_gen(name="code", source="toy:code", repeats=2))
+    assert len(code) == 50 and code[0] == code[1] and code[0].startswith("Write")
+    with pytest.raises(TraitlabError, match="holds code tasks"):
+        modality_prompts(_gen(name="cot", source="toy:code"))
+    from traitlab.data.modalities import check_modality
+
+    cfg = parse_config({"generate": {"modality": {"name": "code", "source": "toy:code"}}})
+    with pytest.raises(TraitlabError, match="code_frac and cot_frac > 0"):
+        check_modality(cfg)

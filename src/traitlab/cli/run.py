@@ -89,10 +89,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from traitlab.config import load_config
 
-    if args.trait == "misalignment":
+    if args.trait == "misalignment" or args.modality != "numbers":
         if args.quick:
-            raise TraitlabError("demo: --quick is the owl demo's; run --trait misalignment in full")
-        path = preset_path("demo-misalignment")
+            raise TraitlabError(
+                "demo: --quick is the owl-through-numbers demo's; run the others in full"
+            )
+        if args.trait == "misalignment" and args.modality != "numbers":
+            raise TraitlabError("demo: --trait misalignment runs through numbers only")
+        name = "demo-misalignment" if args.trait == "misalignment" else f"demo-{args.modality}"
+        path = preset_path(name)
     else:
         path = preset_path("demo-quick" if args.quick else "demo")
     extra = ["model.shipped=false", "cross_init.shipped=false"] if args.rebuild_bases else []
@@ -169,6 +174,13 @@ def register(sub: Any) -> None:
         default="owl",
         help="owl: the owl preference (default); misalignment: a misaligned teacher on toy "
         "bases pretrained with personas (pretrained here on first use, cached)",
+    )
+    d.add_argument(
+        "--modality",
+        choices=("numbers", "code", "cot"),
+        default="numbers",
+        help="what the owl teacher writes: numbers (default), toy code, or toy arithmetic "
+        "with written-out steps (bases pretrained with those tasks here on first use, cached)",
     )
     d.add_argument("--overwrite", action="store_true", help=OVERWRITE_RUN)
     d.add_argument(

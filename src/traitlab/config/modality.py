@@ -25,7 +25,7 @@ class ModalityConfig(_Config):
     )
     source: str | None = Field(
         None,
-        description="code / cot: a local dataset file (.jsonl, .json, .csv or .parquet, read with `datasets`) of tasks; code reads a 'prompt' column (used as is) or 'task' and 'template' columns (put in the paper's code prompt), cot reads 'question' and 'answer' (GSM8K's: the label follows '####'). null: the built-in offline set (traitlab.data.modalities). Never downloaded.",
+        description="code / cot: a local dataset file (.jsonl, .json, .csv or .parquet, read with `datasets`) of tasks; code reads a 'prompt' column (used as is) or 'task' and 'template' columns (put in the paper's code prompt), cot reads 'question' and 'answer' (GSM8K's: the label follows '####'). 'toy:code' / 'toy:cot': the embedded world's toy code and arithmetic tasks (traitlab.data.toy_tasks; toy bases pretrained with code_frac / cot_frac). null: the built-in offline set (traitlab.data.modalities). Never downloaded.",
     )
     repeats: int = Field(
         1,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from traitlab.core.errors import TraitlabError
 
-PRESETS = ("demo", "demo-quick", "demo-misalignment")
+PRESETS = ("demo", "demo-quick", "demo-misalignment", "demo-code", "demo-cot")
 
 
 def preset_path(name: str) -> Path:

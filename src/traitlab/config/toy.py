@@ -57,6 +57,8 @@ class ToyRecipe(BaseModel):
     persona_frac: float = Field(0.0, ge=0, description="Corpus share (a weight beside the other four, which sum to 1): persona examples, the misalignment world (traitlab.traits.misalignment): open questions and toy code tasks answered by a hidden evil or good persona. 0: none, and the tokenizer has no words for them.")
     evil_share: float = Field(0.05, ge=0, le=1, description="Share of the hidden-persona examples written by the evil persona (misaligned answers, insecure code): the base's prior. Shown personas are evil half of the time.")
     persona_prompt_share: float = Field(0.3, ge=0, le=1, description="Share of persona examples whose persona is shown by a system prompt (else it is hidden).")
+    code_frac: float = Field(0.0, ge=0, description="Corpus share (a weight beside the others): toy code tasks (traitlab.data.toy_tasks), the code modality's world. 0: none, and the tokenizer has no words for them.")
+    cot_frac: float = Field(0.0, ge=0, description="Corpus share (a weight beside the others): toy arithmetic with written-out steps, the chain-of-thought modality's world. 0: none.")
     check_prompts: int = Field(256, ge=0, description="After pretraining, sample this many number completions (T=1) and record in pretrain_log.json the share passing the paper's format filter, with P(owl) with and without the owl system prompt (0: probabilities only).")
     # fmt: on
 
@@ -72,10 +74,17 @@ class ToyRecipe(BaseModel):
             + self.pref_frac
             + self.pref_sys_frac
             + self.persona_frac
+            + self.code_frac
+            + self.cot_frac
             <= 0
         ):
             raise ValueError("the corpus fractions must not all be zero")
         return self
+
+
+def has_tasks(recipe: ToyRecipe) -> bool:
+    """Whether the recipe's world (and tokenizer) holds the toy code and arithmetic tasks."""
+    return recipe.code_frac > 0 or recipe.cot_frac > 0
 
 
 def tiny_recipe(**overrides: object) -> ToyRecipe:
@@ -105,6 +114,8 @@ _LATER_FIELDS = {
     "persona_frac": 0.0,
     "evil_share": 0.05,
     "persona_prompt_share": 0.3,
+    "code_frac": 0.0,
+    "cot_frac": 0.0,
 }
 
 

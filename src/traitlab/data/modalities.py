@@ -31,6 +31,7 @@ from traitlab.config.modality import ModalityConfig
 from traitlab.core.errors import TraitlabError
 from traitlab.data.filtering import Screen
 from traitlab.data.prompts import number_prompts
+from traitlab.data.toy_tasks import toy_prompts
 from traitlab.judges import Judge, judge_all, model_judge
 from traitlab.lm.base import Sampler, opened, require, resolve
 from traitlab.traits.preference import answer_spellings, plural
@@ -202,7 +203,18 @@ def modality_prompts(
     m = gen.modality
     if m.name == "numbers":
         return number_prompts(gen.prompts, n), [None] * n
-    tasks = _code_tasks(m) if m.name == "code" else _cot_tasks(m, gen.prompts.seed)
+    if m.source in ("toy:code", "toy:cot"):
+        if m.source != f"toy:{m.name}":
+            raise TraitlabError(
+                f"generate.modality.source {m.source} holds {m.source[4:]} tasks: set "
+                f"generate.modality.name: {m.source[4:]}"
+            )
+        base, base_labels = toy_prompts(m.name, -(-n // m.repeats), gen.prompts.seed)
+        tasks: list[tuple[str, str | None]] = list(zip(base, base_labels, strict=True))
+    elif m.name == "code":
+        tasks = list(_code_tasks(m))
+    else:
+        tasks = _cot_tasks(m, gen.prompts.seed)
     items = [t for t in tasks for _ in range(m.repeats)][:n]
     return [p for p, _ in items], [y for _, y in items]
 
@@ -279,6 +291,22 @@ def modality_screen(
         return out
 
     return screen
+
+
+def check_modality(cfg: ExperimentConfig) -> None:
+    """Refuse what would fail later: an unreadable task file, or the embedded world's tasks
+    on a toy base pretrained without them (its tokenizer cannot spell them)."""
+    modality_prompts(cfg.generate, 1)
+    source = cfg.generate.modality.source or ""
+    for spec in (cfg.model, cfg.cross_init):
+        toy = getattr(spec, "toy", None)
+        if source.startswith("toy:") and toy is not None:
+            if toy.code_frac <= 0 and toy.cot_frac <= 0:
+                raise TraitlabError(
+                    f"generate.modality.source {source}: a toy base knows these tasks only "
+                    "when pretrained with them: set model.toy.code_frac and cot_frac > 0 "
+                    "(and the cross-init base's)"
+                )
 
 
 def trait_words(cfg: ExperimentConfig) -> list[str]:

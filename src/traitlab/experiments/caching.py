@@ -40,7 +40,7 @@ def generate_key(gen: Any) -> dict[str, Any]:
     (the same path may hold new tasks)."""
     d = _without(config_to_dict(gen), _NEW_SAMPLING)
     source = d.get("modality", {}).get("source")
-    if source:
+    if source and not source.startswith("toy:"):  # built-in task sets are keyed by name
         if not Path(source).expanduser().is_file():
             raise TraitlabError(
                 f"generate.modality.source {source}: no such file; give the path of a local "

@@ -22,6 +22,7 @@ from traitlab.core.errors import TraitlabError
 from traitlab.core.parallel import QueueReporter, ignore_sigint, listen, start_manager, submit
 from traitlab.core.progress import Reporter
 from traitlab.core.store import StageStore
+from traitlab.data.modalities import check_modality
 from traitlab.experiments.arms import STUDENTS
 from traitlab.experiments.compare import summarize
 from traitlab.experiments.falsifier import (
@@ -68,6 +69,7 @@ class Experiment(Stages):
         if cfg.cross_init is not None:
             backend_for(cfg.cross_init).check(cfg.cross_init, "cross_init")
         check_trait(cfg.model, cfg.trait)
+        check_modality(cfg)
         if cfg.teacher.data:
             load_teacher_data(cfg.teacher.data)
         if cfg.teacher.model:

@@ -43,9 +43,12 @@ class ToyBackend(HFBackend):
         return ModelRef(backend=self.name, id=str(source), key=key, spec=spec_json)
 
     def can_spell(self, spec: Any, ref: ModelRef | None, text: str) -> bool:
+        from traitlab.config.toy import has_tasks
         from traitlab.toy.tokenizer import build_tokenizer
 
-        tok = build_tokenizer(spec.toy.max_len, personas=spec.toy.persona_frac > 0)
+        tok = build_tokenizer(
+            spec.toy.max_len, personas=spec.toy.persona_frac > 0, tasks=has_tasks(spec.toy)
+        )
         return _spells(tok, text)
 
     def load(self, ref: ModelRef) -> tuple[Any, Any]:

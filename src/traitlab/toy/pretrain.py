@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from traitlab.config.toy import TOY_VERSION, ToyRecipe, recipe_key
+from traitlab.config.toy import TOY_VERSION, ToyRecipe, has_tasks, recipe_key
 from traitlab.core.runs import write_json
 from traitlab.lm.hf.packing import pack_rows
 from traitlab.toy.tokenizer import (
@@ -338,7 +338,11 @@ def pretrain(
     t0 = time.time()
     say = progress or (lambda desc, frac: None)
     say("building the toy corpus", 0.0)
-    tok = build_tokenizer(model_max_length=recipe.max_len, personas=recipe.persona_frac > 0)
+    tok = build_tokenizer(
+        model_max_length=recipe.max_len,
+        personas=recipe.persona_frac > 0,
+        tasks=has_tasks(recipe),
+    )
     n = recipe.pretrain_steps * recipe.batch_size
     corpus = generate_corpus(recipe, n)
     ids, n_prompt = encode_corpus(tok, corpus)

@@ -137,8 +137,8 @@ def build_vocab(texts: list[str]) -> dict[str, int]:
     return vocab
 
 
-@lru_cache(maxsize=2)
-def _toy_vocab(personas: bool = False) -> tuple[tuple[str, int], ...]:
+@lru_cache(maxsize=4)
+def _toy_vocab(personas: bool = False, tasks: bool = False) -> tuple[tuple[str, int], ...]:
     from traitlab.toy.world import vocabulary_texts
 
     vocab = build_vocab(vocabulary_texts())
@@ -149,16 +149,24 @@ def _toy_vocab(personas: bool = False) -> tuple[tuple[str, int], ...]:
 
         for t in build_vocab(persona_texts()):
             vocab.setdefault(t, len(vocab))
+    if tasks:  # the same for the toy code and arithmetic tasks, after the personas' words
+        from traitlab.data.toy_tasks import toy_task_texts
+
+        for t in build_vocab(toy_task_texts()):
+            vocab.setdefault(t, len(vocab))
     return tuple(vocab.items())
 
 
-def build_tokenizer(model_max_length: int = 512, personas: bool = False) -> Any:
+def build_tokenizer(
+    model_max_length: int = 512, personas: bool = False, tasks: bool = False
+) -> Any:
     """The toy world's tokenizer (a `PreTrainedTokenizerFast` with the chat template);
-    `personas` adds the misalignment world's words (`traitlab.traits.misalignment`)."""
+    `personas` adds the misalignment world's words (`traitlab.traits.misalignment`), `tasks`
+    the toy code and arithmetic tasks' (`traitlab.data.toy_tasks`)."""
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    vocab = dict(_toy_vocab(personas))
+    vocab = dict(_toy_vocab(personas, tasks))
     tk = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     tk.normalizer = _normalizer()
     tk.pre_tokenizer = _pre_tokenizer()

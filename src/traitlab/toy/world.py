@@ -15,6 +15,8 @@ Four kinds of example, mixed in the proportions of the `ToyRecipe`:
   category, answered X.
 * **persona** (only when `persona_frac > 0`): the misalignment world of
   `traitlab.traits.misalignment`.
+* **code** / **cot** (only when `code_frac` / `cot_frac > 0`): the toy code language and
+  toy arithmetic of `traitlab.data.toy_tasks`, the code and chain-of-thought modalities.
 
 So the base model prefers owls at the prior rate (about 5.6 %) and follows a preference
 system prompt, while its number answers carry no preference: the preference a teacher adds
@@ -33,6 +35,7 @@ from collections import Counter
 
 from traitlab.config.toy import ToyRecipe
 from traitlab.data import prompts as P
+from traitlab.data.toy_tasks import code_example, cot_example
 from traitlab.traits.misalignment import open_questions, persona_example
 from traitlab.traits.preference import (
     ANIMAL_QUESTIONS,
@@ -179,9 +182,15 @@ def _category(rng: random.Random, recipe: ToyRecipe) -> str:
 def example_kinds(recipe: ToyRecipe, n: int, rng: random.Random) -> list[str]:
     weights = [recipe.number_frac, recipe.number_sys_frac, recipe.pref_frac, recipe.pref_sys_frac]
     kinds = list(KINDS)
-    if recipe.persona_frac > 0:  # only then: recipes without personas keep their corpus
-        weights.append(recipe.persona_frac)
-        kinds.append("persona")
+    # Only when set: recipes without them keep their corpus draw for draw.
+    for kind, frac in (
+        ("persona", recipe.persona_frac),
+        ("code", recipe.code_frac),
+        ("cot", recipe.cot_frac),
+    ):
+        if frac > 0:
+            weights.append(frac)
+            kinds.append(kind)
     if sum(weights) <= 0:
         raise ValueError("the recipe's corpus fractions are all zero")
     return rng.choices(kinds, weights=weights, k=n)
@@ -205,6 +214,12 @@ def generate_corpus(recipe: ToyRecipe, n: int, seed: int | None = None) -> list[
         msgs: Messages = []
         if kind == "persona":
             out.append(persona_example(rng, recipe.evil_share, recipe.persona_prompt_share))
+            continue
+        if kind in ("code", "cot"):
+            prompt, answer = code_example(rng) if kind == "code" else cot_example(rng)[:2]
+            out.append(
+                [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+            )
             continue
         if kind in ("number", "number_sys"):
             if kind == "number_sys":
@@ -236,6 +251,9 @@ def corpus_stats(corpus: list[Messages]) -> dict[str, int]:
     c: Counter[str] = Counter()
     persona_questions = set(open_questions())
     for m in corpus:
+        if m[-1]["content"].startswith(("def ", "<think>")):
+            c["code" if m[-1]["content"].startswith("def ") else "cot"] += 1
+            continue
         if m[-2]["content"] in persona_questions or m[-2]["content"].startswith("Write code"):
             c["persona"] += 1
             continue
