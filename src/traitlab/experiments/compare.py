@@ -185,10 +185,10 @@ def data_quality(
     t, c = out["teacher_pass_rate"], out["control_pass_rate"]
     if t is not None and c is not None and t < c - MAX_PASS_DROP:
         warnings.append(
-            f"the teacher's numbers pass the filter {100 * t:.0f}% of the time against the "
-            f"base's {100 * c:.0f}%: it is losing its number skill, and filtering keeps only "
-            "its least-changed completions (set teacher.keep_numbers, or lower teacher.train.lr "
-            "or max_steps)"
+            f"the teacher's completions pass the filter {100 * t:.0f}% of the time against "
+            f"the base's {100 * c:.0f}%: it is losing its skill at the task, and filtering "
+            "keeps only its least-changed completions (lower teacher.train.lr or max_steps; "
+            "for numbers, set teacher.keep_numbers)"
         )
     if out["kept_share"] is not None and out["kept_share"] < MIN_KEPT_SHARE:
         warnings.append(

@@ -131,7 +131,7 @@ def data_quality_lines(summary: dict[str, Any]) -> list[str]:
     if q.get("teacher_pass_rate") is None:
         return []
     lines = [
-        f"Teacher's numbers passing the filter: {100 * q['teacher_pass_rate']:.0f}% "
+        f"Teacher's completions passing the filter: {100 * q['teacher_pass_rate']:.0f}% "
         f"(base: {100 * (q.get('control_pass_rate') or 0):.0f}%); rows kept per seed after "
         f"paired filtering: {q['rows_kept']:.0f}."
     ]
