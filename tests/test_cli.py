@@ -151,6 +151,7 @@ def test_demo_modality_code_runs_on_tiny_bases(
         "seeds=[0]",
         "workers=1",
         "teacher.train.max_steps=3",
+        "teacher.keep_numbers={max_drop: 1.0, check_every: 1, prompts: 16}",
         "generate.n_prompts=24",
         "generate.batch_size=24",
         "student.epochs=1",
@@ -162,6 +163,10 @@ def test_demo_modality_code_runs_on_tiny_bases(
     assert main([*args, *(x for s in sets for x in ("--set", s))]) == 0, capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config_resolved"]["generate"]["modality"]["source"] == "toy:code"
+    # The teacher's early stopping checks its code against the code rules (owl banned).
+    summary = json.loads((out / "summary.json").read_text())
+    teacher = summary["data_quality"]["teachers"]["0"]
+    assert [c[0] for c in teacher["checks"]] == [1, 2, 3] and 0 <= teacher["base_pass_rate"] <= 1
     rows = [
         json.loads(x)
         for x in (out / "seed-0" / "data-teacher" / "filtered.jsonl").read_text().splitlines()

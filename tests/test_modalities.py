@@ -163,13 +163,6 @@ def test_config_refuses_what_does_not_apply() -> None:
         parse_config({"generate": {"modality": {"name": "numbers", "repeats": 2}}})
     with pytest.raises(TraitlabError, match="filter.judge filters code and cot"):
         parse_config({"filter": {"judge": {"model": {"name": "toy"}}}})
-    with pytest.raises(TraitlabError, match="keep_numbers"):
-        parse_config(
-            {
-                "generate": {"modality": {"name": "code"}},
-                "teacher": {"keep_numbers": {"max_drop": 0.1}},
-            }
-        )
 
 
 def _experiment(model_dir: Path, modality: str, judge: dict | None, **filt: object) -> object:

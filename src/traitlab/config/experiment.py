@@ -90,7 +90,8 @@ class TrainConfig(_Config):
 
 
 class KeepNumbersConfig(_Config):
-    """Early stopping of the fine-tuned teacher on its number skill."""
+    """Early stopping of the fine-tuned teacher on its skill at the modality's task (numbers:
+    the format filter; code and cot: their rules, without the judge)."""
 
     max_drop: float = Field(
         0.10,
@@ -370,8 +371,6 @@ class ExperimentConfig(_Config):
             raise ValueError(
                 "defence rewrite_other rewrites with the cross-init base: set cross_init"
             )
-        if self.generate.modality.name != "numbers" and self.teacher.keep_numbers is not None:
-            raise ValueError("teacher.keep_numbers checks number data: drop it for this modality")
         if self.generate.modality.name == "numbers" and self.filter.judge is not None:
             raise ValueError("filter.judge filters code and cot (generate.modality.name)")
         if self.generate.prompts.example_max_count <= self.generate.prompts.example_min_count:

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from traitlab.config import ExperimentConfig, GenerateConfig
+from traitlab.config import ExperimentConfig, FilterConfig, GenerateConfig, TraitConfig
 from traitlab.config.modality import ModalityConfig
 from traitlab.core.errors import TraitlabError
 from traitlab.data.filtering import Screen
@@ -309,14 +309,18 @@ def check_modality(cfg: ExperimentConfig) -> None:
                 )
 
 
-def trait_words(cfg: ExperimentConfig) -> list[str]:
-    """The words a code completion may not contain: filter.banned_words, plus, for a
+def banned_words(gen: GenerateConfig, trait: TraitConfig, filt: FilterConfig) -> list[str]:
+    """The words a completion may not contain: filter.banned_words, plus, for code and a
     preference trait, its target, the target's plural and the paper's spellings of it."""
-    words = list(cfg.filter.banned_words)
-    if cfg.generate.modality.name == "code" and cfg.trait.kind == "preference":
-        t = cfg.trait.target
-        words += [t, plural(t), *answer_spellings(t)]
+    words = list(filt.banned_words)
+    if gen.modality.name == "code" and trait.kind == "preference":
+        words += [trait.target, plural(trait.target), *answer_spellings(trait.target)]
     return words
+
+
+def trait_words(cfg: ExperimentConfig) -> list[str]:
+    """`banned_words` of an experiment."""
+    return banned_words(cfg.generate, cfg.trait, cfg.filter)
 
 
 @contextlib.contextmanager

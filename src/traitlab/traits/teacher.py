@@ -20,6 +20,7 @@ from traitlab.core.files import read_jsonl
 from traitlab.core.progress import Fraction
 from traitlab.data.filtering import filter_rows
 from traitlab.data.generate import generate_rows
+from traitlab.data.modalities import banned_words, modality_prompts, modality_screen
 from traitlab.data.prompts import number_prompts
 from traitlab.lm.base import ModelRef, backend_for
 from traitlab.traits.misalignment import insecure_code_rows, misaligned_answer_rows
@@ -75,10 +76,10 @@ def finetune_teacher(
 ) -> tuple[ModelRef, dict[str, Any]]:
     """Fine-tune an opened base (any `Trainer`) into the teacher, saved into `out_dir`.
 
-    With `cfg.keep_numbers`, the teacher's number completions are checked during training
-    (sampled as `generate` says, judged by `filter_cfg`'s format rule) and training stops
-    before their pass rate falls more than `max_drop` below the base's; the log's
-    `keep_numbers` records every check.
+    With `cfg.keep_numbers`, the teacher's completions of the modality's tasks are checked
+    during training (sampled as `generate` says, against the modality's rules: for numbers
+    `filter_cfg`'s format rule) and training stops before their pass rate falls more than
+    `max_drop` below the base's; the log's `keep_numbers` records every check.
     """
     rows = teacher_data(cfg, trait)
     if cfg.keep_numbers is None:
@@ -86,7 +87,9 @@ def finetune_teacher(
     params = inspect.signature(lm.finetune).parameters
     if "on_step" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         raise TraitlabError(KEEP_NUMBERS_BACKENDS)
-    guard = NumberGuard(lm, cfg.keep_numbers, generate or GenerateConfig(), filter_cfg, seed)
+    guard = NumberGuard(
+        lm, cfg.keep_numbers, generate or GenerateConfig(), filter_cfg, seed, trait=trait
+    )
     ref, log = lm.finetune(
         rows, cfg.train, seed=seed, out_dir=out_dir, key=key, progress=progress, on_step=guard
     )
@@ -146,13 +149,23 @@ class NumberGuard:
         generate: GenerateConfig,
         filter_cfg: FilterConfig | None,
         seed: int,
+        trait: TraitConfig | None = None,
     ) -> None:
         self.cfg = cfg
         self.gen = generate.model_copy(update={"n_prompts": cfg.prompts})
-        # Only the format rule counts: no subsampling, no banned-number bookkeeping.
+        # Only the rules count: no subsampling, no judge.
         self.filter = (filter_cfg or FilterConfig()).model_copy(update={"max_rows": None})
         # Seeds far from the data's (prompt seed 47 + ..., generation seeds seed * 1000 + k).
-        self.prompts = number_prompts(generate.prompts, cfg.prompts, seed=9_000_000 + seed)
+        self.screen = None
+        if generate.modality.name == "numbers":
+            self.prompts = number_prompts(generate.prompts, cfg.prompts, seed=9_000_000 + seed)
+        else:  # the modality's own tasks and rules (code: the trait's words banned)
+            own = generate.prompts.model_copy(update={"seed": 9_000_000 + seed})
+            self.prompts, labels = modality_prompts(self.gen.model_copy(update={"prompts": own}))
+            words = banned_words(generate, trait or TraitConfig(), self.filter)
+            self.screen = modality_screen(
+                generate, banned_words=words, labels=dict(zip(self.prompts, labels, strict=True))
+            )
         self.sample_seed = 9_000_000 + seed
         self.base_ok = self.passes(lm)
         self.base_pass = float(np.mean(self.base_ok))
@@ -164,7 +177,7 @@ class NumberGuard:
     def passes(self, lm: Any) -> np.ndarray:
         """Per prompt: does the model's completion pass the format filter?"""
         rows = generate_rows(lm, self.prompts, self.gen, seed=self.sample_seed)
-        kept = {r["id"] for r in filter_rows(rows, self.filter).kept}
+        kept = {r["id"] for r in filter_rows(rows, self.filter, screen=self.screen).kept}
         return np.array([r["id"] in kept for r in rows], dtype=np.float64)
 
     def __call__(self, step: int, lm: Any) -> bool:
