@@ -187,8 +187,8 @@ def data_quality(
         warnings.append(
             f"the teacher's completions pass the filter {100 * t:.0f}% of the time against "
             f"the base's {100 * c:.0f}%: it is losing its skill at the task, and filtering "
-            "keeps only its least-changed completions (lower teacher.train.lr or max_steps; "
-            "for numbers, set teacher.keep_numbers)"
+            "keeps only its least-changed completions (set teacher.keep_numbers, or lower "
+            "teacher.train.lr or max_steps)"
         )
     if out["kept_share"] is not None and out["kept_share"] < MIN_KEPT_SHARE:
         warnings.append(
