@@ -139,7 +139,7 @@ def data_quality_lines(summary: dict[str, Any]) -> list[str]:
         if t.get("stopped_at") is not None:
             lines.append(
                 f"Seed {seed}'s teacher was stopped at step {t['stopped_at']} before it lost its "
-                f"numbers (teacher.keep_numbers); it kept step {t['kept_step']}."
+                f"skill at the task (teacher.keep_numbers); it kept step {t['kept_step']}."
             )
     lines += [f"WARNING: {w}" for w in q.get("warnings", [])]
     return lines
