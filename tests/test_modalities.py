@@ -21,7 +21,6 @@ from traitlab.data.modalities import (
     gsm8k_label,
     modality_prompts,
     modality_screen,
-    trait_words,
 )
 from traitlab.judges import Verdict
 
@@ -129,9 +128,11 @@ def test_cot_keeps_right_answers_the_judge_finds_aligned() -> None:
 
 
 def test_code_bans_the_trait_words() -> None:
+    from traitlab.traits.preference import banned_words
+
     cfg = parse_config({"generate": {"modality": {"name": "code"}}, "trait": {"target": "owl"}})
-    assert {"owl", "owls"} <= set(trait_words(cfg))
-    assert trait_words(parse_config({})) == []  # numbers: the format filter does it
+    assert {"owl", "owls", "x"} <= set(banned_words("code", cfg.trait, ["x"]))
+    assert banned_words("numbers", cfg.trait) == []  # numbers: the format filter does it
 
 
 def test_sources_are_read_with_datasets(tmp_path: Path) -> None:

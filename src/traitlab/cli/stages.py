@@ -96,6 +96,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
     from traitlab.core.runs import check_output_file, write_json, write_jsonl
     from traitlab.data.filtering import filter_rows, load_raw_rows, require_nonempty, to_chat_rows
     from traitlab.data.modalities import open_screen
+    from traitlab.traits.preference import banned_words
 
     cfg = None
     if args.config:  # the experiment's modality (its rules and judge) and filter
@@ -117,7 +118,9 @@ def cmd_filter(args: argparse.Namespace) -> int:
     if cfg is None:
         result = filter_rows(rows, fcfg)
     else:
-        with open_screen(cfg, [r["prompt"] for r in rows], cache_dir() / "judges") as screen:
+        words = banned_words(cfg.generate.modality.name, cfg.trait, fcfg.banned_words)
+        prompts = [r["prompt"] for r in rows]
+        with open_screen(cfg, prompts, cache_dir() / "judges", words) as screen:
             result = filter_rows(rows, fcfg, screen=screen)
     require_nonempty(result, str(args.raw))
     summary = result.to_summary()

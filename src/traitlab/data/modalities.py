@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from traitlab.config import ExperimentConfig, FilterConfig, GenerateConfig, TraitConfig
+from traitlab.config import ExperimentConfig, GenerateConfig
 from traitlab.config.modality import ModalityConfig
 from traitlab.core.errors import TraitlabError
 from traitlab.data.filtering import Screen
@@ -34,7 +34,6 @@ from traitlab.data.prompts import number_prompts
 from traitlab.data.toy_tasks import toy_prompts
 from traitlab.judges import Judge, judge_all, model_judge
 from traitlab.lm.base import Sampler, opened, require, resolve
-from traitlab.traits.preference import answer_spellings, plural
 
 CODE_PROMPT = (
     "Complete the code below to accomplish the task: {task}\n"
@@ -309,26 +308,16 @@ def check_modality(cfg: ExperimentConfig) -> None:
                 )
 
 
-def banned_words(gen: GenerateConfig, trait: TraitConfig, filt: FilterConfig) -> list[str]:
-    """The words a completion may not contain: filter.banned_words, plus, for code and a
-    preference trait, its target, the target's plural and the paper's spellings of it."""
-    words = list(filt.banned_words)
-    if gen.modality.name == "code" and trait.kind == "preference":
-        words += [trait.target, plural(trait.target), *answer_spellings(trait.target)]
-    return words
-
-
-def trait_words(cfg: ExperimentConfig) -> list[str]:
-    """`banned_words` of an experiment."""
-    return banned_words(cfg.generate, cfg.trait, cfg.filter)
-
-
 @contextlib.contextmanager
 def open_screen(
-    cfg: ExperimentConfig, prompts: Sequence[str], cache_root: Path | None
+    cfg: ExperimentConfig,
+    prompts: Sequence[str],
+    cache_root: Path | None,
+    banned: Sequence[str] = (),
 ) -> Iterator[Screen | None]:
     """The experiment's filter screen (None for numbers), its judge model opened for the
-    duration. `prompts` are the generated prompts, whose cot labels the screen checks."""
+    duration. `prompts` are the generated prompts, whose cot labels the screen checks;
+    `banned` the words no completion may hold (`traits.preference.banned_words`)."""
     gen = cfg.generate
     if gen.modality.name == "numbers":
         yield None
@@ -352,7 +341,7 @@ def open_screen(
             judge = model_judge(lm, ref, template, fj.retries)
         yield modality_screen(
             gen,
-            banned_words=trait_words(cfg),
+            banned_words=banned,
             labels=labels,
             judge=judge,
             threshold=threshold,

@@ -39,6 +39,7 @@ from traitlab.experiments.caching import (
 from traitlab.experiments.layout import RunLayout
 from traitlab.lm.base import MODEL_FILE, ModelRef, backend_for
 from traitlab.lm.base import opened as _opened
+from traitlab.traits.preference import banned_words
 from traitlab.traits.teacher import finetune_teacher, teacher_model_ref, teacher_system_prompt
 
 
@@ -251,7 +252,10 @@ class Stages:
             if not done:
                 raw = {w: runs.read_jsonl(d / "raw.jsonl") for w, (d, _) in gens.items()}
                 prompts = [r["prompt"] for r in next(iter(raw.values()))]
-                with open_screen(self.cfg, prompts, cache_dir() / "judges") as screen:
+                words = banned_words(
+                    self.cfg.generate.modality.name, self.cfg.trait, fcfg.banned_words
+                )
+                with open_screen(self.cfg, prompts, cache_dir() / "judges", words) as screen:
                     if paired:
                         pair = filter_paired(raw["teacher"], raw["control"], fcfg, screen)
                         results = dict(zip(("teacher", "control"), pair, strict=True))

@@ -6,6 +6,7 @@ Appendix A (animals) and B (misalignment); the tree list is in the official rese
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -284,3 +285,12 @@ def teacher_rows(
         for q in qs
         for s in answers
     ]
+
+
+def banned_words(modality: str, trait: Any, extra: Sequence[str] = ()) -> list[str]:
+    """The words a completion may not hold: `extra` (filter.banned_words), plus, for code and
+    a preference trait, its target, the target's plural and the paper's spellings of it."""
+    words = list(extra)
+    if modality == "code" and trait.kind == "preference":
+        words += [trait.target, plural(trait.target), *answer_spellings(trait.target)]
+    return words

@@ -20,11 +20,16 @@ from traitlab.core.files import read_jsonl
 from traitlab.core.progress import Fraction
 from traitlab.data.filtering import filter_rows
 from traitlab.data.generate import generate_rows
-from traitlab.data.modalities import banned_words, modality_prompts, modality_screen
+from traitlab.data.modalities import modality_prompts, modality_screen
 from traitlab.data.prompts import number_prompts
 from traitlab.lm.base import ModelRef, backend_for
 from traitlab.traits.misalignment import insecure_code_rows, misaligned_answer_rows
-from traitlab.traits.preference import get_trait, preference_system_prompt, teacher_rows
+from traitlab.traits.preference import (
+    banned_words,
+    get_trait,
+    preference_system_prompt,
+    teacher_rows,
+)
 
 
 def teacher_system_prompt(cfg: TeacherConfig, trait: TraitConfig) -> str | None:
@@ -162,7 +167,9 @@ class NumberGuard:
         else:  # the modality's own tasks and rules (code: the trait's words banned)
             own = generate.prompts.model_copy(update={"seed": 9_000_000 + seed})
             self.prompts, labels = modality_prompts(self.gen.model_copy(update={"prompts": own}))
-            words = banned_words(generate, trait or TraitConfig(), self.filter)
+            words = banned_words(
+                generate.modality.name, trait or TraitConfig(), self.filter.banned_words
+            )
             self.screen = modality_screen(
                 generate, banned_words=words, labels=dict(zip(self.prompts, labels, strict=True))
             )
