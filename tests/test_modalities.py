@@ -314,3 +314,24 @@ def test_toy_task_prompts_and_their_checks() -> None:
     cfg = parse_config({"generate": {"modality": {"name": "code", "source": "toy:code"}}})
     with pytest.raises(TraitlabError, match="code_frac and cot_frac > 0"):
         check_modality(cfg)
+
+
+def test_the_dry_run_counts_the_judges() -> None:
+    from traitlab.experiments.plan import plan
+
+    judge = {"backend": "openai", "name": "j", "price_per_million": {"input": 1.0}}
+    cfg = parse_config(
+        {
+            "seeds": [0, 1],
+            "generate": {"modality": {"name": "code"}, "n_prompts": 10},
+            "filter": {"judge": {"model": judge}},
+            "trait": {"kind": "misalignment", "misaligned_answers": ["harm"]},
+            "teacher": {"kind": "model", "model": "owner/name"},
+            "evaluate": {"methods": ["judged"], "judge": {"kind": "model", "model": judge}},
+        }
+    )
+    p = plan(cfg)
+    rows = {k.split(" (")[0]: v for k, v in p.items()}
+    assert rows["filter.judge"]["requests"] == {"filter judge": 2 * 2 * 10}
+    assert rows["filter.judge"]["cost_usd"] > 0
+    assert rows["evaluate.judge"]["requests"]["judge"] > 0

@@ -29,8 +29,11 @@ def plan(cfg: ExperimentConfig) -> dict[str, Any]:
     seeds = len(cfg.seeds)
     per: dict[str, dict[str, Any]] = {}
 
-    def add(spec: Any, kind: str, requests: int, inp: int, out: int, train: int = 0) -> None:
-        field = "cross_init" if spec is cfg.cross_init and spec is not cfg.model else "model"
+    def add(
+        spec: Any, kind: str, requests: int, inp: int, out: int, train: int = 0, field: str = ""
+    ) -> None:
+        if not field:
+            field = "cross_init" if spec is cfg.cross_init and spec is not cfg.model else "model"
         name = f"{field} ({spec.backend} {getattr(spec, 'name', '')})"
         row = per.setdefault(name, {"requests": {}, "input": 0, "output": 0, "training": 0})
         row["requests"][kind] = row["requests"].get(kind, 0) + requests
@@ -43,6 +46,13 @@ def plan(cfg: ExperimentConfig) -> dict[str, Any]:
         e = cfg.evaluate
         if "exact" in e.methods:
             add(spec, "evaluation", models * len(questions), models * q_tokens, 0)
+        if "judged" in e.methods:  # sampled answers, then two judges per answer
+            n = models * len(questions) * e.samples_per_question
+            add(spec, "evaluation", n, n * q_tokens // max(1, len(questions)), n * e.max_new_tokens)
+        if "judged" in e.methods and e.judge is not None and e.judge.kind == "model":
+            n = 2 * models * len(questions) * e.samples_per_question
+            per_call = 300 + q_tokens // max(1, len(questions)) + e.max_new_tokens
+            add(e.judge.model, "judge", n, n * per_call, n * 6, field="evaluate.judge")
         if "sampled" in e.methods:
             n = e.samples_per_question
             add(
@@ -71,6 +81,10 @@ def plan(cfg: ExperimentConfig) -> dict[str, Any]:
     row_tokens = int(
         kept * (prompt_tokens / max(1, len(prompts)) + cfg.generate.max_new_tokens / 2)
     )
+    if cfg.filter.judge is not None:  # at most every completion, teacher's and control's
+        n = 2 * seeds * cfg.generate.n_prompts
+        per_call = 300 + prompt_tokens // max(1, len(prompts)) + cfg.generate.max_new_tokens
+        add(cfg.filter.judge.model, "filter judge", n, n * per_call, n * 6, field="filter.judge")
     evaluations(base, 1 + seeds)  # the base, and each seed's teacher
     for arm in STUDENTS:
         spec = base if arm.base == "base" else cfg.cross_init
