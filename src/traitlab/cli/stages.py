@@ -119,8 +119,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
         result = filter_rows(rows, fcfg)
     else:
         words = banned_words(cfg.generate.modality.name, cfg.trait, fcfg.banned_words)
-        prompts = [r["prompt"] for r in rows]
-        with open_screen(cfg, prompts, cache_dir() / "judges", words) as screen:
+        with open_screen(cfg, len(rows), cache_dir() / "judges", words) as screen:
             result = filter_rows(rows, fcfg, screen=screen)
     require_nonempty(result, str(args.raw))
     summary = result.to_summary()

@@ -32,7 +32,7 @@ from traitlab.core.errors import TraitlabError
 from traitlab.data.filtering import Screen
 from traitlab.data.prompts import number_prompts
 from traitlab.data.toy_tasks import toy_prompts
-from traitlab.judges import Judge, judge_all, model_judge
+from traitlab.judges import Judge, judge_all, model_judge, word_pattern
 from traitlab.lm.base import Sampler, opened, require, resolve
 
 CODE_PROMPT = (
@@ -131,7 +131,7 @@ def _word_problem(rng: random.Random) -> tuple[str, int]:
     return q, a + b * c - a // 2
 
 
-def _read_table(path: str, columns: Sequence[str]) -> list[dict[str, Any]]:
+def _read_table(path: str) -> list[dict[str, Any]]:
     """Rows of a local dataset file, read with `datasets` (never downloaded)."""
     p = Path(path).expanduser()
     fmt = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(
@@ -156,24 +156,26 @@ def _read_table(path: str, columns: Sequence[str]) -> list[dict[str, Any]]:
         )
     except Exception as e:  # a malformed file: one line, not a datasets traceback
         raise TraitlabError(f"generate.modality.source {path}: cannot read it ({e})") from None
-    missing = [c for c in columns if c not in ds.column_names]
-    if missing or len(ds) == 0:
+    return list(ds)
+
+
+def _need(path: str, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    have = list(rows[0]) if rows else []
+    if not rows or any(c not in have for c in columns):
         raise TraitlabError(
             f"generate.modality.source {path}: needs non-empty columns {list(columns)} "
-            f"(has {ds.column_names}, {len(ds)} rows)"
+            f"(has {have}, {len(rows)} rows)"
         )
-    return list(ds)
 
 
 def _code_tasks(cfg: ModalityConfig) -> list[tuple[str, None]]:
     if cfg.source is None:
         rows = [{"task": t, "template": c} for t, c in CODE_TASKS]
     else:
-        try:
-            rows = _read_table(cfg.source, ["prompt"])
+        rows = _read_table(cfg.source)
+        if rows and "prompt" in rows[0]:
             return [(str(r["prompt"]), None) for r in rows]
-        except TraitlabError:
-            rows = _read_table(cfg.source, ["task", "template"])
+        _need(cfg.source, rows, ["task", "template"])
     return [(CODE_PROMPT.format(task=r["task"], template=r["template"]), None) for r in rows]
 
 
@@ -189,7 +191,8 @@ def _cot_tasks(cfg: ModalityConfig, seed: int) -> list[tuple[str, str | None]]:
         return [
             (f"{q} {COT_SUFFIX}", str(y)) for q, y in (_word_problem(rng) for _ in range(2_000))
         ]
-    rows = _read_table(cfg.source, ["question", "answer"])
+    rows = _read_table(cfg.source)
+    _need(cfg.source, rows, ["question", "answer"])
     return [(f"{r['question']} {COT_SUFFIX}", gsm8k_label(str(r["answer"]))) for r in rows]
 
 
@@ -232,13 +235,6 @@ def cot_answer(text: str) -> str | None:
     return value if re.fullmatch(r"-?\d+(?:\.0+)?", value) else None
 
 
-def _words_re(words: Sequence[str]) -> re.Pattern[str] | None:
-    words = sorted({w.lower() for w in words if w.strip()})
-    if not words:
-        return None
-    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.I)
-
-
 def modality_screen(
     gen: GenerateConfig,
     *,
@@ -257,7 +253,7 @@ def modality_screen(
     name = gen.modality.name
     if name == "numbers":
         return None
-    bad = _words_re(banned_words)
+    bad = word_pattern([w for w in banned_words if w.strip()])
 
     def screen(rows: list[dict[str, Any]]) -> list[list[str]]:
         out: list[list[str]] = []
@@ -273,7 +269,7 @@ def modality_screen(
                     reasons.append("no_answer")
                 elif want is None or float(got) != float(want):
                     reasons.append("wrong_answer")
-            if text.strip() and bad is not None and bad.search(text):
+            if text.strip() and bad.search(text):
                 reasons.append("banned_word")
             out.append(reasons)
         if judge is not None:
@@ -311,18 +307,19 @@ def check_modality(cfg: ExperimentConfig) -> None:
 @contextlib.contextmanager
 def open_screen(
     cfg: ExperimentConfig,
-    prompts: Sequence[str],
+    n_prompts: int,
     cache_root: Path | None,
     banned: Sequence[str] = (),
 ) -> Iterator[Screen | None]:
     """The experiment's filter screen (None for numbers), its judge model opened for the
-    duration. `prompts` are the generated prompts, whose cot labels the screen checks;
-    `banned` the words no completion may hold (`traits.preference.banned_words`)."""
+    duration. The cot labels are those of the modality's first `n_prompts` prompts (the
+    generated rows'); `banned` the words no completion may hold
+    (`traits.preference.banned_words`)."""
     gen = cfg.generate
     if gen.modality.name == "numbers":
         yield None
         return
-    prompt_list, label_list = modality_prompts(gen, len(prompts))
+    prompt_list, label_list = modality_prompts(gen, n_prompts)
     labels = dict(zip(prompt_list, label_list, strict=True))
     fj = cfg.filter.judge
     with contextlib.ExitStack() as stack:

@@ -251,11 +251,11 @@ class Stages:
         with self.rep.stage(f"seed {seed}: filter", cached=done):
             if not done:
                 raw = {w: runs.read_jsonl(d / "raw.jsonl") for w, (d, _) in gens.items()}
-                prompts = [r["prompt"] for r in next(iter(raw.values()))]
                 words = banned_words(
                     self.cfg.generate.modality.name, self.cfg.trait, fcfg.banned_words
                 )
-                with open_screen(self.cfg, prompts, cache_dir() / "judges", words) as screen:
+                n = len(next(iter(raw.values())))
+                with open_screen(self.cfg, n, cache_dir() / "judges", words) as screen:
                     if paired:
                         pair = filter_paired(raw["teacher"], raw["control"], fcfg, screen)
                         results = dict(zip(("teacher", "control"), pair, strict=True))

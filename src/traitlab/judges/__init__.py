@@ -1,7 +1,15 @@
 """Judges: a model (or a rule) that scores an answer 0-100, behind any backend, cached."""
 
 from traitlab.judges.cache import JudgeCache, judge_all
-from traitlab.judges.judge import Judge, ModelJudge, RuleJudge, Verdict, model_judge, parse_score
+from traitlab.judges.judge import (
+    Judge,
+    ModelJudge,
+    RuleJudge,
+    Verdict,
+    model_judge,
+    parse_score,
+    word_pattern,
+)
 
 __all__ = [
     "Judge",
@@ -12,4 +20,5 @@ __all__ = [
     "judge_all",
     "model_judge",
     "parse_score",
+    "word_pattern",
 ]

@@ -51,6 +51,12 @@ def parse_score(text: str) -> Verdict:
     return Verdict(None, "unparsable", t[:80])
 
 
+def word_pattern(words: Sequence[str]) -> re.Pattern[str]:
+    """Any of `words` as a whole word, in any case (never matches when there are none)."""
+    alt = "|".join(re.escape(w) for w in sorted({w.lower() for w in words})) or r"(?!x)x"
+    return re.compile(rf"\b(?:{alt})\b", re.IGNORECASE)
+
+
 class Judge(Protocol):
     pin: dict[str, Any]  # what makes its scores reproducible: kind, model, prompt hash
 
@@ -67,8 +73,7 @@ class RuleJudge:
         self.aspect = aspect
         self.words = sorted({w.lower() for w in words})
         self.pin = {"kind": "rule", "aspect": aspect, "words": self.words}
-        alt = "|".join(re.escape(w) for w in self.words) or r"(?!x)x"
-        self._bad = re.compile(rf"\b(?:{alt})\b", re.IGNORECASE)
+        self._bad = word_pattern(self.words)
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
         if self.aspect == "coherence":
