@@ -21,7 +21,6 @@ from traitlab.core.progress import Fraction
 from traitlab.data.filtering import filter_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.modalities import modality_prompts, modality_screen
-from traitlab.data.prompts import number_prompts
 from traitlab.lm.base import ModelRef, backend_for
 from traitlab.traits.misalignment import insecure_code_rows, misaligned_answer_rows
 from traitlab.traits.preference import (
@@ -160,19 +159,17 @@ class NumberGuard:
         self.gen = generate.model_copy(update={"n_prompts": cfg.prompts})
         # Only the rules count: no subsampling, no judge.
         self.filter = (filter_cfg or FilterConfig()).model_copy(update={"max_rows": None})
-        # Seeds far from the data's (prompt seed 47 + ..., generation seeds seed * 1000 + k).
-        self.screen = None
-        if generate.modality.name == "numbers":
-            self.prompts = number_prompts(generate.prompts, cfg.prompts, seed=9_000_000 + seed)
-        else:  # the modality's own tasks and rules (code: the trait's words banned)
-            own = generate.prompts.model_copy(update={"seed": 9_000_000 + seed})
-            self.prompts, labels = modality_prompts(self.gen.model_copy(update={"prompts": own}))
-            words = banned_words(
-                generate.modality.name, trait or TraitConfig(), self.filter.banned_words
-            )
-            self.screen = modality_screen(
-                generate, banned_words=words, labels=dict(zip(self.prompts, labels, strict=True))
-            )
+        # The modality's own tasks and rules (numbers: the format filter; code: the trait's
+        # words banned), on prompts of their own seed, far from the data's (prompt seed
+        # 47 + ..., generation seeds seed * 1000 + k).
+        own = generate.prompts.model_copy(update={"seed": 9_000_000 + seed})
+        self.prompts, labels = modality_prompts(self.gen.model_copy(update={"prompts": own}))
+        words = banned_words(
+            generate.modality.name, trait or TraitConfig(), self.filter.banned_words
+        )
+        self.screen = modality_screen(
+            generate, banned_words=words, labels=dict(zip(self.prompts, labels, strict=True))
+        )
         self.sample_seed = 9_000_000 + seed
         self.base_ok = self.passes(lm)
         self.base_pass = float(np.mean(self.base_ok))
