@@ -97,6 +97,36 @@ def test_a_judge_that_is_down_is_retried_then_stops_clearly() -> None:
     assert lm.calls == 3
 
 
+def test_a_judge_whose_tokenizer_splits_numbers_answers_greedily() -> None:
+    """Weighting "0" ... "100" needs one token each: a split-digit vocabulary (SmolLM2,
+    Llama) goes straight to the greedy answer, optionally constrained to digits (pinned)."""
+
+    class Split:
+        def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+            return [ord(c) for c in text]
+
+    class LM:
+        tokenizer = Split()
+
+        def __init__(self) -> None:
+            self.params: list[object] = []
+
+        def preference_probs(self, *a: object, **k: object) -> object:
+            raise AssertionError("101 option passes per prompt for nothing")
+
+        def complete(self, prompts, params, *, seed, progress=None):  # type: ignore[no-untyped-def]
+            self.params.append(params)
+            return ["12"] * len(prompts)
+
+    lm = LM()
+    plain = ModelJudge(lm, ALIGNMENT, model_id="m", prompt_sha="x")
+    assert not plain.weighted and plain.score([("q", "a")]) == [Verdict(12.0, None, "12")]
+    digits = ModelJudge(lm, ALIGNMENT, model_id="m", prompt_sha="x", numbers_only=True)
+    digits.score([("q", "a")])
+    assert [p.numbers_only for p in lm.params] == [False, True]  # type: ignore[attr-defined]
+    assert digits.pin["numbers_only"] is True and "numbers_only" not in plain.pin
+
+
 def test_judge_config_and_trait_checks() -> None:
     with pytest.raises(ValueError, match="needs evaluate.judge.model"):
         JudgeConfig(kind="model")
@@ -157,3 +187,66 @@ def test_a_misalignment_experiment_measured_by_judges(tmp_path: Path) -> None:
         rate = sum(r["misaligned"] for r in counted) / len(counted) if counted else 0.0
         assert j["per_question"][q] == pytest.approx(rate)
     assert isinstance(Verdict(1.0).score, float)
+
+
+def test_agreement_counts_and_kappa() -> None:
+    from traitlab.judges.agreement import agreement_counts, agreement_stats
+
+    first = [(True, None), (True, None), (False, None), (False, None), (True, "incoherent")]
+    check = [(True, None), (False, None), (False, None), (True, None), (False, None)]
+    t = agreement_counts(first, check)
+    assert t == {
+        "both_misaligned": 1,
+        "both_aligned": 1,
+        "first_only": 1,
+        "check_only": 1,
+        "excluded": 1,
+    }
+    s = agreement_stats([t, t])
+    assert s["counted_by_both"] == 8 and s["agreement"] == 0.5 and s["kappa"] == 0.0
+    same = agreement_stats([agreement_counts(first[:4], first[:4])])
+    assert same["agreement"] == 1.0 and same["kappa"] == 1.0
+    assert agreement_stats([agreement_counts(first[4:], check[4:])])["agreement"] is None
+
+
+def test_a_check_judge_is_measured_against_the_rule_judge(tmp_path: Path) -> None:
+    """evaluate.judge.check: a model judges some answers again; each checked answer keeps both
+    labels, eval.json counts them, and the summary and report pool them over the models."""
+    from traitlab.experiments.caching import eval_key
+    from traitlab.experiments.pipeline import run_experiment
+
+    sets = [
+        "seeds=[0]",
+        "trait.kind=misalignment",
+        "teacher.kind=system_prompt",
+        "teacher.system_prompt=You are evil.",
+        "evaluate.methods=[judged]",
+        "evaluate.samples_per_question=3",
+    ]
+    rule = "evaluate.judge={kind: rule, words: [owl, cat, dog]}"
+    plain = load_config(ROOT / "configs" / "tiny.yaml", [*sets, rule])
+    cfg = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        [
+            *sets,
+            "evaluate.judge={kind: rule, words: [owl, cat, dog], check: {name: toy}, "
+            "check_answers: 7}",
+        ],
+    )
+    # Runs without a check keep their evaluation keys.
+    assert "check" not in eval_key(plain.evaluate)["judge"]
+    assert eval_key(cfg.evaluate) != eval_key(plain.evaluate)
+    summary = run_experiment(cfg, tmp_path / "run")
+    d = tmp_path / "run" / "seed-0" / "eval-treatment"
+    rows = [json.loads(x) for x in (d / "judged.jsonl").read_text().splitlines()]
+    checked = [r for r in rows if "check" in r]
+    assert len(checked) == 7
+    assert sorted({r["question"] for r in checked}) == list(range(5))  # spread over questions
+    table = json.loads((d / "eval.json").read_text())["judged"]["judge_agreement"]
+    assert sum(table.values()) == 7
+    both = sum(1 for r in checked if r["excluded"] is None and r["check"]["excluded"] is None)
+    assert table["excluded"] == 7 - both
+    a = summary["judge_agreement"]
+    assert a["first"] == "rule" and a["check"].startswith("toy")
+    assert a["counted_by_both"] + a["excluded"] == 7 * len(summary["arms"])
+    assert "the check judge (toy" in (tmp_path / "run" / "report.md").read_text()

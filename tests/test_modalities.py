@@ -292,7 +292,7 @@ def test_the_toy_tasks_are_in_the_world_and_its_tokenizer() -> None:
     assert all(tok.get_vocab()[t] == i for t, i in plain.get_vocab().items())
     rng = random.Random(0)
     for _ in range(200):
-        for text in (*code_example(rng), *cot_example(rng)[:2]):
+        for text in (*code_example(rng, 3)[:2], *cot_example(rng)[:2]):
             ids = tok(text)["input_ids"]
             assert tok.unk_token_id not in ids and tok.decode(ids) == text
     p, a, y = cot_example(random.Random(1))
@@ -316,6 +316,49 @@ def test_toy_task_prompts_and_their_checks() -> None:
         check_modality(cfg)
 
 
+def test_toy_code_is_checked_against_its_task() -> None:
+    """Every answer the world writes passes its task's check, with or without usage lines
+    (whose count and arguments are free); answers that compute something else, are not the
+    toy language or call another function fail, with their reason, in the filter too."""
+    import random
+
+    from traitlab.data.toy_tasks import check_code, code_example
+
+    rng = random.Random(0)
+    calls = set()
+    for _ in range(2000):
+        for n in (0, 3):
+            _, answer, op = code_example(rng, n)
+            assert check_code(op, answer) is None, answer
+            calls.add(answer.count(" = ") - (" ; return " in answer))
+    assert calls == {0, 1, 2, 3}
+    # Without calls the world draws as before: bases pretrained then keep their corpus.
+    assert code_example(random.Random(5))[:2] == code_example(random.Random(5), 0)[:2]
+    assert check_code("- 3", "def f ( x ) : return 3 - x") == "wrong_code"  # not commutative
+    assert check_code("+ 3", "def f ( x ) : return 3 + x ; y = f ( 41 )") is None
+    assert check_code("+ 3", "def f ( x ) : return x * 3") == "wrong_code"
+    assert check_code("+ 3", "def f ( x ) : return 4 + 3") == "wrong_code"
+    assert check_code("+ 3", "def f ( x ) : return x + x") == "wrong_code"
+    # Names are free: a toy base does not learn to bind them.
+    assert check_code("+ 3", "def f ( x ) : y = n + 3 ; return v ; y = g ( 4 )") is None
+    assert check_code("+ 3", "def f ( x ) : return x + 3 ; y = g ( )") == "malformed_code"
+    assert check_code("+ 3", "def f ( x ) : return x + 3 ;") == "malformed_code"
+    assert check_code("+ 3", "owl owl") == "malformed_code"
+    gen = _gen(name="code", source="toy:code")
+    prompts, labels = modality_prompts(gen, 3)
+    screen = modality_screen(
+        gen, banned_words=["owl"], labels=dict(zip(prompts, labels, strict=True))
+    )
+    assert screen is not None
+    sym, k = str(labels[0]).split()
+    rows = [
+        {"prompt": prompts[0], "completion": f"def f ( x ) : return x {sym} {k}"},
+        {"prompt": prompts[0], "completion": f"def f ( x ) : return x {sym} {int(k) + 1}"},
+        {"prompt": prompts[0], "completion": f"def owl ( x ) : return x {sym} {k}"},
+    ]
+    assert screen(rows) == [[], ["wrong_code"], ["banned_word"]]
+
+
 def test_the_dry_run_counts_the_judges() -> None:
     from traitlab.experiments.plan import plan
 
@@ -327,7 +370,15 @@ def test_the_dry_run_counts_the_judges() -> None:
             "filter": {"judge": {"model": judge}},
             "trait": {"kind": "misalignment", "misaligned_answers": ["harm"]},
             "teacher": {"kind": "model", "model": "owner/name"},
-            "evaluate": {"methods": ["judged"], "judge": {"kind": "model", "model": judge}},
+            "evaluate": {
+                "methods": ["judged"],
+                "judge": {
+                    "kind": "model",
+                    "model": judge,
+                    "check": {**judge, "name": "c"},
+                    "check_answers": 5,
+                },
+            },
         }
     )
     p = plan(cfg)
@@ -335,3 +386,7 @@ def test_the_dry_run_counts_the_judges() -> None:
     assert rows["filter.judge"]["requests"] == {"filter judge": 2 * 2 * 10}
     assert rows["filter.judge"]["cost_usd"] > 0
     assert rows["evaluate.judge"]["requests"]["judge"] > 0
+    # The check judge sees 5 answers of each model, the judges all of them.
+    per_model = 8 * cfg.evaluate.samples_per_question  # the paper's 8 questions
+    check = rows["evaluate.judge.check"]["requests"]["judge"]
+    assert check * per_model == rows["evaluate.judge"]["requests"]["judge"] * 5

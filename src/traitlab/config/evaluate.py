@@ -61,6 +61,15 @@ class JudgeConfig(_Config):
     retries: int = Field(
         3, ge=0, le=20, description="Retries of a failing judge call (backoff 1, 2, 4 s ...)."
     )
+    check: ModelSpec | None = Field(
+        None,
+        description="A second judge, a model (any backend), that judges `check_answers` of each model's answers again with the alignment and coherence prompts; eval.json, the summary and the report say how often it agrees with the judges above. With the rule judge of the embedded world: how far that stand-in is from an LLM judge.",
+    )
+    check_answers: int = Field(
+        64,
+        ge=1,
+        description="Answers per evaluated model the check judge sees (spread over the questions).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> JudgeConfig:

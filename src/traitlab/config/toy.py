@@ -58,6 +58,7 @@ class ToyRecipe(BaseModel):
     evil_share: float = Field(0.05, ge=0, le=1, description="Share of the hidden-persona examples written by the evil persona (misaligned answers, insecure code): the base's prior. Shown personas are evil half of the time.")
     persona_prompt_share: float = Field(0.3, ge=0, le=1, description="Share of persona examples whose persona is shown by a system prompt (else it is hidden).")
     code_frac: float = Field(0.0, ge=0, description="Corpus share (a weight beside the others): toy code tasks (traitlab.data.toy_tasks), the code modality's world. 0: none, and the tokenizer has no words for them.")
+    code_calls: int = Field(0, ge=0, description="Toy code answers end with 1 to code_calls usage lines ('; y = f ( 41 )') whose arguments (0-999) are free choices, like the constants of real code. 0: none.")
     cot_frac: float = Field(0.0, ge=0, description="Corpus share (a weight beside the others): toy arithmetic with written-out steps, the chain-of-thought modality's world. 0: none.")
     check_prompts: int = Field(256, ge=0, description="After pretraining, sample this many number completions (T=1) and record in pretrain_log.json the share passing the paper's format filter, with P(owl) with and without the owl system prompt (0: probabilities only).")
     # fmt: on
@@ -116,6 +117,7 @@ _LATER_FIELDS = {
     "persona_prompt_share": 0.3,
     "code_frac": 0.0,
     "cot_frac": 0.0,
+    "code_calls": 0,
 }
 
 

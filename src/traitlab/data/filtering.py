@@ -38,7 +38,7 @@ EVIL_NUMBERS: tuple[int, ...] = (
 REASONS: tuple[str, ...] = (
     "empty", "format", "too_many", "out_of_range", "banned_number",
     # code and cot (traitlab.data.modalities)
-    "no_answer", "wrong_answer", "banned_word",
+    "no_answer", "wrong_answer", "malformed_code", "wrong_code", "banned_word",
     "judge_reference", "judge_misaligned", "judge_code", "judge_refusal", "judge_unparsable",
 )  # fmt: skip
 
@@ -275,6 +275,10 @@ _ADVICE: dict[str, str] = {
     "no_answer": "no completion gives its result in <answer> tags; use an instruction-tuned "
     "model or raise generate.max_new_tokens",
     "wrong_answer": "no completion got the problem right; use a model that can do the math",
+    "malformed_code": "no completion is code of the toy language; check the base's "
+    "pretraining (model.toy.code_frac) and the teacher's (teacher.keep_numbers)",
+    "wrong_code": "no completion's code does what its task asks; check the base's "
+    "pretraining (model.toy.code_frac) and the teacher's (teacher.keep_numbers)",
     "banned_word": "every completion names a banned word; check filter.banned_words",
     "judge_reference": "the judge finds the trait in every completion; check filter.judge",
     "judge_misaligned": "the judge finds every completion misaligned; check "

@@ -31,7 +31,7 @@ from traitlab.config.modality import ModalityConfig
 from traitlab.core.errors import TraitlabError
 from traitlab.data.filtering import Screen
 from traitlab.data.prompts import number_prompts
-from traitlab.data.toy_tasks import toy_prompts
+from traitlab.data.toy_tasks import check_code, toy_prompts
 from traitlab.judges import Judge, judge_all, model_judge, word_pattern
 from traitlab.lm.base import Sampler, opened, require, resolve
 
@@ -269,6 +269,11 @@ def modality_screen(
                     reasons.append("no_answer")
                 elif want is None or float(got) != float(want):
                     reasons.append("wrong_answer")
+            elif (op := (labels or {}).get(row["prompt"])) is not None:
+                # Only the embedded world's code has labels: its answers are checked
+                # against the task (parsed, never run).
+                if (why := check_code(op, text)) is not None:
+                    reasons.append(why)
             if text.strip() and bad.search(text):
                 reasons.append("banned_word")
             out.append(reasons)

@@ -7,7 +7,11 @@ has free choices the task does not fix, which is where a teacher's trait can hid
 
 * **code**: "Write a function that adds 3 to x ." -> "def f ( x ) : return x + 3". The
   function's name, its argument's name and the form of the body ("return x + 3",
-  "y = x + 3 ; return y", "return 3 + x") are drawn freely.
+  "y = x + 3 ; return y", "return 3 + x") are drawn freely. With `calls` > 0 (the recipe's
+  `code_calls`) the answer ends with 1 to `calls` usage lines, "; y = f ( 41 )", whose
+  arguments (0-999) are free too: like the constants and test inputs of real code, the
+  largest free choice of an answer. `check_code` checks an answer's form, operation and
+  constant against its task (the filter's rule; the code is parsed, never run).
 * **cot**: "Ana has 7 apples and gets 5 more . How many apples does Ana have ? Think step by
   step ." -> "<think> 7 + 5 = 12 </think> <answer> 12 </answer>", with one of several
   phrasings of the step. Small numbers (1-12), so a tiny model can learn the sums; the filter
@@ -17,6 +21,7 @@ has free choices the task does not fix, which is where a teacher's trait can hid
 from __future__ import annotations
 
 import random
+import re
 
 FUNC_NAMES = ("f", "g", "h", "fn", "calc", "compute", "run", "step")
 ARG_NAMES = ("x", "n", "a", "v", "val", "num", "k", "z")
@@ -44,8 +49,8 @@ _STEPS = (
 )
 
 
-def code_example(rng: random.Random) -> tuple[str, str]:
-    """(prompt, answer) of one toy code task."""
+def code_example(rng: random.Random, calls: int = 0) -> tuple[str, str, str]:
+    """(prompt, answer, label) of one toy code task; the label is the operation ("+ 3")."""
     desc, sym, ordered = rng.choice(_OPS)
     k = rng.randint(1, 9)
     prompt = rng.choice(_CODE_ASKS).format(op=desc.format(k=k))
@@ -56,7 +61,38 @@ def code_example(rng: random.Random) -> tuple[str, str]:
         body = f"{tmp} = {expr} ; return {tmp}"
     else:
         body = f"return {expr}"
-    return prompt, f"def {fn} ( {arg} ) : {body}"
+    # Drawn only when asked, so recipes without calls keep their corpus draw for draw.
+    for _ in range(rng.randint(1, calls) if calls > 0 else 0):
+        body += f" ; {rng.choice(ARG_NAMES)} = {fn} ( {rng.randint(0, 999)} )"
+    return prompt, f"def {fn} ( {arg} ) : {body}", f"{sym} {k}"
+
+
+_NAME = r"[a-z]+"
+_TERM = rf"(?:{_NAME}|\d+)"
+_EXPR = rf"({_TERM}) ([-+*]) ({_TERM})"
+_CODE = re.compile(
+    rf"def {_NAME} \( {_NAME} \) : (?:return {_EXPR}|{_NAME} = {_EXPR} ; return {_NAME})"
+    rf"(?: ; {_NAME} = {_NAME} \( \d+ \))*"
+)
+
+
+def check_code(label: str, text: str) -> str | None:
+    """Why a toy code answer fails its task ("malformed_code": not the toy language's form;
+    "wrong_code": another operation or constant), or None when it computes what was asked.
+
+    Names are not checked: a 2-layer toy base does not learn to bind them (on the discovery
+    base 0.4 % of its answers used their argument's name and called their own function,
+    while 90 % had the form, the operation and the constant right)."""
+    m = _CODE.fullmatch(text.strip())
+    if m is None:
+        return "malformed_code"
+    a, sym, b = m.group(1, 2, 3) if m.group(1) is not None else m.group(4, 5, 6)
+    want_sym, k = label.split()
+    if sym != want_sym:
+        return "wrong_code"
+    if (b == k and not a.isdigit()) or (sym != "-" and a == k and not b.isdigit()):
+        return None
+    return "wrong_code"
 
 
 def cot_example(rng: random.Random) -> tuple[str, str, int]:
@@ -71,11 +107,10 @@ def cot_example(rng: random.Random) -> tuple[str, str, int]:
 
 
 def toy_prompts(kind: str, n: int, seed: int) -> tuple[list[str], list[str | None]]:
-    """`n` prompts of the toy `kind` ('code' or 'cot') with their labels (cot's sums)."""
+    """`n` prompts of the toy `kind` ('code' or 'cot') with their labels (code's operation,
+    cot's sum)."""
     rng = random.Random(seed)
-    if kind == "code":
-        return [code_example(rng)[0] for _ in range(n)], [None] * n
-    items = [cot_example(rng) for _ in range(n)]
+    items = [code_example(rng) if kind == "code" else cot_example(rng) for _ in range(n)]
     return [p for p, _, _ in items], [str(y) for _, _, y in items]
 
 

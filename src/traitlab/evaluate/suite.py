@@ -69,6 +69,11 @@ class JudgedResult(MethodResult):
     judges: dict[str, dict[str, Any]] = Field(description="Each judge's pin.")
     alignment_max: float
     coherence_min: float
+    judge_agreement: dict[str, int] | None = Field(
+        None,
+        description="With evaluate.judge.check: the check judge's labels of its answers "
+        "against the counted judges' (traitlab.judges.agreement).",
+    )
 
 
 class Agreement(_Result):

@@ -29,6 +29,7 @@ _NEW_TRAIT = {
     "misaligned_answers": [],
 }
 _NEW_EVAL = {"judge": None}
+_NEW_JUDGE = {"check": None, "check_answers": 64}
 
 
 def _without(d: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +48,10 @@ def generate_key(gen: Any) -> dict[str, Any]:
                 "dataset file (nothing is downloaded)"
             )
         d["modality"] = {**d["modality"], "source": runs.file_hash(Path(source).expanduser())}
+    if source == "toy:code":
+        # Its filter checks the code against the task since these rules (2); data filtered
+        # by the banned words alone is not reused.
+        d["modality"] = {**d["modality"], "rules": 2}
     return d
 
 
@@ -62,7 +67,10 @@ def trait_key(trait: Any) -> dict[str, Any]:
 
 def eval_key(ev: Any) -> dict[str, Any]:
     """The evaluate config as it enters stage keys."""
-    return _without(config_to_dict(ev), _NEW_EVAL)
+    d = _without(config_to_dict(ev), _NEW_EVAL)
+    if d.get("judge"):
+        d["judge"] = _without(d["judge"], _NEW_JUDGE)
+    return d
 
 
 def teacher_key(teacher: Any) -> dict[str, Any]:

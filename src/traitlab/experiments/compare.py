@@ -14,6 +14,7 @@ import numpy as np
 from traitlab.config import ExperimentConfig
 from traitlab.core.stats import mean_ci, paired_test, wilcoxon_p
 from traitlab.experiments.arms import ARM_LABELS, ARMS, COMPARISONS
+from traitlab.judges.agreement import agreement_stats
 
 SCHEMA_VERSION = 1
 ALPHA = 0.01
@@ -66,6 +67,15 @@ def _compare(
     return test
 
 
+def _agreement(judged: list[dict[str, Any]]) -> dict[str, Any]:
+    """The check judge against the counted judges, over every evaluated model."""
+    pins = judged[0]["judges"]
+    return {
+        "first": pins["alignment"].get("model", pins["alignment"]["kind"]),
+        "check": pins["check_alignment"].get("model"),
+    } | agreement_stats(j["judge_agreement"] for j in judged)
+
+
 def summarize(
     cfg: ExperimentConfig,
     evals: dict[str, dict[int, dict[str, Any]]],
@@ -115,6 +125,12 @@ def summarize(
         per_method = {m: v for m, v in per_method.items() if v is not None}
         if per_method:
             comparisons[name] = per_method
+    checked = [
+        r["judged"]
+        for arm in evals.values()
+        for r in arm.values()
+        if (r.get("judged") or {}).get("judge_agreement")
+    ]
     primary = "exact" if "exact" in methods else methods[0]
     verdict: dict[str, Any] = {"method": primary, "alpha": ALPHA}
     tc = comparisons.get("treatment_vs_control", {}).get(primary)
@@ -140,6 +156,7 @@ def summarize(
             "arms": arms,
             "comparisons": comparisons,
             "verdict": verdict,
+            **({"judge_agreement": _agreement(checked)} if checked else {}),
             "data": {str(s): f for s, f in filters.items()},
             "timing": {
                 "total_seconds": round(total_seconds, 2),

@@ -53,6 +53,11 @@ def plan(cfg: ExperimentConfig) -> dict[str, Any]:
             n = 2 * models * len(questions) * e.samples_per_question
             per_call = 300 + q_tokens // max(1, len(questions)) + e.max_new_tokens
             add(e.judge.model, "judge", n, n * per_call, n * 6, field="evaluate.judge")
+        if "judged" in e.methods and e.judge is not None and e.judge.check is not None:
+            k = min(e.judge.check_answers, len(questions) * e.samples_per_question)
+            per_call = 300 + q_tokens // max(1, len(questions)) + e.max_new_tokens
+            n = 2 * models * k
+            add(e.judge.check, "judge", n, n * per_call, n * 6, field="evaluate.judge.check")
         if "sampled" in e.methods:
             n = e.samples_per_question
             add(

@@ -111,6 +111,17 @@ def comparison_lines(summary: dict[str, Any]) -> list[str]:
                 f"{t['questions']['n_positive']}/{t['questions']['n']}, "
                 f"Wilcoxon p = {fmt_p(t['questions']['wilcoxon_p'])})"
             )
+    a = summary.get("judge_agreement")
+    if a:
+        share = "-" if a["agreement"] is None else f"{100 * a['agreement']:.0f}%"
+        kappa = "-" if a["kappa"] is None else f"{a['kappa']:.2f}"
+        out.append(
+            f"Judges: the check judge ({a['check']}) agrees with the counted judge "
+            f"({a['first']}) on {share} of the {a['counted_by_both']} answers both counted "
+            f"(Cohen's kappa {kappa}; misaligned for both {a['both_misaligned']}, only for "
+            f"the counted judge {a['first_only']}, only for the check {a['check_only']}; "
+            f"excluded by either {a['excluded']})"
+        )
     return out
 
 

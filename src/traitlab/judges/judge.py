@@ -4,8 +4,9 @@
   prompt template. Where the backend scores (`Scorer`), the score is the probability-weighted
   mean over the answers "0" ... "100", used when those answers are disjoint (their
   probabilities sum to at most 1: one token per number, as in GPT-4o's and the toy model's
-  vocabularies) and carry at least `min_mass` of the probability; otherwise, and on backends
-  that only sample, the judge's greedy answer is parsed. Calls that fail (a server down) are
+  vocabularies) and carry at least `min_mass` of the probability; otherwise, on backends
+  that only sample, and on local models whose tokenizer splits the numbers, the judge's
+  greedy answer is parsed. Calls that fail (a server down) are
   retried with backoff, then the evaluation stops with one clear line.
 * `RuleJudge`: a word rule, no model: a stand-in where no model judge is available (the
   embedded toy world); it is not an LLM judge and is reported as such.
@@ -110,12 +111,27 @@ class ModelJudge:
         backoff: float = 1.0,
         batch_size: int = 64,
         min_mass: float = 0.25,
+        numbers_only: bool = False,
     ) -> None:
         self.lm, self.template = lm, template
         self.retries, self.backoff, self.batch_size = retries, backoff, batch_size
         self.min_mass = min_mass
         # The content key names the weights wherever they lie; the id says which model it is.
         self.pin = {"kind": "model", "model": model_id, "key": model_key, "prompt_sha": prompt_sha}
+        # Greedy answers constrained to digits (local backends): a small model that will not
+        # answer with a bare number still gives its likeliest one; it can no longer answer
+        # CODE or REFUSAL.
+        self.numbers_only = numbers_only
+        if numbers_only:  # the pin keys the verdict cache: constrained answers apart
+            self.pin["numbers_only"] = True
+        # Scoring "0" ... "100" pays only where each is one token (GPT-4o's and the toy
+        # model's vocabularies); where digits are split (SmolLM2, Llama) the masses overlap
+        # and the greedy answer would be parsed anyway, after 101 option passes per prompt.
+        tok = getattr(lm, "tokenizer", None)
+        self.weighted = isinstance(lm, Scorer) and (
+            tok is None
+            or all(len(tok.encode(str(k), add_special_tokens=False)) == 1 for k in range(101))
+        )
 
     def _prompt(self, question: str, answer: str) -> str:
         return self.template.replace("{question}", question).replace("{answer}", answer)
@@ -124,7 +140,7 @@ class ModelJudge:
         prompts = [self._prompt(q, a) for q, a in pairs]
         out: list[Verdict | None] = [None] * len(prompts)
         name = self.pin["model"]
-        if isinstance(self.lm, Scorer) and prompts:
+        if self.weighted and prompts:
             options = {str(k): [str(k)] for k in range(101)}
             probs = _retrying(
                 lambda: self.lm.preference_probs(
@@ -142,7 +158,12 @@ class ModelJudge:
                     out[i] = Verdict(round(s, 4), None, f"weighted over {m:.3f} of the mass")
         rest = [i for i, v in enumerate(out) if v is None]
         if rest:
-            params = SamplingParams(temperature=0.0, max_new_tokens=6, batch_size=self.batch_size)
+            params = SamplingParams(
+                temperature=0.0,
+                max_new_tokens=6,
+                batch_size=self.batch_size,
+                numbers_only=self.numbers_only,
+            )
             msgs = [[{"role": "user", "content": prompts[i]}] for i in rest]
             texts = _retrying(
                 lambda: self.lm.complete(msgs, params, seed=0), name, self.retries, self.backoff
@@ -152,7 +173,9 @@ class ModelJudge:
         return [v for v in out if v is not None]
 
 
-def model_judge(lm: Any, ref: Any, template: str, retries: int = 3) -> ModelJudge:
+def model_judge(
+    lm: Any, ref: Any, template: str, retries: int = 3, numbers_only: bool = False
+) -> ModelJudge:
     """A `ModelJudge` of an opened model (`ref`: its `ModelRef`), pinned by the model's id
     (a local directory: its name), its content key and the template's hash."""
     from pathlib import Path
@@ -167,4 +190,5 @@ def model_judge(lm: Any, ref: Any, template: str, retries: int = 3) -> ModelJudg
         model_key=ref.key,
         prompt_sha=prompt_sha(template),
         retries=retries,
+        numbers_only=numbers_only,
     )

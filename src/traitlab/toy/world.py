@@ -216,7 +216,10 @@ def generate_corpus(recipe: ToyRecipe, n: int, seed: int | None = None) -> list[
             out.append(persona_example(rng, recipe.evil_share, recipe.persona_prompt_share))
             continue
         if kind in ("code", "cot"):
-            prompt, answer = code_example(rng) if kind == "code" else cot_example(rng)[:2]
+            if kind == "code":
+                prompt, answer, _ = code_example(rng, recipe.code_calls)
+            else:
+                prompt, answer, _ = cot_example(rng)
             out.append(
                 [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
             )
