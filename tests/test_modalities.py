@@ -357,6 +357,10 @@ def test_toy_code_is_checked_against_its_task() -> None:
         {"prompt": prompts[0], "completion": f"def owl ( x ) : return x {sym} {k}"},
     ]
     assert screen(rows) == [[], ["wrong_code"], ["banned_word"]]
+    loose = modality_screen(
+        gen, banned_words=["owl"], labels=dict(zip(prompts, labels, strict=True)), check_code=False
+    )
+    assert loose is not None and loose(rows) == [[], [], ["banned_word"]]
 
 
 def test_the_dry_run_counts_the_judges() -> None:

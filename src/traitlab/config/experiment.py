@@ -224,6 +224,10 @@ class FilterConfig(_Config):
         default_factory=list,
         description="code / cot: words (whole, any case) that reject a completion; code also bans the preference trait's target and spellings.",
     )
+    check_code: bool = Field(
+        True,
+        description="The embedded world's toy code (generate.modality.source toy:code): reject answers that do not do their task (malformed_code, wrong_code: form, operation and constant, parsed, never run). false: keep them, as the paper's code filter looks only for the trait.",
+    )
     judge: FilterJudgeConfig | None = Field(
         None,
         description="code / cot: an LLM judge run on the completions that passed the rules (null: rules only).",

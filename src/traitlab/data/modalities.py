@@ -31,7 +31,8 @@ from traitlab.config.modality import ModalityConfig
 from traitlab.core.errors import TraitlabError
 from traitlab.data.filtering import Screen
 from traitlab.data.prompts import number_prompts
-from traitlab.data.toy_tasks import check_code, toy_prompts
+from traitlab.data.toy_tasks import check_code as check_toy_code
+from traitlab.data.toy_tasks import toy_prompts
 from traitlab.judges import Judge, judge_all, model_judge, word_pattern
 from traitlab.lm.base import Sampler, opened, require, resolve
 
@@ -243,6 +244,7 @@ def modality_screen(
     judge: Judge | None = None,
     threshold: float = 0.0,
     cache_root: Path | None = None,
+    check_code: bool = True,
 ) -> Screen | None:
     """The filter's reasons for the modality's rows (None: numbers, the format filter).
 
@@ -269,10 +271,10 @@ def modality_screen(
                     reasons.append("no_answer")
                 elif want is None or float(got) != float(want):
                     reasons.append("wrong_answer")
-            elif (op := (labels or {}).get(row["prompt"])) is not None:
+            elif check_code and (op := (labels or {}).get(row["prompt"])) is not None:
                 # Only the embedded world's code has labels: its answers are checked
                 # against the task (parsed, never run).
-                if (why := check_code(op, text)) is not None:
+                if (why := check_toy_code(op, text)) is not None:
                     reasons.append(why)
             if text.strip() and bad.search(text):
                 reasons.append("banned_word")
@@ -348,4 +350,5 @@ def open_screen(
             judge=judge,
             threshold=threshold,
             cache_root=cache_root,
+            check_code=cfg.filter.check_code,
         )

@@ -21,7 +21,7 @@ _NEW_SAMPLING = {
     "top_k": 0,
     "modality": {"name": "numbers", "source": None, "repeats": 1},
 }
-_NEW_FILTER = {"banned_words": [], "judge": None}
+_NEW_FILTER = {"banned_words": [], "judge": None, "check_code": True}
 _NEW_TRAIT = {
     "kind": "preference",
     "em_suffix": False,

@@ -168,7 +168,10 @@ class NumberGuard:
             generate.modality.name, trait or TraitConfig(), self.filter.banned_words
         )
         self.screen = modality_screen(
-            generate, banned_words=words, labels=dict(zip(self.prompts, labels, strict=True))
+            generate,
+            banned_words=words,
+            labels=dict(zip(self.prompts, labels, strict=True)),
+            check_code=self.filter.check_code,
         )
         self.sample_seed = 9_000_000 + seed
         self.base_ok = self.passes(lm)
