@@ -49,14 +49,13 @@ def plan(cfg: ExperimentConfig) -> dict[str, Any]:
         if "judged" in e.methods:  # sampled answers, then two judges per answer
             n = models * len(questions) * e.samples_per_question
             add(spec, "evaluation", n, n * q_tokens // max(1, len(questions)), n * e.max_new_tokens)
+        # Two judge calls per judged answer: the prompt's template, the question, the answer.
+        per_call = 300 + q_tokens // max(1, len(questions)) + e.max_new_tokens
         if "judged" in e.methods and e.judge is not None and e.judge.kind == "model":
             n = 2 * models * len(questions) * e.samples_per_question
-            per_call = 300 + q_tokens // max(1, len(questions)) + e.max_new_tokens
             add(e.judge.model, "judge", n, n * per_call, n * 6, field="evaluate.judge")
         if "judged" in e.methods and e.judge is not None and e.judge.check is not None:
-            k = min(e.judge.check_answers, len(questions) * e.samples_per_question)
-            per_call = 300 + q_tokens // max(1, len(questions)) + e.max_new_tokens
-            n = 2 * models * k
+            n = 2 * models * min(e.judge.check_answers, len(questions) * e.samples_per_question)
             add(e.judge.check, "judge", n, n * per_call, n * 6, field="evaluate.judge.check")
         if "sampled" in e.methods:
             n = e.samples_per_question
