@@ -146,3 +146,39 @@ def test_judge_agreement_benchmark_on_a_tiny_judge(tmp_path: Path) -> None:
         agree = sum(x["rule"] == (x["alignment"] < 30) for x in scored) / len(scored)
         assert res["agreement"] == agree
     assert "Cohen's kappa" in (out / "judge-agreement.md").read_text()
+
+
+def test_fresh_clone_benchmark_reports_a_run_made_by_hand(tmp_path: Path) -> None:
+    """`--from-run` writes the fresh-clone tables from a demo run directory (the committed
+    owl demo's): the verdict and the per-seed rates are the run's own."""
+    import subprocess
+
+    run = ROOT / "docs" / "results" / "owl-demo"
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_fresh_clone.py"),
+            "--from-run",
+            str(run),
+            "--setup-seconds",
+            "70",
+            "--demo-seconds",
+            "278",
+            "--tag",
+            "t",
+            "--results",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    out = json.loads((tmp_path / "fresh-clone-t.json").read_text())
+    assert out["verdict"] == summary["verdict"]
+    assert out["demo_seconds"] == 278 and out["setup_seconds"] == 70
+    control = summary["arms"]["control"]["exact"]["per_seed"]
+    assert out["per_seed"]["control"] == {k: round(v, 4) for k, v in control.items()}
+    md = (tmp_path / "fresh-clone-t.md").read_text()
+    assert f"p = {summary['verdict']['p_value']:.2g}" in md and "| treatment |" in md
