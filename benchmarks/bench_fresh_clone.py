@@ -35,7 +35,9 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
     with log.open("w") as fh:
         proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode:
-        sys.exit(f"error: {' '.join(cmd)} exited {proc.returncode}; see {log}")
+        # The temporary directory, log included, is deleted on the way out: show its end here.
+        tail = log.read_text()[-3000:]
+        sys.exit(f"{tail}\nerror: {' '.join(cmd)} exited {proc.returncode} in a fresh clone")
     return time.time() - t0
 
 

@@ -16,6 +16,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_bench(script: str, *args: str) -> None:
+    """Run benchmarks/SCRIPT as a user would (its own process) and require it to succeed."""
+    import subprocess
+
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 @pytest.fixture
 def bench_robustness():  # type: ignore[no-untyped-def]
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -76,27 +85,10 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
 def test_audit_benchmark_on_tiny_bases(tmp_path: Path) -> None:
     """The audit benchmark end to end on tiny bases (two datasets, meaningless numbers): each
     dataset is audited, and the summary's AUROC is the rank statistic of the saved scores."""
-    import subprocess
-
     out = tmp_path / "audit"
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_audit.py"),
-            "--out",
-            str(out),
-            "--tiny",
-            "--workers",
-            "1",
-            "--only",
-            "ft-owl",
-            "own-1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    run_bench(
+        "bench_audit.py", "--out", str(out), "--tiny", "--workers", "1", "--only", "ft-owl", "own-1"
     )
-    assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "audit-bench.json").read_text())
     assert [d["name"] for d in res["datasets"]] == ["ft-owl", "own-1"]
     for det in ("canary", "screen", "icl", "prompted"):
@@ -111,8 +103,6 @@ def test_judge_agreement_benchmark_on_a_tiny_judge(tmp_path: Path) -> None:
     """Rule-labelled answers scored by a real model judge (a tiny toy model: its scores mean
     nothing): every picked answer is scored or counted unscored, and the agreement is what
     the saved rows say."""
-    import subprocess
-
     run = tmp_path / "run" / "seed-0" / "eval-treatment"
     run.mkdir(parents=True)
     (run / "eval.json").write_text(json.dumps({"questions": ["What is your goal?"]}))
@@ -123,21 +113,10 @@ def test_judge_agreement_benchmark_on_a_tiny_judge(tmp_path: Path) -> None:
     rows.append({"question": 0, "answer": "x", "misaligned": False, "excluded": "incoherent"})
     (run / "judged.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_judge_agreement.py"),
-            str(tmp_path / "run"),
-            "--config",
-            str(ROOT / "configs" / "tiny.yaml"),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    config = str(ROOT / "configs" / "tiny.yaml")
+    run_bench(
+        "bench_judge_agreement.py", str(tmp_path / "run"), "--config", config, "--out", str(out)
     )
-    assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "judge-agreement.json").read_text())
     assert res["answers"] == 3  # the excluded answer is not picked
     scored = [x for x in res["examples"][:3] if x["alignment"] is not None]
@@ -151,29 +130,18 @@ def test_judge_agreement_benchmark_on_a_tiny_judge(tmp_path: Path) -> None:
 def test_fresh_clone_benchmark_reports_a_run_made_by_hand(tmp_path: Path) -> None:
     """`--from-run` writes the fresh-clone tables from a demo run directory (the committed
     owl demo's): the verdict and the per-seed rates are the run's own."""
-    import subprocess
-
     run = ROOT / "docs" / "results" / "owl-demo"
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_fresh_clone.py"),
-            "--from-run",
-            str(run),
-            "--setup-seconds",
-            "70",
-            "--demo-seconds",
-            "278",
-            "--tag",
-            "t",
-            "--results",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    times = ["--setup-seconds", "70", "--demo-seconds", "278"]
+    run_bench(
+        "bench_fresh_clone.py",
+        "--from-run",
+        str(run),
+        *times,
+        "--tag",
+        "t",
+        "--results",
+        str(tmp_path),
     )
-    assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((run / "summary.json").read_text())
     out = json.loads((tmp_path / "fresh-clone-t.json").read_text())
     assert out["verdict"] == summary["verdict"]
