@@ -66,19 +66,16 @@ def main() -> None:
     ).stdout.strip()
     if not rev:
         sys.exit(f"error: unknown revision {args.rev!r}")
-    info = machine_info()
     if args.from_run:
         if args.setup_seconds is None or args.demo_seconds is None:
             sys.exit("error: --from-run needs --setup-seconds and --demo-seconds")
         run_dir = Path(args.from_run)
         summary = json.loads((run_dir / "summary.json").read_text())
         # The run's own machine record (the load at its start), not this moment's.
-        m = json.loads((run_dir / "manifest.json").read_text())["machine"]
-        load = m["load_avg_1m"]
-        info |= {"cpu": m["cpu"], "cores": m["cpu_count"], "torch_threads": m["torch_threads"]}
-        info |= {"load_avg_1m_at_start": load, "contended": load > 0.5 * m["cpu_count"]}
+        info = machine_info(json.loads((run_dir / "manifest.json").read_text())["machine"])
         write(args, rev, info, summary, args.setup_seconds, args.demo_seconds)
         return
+    info = machine_info()
     with tempfile.TemporaryDirectory(prefix="traitlab-clone-") as tmp:
         clone = Path(tmp) / "traitlab"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)

@@ -37,11 +37,12 @@ README = HERE / "README.md"
 # ---------------------------------------------------------------------------- shared helpers
 
 
-def machine_info() -> dict[str, Any]:
-    """The run manifest's machine record, in the fields the benchmark tables print."""
+def machine_info(record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run manifest's machine record (this moment's, or `record`, one a run's manifest
+    kept), in the fields the benchmark tables print; the versions are this venv's."""
     import transformers
 
-    m = run_machine_info()
+    m = record if record is not None else run_machine_info()
     cores = m["cpu_count"] or 1
     load = m["load_avg_1m"] if m["load_avg_1m"] is not None else float("nan")
     return {
