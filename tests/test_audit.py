@@ -14,6 +14,8 @@ import torch
 
 from htmlparse import Tables
 from traitlab.audit import AuditConfig, audit_dataset, audit_model
+from traitlab.audit.config import DEFAULT_T
+from traitlab.audit.counterfactual import CounterfactualResult, null_answers
 from traitlab.audit.probes import builtin_probe, custom_probe
 from traitlab.audit.reference import pair_rows
 from traitlab.audit.screen import directional_derivative, first_order_screen
@@ -65,7 +67,13 @@ def test_findings_and_verdict() -> None:
     assert fs[0]["option"] == "c" and fs[0]["ci"][0] > 0
     v = verdict({"canary": {"animal": fs}}, threshold=3.0)
     cfg = parse_config({}, AuditConfig)
-    assert verdict({"counterfactual": {"animal": fs}}, cfg)["threshold"] == cfg.threshold == 8.0
+    assert cfg.threshold is None  # the statistic's own, chosen on the benchmark
+    want = DEFAULT_T[cfg.counterfactual.statistic]
+    assert verdict({"counterfactual": {"animal": fs}}, cfg)["threshold"] == want
+    shared = parse_config({"counterfactual": {"statistic": "shared"}}, AuditConfig)
+    assert verdict({"counterfactual": {"animal": fs}}, shared)["threshold"] == 8.0
+    mine = parse_config({"threshold": 2.5}, AuditConfig)
+    assert verdict({"counterfactual": {"animal": fs}}, mine)["threshold"] == 2.5
     assert verdict({"canary": {"animal": fs}}, cfg)["threshold"] == cfg.z_threshold
     assert v["flag"] and v["trait"] == "c" and v["detector"] == "canary"
     assert not verdict({"canary": {"animal": fs}}, threshold=1e9)["flag"]
@@ -160,8 +168,49 @@ def test_counterfactual_scores_are_zero_on_the_reference_itself(toy: tuple) -> N
     cfg = parse_config(SMALL, AuditConfig)
     rows = _rows(NUMBERS, 8)
     res = run_counterfactual(base, rows, rows, build_probes(cfg), cfg.counterfactual)
-    assert res[0].scores.shape == (20, 8)
+    assert res[0].scores.shape == res[0].lift.shape == (20, 8)
+    assert res[0].null_lift.shape == (cfg.counterfactual.null_teachers * len(cfg.probes), 8)
     assert np.all(res[0].scores == 0) and np.all(row_t(res[0].contrast) == 0)
+    # The null teachers are fine-tunes too: they move the rows' likelihood like the option
+    # teachers do, and each differs from the base.
+    assert np.all(np.abs(res[0].null_lift).sum(axis=1) > 0)
+
+
+def test_the_null_statistic_compares_options_with_the_best_no_trait_model() -> None:
+    lift = np.array([[1.0, 1.2, 0.9, 1.1], [0.2, 0.1, 0.3, 0.2]])
+    nulls = np.array([[0.8, 0.9, 0.7, 0.8], [-0.5, -0.4, -0.6, -0.5]])
+    r = CounterfactualResult("animal", ["owl", "cat"], lift, lift, nulls)
+    assert r.null[0] == "null-0"
+    np.testing.assert_allclose(r.vs_null, lift - nulls[0])
+    # Data the base wrote: every fine-tune explains it worse than the base, which is the null.
+    r = CounterfactualResult("animal", ["owl", "cat"], lift, -lift, nulls[1:])
+    assert r.null[0] == "base" and np.all(r.vs_null == -lift)
+    r = CounterfactualResult("animal", ["owl", "cat"], lift, lift, np.zeros((0, 4)))
+    assert r.null[0] == "base"
+
+
+def test_the_counterfactual_verdict_names_the_option_that_explains_most() -> None:
+    """By effect, not by t: a teacher that explains the data less but more evenly has the
+    larger t and is not the trait (ft-cat on the benchmark: dolphin)."""
+    rows = np.array([[0.5, 0.2], [0.1, 0.2], [0.6, 0.21], [0.2, 0.19]])  # [rows, options]
+    t = np.array([3.0, 40.0])
+    fs = findings(["cat", "dolphin"], rows, z=t, by_effect=True)
+    assert [f["option"] for f in fs] == ["cat", "dolphin"] and fs[0]["rank"] == 0.35
+    other = findings(["oak", "pine"], rows / 10, z=t * 2, by_effect=True)
+    v = verdict({"counterfactual": {"animal": fs, "tree": other}}, threshold=2.0)
+    assert (v["probe"], v["trait"], v["z"], v["flag"]) == ("animal", "cat", 3.0, True)
+
+
+def test_null_answers_follow_the_base_distribution() -> None:
+    probe = builtin_probe("animal", 4)
+    k = probe.option_names.index("owl")
+    sure = np.zeros((4, len(probe.option_names)))
+    sure[:, k] = 1.0
+    assert null_answers(sure, probe, seed=0) == ["owl"] * 4
+    flat = np.ones((4, len(probe.option_names)))
+    assert null_answers(flat, probe, seed=0) == null_answers(flat, probe, seed=0)
+    many = [tuple(null_answers(flat, probe, seed=s)) for s in range(5)]
+    assert len(set(many)) > 1  # another seed, another sample
 
 
 def test_screen_predicts_a_small_sgd_step(toy: tuple) -> None:
@@ -259,6 +308,11 @@ def test_audit_runs_on_a_tiny_random_hf_model(tmp_path: Path) -> None:
     a = audit_dataset(_with(ref, ["owl"]), base, cfg, tmp_path / "out")
     assert set(a["detectors"]) == {"counterfactual", "canary", "screen", "icl", "prompted"}
     assert a["data"]["paired_rows"] == 16 and a["cost"]["reference"]["seconds"] >= 0
+    # Every per-row score is saved as plain arrays (no pickle) beside audit.json.
+    z = np.load(tmp_path / "out" / "counterfactual.npz", allow_pickle=False)
+    assert z["animal.lift"].shape == (len(z["animal.options"]), 16)
+    assert z["animal.null_lift"].shape == (2, 16)
+    assert a["counterfactual"]["null"]["animal"] in ("base", "null-0", "null-1")
 
 
 # ---------------------------------------------------------------------------- command line

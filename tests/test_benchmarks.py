@@ -97,6 +97,13 @@ def test_audit_benchmark_on_tiny_bases(tmp_path: Path) -> None:
         want = 1.0 if pos > neg else 0.0 if pos < neg else 0.5
         assert res["detectors"][det]["all"]["auroc"] == want
     assert "| canary | discovery |" in (out / "audit-bench.md").read_text()
+    # The counterfactual teachers are scored from the saved per-row scores: as the audit
+    # itself scored them, and under the first statistic beside it.
+    for d in res["datasets"]:
+        v = json.loads((out / d["name"] / "audit.json").read_text())["verdict"]
+        assert d["counterfactual"]["option"] == v["trait"]
+        assert abs(d["counterfactual"]["z"] - v["z"]) < 1e-3
+        assert "counterfactual-shared" in d
 
 
 def test_judge_agreement_benchmark_on_a_tiny_judge(tmp_path: Path) -> None:

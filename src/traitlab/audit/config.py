@@ -13,6 +13,9 @@ from traitlab.config.base import FrozenConfig
 from traitlab.config.experiment import TrainConfig
 
 DETECTORS = ("counterfactual", "canary", "screen", "rows", "icl", "prompted")
+# The counterfactual teachers' flag threshold per statistic, chosen on the audit benchmark's
+# discovery datasets (benchmarks/results/audit-bench.md).
+DEFAULT_T = {"null": 8.0, "shared": 8.0}
 
 
 class ProbeSpec(FrozenConfig):
@@ -59,6 +62,15 @@ class CounterfactualConfig(FrozenConfig):
         default_factory=_teacher_train, description="The fine-tuned teachers' training."
     )
     seed: int = Field(0, description="Seed of the teachers' fine-tunes.")
+    statistic: Literal["null", "shared"] = Field(
+        "null",
+        description="'null': each option's teacher against the best no-trait explanation of the data (the base, or a null teacher: the base fine-tuned as long on its own answers), t over the data's rows of log p_option - log p_null; 'shared': data minus reference per row, the shift every option's teacher shares regressed out (the first version; neutral teachers' data scored as high as traits').",
+    )
+    null_teachers: int = Field(
+        2,
+        ge=0,
+        description="statistic 'null', kind 'finetuned': null teachers per probe (every probe's options are compared with all of them), each fine-tuned like the option teachers on the probe's questions answered by the base's own sampled answers (one sample per teacher seed). 0: the base is the only null.",
+    )
 
 
 class ScreenConfig(FrozenConfig):
@@ -106,9 +118,9 @@ class AuditConfig(FrozenConfig):
     )
     icl_rows: int = Field(2, ge=1, description="Rows shown in context per in-context probe.")
     icl_sets: int = Field(8, ge=2, description="Sets of rows (the CI is over them).")
-    threshold: float = Field(
-        8.0,
-        description="Flag when the counterfactual teachers' top option has a t over rows above this. Chosen on the audit benchmark's discovery datasets (just above their highest negative, a teacher fine-tuned on neutral answers: 7.0); the t is calibrated only for data that is the base's own (there max 1.0), not for other fine-tunes' data.",
+    threshold: float | None = Field(
+        None,
+        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen for the statistic on the audit benchmark's discovery datasets (statistic 'null': NULL_T; 'shared': 8.0, just above a neutral teacher's 7.0).",
     )
     z_threshold: float = Field(
         3.0,

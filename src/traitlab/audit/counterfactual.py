@@ -3,25 +3,33 @@
 For every option of every probe the audit builds the teacher that *would* have that trait,
 from the base alone (no access to the real teacher): `finetuned`, a base copy fine-tuned to
 answer the probe's questions with the option (the paper's Fig. 14 teacher, short), or
-`prompted`, the base behind the option's preference system prompt (no training). Each row
-then gets a likelihood ratio per option,
+`prompted`, the base behind the option's preference system prompt (no training). Each data
+row i then gets a lift per option, l_o(i) = log p_To(data_i) - log p_base(data_i).
+
+Statistic `null` (the default): the data is compared with the best *no-trait* explanation of
+it, the base itself or a null teacher (the base fine-tuned as long on its own answers to the
+same questions: a fine-tune that teaches nothing new). The null is the candidate with the
+highest mean lift; option o scores the t over rows of l_o(i) - l_null(i), a likelihood-ratio
+test of "a teacher of o wrote this" against "a no-trait fine-tune wrote this". Any fine-tune
+on one-word answers moves the numbers alike, and a null teacher moves them the same way, so
+that shared shift cancels without a fit, and data written by a fine-tune without a trait
+(which sharpens the prior) is explained best by the null.
+
+Statistic `shared` (the first version): per row, data minus its paired reference row,
 
     s_o(i) = [log p_To(data_i) - log p_base(data_i)] - [log p_To(ref_i) - log p_base(ref_i)],
 
-data and reference row i answering the same prompt. Under the null (the data is the base's
-own output) every s_o has mean zero, so a t over rows is calibrated without a calibration set.
-Counterfactual teachers share a generic shift (any fine-tune on one-word answers moves the
-numbers alike), so the statistic is the t of each option's scores with that shift regressed
-out (`contrast`): the option whose teacher explains the data beyond what every teacher
-explains is the likely trait. The regression makes the t a ranking statistic rather than an
-exactly calibrated one; the threshold comes from the audit benchmark.
+with the shift every option's teacher shares regressed out (`contrast`). On the benchmark it
+scored neutral teachers' data as high as traits' data.
 Fine-tuned teachers are cached per (base, probe, recipe) under the traitlab cache.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +50,22 @@ Row = dict[str, Any]
 class CounterfactualResult:
     probe: str
     options: list[str]
-    scores: np.ndarray  # [options, rows]: s_o(i)
+    scores: np.ndarray  # [options, rows]: s_o(i), data minus paired reference
+    lift: np.ndarray  # [options, rows]: l_o(i) on the data
+    null_lift: np.ndarray  # [null teachers of all probes, rows]: their l(i) on the data
+
+    @property
+    def null(self) -> tuple[str, np.ndarray]:
+        """The no-trait candidate that explains the data best, and its lift per row (the
+        base's is zero)."""
+        cands = [("base", np.zeros(self.lift.shape[1]))]
+        cands += [(f"null-{k}", row) for k, row in enumerate(self.null_lift)]
+        return max(cands, key=lambda c: float(c[1].mean()))
+
+    @property
+    def vs_null(self) -> np.ndarray:
+        """[options, rows]: each option's lift over the best null's."""
+        return np.asarray(self.lift - self.null[1][None, :])
 
     @property
     def contrast(self) -> np.ndarray:
@@ -57,33 +80,61 @@ class CounterfactualResult:
         return np.asarray(s - beta[:, None] * g[None, :])
 
 
-def _teacher_rows(probe: Probe, option: str) -> list[Row]:
+def _teacher_rows(probe: Probe, answers: Sequence[str]) -> list[Row]:
     return [
-        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": option}]}
-        for q in probe.questions
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for q, a in zip(probe.questions, answers, strict=True)
     ]
+
+
+def null_answers(base_probs: np.ndarray, probe: Probe, seed: int) -> list[str]:
+    """One answer per question, drawn from the base's own distribution over the probe's
+    options for that question ([questions, options] probabilities, renormalised)."""
+    p = np.clip(np.asarray(base_probs, dtype=np.float64), 0.0, None) + 1e-12
+    p /= p.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng([seed, 7919])
+    names = probe.option_names
+    return [names[rng.choice(len(names), p=row)] for row in p]
+
+
+def _teacher(base: ModelRef, rows: list[Row], tag: Any, cfg: CounterfactualConfig) -> ModelRef:
+    key = stable_hash(["cf-teacher", base.key, tag, cfg.train.model_dump(mode="json")])
+    d = cache_dir() / "audit-teachers" / key
+    if not stage_done(d, key):
+        with opened(base) as lm, stage(d, key) as tmp:
+            require(lm, Trainer, "fine-tune (the counterfactual teachers)")
+            lm.finetune(rows, cfg.train, seed=cfg.seed, out_dir=tmp, key=key)
+    return ModelRef.load(d)
 
 
 def counterfactual_teachers(
     base: ModelRef, probe: Probe, cfg: CounterfactualConfig, progress: Any = None
 ) -> list[ModelRef]:
     """One fine-tuned teacher per option of `probe`, cached (built once per base)."""
-    root = cache_dir() / "audit-teachers"
     out = []
+    n = len(probe.option_names)
     for k, option in enumerate(probe.option_names):
-        key = stable_hash(
-            ["cf-teacher", base.key, probe.questions, option, cfg.train.model_dump(mode="json")]
-        )
-        d = root / key
-        if not stage_done(d, key):
-            with opened(base) as lm, stage(d, key) as tmp:
-                require(lm, Trainer, "fine-tune (the counterfactual teachers)")
-                lm.finetune(
-                    _teacher_rows(probe, option), cfg.train, seed=cfg.seed, out_dir=tmp, key=key
-                )
-        out.append(ModelRef.load(d))
+        rows = _teacher_rows(probe, [option] * len(probe.questions))
+        out.append(_teacher(base, rows, [probe.questions, option], cfg))
         if progress is not None:
-            progress((k + 1) / len(probe.option_names))
+            progress((k + 1) / n)
+    return out
+
+
+def null_teachers(base: ModelRef, probe: Probe, cfg: CounterfactualConfig) -> list[ModelRef]:
+    """`cfg.null_teachers` base copies fine-tuned like the option teachers on the probe's
+    questions answered by the base's own sampled answers: fine-tunes without a trait (a
+    prompted audit has none: the base is its null)."""
+    if not cfg.null_teachers:
+        return []
+    from traitlab.audit.probes import probe_table
+
+    with opened(base) as lm:
+        probs = probe_table(lm, probe)
+    out = []
+    for k in range(cfg.null_teachers):
+        answers = null_answers(probs, probe, seed=cfg.seed + k)
+        out.append(_teacher(base, _teacher_rows(probe, answers), ["null", answers], cfg))
     return out
 
 
@@ -105,19 +156,52 @@ def run_counterfactual(
 ) -> list[CounterfactualResult]:
     with opened(base) as lm:
         b_d, b_r = _loglik(lm, data), _loglik(lm, reference)
+        # Null teachers carry no trait whichever probe's questions taught them: every probe's
+        # options are compared with all of them.
+        nulls = []
+        if cfg.kind == "finetuned" and cfg.statistic == "null":
+            for p in probes:
+                for ref in null_teachers(base, p, cfg):
+                    with opened(ref) as t:
+                        nulls.append(_loglik(t, data) - b_d)
+        null = np.stack(nulls) if nulls else np.zeros((0, len(data)))
         out = []
         for p in probes:
-            rows = []
+            lift, scores = [], []
             if cfg.kind == "prompted":
                 for o in p.option_names:
                     sp = preference_system_prompt(o, p.name)
-                    rows.append((_loglik(lm, data, sp) - b_d) - (_loglik(lm, reference, sp) - b_r))
+                    lift.append(_loglik(lm, data, sp) - b_d)
+                    scores.append(lift[-1] - (_loglik(lm, reference, sp) - b_r))
             else:
                 for ref in counterfactual_teachers(base, p, cfg, progress):
                     with opened(ref) as t:
-                        rows.append((_loglik(t, data) - b_d) - (_loglik(t, reference) - b_r))
-            out.append(CounterfactualResult(p.name, p.option_names, np.stack(rows)))
+                        lift.append(_loglik(t, data) - b_d)
+                        scores.append(lift[-1] - (_loglik(t, reference) - b_r))
+            out.append(
+                CounterfactualResult(p.name, p.option_names, np.stack(scores), np.stack(lift), null)
+            )
     return out
+
+
+def statistic(r: CounterfactualResult, cfg: CounterfactualConfig) -> np.ndarray:
+    """[options, rows]: the per-row values the configured statistic takes its t over."""
+    return r.vs_null if cfg.statistic == "null" else r.contrast
+
+
+def save_scores(results: Sequence[CounterfactualResult], path: Path) -> None:
+    """Every per-row score as one .npz, written atomically (plain arrays: loads with
+    allow_pickle=False)."""
+    arrays: dict[str, np.ndarray] = {}
+    for r in results:
+        arrays[f"{r.probe}.options"] = np.array(r.options)
+        arrays[f"{r.probe}.scores"] = r.scores
+        arrays[f"{r.probe}.lift"] = r.lift
+        arrays[f"{r.probe}.null_lift"] = r.null_lift
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, path)
 
 
 def row_t(values: np.ndarray) -> np.ndarray:

@@ -97,20 +97,34 @@ def audit_dataset(
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         canary_dir = Path(tmp) / "canary"
         if "counterfactual" in cfg.detectors:
-            from traitlab.audit.counterfactual import row_t, run_counterfactual
+            from traitlab.audit import counterfactual as cf
 
             t = time.perf_counter()
-            res_c = run_counterfactual(
+            res_c = cf.run_counterfactual(
                 base, data_p, ref_p, probes, cfg.counterfactual, progress=step("teachers")
             )
+            stat = {r.probe: cf.statistic(r, cfg.counterfactual) for r in res_c}
+            # 'null': the option whose teacher explains the data best (largest mean log-ratio
+            # over the null) is the likely trait, and its t decides the flag; a t alone would
+            # favour a teacher that explains less but more evenly (ft-cat: dolphin).
+            null = cfg.counterfactual.statistic == "null"
             results["counterfactual"] = {
-                r.probe: findings(r.options, r.contrast.T, z=row_t(r.contrast)) for r in res_c
+                r.probe: findings(
+                    r.options, stat[r.probe].T, z=cf.row_t(stat[r.probe]), by_effect=null
+                )
+                for r in res_c
             }
             cost["counterfactual"] = {
                 "seconds": round(time.perf_counter() - t, 2),
                 "rows": len(data_p),
                 "kind": cfg.counterfactual.kind,
             }
+            extra["counterfactual"] = {
+                "statistic": cfg.counterfactual.statistic,
+                "null": {r.probe: r.null[0] for r in res_c},
+                "scores": "counterfactual.npz",
+            }
+            cf.save_scores(res_c, out_dir / "counterfactual.npz")
         if "canary" in cfg.detectors:
             t = time.perf_counter()
             res = run_canaries(

@@ -43,9 +43,12 @@ def findings(
     confidence: float = 0.95,
     z: np.ndarray | None = None,
     keep: int = 64,
+    by_effect: bool = False,
 ) -> list[dict[str, Any]]:
     """One entry per option, highest z first (`z` given: a detector's own statistic; default
-    the robust z over options). Replicates are listed when there are at most `keep`."""
+    the robust z over options), or largest effect first (`by_effect`: the entries then carry
+    `rank` = effect, and the verdict picks across probes by it too). Replicates are listed
+    when there are at most `keep`."""
     reps = np.atleast_2d(np.asarray(reps, dtype=np.float64))
     mean = reps.mean(axis=0)
     z = robust_z(mean) if z is None else np.asarray(z)
@@ -61,12 +64,19 @@ def findings(
                 "replicates": [float(x) for x in reps[:, k]] if reps.shape[0] <= keep else None,
             }
         )
-    return sorted(out, key=lambda f: -f["z"])
+        if by_effect:
+            out[-1]["rank"] = float(mean[k])
+    return sorted(out, key=lambda f: -f["rank"] if by_effect else -f["z"])
 
 
 def threshold_for(detector: str, cfg: Any) -> float:
     """The flag threshold of a detector: the counterfactual t's own, else the robust z's."""
-    return float(cfg.threshold if detector == "counterfactual" else cfg.z_threshold)
+    from traitlab.audit.config import DEFAULT_T
+
+    if detector != "counterfactual":
+        return float(cfg.z_threshold)
+    t = cfg.threshold
+    return float(DEFAULT_T[cfg.counterfactual.statistic] if t is None else t)
 
 
 def verdict(
@@ -82,7 +92,10 @@ def verdict(
         threshold = threshold_for(det, threshold)
     if det is None:
         return {"flag": False, "detector": None, "reason": "no detector ran"}
-    best = max(((probe, f[0]) for probe, f in results[det].items() if f), key=lambda pf: pf[1]["z"])
+    best = max(
+        ((probe, f[0]) for probe, f in results[det].items() if f),
+        key=lambda pf: pf[1].get("rank", pf[1]["z"]),
+    )
     probe, top = best
     return {
         "flag": bool(top["z"] > threshold),
