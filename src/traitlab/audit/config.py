@@ -120,7 +120,7 @@ class AuditConfig(FrozenConfig):
     icl_sets: int = Field(8, ge=2, description="Sets of rows (the CI is over them).")
     threshold: float | None = Field(
         None,
-        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen for the statistic on the audit benchmark's discovery datasets (statistic 'null': NULL_T; 'shared': 8.0, just above a neutral teacher's 7.0).",
+        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen for the statistic on the audit benchmark's discovery datasets (statistic 'null': 8.0, the highest negative 6.5 + 1 rounded up to 0.5; 'shared': 8.0, just above a neutral teacher's 7.0).",
     )
     z_threshold: float = Field(
         3.0,
