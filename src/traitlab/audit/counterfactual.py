@@ -97,8 +97,12 @@ def null_answers(base_probs: np.ndarray, probe: Probe, seed: int) -> list[str]:
     return [names[rng.choice(len(names), p=row)] for row in p]
 
 
-def _teacher(base: ModelRef, rows: list[Row], tag: Any, cfg: CounterfactualConfig) -> ModelRef:
-    key = stable_hash(["cf-teacher", base.key, tag, cfg.train.model_dump(mode="json")])
+def _teacher(
+    base: ModelRef, rows: list[Row], tag: Sequence[Any], cfg: CounterfactualConfig
+) -> ModelRef:
+    # The tag is spliced into the key, so an option teacher keeps the key it had before null
+    # teachers shared this helper (cached teachers stay valid).
+    key = stable_hash(["cf-teacher", base.key, *tag, cfg.train.model_dump(mode="json")])
     d = cache_dir() / "audit-teachers" / key
     if not stage_done(d, key):
         with opened(base) as lm, stage(d, key) as tmp:
