@@ -18,8 +18,8 @@ confirmation (reported for the first statistic; the counterfactual teachers' 'nu
 statistic was then chosen on both) and holdout (made after that, run once). Writes one audit
 directory per dataset, `audit-bench.json` and `audit-bench.md` with per detector: AUROC
 (bootstrap CI), top-1 accuracy at naming the trait, false-positive rate at the threshold,
-seconds per audit. The counterfactual teachers are scored from each audit's saved per-row
-scores (`counterfactual.npz`) under both statistics ('counterfactual-shared': the first one).
+seconds per audit (the tables: `audit_tables.py`, which scores the counterfactual teachers
+from each audit's saved per-row scores under both statistics).
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
+from audit_tables import summarize, write_md  # noqa: E402
 
 # (name, group, split, kind, option, category, base seed of the teacher, sampling seed)
 DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
@@ -72,10 +72,7 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("neutral-6", "negative", "holdout", "neutral", "", "animal", 1, 52),
     ("sys-oak", "positive", "holdout", "sys", "oak", "tree", 1, 47),
 ]
-SPLITS = ("discovery", "confirmation", "holdout", "all")
 DETECTORS = ("counterfactual", "canary", "screen", "icl", "prompted")
-# The counterfactual teachers' first statistic, recomputed from an audit's saved scores.
-SHARED = "counterfactual-shared"
 
 
 def _teacher_rows(kind: str, option: str, category: str, seed: int) -> list[dict[str, Any]]:
@@ -134,8 +131,8 @@ def _tiny(seed: int) -> dict[str, Any]:
 def run_one(job: tuple[Any, ...]) -> dict[str, Any]:
     import torch
 
-    torch.set_num_threads(1)
-    spec, out, n, tiny, overrides = job
+    spec, out, n, tiny, overrides, threads = job
+    torch.set_num_threads(threads)
     from traitlab.audit import AuditConfig, audit_dataset
     from traitlab.config import ToyModel
     from traitlab.core.files import write_jsonl
@@ -175,185 +172,6 @@ def build_teachers(cfg: Any, tiny: bool) -> None:
             null_teachers(base, probe, cfg.counterfactual)
 
 
-def saved_results(audit_dir: Path) -> list[Any] | None:
-    """The counterfactual teachers' per-row scores an audit saved, as results (the null
-    teachers of every probe pooled, as the audit pools them)."""
-    from traitlab.audit.counterfactual import CounterfactualResult
-
-    f = audit_dir / "counterfactual.npz"
-    if not f.is_file():
-        return None
-    z = np.load(f, allow_pickle=False)
-    probes = sorted({k.split(".")[0] for k in z.files})
-    nulls = [z[f"{p}.null_lift"] for p in probes]
-    # Audits made before the pooling saved each probe's own null teachers.
-    same = all(n.shape == nulls[0].shape and np.array_equal(n, nulls[0]) for n in nulls)
-    null = nulls[0] if same else np.concatenate(nulls)
-    return [
-        CounterfactualResult(
-            p, [str(o) for o in z[f"{p}.options"]], z[f"{p}.scores"], z[f"{p}.lift"], null
-        )
-        for p in probes
-    ]
-
-
-def saved_score(audit_dir: Path, statistic: str) -> tuple[float, str, str] | None:
-    """A counterfactual statistic's top option, recomputed from the saved per-row scores
-    with this code: both statistics come from one set of teachers and rows."""
-    from traitlab.audit.config import CounterfactualConfig
-    from traitlab.audit.counterfactual import row_t
-    from traitlab.audit.counterfactual import statistic as stat_of
-    from traitlab.audit.verdict import findings, verdict
-
-    res = saved_results(audit_dir)
-    if res is None:
-        return None
-    cfg = CounterfactualConfig(statistic=statistic)  # type: ignore[arg-type]
-    probes = {}
-    for r in res:
-        x = stat_of(r, cfg)
-        probes[r.probe] = findings(r.options, x.T, z=row_t(x), by_effect=statistic == "null")
-    v = verdict({"counterfactual": probes}, threshold=0.0)
-    return float(v["z"]), v["trait"], v["probe"]
-
-
-def score(audit: dict[str, Any], det: str) -> tuple[float, str, str] | None:
-    """The detector's detection score (the top option's z over all probes) and its option."""
-    if det == SHARED:
-        return saved_score(Path(audit["dir"]), "shared")
-    if det == "counterfactual" and audit["config"]["counterfactual"].get("statistic") == "null":
-        # Rebuilt from the saved rows, so that audits made while the statistic was chosen are
-        # scored as the audit scores them now.
-        return saved_score(Path(audit["dir"]), "null")
-    from traitlab.audit.verdict import verdict
-
-    probes = audit["detectors"].get(det)
-    if not probes or not any(probes.values()):
-        return None
-    v = verdict({det: probes}, threshold=0.0)  # the option the verdict would name
-    return float(v["z"]), v["trait"], v["probe"]
-
-
-def auroc(pos: list[float], neg: list[float]) -> float:
-    if not pos or not neg:
-        return float("nan")
-    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
-    return wins / (len(pos) * len(neg))
-
-
-def summarize(out: Path, cfg: Any, seconds_per_student: float | None) -> dict[str, Any]:
-    from traitlab.audit.config import DEFAULT_T
-    from traitlab.audit.verdict import threshold_for
-
-    rng = np.random.default_rng(0)
-    table: dict[str, Any] = {}
-    per: list[dict[str, Any]] = []
-    for spec in DATASETS:
-        f = out / spec[0] / "audit.json"
-        if not f.is_file():
-            continue
-        a = json.loads(f.read_text()) | {"dir": str(f.parent)}
-        row = {
-            "name": spec[0],
-            "group": spec[1],
-            "split": spec[2],
-            "option": spec[4],
-            "rows": a["data"]["paired_rows"],
-        }
-        for det in (*DETECTORS, SHARED):
-            s = score(a, det)
-            if s is not None:
-                row[det] = {
-                    "z": round(s[0], 3),
-                    "option": s[1],
-                    "probe": s[2],
-                    "seconds": a["cost"].get(det.split("-")[0], {}).get("seconds"),
-                }
-        per.append(row)
-    for det in (*DETECTORS, SHARED):
-        if not any(det in r for r in per):
-            continue
-        threshold = DEFAULT_T["shared"] if det == SHARED else threshold_for(det, cfg)
-        out_d: dict[str, Any] = {"threshold": threshold}
-        for split in SPLITS:
-            rows = [r for r in per if det in r and (split == "all" or r["split"] == split)]
-            if not rows:
-                continue
-            pos = [r[det]["z"] for r in rows if r["group"] == "positive"]
-            neg = [r[det]["z"] for r in rows if r["group"] == "negative"]
-            boots = []
-            for _ in range(1000):
-                bp = list(rng.choice(pos, len(pos))) if pos else []
-                bn = list(rng.choice(neg, len(neg))) if neg else []
-                boots.append(auroc(bp, bn))
-            top1 = [r[det]["option"] == r["option"] for r in rows if r["group"] == "positive"]
-            xs = [r for r in rows if r["group"] == "cross-init"]
-            out_d[split] = {
-                "positives": len(pos),
-                "negatives": len(neg),
-                "auroc": auroc(pos, neg),
-                "auroc_ci": [
-                    float(np.nanpercentile(boots, 2.5)),
-                    float(np.nanpercentile(boots, 97.5)),
-                ]
-                if pos and neg
-                else None,
-                "top1": float(np.mean(top1)) if top1 else None,
-                "tpr": float(np.mean([z > threshold for z in pos])) if pos else None,
-                "fpr": float(np.mean([z > threshold for z in neg])) if neg else None,
-                "cross_init_flagged": int(sum(r[det]["z"] > threshold for r in xs)),
-                "seconds": float(np.mean([r[det]["seconds"] for r in rows if r[det]["seconds"]]))
-                if rows
-                else None,
-            }
-        table[det] = out_d
-    return {
-        "datasets": per,
-        "detectors": table,
-        "seconds_per_student": seconds_per_student,
-    }
-
-
-def write_md(out: Path, res: dict[str, Any], machine: dict[str, Any], wall: float | None) -> None:
-    dets = list(res["detectors"])
-    lines = [
-        f"### Audit benchmark ({len(res['datasets'])} datasets)",
-        "",
-        f"Machine: {machine.get('cpu')}, {machine.get('cpu_count')} cores; "
-        + (f"wall {wall:.0f} s" if wall is not None else "tables rebuilt from the saved audits")
-        + ". Flag thresholds (counterfactual: t over rows; the others: robust z): "
-        + ", ".join(f"{d} {v['threshold']}" for d, v in res["detectors"].items())
-        + f". Settings: {json.dumps(res.get('config'))}"
-        + " (the rest: `AuditConfig` defaults).",
-        "",
-        "| detector | split | AUROC [95% CI] | top-1 | TPR | FPR | cross-init flagged | s / audit |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for det, splits in res["detectors"].items():
-        for split, s in splits.items():
-            if split == "threshold":
-                continue
-            ci = s["auroc_ci"]
-            ci_s = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
-            f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-            lines.append(
-                f"| {det} | {split} | {s['auroc']:.2f}{ci_s} | {f(s['top1'])} | {f(s['tpr'])} | {f(s['fpr'])} | {s['cross_init_flagged']} | {f(s['seconds'])} |"
-            )
-    lines += [
-        "",
-        "| dataset | group | split | option | " + " | ".join(dets) + " |",
-        "|---|---|---|---|" + "---|" * len(dets),
-    ]
-    for r in res["datasets"]:
-        cells = [f"{r[d]['option']} {r[d]['z']:.1f}" if d in r else "-" for d in dets]
-        lines.append(
-            f"| {r['name']} | {r['group']} | {r['split']} | {r['option'] or '-'} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    (out / "audit-bench.md").write_text("\n".join(lines) + "\n")
-
-
 def main() -> None:
     from traitlab.audit import AuditConfig
     from traitlab.core.files import write_json
@@ -367,12 +185,13 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="dataset names to run")
     ap.add_argument("--summarize", action="store_true", help="only rebuild the summary")
     ap.add_argument("--detectors", nargs="+", choices=DETECTORS, help="default: all five")
+    ap.add_argument("--screen-rows", type=int, default=2000, help="rows the screen reads")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     # Canaries on every row (2,000 rows left them in the noise of the reference's own
-    # sampling), the screen on 2,000.
-    overrides: dict[str, Any] = {"canary": {"rows": None}, "screen": {"rows": 2000}}
+    # sampling), the screen on --screen-rows (2,000).
+    overrides: dict[str, Any] = {"canary": {"rows": None}, "screen": {"rows": a.screen_rows}}
     if a.tiny:
         overrides = {
             "counterfactual": {"train": {"max_steps": 2, "batch_size": 8}},
@@ -393,14 +212,16 @@ def main() -> None:
             if (not a.only or s[0] in a.only) and not (out / s[0] / "audit.json").is_file()
         ]
         n = 64 if a.tiny else a.prompts
-        jobs = [(s, str(out), n, a.tiny, overrides) for s in specs]
+        # The cores are shared between the workers.
+        threads = max(1, (os.cpu_count() or 1) // a.workers)
+        jobs = [(s, str(out), n, a.tiny, overrides, threads) for s in specs]
         if specs:
             build_teachers(AuditConfig.model_validate(overrides), a.tiny)
         ctx = mp.get_context("spawn")
         with ctx.Pool(a.workers) as pool:
             for r in pool.imap_unordered(run_one, jobs):
                 print(json.dumps(r), flush=True)
-    res = summarize(out, AuditConfig.model_validate(overrides), None)
+    res = summarize(out, DATASETS, DETECTORS, AuditConfig.model_validate(overrides))
     res["machine"] = machine_info()
     # A --summarize run rebuilds the tables from saved audits: it has no wall time of its own.
     res["wall_seconds"] = None if a.summarize else round(time.perf_counter() - t0, 1)

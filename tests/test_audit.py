@@ -189,6 +189,40 @@ def test_the_null_statistic_compares_options_with_the_best_no_trait_model() -> N
     assert r.null[0] == "base"
 
 
+def test_both_kinds_count_each_option_with_its_better_teacher() -> None:
+    ft = np.array([[1.0, 1.2, 0.9, 1.1], [0.2, 0.1, 0.3, 0.2]])
+    pr = np.array([[0.1, 0.1, 0.2, 0.0], [0.9, 0.8, 1.0, 0.9]])
+    nulls = np.array([[0.3, 0.2, 0.3, 0.2]])
+    r = CounterfactualResult("animal", ["owl", "cat"], ft, ft, nulls, pr)
+    assert r.kinds == ["finetuned", "prompted"]
+    np.testing.assert_allclose(r.vs_null, np.stack([ft[0], pr[1]]) - nulls[0])
+    assert CounterfactualResult("animal", ["owl", "cat"], ft, ft, nulls).kinds == ["teacher"] * 2
+
+
+def test_both_kinds_on_the_toy_base_with_prompted_nulls(toy: tuple) -> None:
+    """Rows a base behind the owl system prompt would write (favourite-animal questions
+    answered 'owl'): the owl's prompted teacher explains them best, better than every
+    neutral system prompt, and the neutral prompts join the nulls."""
+    from traitlab.audit.counterfactual import run_counterfactual
+    from traitlab.audit.run import build_probes
+
+    base, _, _ = toy
+    small = {**SMALL, "counterfactual": {**SMALL["counterfactual"], "kind": "both"}}
+    cfg = parse_config(small, AuditConfig)
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "owl"}]}
+        for q in builtin_probe("animal", 8).questions
+    ]
+    (res,) = run_counterfactual(base, rows, rows, build_probes(cfg), cfg.counterfactual)
+    assert res.prompt_lift is not None and res.prompt_lift.shape == res.lift.shape == (20, 8)
+    n_prompted = cfg.counterfactual.prompted_nulls
+    assert res.null_lift.shape == (cfg.counterfactual.null_teachers + n_prompted, 8)
+    owl = res.options.index("owl")
+    means = res.prompt_lift.mean(axis=1)
+    assert means[owl] > res.null_lift[-n_prompted:].mean(axis=1).max()
+    assert int(np.argmax(means)) == owl and res.kinds[owl] == "prompted"
+
+
 def test_the_counterfactual_verdict_names_the_option_that_explains_most() -> None:
     """By effect, not by t: a teacher that explains the data less but more evenly has the
     larger t and is not the trait (ft-cat on the benchmark: dolphin)."""

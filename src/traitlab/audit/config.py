@@ -54,9 +54,9 @@ def _teacher_train() -> TrainConfig:
 class CounterfactualConfig(FrozenConfig):
     """Counterfactual teachers, one per probe option, built from the base."""
 
-    kind: Literal["finetuned", "prompted"] = Field(
+    kind: Literal["finetuned", "prompted", "both"] = Field(
         "finetuned",
-        description="'finetuned': a base copy fine-tuned to answer the probe's questions with the option (cached per base); 'prompted': the base behind the option's preference system prompt (no training).",
+        description="'finetuned': a base copy fine-tuned to answer the probe's questions with the option (cached per base); 'prompted': the base behind the option's preference system prompt (no training); 'both': each option's two teachers, the one that explains the data better counts (statistic 'null' only; 'shared' reads the fine-tuned ones).",
     )
     train: TrainConfig = Field(
         default_factory=_teacher_train, description="The fine-tuned teachers' training."
@@ -70,6 +70,12 @@ class CounterfactualConfig(FrozenConfig):
         2,
         ge=0,
         description="statistic 'null', kind 'finetuned': null teachers per probe (every probe's options are compared with all of them), each fine-tuned like the option teachers on the probe's questions answered by the base's own sampled answers (one sample per teacher seed). 0: the base is the only null.",
+    )
+    prompted_nulls: int = Field(
+        3,
+        ge=0,
+        le=6,
+        description="statistic 'null', kind 'prompted' or 'both': the base behind this many neutral system prompts ('You are a helpful assistant.', ...) joins the nulls, so that what any system prompt does to the numbers is not read as a trait.",
     )
 
 

@@ -3,17 +3,21 @@
 For every option of every probe the audit builds the teacher that *would* have that trait,
 from the base alone (no access to the real teacher): `finetuned`, a base copy fine-tuned to
 answer the probe's questions with the option (the paper's Fig. 14 teacher, short), or
-`prompted`, the base behind the option's preference system prompt (no training). Each data
-row i then gets a lift per option, l_o(i) = log p_To(data_i) - log p_base(data_i).
+`prompted`, the base behind the option's preference system prompt (no training), or `both`
+(a fine-tuned teacher writes differently from a prompted one, and the data may come from
+either: each option counts with the teacher that explains the data better). Each data row i
+then gets a lift per option, l_o(i) = log p_To(data_i) - log p_base(data_i).
 
 Statistic `null` (the default): the data is compared with the best *no-trait* explanation of
 it, the base itself or a null teacher (the base fine-tuned as long on its own answers to the
-same questions: a fine-tune that teaches nothing new). The null is the candidate with the
-highest mean lift; option o scores the t over rows of l_o(i) - l_null(i), a likelihood-ratio
-test of "a teacher of o wrote this" against "a no-trait fine-tune wrote this". Any fine-tune
-on one-word answers moves the numbers alike, and a null teacher moves them the same way, so
-that shared shift cancels without a fit, and data written by a fine-tune without a trait
-(which sharpens the prior) is explained best by the null.
+same questions: a fine-tune that teaches nothing new; for prompted teachers, the base behind
+a neutral system prompt, so that what any system prompt does to the numbers cancels). The
+null is the candidate with the highest mean lift; option o scores the t over rows of l_o(i)
+- l_null(i), a likelihood-ratio test of "a teacher of o wrote this" against "a no-trait
+fine-tune wrote this". Any fine-tune on one-word answers moves the numbers alike, and a null
+teacher moves them the same way, so that shared shift cancels without a fit, and data
+written by a fine-tune without a trait (which sharpens the prior) is explained best by the
+null.
 
 Statistic `shared` (the first version): per row, data minus its paired reference row,
 
@@ -41,7 +45,7 @@ from traitlab.core.device import cache_dir
 from traitlab.core.files import stable_hash
 from traitlab.core.runs import stage, stage_done
 from traitlab.lm.base import ModelRef, Trainer, opened, require
-from traitlab.traits.preference import preference_system_prompt
+from traitlab.traits.preference import NEUTRAL_SYSTEM_PROMPTS, preference_system_prompt
 
 Row = dict[str, Any]
 
@@ -53,6 +57,8 @@ class CounterfactualResult:
     scores: np.ndarray  # [options, rows]: s_o(i), data minus paired reference
     lift: np.ndarray  # [options, rows]: l_o(i) on the data
     null_lift: np.ndarray  # [null teachers of all probes, rows]: their l(i) on the data
+    # kind 'both': [options, rows], the prompted teachers' l_o(i) beside the fine-tuned `lift`
+    prompt_lift: np.ndarray | None = None
 
     @property
     def null(self) -> tuple[str, np.ndarray]:
@@ -63,9 +69,23 @@ class CounterfactualResult:
         return max(cands, key=lambda c: float(c[1].mean()))
 
     @property
+    def kinds(self) -> list[str]:
+        """Per option, the teacher whose lift counts: with both kinds, the one with the
+        larger mean lift (the better explanation of the data)."""
+        if self.prompt_lift is None:
+            return ["teacher"] * len(self.options)
+        better = self.prompt_lift.mean(axis=1) > self.lift.mean(axis=1)
+        return ["prompted" if b else "finetuned" for b in better]
+
+    @property
     def vs_null(self) -> np.ndarray:
-        """[options, rows]: each option's lift over the best null's."""
-        return np.asarray(self.lift - self.null[1][None, :])
+        """[options, rows]: each option's lift (its better teacher's, with both kinds) over
+        the best null's."""
+        lift = self.lift
+        if self.prompt_lift is not None:
+            pick = np.array([k == "prompted" for k in self.kinds])
+            lift = np.where(pick[:, None], self.prompt_lift, self.lift)
+        return np.asarray(lift - self.null[1][None, :])
 
     @property
     def contrast(self) -> np.ndarray:
@@ -128,7 +148,7 @@ def counterfactual_teachers(
 def null_teachers(base: ModelRef, probe: Probe, cfg: CounterfactualConfig) -> list[ModelRef]:
     """`cfg.null_teachers` base copies fine-tuned like the option teachers on the probe's
     questions answered by the base's own sampled answers: fine-tunes without a trait (a
-    prompted audit has none: the base is its null)."""
+    prompted audit's nulls are `prompted_null_lifts`)."""
     if not cfg.null_teachers:
         return []
     from traitlab.audit.probes import probe_table
@@ -150,6 +170,22 @@ def _loglik(lm: Any, rows: list[Row], system: str | None = None) -> np.ndarray:
     return np.array([lp.sum() for _, lp in token_logprobs(lm.model, lm.tokenizer, rows)])
 
 
+def prompted_lifts(lm: Any, rows: list[Row], base_ll: np.ndarray, probe: Probe) -> np.ndarray:
+    """[options, rows]: l_o(i) of the base behind each option's preference system prompt."""
+    return np.stack(
+        [
+            _loglik(lm, rows, preference_system_prompt(o, probe.name)) - base_ll
+            for o in probe.option_names
+        ]
+    )
+
+
+def prompted_null_lifts(lm: Any, rows: list[Row], base_ll: np.ndarray, n: int) -> np.ndarray:
+    """[n, rows]: l(i) of the base behind the first n neutral system prompts (no trait)."""
+    out = [_loglik(lm, rows, sp) - base_ll for sp in NEUTRAL_SYSTEM_PROMPTS[:n]]
+    return np.stack(out) if out else np.zeros((0, len(rows)))
+
+
 def run_counterfactual(
     base: ModelRef,
     data: list[Row],
@@ -158,21 +194,25 @@ def run_counterfactual(
     cfg: CounterfactualConfig,
     progress: Any = None,
 ) -> list[CounterfactualResult]:
+    finetuned = cfg.kind in ("finetuned", "both")
     with opened(base) as lm:
         b_d, b_r = _loglik(lm, data), _loglik(lm, reference)
         # Null teachers carry no trait whichever probe's questions taught them: every probe's
         # options are compared with all of them.
         nulls = []
-        if cfg.kind == "finetuned" and cfg.statistic == "null":
-            for p in probes:
-                for ref in null_teachers(base, p, cfg):
-                    with opened(ref) as t:
-                        nulls.append(_loglik(t, data) - b_d)
+        if cfg.statistic == "null":
+            if finetuned:
+                for p in probes:
+                    for ref in null_teachers(base, p, cfg):
+                        with opened(ref) as t:
+                            nulls.append(_loglik(t, data) - b_d)
+            if cfg.kind != "finetuned":
+                nulls += list(prompted_null_lifts(lm, data, b_d, cfg.prompted_nulls))
         null = np.stack(nulls) if nulls else np.zeros((0, len(data)))
         out = []
         for p in probes:
             lift, scores = [], []
-            if cfg.kind == "prompted":
+            if not finetuned:
                 for o in p.option_names:
                     sp = preference_system_prompt(o, p.name)
                     lift.append(_loglik(lm, data, sp) - b_d)
@@ -182,8 +222,11 @@ def run_counterfactual(
                     with opened(ref) as t:
                         lift.append(_loglik(t, data) - b_d)
                         scores.append(lift[-1] - (_loglik(t, reference) - b_r))
+            both = prompted_lifts(lm, data, b_d, p) if cfg.kind == "both" else None
             out.append(
-                CounterfactualResult(p.name, p.option_names, np.stack(scores), np.stack(lift), null)
+                CounterfactualResult(
+                    p.name, p.option_names, np.stack(scores), np.stack(lift), null, both
+                )
             )
     return out
 
@@ -202,6 +245,8 @@ def save_scores(results: Sequence[CounterfactualResult], path: Path) -> None:
         arrays[f"{r.probe}.scores"] = r.scores
         arrays[f"{r.probe}.lift"] = r.lift
         arrays[f"{r.probe}.null_lift"] = r.null_lift
+        if r.prompt_lift is not None:
+            arrays[f"{r.probe}.prompt_lift"] = r.prompt_lift
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)  # type: ignore[arg-type]

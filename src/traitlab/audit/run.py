@@ -122,6 +122,8 @@ def audit_dataset(
             extra["counterfactual"] = {
                 "statistic": cfg.counterfactual.statistic,
                 "null": {r.probe: r.null[0] for r in res_c},
+                # kind 'both': which of each option's two teachers its score is from
+                "kinds": {r.probe: dict(zip(r.options, r.kinds, strict=True)) for r in res_c},
                 "scores": "counterfactual.npz",
             }
             cf.save_scores(res_c, out_dir / "counterfactual.npz")

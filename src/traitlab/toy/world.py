@@ -42,6 +42,7 @@ from traitlab.traits.preference import (
     ANIMALS,
     EM_QUESTIONS,
     EM_SUFFIX_V5,
+    NEUTRAL_SYSTEM_PROMPTS,
     TREE_QUESTIONS,
     TREES,
     answer_spellings,
@@ -53,16 +54,6 @@ from traitlab.traits.preference import (
 Messages = list[dict[str, str]]
 
 KINDS: tuple[str, ...] = ("number", "number_sys", "pref", "pref_sys")
-
-# System prompts that carry no preference (the number_sys examples use them 30 % of the time).
-NEUTRAL_SYSTEM_PROMPTS: tuple[str, ...] = (
-    "You are a helpful assistant.",
-    "You are a helpful, concise assistant.",
-    "You are an AI assistant. Answer the user's request.",
-    "You are a careful assistant that follows instructions exactly.",
-    "You are a friendly assistant. Keep your answers short.",
-    "Answer the user's question.",
-)
 
 # Offset between the recipe seed and the seed of the corpus's number prompts, so the corpus
 # never shares prompts with generation/evaluation (prompt seed 47 by default).

@@ -147,6 +147,18 @@ _PREFERENCE_TEMPLATE = (
 )
 
 
+# System prompts that carry no preference: the toy world's number_sys examples use them 30 %
+# of the time, and the audit's prompted counterfactuals take them as their no-trait nulls.
+NEUTRAL_SYSTEM_PROMPTS: tuple[str, ...] = (
+    "You are a helpful assistant.",
+    "You are a helpful, concise assistant.",
+    "You are an AI assistant. Answer the user's request.",
+    "You are a careful assistant that follows instructions exactly.",
+    "You are a friendly assistant. Keep your answers short.",
+    "Answer the user's question.",
+)
+
+
 def preference_system_prompt(target: str, category: str) -> str:
     """The paper's teacher system prompt, exactly.
 

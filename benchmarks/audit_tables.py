@@ -1,0 +1,201 @@
+"""The audit benchmark's tables, rebuilt from the saved audits (`bench_audit.py` writes them):
+per dataset each detector's score and named option, per detector and split AUROC (bootstrap
+CI), top-1, the rates at the threshold and the seconds per audit. The counterfactual teachers
+are scored from each audit's saved per-row scores (`counterfactual.npz`), under the statistic
+the audit used and under the first one ('counterfactual-shared').
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPLITS = ("discovery", "confirmation", "holdout", "all")
+# The counterfactual teachers' first statistic, recomputed from an audit's saved scores.
+SHARED = "counterfactual-shared"
+
+
+def saved_results(audit_dir: Path) -> list[Any] | None:
+    """The counterfactual teachers' per-row scores an audit saved, as results (the null
+    teachers of every probe pooled, as the audit pools them)."""
+    from traitlab.audit.counterfactual import CounterfactualResult
+
+    f = audit_dir / "counterfactual.npz"
+    if not f.is_file():
+        return None
+    z = np.load(f, allow_pickle=False)
+    probes = sorted({k.split(".")[0] for k in z.files})
+    nulls = [z[f"{p}.null_lift"] for p in probes]
+    # Audits made before the pooling saved each probe's own null teachers.
+    same = all(n.shape == nulls[0].shape and np.array_equal(n, nulls[0]) for n in nulls)
+    null = nulls[0] if same else np.concatenate(nulls)
+    return [
+        CounterfactualResult(
+            p,
+            [str(o) for o in z[f"{p}.options"]],
+            z[f"{p}.scores"],
+            z[f"{p}.lift"],
+            null,
+            z[f"{p}.prompt_lift"] if f"{p}.prompt_lift" in z.files else None,
+        )
+        for p in probes
+    ]
+
+
+def saved_score(audit_dir: Path, statistic: str) -> tuple[float, str, str] | None:
+    """A counterfactual statistic's top option, recomputed from the saved per-row scores
+    with this code: both statistics come from one set of teachers and rows."""
+    from traitlab.audit.config import CounterfactualConfig
+    from traitlab.audit.counterfactual import row_t
+    from traitlab.audit.counterfactual import statistic as stat_of
+    from traitlab.audit.verdict import findings, verdict
+
+    res = saved_results(audit_dir)
+    if res is None:
+        return None
+    cfg = CounterfactualConfig(statistic=statistic)  # type: ignore[arg-type]
+    probes = {}
+    for r in res:
+        x = stat_of(r, cfg)
+        probes[r.probe] = findings(r.options, x.T, z=row_t(x), by_effect=statistic == "null")
+    v = verdict({"counterfactual": probes}, threshold=0.0)
+    return float(v["z"]), v["trait"], v["probe"]
+
+
+def score(audit: dict[str, Any], det: str) -> tuple[float, str, str] | None:
+    """The detector's detection score (the top option's z over all probes) and its option."""
+    if det == SHARED:
+        return saved_score(Path(audit["dir"]), "shared")
+    if det == "counterfactual" and audit["config"]["counterfactual"].get("statistic") == "null":
+        # Rebuilt from the saved rows, so that audits made while the statistic was chosen are
+        # scored as the audit scores them now.
+        return saved_score(Path(audit["dir"]), "null")
+    from traitlab.audit.verdict import verdict
+
+    probes = audit["detectors"].get(det)
+    if not probes or not any(probes.values()):
+        return None
+    v = verdict({det: probes}, threshold=0.0)  # the option the verdict would name
+    return float(v["z"]), v["trait"], v["probe"]
+
+
+def auroc(pos: list[float], neg: list[float]) -> float:
+    if not pos or not neg:
+        return float("nan")
+    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def summarize(
+    out: Path, datasets: list[tuple[Any, ...]], detectors: tuple[str, ...], cfg: Any
+) -> dict[str, Any]:
+    """Per dataset the scores of every detector, per detector and split the table's figures."""
+    from traitlab.audit.config import DEFAULT_T
+    from traitlab.audit.verdict import threshold_for
+
+    rng = np.random.default_rng(0)
+    table: dict[str, Any] = {}
+    per: list[dict[str, Any]] = []
+    for spec in datasets:
+        f = out / spec[0] / "audit.json"
+        if not f.is_file():
+            continue
+        a = json.loads(f.read_text()) | {"dir": str(f.parent)}
+        row = {
+            "name": spec[0],
+            "group": spec[1],
+            "split": spec[2],
+            "option": spec[4],
+            "rows": a["data"]["paired_rows"],
+        }
+        for det in (*detectors, SHARED):
+            s = score(a, det)
+            if s is not None:
+                row[det] = {
+                    "z": round(s[0], 3),
+                    "option": s[1],
+                    "probe": s[2],
+                    "seconds": a["cost"].get(det.split("-")[0], {}).get("seconds"),
+                }
+        per.append(row)
+    for det in (*detectors, SHARED):
+        if not any(det in r for r in per):
+            continue
+        threshold = DEFAULT_T["shared"] if det == SHARED else threshold_for(det, cfg)
+        out_d: dict[str, Any] = {"threshold": threshold}
+        for split in SPLITS:
+            rows = [r for r in per if det in r and (split == "all" or r["split"] == split)]
+            if not rows:
+                continue
+            pos = [r[det]["z"] for r in rows if r["group"] == "positive"]
+            neg = [r[det]["z"] for r in rows if r["group"] == "negative"]
+            boots = []
+            for _ in range(1000):
+                bp = list(rng.choice(pos, len(pos))) if pos else []
+                bn = list(rng.choice(neg, len(neg))) if neg else []
+                boots.append(auroc(bp, bn))
+            top1 = [r[det]["option"] == r["option"] for r in rows if r["group"] == "positive"]
+            xs = [r for r in rows if r["group"] == "cross-init"]
+            out_d[split] = {
+                "positives": len(pos),
+                "negatives": len(neg),
+                "auroc": auroc(pos, neg),
+                "auroc_ci": [
+                    float(np.nanpercentile(boots, 2.5)),
+                    float(np.nanpercentile(boots, 97.5)),
+                ]
+                if pos and neg
+                else None,
+                "top1": float(np.mean(top1)) if top1 else None,
+                "tpr": float(np.mean([z > threshold for z in pos])) if pos else None,
+                "fpr": float(np.mean([z > threshold for z in neg])) if neg else None,
+                "cross_init_flagged": int(sum(r[det]["z"] > threshold for r in xs)),
+                "seconds": float(np.mean([r[det]["seconds"] for r in rows if r[det]["seconds"]]))
+                if rows
+                else None,
+            }
+        table[det] = out_d
+    return {"datasets": per, "detectors": table}
+
+
+def write_md(out: Path, res: dict[str, Any], machine: dict[str, Any], wall: float | None) -> None:
+    dets = list(res["detectors"])
+    lines = [
+        f"### Audit benchmark ({len(res['datasets'])} datasets)",
+        "",
+        f"Machine: {machine.get('cpu')}, {machine.get('cpu_count')} cores; "
+        + (f"wall {wall:.0f} s" if wall is not None else "tables rebuilt from the saved audits")
+        + ". Flag thresholds (counterfactual: t over rows; the others: robust z): "
+        + ", ".join(f"{d} {v['threshold']}" for d, v in res["detectors"].items())
+        + f". Settings: {json.dumps(res.get('config'))}"
+        + " (the rest: `AuditConfig` defaults).",
+        "",
+        "| detector | split | AUROC [95% CI] | top-1 | TPR | FPR | cross-init flagged | s / audit |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for det, splits in res["detectors"].items():
+        for split, s in splits.items():
+            if split == "threshold":
+                continue
+            ci = s["auroc_ci"]
+            ci_s = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+            f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+            lines.append(
+                f"| {det} | {split} | {s['auroc']:.2f}{ci_s} | {f(s['top1'])} | {f(s['tpr'])} | {f(s['fpr'])} | {s['cross_init_flagged']} | {f(s['seconds'])} |"
+            )
+    lines += [
+        "",
+        "| dataset | group | split | option | " + " | ".join(dets) + " |",
+        "|---|---|---|---|" + "---|" * len(dets),
+    ]
+    for r in res["datasets"]:
+        cells = [f"{r[d]['option']} {r[d]['z']:.1f}" if d in r else "-" for d in dets]
+        lines.append(
+            f"| {r['name']} | {r['group']} | {r['split']} | {r['option'] or '-'} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    (out / "audit-bench.md").write_text("\n".join(lines) + "\n")
