@@ -69,7 +69,7 @@ class CounterfactualConfig(FrozenConfig):
     null_teachers: int = Field(
         2,
         ge=0,
-        description="statistic 'null', kind 'finetuned': null teachers per probe (every probe's options are compared with all of them), each fine-tuned like the option teachers on the probe's questions answered by the base's own sampled answers (one sample per teacher seed). 0: the base is the only null.",
+        description="statistic 'null', kind 'finetuned' or 'both': null teachers per probe (every probe's options are compared with all of them), each fine-tuned like the option teachers on the probe's questions answered by the base's own sampled answers (one sample per teacher seed). 0: the base is the only null.",
     )
     prompted_nulls: int = Field(
         3,
