@@ -225,7 +225,12 @@ def main() -> None:
     res["machine"] = machine_info()
     # A --summarize run rebuilds the tables from saved audits: it has no wall time of its own.
     res["wall_seconds"] = None if a.summarize else round(time.perf_counter() - t0, 1)
-    res["config"] = {"prompts": a.prompts, "audit": overrides}
+    prompts = a.prompts
+    if a.summarize and (out / "audit-bench.json").is_file():
+        # The audits' own prompt count, not this command line's default.
+        saved = json.loads((out / "audit-bench.json").read_text()).get("config") or {}
+        prompts = saved.get("prompts", a.prompts)
+    res["config"] = {"prompts": prompts, "audit": overrides}
     write_json(out / "audit-bench.json", res)
     write_md(out, res, res["machine"], res["wall_seconds"])
     print((out / "audit-bench.md").read_text())
