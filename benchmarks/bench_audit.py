@@ -158,7 +158,7 @@ def run_one(job: tuple[Any, ...]) -> dict[str, Any]:
 
 def build_teachers(cfg: Any, tiny: bool) -> None:
     """Build (and cache) the counterfactual teachers once, before the workers need them."""
-    if "counterfactual" not in cfg.detectors or cfg.counterfactual.kind != "finetuned":
+    if "counterfactual" not in cfg.detectors or cfg.counterfactual.kind == "prompted":
         return
     from traitlab.audit.counterfactual import counterfactual_teachers, null_teachers
     from traitlab.audit.run import build_probes

@@ -223,6 +223,21 @@ def test_both_kinds_on_the_toy_base_with_prompted_nulls(toy: tuple) -> None:
     assert int(np.argmax(means)) == owl and res.kinds[owl] == "prompted"
 
 
+def test_prompted_counterfactuals_need_no_training_and_cancel_on_the_reference(
+    toy: tuple,
+) -> None:
+    from traitlab.audit.counterfactual import run_counterfactual
+    from traitlab.audit.run import build_probes
+
+    base, _, _ = toy
+    cfg = parse_config({**SMALL, "counterfactual": {"kind": "prompted"}}, AuditConfig)
+    rows = _rows(NUMBERS, 8)
+    (res,) = run_counterfactual(base, rows, rows, build_probes(cfg), cfg.counterfactual)
+    assert res.lift.shape == res.scores.shape == (20, 8) and res.prompt_lift is None
+    assert np.all(res.scores == 0) and np.any(res.lift != 0)
+    assert res.null_lift.shape == (cfg.counterfactual.prompted_nulls, 8)
+
+
 def test_the_counterfactual_verdict_names_the_option_that_explains_most() -> None:
     """By effect, not by t: a teacher that explains the data less but more evenly has the
     larger t and is not the trait (ft-cat on the benchmark: dolphin)."""

@@ -12,8 +12,8 @@ Statistic `null` (the default): the data is compared with the best *no-trait* ex
 it, the base itself or a null teacher (the base fine-tuned as long on its own answers to the
 same questions: a fine-tune that teaches nothing new; for prompted teachers, the base behind
 a neutral system prompt, so that what any system prompt does to the numbers cancels). The
-null is the candidate with the highest mean lift; option o scores the t over rows of l_o(i)
-- l_null(i), a likelihood-ratio test of "a teacher of o wrote this" against "a no-trait
+null is the candidate with the highest mean lift; option o scores the t over rows of
+l_o(i) - l_null(i), a likelihood-ratio test of "a teacher of o wrote this" against "a no-trait
 fine-tune wrote this". Any fine-tune on one-word answers moves the numbers alike, and a null
 teacher moves them the same way, so that shared shift cancels without a fit, and data
 written by a fine-tune without a trait (which sharpens the prior) is explained best by the
@@ -211,23 +211,18 @@ def run_counterfactual(
         null = np.stack(nulls) if nulls else np.zeros((0, len(data)))
         out = []
         for p in probes:
-            lift, scores = [], []
             if not finetuned:
-                for o in p.option_names:
-                    sp = preference_system_prompt(o, p.name)
-                    lift.append(_loglik(lm, data, sp) - b_d)
-                    scores.append(lift[-1] - (_loglik(lm, reference, sp) - b_r))
+                lift = prompted_lifts(lm, data, b_d, p)
+                scores = lift - prompted_lifts(lm, reference, b_r, p)
             else:
+                lifts, rows = [], []
                 for ref in counterfactual_teachers(base, p, cfg, progress):
                     with opened(ref) as t:
-                        lift.append(_loglik(t, data) - b_d)
-                        scores.append(lift[-1] - (_loglik(t, reference) - b_r))
+                        lifts.append(_loglik(t, data) - b_d)
+                        rows.append(lifts[-1] - (_loglik(t, reference) - b_r))
+                lift, scores = np.stack(lifts), np.stack(rows)
             both = prompted_lifts(lm, data, b_d, p) if cfg.kind == "both" else None
-            out.append(
-                CounterfactualResult(
-                    p.name, p.option_names, np.stack(scores), np.stack(lift), null, both
-                )
-            )
+            out.append(CounterfactualResult(p.name, p.option_names, scores, lift, null, both))
     return out
 
 

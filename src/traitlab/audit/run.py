@@ -122,10 +122,12 @@ def audit_dataset(
             extra["counterfactual"] = {
                 "statistic": cfg.counterfactual.statistic,
                 "null": {r.probe: r.null[0] for r in res_c},
-                # kind 'both': which of each option's two teachers its score is from
-                "kinds": {r.probe: dict(zip(r.options, r.kinds, strict=True)) for r in res_c},
                 "scores": "counterfactual.npz",
             }
+            if cfg.counterfactual.kind == "both":  # which of its two teachers each score is from
+                extra["counterfactual"]["kinds"] = {
+                    r.probe: dict(zip(r.options, r.kinds, strict=True)) for r in res_c
+                }
             cf.save_scores(res_c, out_dir / "counterfactual.npz")
         if "canary" in cfg.detectors:
             t = time.perf_counter()
