@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-SPLITS = ("discovery", "confirmation", "holdout", "all")
+# "holdouts": both holdouts, every dataset made after the 'null' statistic was chosen.
+SPLITS = ("discovery", "confirmation", "holdout", "holdout-2", "holdouts", "all")
 # The counterfactual teachers' first statistic, recomputed from an audit's saved scores.
 SHARED = "counterfactual-shared"
 
@@ -89,6 +90,10 @@ def auroc(pos: list[float], neg: list[float]) -> float:
     return wins / (len(pos) * len(neg))
 
 
+def _in_split(split: str, name: str) -> bool:
+    return name in ("all", split) or (name == "holdouts" and split.startswith("holdout"))
+
+
 def summarize(
     out: Path, datasets: list[tuple[Any, ...]], detectors: tuple[str, ...], cfg: Any
 ) -> dict[str, Any]:
@@ -127,7 +132,7 @@ def summarize(
         threshold = DEFAULT_T["shared"] if det == SHARED else threshold_for(det, cfg)
         out_d: dict[str, Any] = {"threshold": threshold}
         for split in SPLITS:
-            rows = [r for r in per if det in r and (split == "all" or r["split"] == split)]
+            rows = [r for r in per if det in r and _in_split(r["split"], split)]
             if not rows:
                 continue
             pos = [r[det]["z"] for r in rows if r["group"] == "positive"]

@@ -71,6 +71,20 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("ft-lion", "positive", "holdout", "ft", "lion", "animal", 1, 46),
     ("neutral-6", "negative", "holdout", "neutral", "", "animal", 1, 52),
     ("sys-oak", "positive", "holdout", "sys", "oak", "tree", 1, 47),
+    # Holdout 2: made to bring the benchmark to 41 datasets (other options, seeds and bases),
+    # with the statistic and threshold above unchanged, and run once.
+    ("ft-dog", "positive", "holdout-2", "ft", "dog", "animal", 1, 61),
+    ("own-6", "negative", "holdout-2", "own", "", "animal", 1, 62),
+    ("ft-birch", "positive", "holdout-2", "ft", "birch", "tree", 1, 63),
+    ("neutral-7", "negative", "holdout-2", "neutral", "", "animal", 1, 64),
+    ("xinit-cat", "cross-init", "holdout-2", "ft", "cat", "animal", 2, 65),
+    ("ft-penguin", "positive", "holdout-2", "ft", "penguin", "animal", 1, 66),
+    ("own-7", "negative", "holdout-2", "own", "", "animal", 1, 67),
+    ("ft-sequoia", "positive", "holdout-2", "ft", "sequoia", "tree", 1, 68),
+    ("neutral-8", "negative", "holdout-2", "neutral", "", "tree", 1, 69),
+    ("sys-cat", "positive", "holdout-2", "sys", "cat", "animal", 1, 70),
+    ("xinit-maple", "cross-init", "holdout-2", "ft", "maple", "tree", 2, 71),
+    ("ft-bear", "positive", "holdout-2", "ft", "bear", "animal", 1, 72),
 ]
 DETECTORS = ("counterfactual", "canary", "screen", "icl", "prompted")
 

@@ -170,6 +170,33 @@ def _loglik(lm: Any, rows: list[Row], system: str | None = None) -> np.ndarray:
     return np.array([lp.sum() for _, lp in token_logprobs(lm.model, lm.tokenizer, rows)])
 
 
+class PairedLoglik:
+    """Summed completion log-likelihoods of the data rows and of their reference rows under
+    one model after another. Each data row and its reference row complete the same prompt, so
+    they are scored as one shared-prompt pair (`lm.hf.pairs`: the prompt computed once, the
+    same numbers), encoded once for all the models of one tokenizer; a model whose attention
+    cannot take pairs scores the rows apart."""
+
+    def __init__(self, data: list[Row], reference: list[Row]) -> None:
+        self.data, self.reference = data, reference
+        self._pairs: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, lm: Any) -> tuple[np.ndarray, np.ndarray]:
+        from traitlab.core.errors import TraitlabError
+        from traitlab.lm.hf.pairs import check_pairs, encode_pairs, pair_logliks
+
+        tok = lm.tokenizer
+        key = (type(tok).__name__, len(tok), str(getattr(tok, "chat_template", "")))
+        if key not in self._pairs:
+            self._pairs[key] = encode_pairs(tok, self.data, self.reference, 1024)
+        pairs = self._pairs[key]
+        try:
+            check_pairs(lm.model, tok, pairs[0])
+        except TraitlabError:
+            return _loglik(lm, self.data), _loglik(lm, self.reference)
+        return pair_logliks(lm.model, tok, pairs)
+
+
 def prompted_lifts(lm: Any, rows: list[Row], base_ll: np.ndarray, probe: Probe) -> np.ndarray:
     """[options, rows]: l_o(i) of the base behind each option's preference system prompt."""
     return np.stack(
@@ -195,8 +222,9 @@ def run_counterfactual(
     progress: Any = None,
 ) -> list[CounterfactualResult]:
     finetuned = cfg.kind in ("finetuned", "both")
+    both_ll = PairedLoglik(data, reference)
     with opened(base) as lm:
-        b_d, b_r = _loglik(lm, data), _loglik(lm, reference)
+        b_d, b_r = both_ll(lm)
         # Null teachers carry no trait whichever probe's questions taught them: every probe's
         # options are compared with all of them.
         nulls = []
@@ -218,8 +246,9 @@ def run_counterfactual(
                 lifts, rows = [], []
                 for ref in counterfactual_teachers(base, p, cfg, progress):
                     with opened(ref) as t:
-                        lifts.append(_loglik(t, data) - b_d)
-                        rows.append(lifts[-1] - (_loglik(t, reference) - b_r))
+                        t_d, t_r = both_ll(t)
+                        lifts.append(t_d - b_d)
+                        rows.append(lifts[-1] - (t_r - b_r))
                 lift, scores = np.stack(lifts), np.stack(rows)
             both = prompted_lifts(lm, data, b_d, p) if cfg.kind == "both" else None
             out.append(CounterfactualResult(p.name, p.option_names, scores, lift, null, both))

@@ -173,6 +173,7 @@ def audit_dataset(
                 "gradient_seconds": round(c["gradient_seconds"], 2),
                 "scoring_seconds": round(c["scoring_seconds"], 2),
                 "rows": len(idx),
+                "shared_prompts": bool(c["shared_prompts"]),
             }
         for kind in ("icl", "prompted"):
             if kind in cfg.detectors:

@@ -12,6 +12,11 @@ The rows are split into K chunks of paired rows (a data row and the reference ro
 prompt go to the same chunk), and each chunk gives its own derivative. Under the null (the data
 is the base's own output) every chunk's derivative has mean zero, so the mean over chunks with
 its standard error gives a t statistic per option that needs no calibration set.
+
+A data row and its reference row complete the same prompt, so each chunk's Delta comes from
+one backward pass over shared-prompt pairs (`lm.hf.pairs`: the prompt, ~5/6 of a number
+row's tokens, computed once); a model whose attention cannot take the pairs' mask gets the
+two gradients apart (`chunk_gradient`), with the same result.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ import torch
 
 from traitlab.audit.probes import Probe
 from traitlab.audit.verdict import t_stat
+from traitlab.core.errors import TraitlabError
 from traitlab.lm.hf.chat import model_device
 from traitlab.lm.hf.packing import IGNORE, collate_packed
+from traitlab.lm.hf.pairs import Pair, check_pairs, collate_pairs, encode_pairs, pad_id, pair_nll
 from traitlab.lm.hf.scoring import exact_preference
 from traitlab.lm.hf.trainer import completion_logits, encode_rows
 
@@ -94,33 +101,78 @@ def chunk_gradient(
     return [g / max(1, n_tokens) for g in total]
 
 
+def pair_delta(
+    model: Any, tokenizer: Any, pairs: list[Pair], *, batch_size: int
+) -> list[torch.Tensor]:
+    """grad L_ref - grad L_data over `pairs` (A = data, B = reference; mean completion-token
+    NLL each, as `chunk_gradient` takes them) in one backward pass per batch."""
+    params = [p for _, p in _params(model)]
+    device = model_device(model)
+    n_a = max(1, sum(len(p.a_loss) for p in pairs))
+    n_b = max(1, sum(len(p.b_loss) for p in pairs))
+    # A pair whose two completions are the same adds exactly zero (skipped: computed, its two
+    # halves would differ by rounding). The sum's order is free; batches of similar length pad
+    # little.
+    pairs = sorted(
+        (p for p in pairs if p.ids[p.shared : p.a_end] != p.ids[p.a_end :]),
+        key=lambda p: len(p.ids),
+    )
+    total = [torch.zeros_like(p) for p in params]
+    for i in range(0, len(pairs), batch_size):
+        nll_a, nll_b = pair_nll(
+            model, collate_pairs(pairs[i : i + batch_size], pad_id(tokenizer), device)
+        )
+        loss = nll_b.sum() / n_b - nll_a.sum() / n_a
+        for acc, g in zip(total, torch.autograd.grad(loss, params, allow_unused=True), strict=True):
+            if g is not None:
+                acc.add_(g)
+    return total
+
+
 def adam_scale(
+    model: Any, tokenizer: Any, pairs: list[Pair], *, batch_size: int, eps: float = 1e-8
+) -> list[torch.Tensor]:
+    """1 / (sqrt(v) + eps) with v the mean squared per-batch gradient of the pairs' data
+    batches and reference batches: the per-parameter scale an Adam student applies to its
+    steps (its first steps are nearly sign(g); later ones g / sqrt(v)). The screen's direction
+    is preconditioned with it, since the students whose transfer it predicts train with Adam,
+    not SGD. One forward pass per batch serves both sides' gradients."""
+    params = [p for _, p in _params(model)]
+    device = model_device(model)
+    v = [torch.zeros_like(p) for p in params]
+    n_batches = 0
+    for i in range(0, len(pairs), batch_size):
+        nll = pair_nll(model, collate_pairs(pairs[i : i + batch_size], pad_id(tokenizer), device))
+        for k, side in enumerate(nll):
+            if side.numel() == 0:
+                continue
+            grads = torch.autograd.grad(side.mean(), params, allow_unused=True, retain_graph=k == 0)
+            for acc, g in zip(v, grads, strict=True):
+                if g is not None:
+                    acc.add_(g**2)
+            n_batches += 1
+    return [1.0 / ((x / max(1, n_batches)).sqrt() + eps) for x in v]
+
+
+def _adam_scale_rows(
     model: Any,
     tokenizer: Any,
-    rows: list[dict[str, Any]],
+    data: list[dict[str, Any]],
+    reference: list[dict[str, Any]],
     *,
     batch_size: int,
     max_len: int,
-    eps: float = 1e-8,
 ) -> list[torch.Tensor]:
-    """1 / (sqrt(v) + eps) with v the mean squared per-batch gradient over `rows`: the
-    per-parameter scale an Adam student applies to its steps (its first steps are nearly
-    sign(g); later ones g / sqrt(v)). The screen's direction is preconditioned with it, since
-    the students whose transfer it predicts train with Adam, not SGD."""
-    params = [p for _, p in _params(model)]
-    v = [torch.zeros_like(p) for p in params]
+    """`adam_scale` for a model that cannot score pairs: the same batches, rows apart."""
+    v = [torch.zeros_like(p) for _, p in _params(model)]
     n_batches = 0
-    for i in range(0, len(rows), batch_size):
-        chunk_gradient(
-            model,
-            tokenizer,
-            rows[i : i + batch_size],
-            batch_size=batch_size,
-            max_len=max_len,
-            second_moment=v,
-        )
-        n_batches += 1
-    return [1.0 / ((x / max(1, n_batches)).sqrt() + eps) for x in v]
+    for i in range(0, len(data), batch_size):
+        for rows in (data[i : i + batch_size], reference[i : i + batch_size]):
+            chunk_gradient(
+                model, tokenizer, rows, batch_size=batch_size, max_len=max_len, second_moment=v
+            )
+            n_batches += 1
+    return [1.0 / ((x / max(1, n_batches)).sqrt() + 1e-8) for x in v]
 
 
 @torch.no_grad()
@@ -201,26 +253,45 @@ def first_order_screen(
     was_training = model.training
     model.eval()  # no dropout: the gradient is the base's
     base = _tables(model, tokenizer, probes, 1000)
+    pairs = encode_pairs(tokenizer, data, reference, max_len)
+    try:
+        check_pairs(model, tokenizer, pairs[0])
+        shared = True
+    except TraitlabError:  # e.g. flash-attention 2, which ignores 4-D masks: rows apart
+        shared = False
     scale = None
     if precondition == "adam":
-        sample = [data[i] for i in order[:scale_rows]] + [reference[i] for i in order[:scale_rows]]
-        scale = adam_scale(model, tokenizer, sample, batch_size=student_batch, max_len=max_len)
+        head = order[:scale_rows]
+        if shared:
+            scale = adam_scale(model, tokenizer, [pairs[i] for i in head], batch_size=student_batch)
+        else:
+            scale = _adam_scale_rows(
+                model,
+                tokenizer,
+                [data[i] for i in head],
+                [reference[i] for i in head],
+                batch_size=student_batch,
+                max_len=max_len,
+            )
     rows = []
     t_grad = t_score = 0.0
     try:
         for j, idx in enumerate(parts):
             ta = time.perf_counter()
-            g_data = chunk_gradient(
-                model, tokenizer, [data[i] for i in idx], batch_size=batch_size, max_len=max_len
-            )
-            g_ref = chunk_gradient(
-                model,
-                tokenizer,
-                [reference[i] for i in idx],
-                batch_size=batch_size,
-                max_len=max_len,
-            )
-            delta = [r - d for r, d in zip(g_ref, g_data, strict=True)]
+            if shared:
+                delta = pair_delta(model, tokenizer, [pairs[i] for i in idx], batch_size=batch_size)
+            else:
+                g_data = chunk_gradient(
+                    model, tokenizer, [data[i] for i in idx], batch_size=batch_size, max_len=max_len
+                )
+                g_ref = chunk_gradient(
+                    model,
+                    tokenizer,
+                    [reference[i] for i in idx],
+                    batch_size=batch_size,
+                    max_len=max_len,
+                )
+                delta = [r - d for r, d in zip(g_ref, g_data, strict=True)]
             if scale is not None:
                 delta = [d * s for d, s in zip(delta, scale, strict=True)]
             tb = time.perf_counter()
@@ -241,5 +312,6 @@ def first_order_screen(
         "seconds": time.perf_counter() - t0,
         "gradient_seconds": t_grad,
         "scoring_seconds": t_score,
+        "shared_prompts": float(shared),
     }
     return out, cost

@@ -131,7 +131,7 @@ def check_packing(model: Any, examples: list[tuple[Any, ...]], pad_id: int) -> N
         )
 
 
-def _head_split(model: Any) -> tuple[Any, Any] | None:
+def head_split(model: Any) -> tuple[Any, Any] | None:
     """(transformer body, output layer) when logits are exactly `head(body(...))`, else None.
 
     Completion tokens are ~10 % of a number-sequence row, so applying the LM head only there
@@ -155,7 +155,7 @@ def completion_logits(
     model: Any, inputs: dict[str, torch.Tensor], mask: torch.Tensor
 ) -> torch.Tensor:
     """Logits at the positions `mask` selects ([B, T-1]: position t predicts token t+1): [N, V]."""
-    split = _head_split(model)
+    split = head_split(model)
     if split is None:
         return model(**inputs).logits[:, :-1][mask]
     body, head = split
