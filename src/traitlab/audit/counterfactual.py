@@ -31,7 +31,7 @@ Fine-tuned teachers are cached per (base, probe, recipe) under the traitlab cach
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,11 +162,15 @@ def null_teachers(base: ModelRef, probe: Probe, cfg: CounterfactualConfig) -> li
     return out
 
 
+def _behind(system: str, rows: list[Row]) -> list[Row]:
+    return [{"messages": [{"role": "system", "content": system}] + r["messages"]} for r in rows]
+
+
 def _loglik(lm: Any, rows: list[Row], system: str | None = None) -> np.ndarray:
     from traitlab.audit.rows import token_logprobs
 
     if system is not None:
-        rows = [{"messages": [{"role": "system", "content": system}] + r["messages"]} for r in rows]
+        rows = _behind(system, rows)
     return np.array([lp.sum() for _, lp in token_logprobs(lm.model, lm.tokenizer, rows)])
 
 
@@ -213,6 +217,26 @@ def prompted_null_lifts(lm: Any, rows: list[Row], base_ll: np.ndarray, n: int) -
     return np.stack(out) if out else np.zeros((0, len(rows)))
 
 
+def _teacher_logliks(
+    teachers: Sequence[ModelRef], scorer: PairedLoglik
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for ref in teachers:
+        with opened(ref) as t:
+            yield scorer(t)
+
+
+def _lifts(
+    scored: Iterable[tuple[np.ndarray, np.ndarray]], b_d: np.ndarray, b_r: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per option, from its teacher's (data, reference) log-likelihoods: the lift l_o on the
+    data, and s_o (data lift minus reference lift)."""
+    lifts, scores = [], []
+    for t_d, t_r in scored:
+        lifts.append(t_d - b_d)
+        scores.append(lifts[-1] - (t_r - b_r))
+    return np.stack(lifts), np.stack(scores)
+
+
 def run_counterfactual(
     base: ModelRef,
     data: list[Row],
@@ -239,17 +263,14 @@ def run_counterfactual(
         null = np.stack(nulls) if nulls else np.zeros((0, len(data)))
         out = []
         for p in probes:
-            if not finetuned:
-                lift = prompted_lifts(lm, data, b_d, p)
-                scores = lift - prompted_lifts(lm, reference, b_r, p)
+            if finetuned:
+                scored = _teacher_logliks(counterfactual_teachers(base, p, cfg, progress), both_ll)
             else:
-                lifts, rows = [], []
-                for ref in counterfactual_teachers(base, p, cfg, progress):
-                    with opened(ref) as t:
-                        t_d, t_r = both_ll(t)
-                        lifts.append(t_d - b_d)
-                        rows.append(lifts[-1] - (t_r - b_r))
-                lift, scores = np.stack(lifts), np.stack(rows)
+                prompts = [preference_system_prompt(o, p.name) for o in p.option_names]
+                scored = (
+                    PairedLoglik(_behind(sp, data), _behind(sp, reference))(lm) for sp in prompts
+                )
+            lift, scores = _lifts(scored, b_d, b_r)
             both = prompted_lifts(lm, data, b_d, p) if cfg.kind == "both" else None
             out.append(CounterfactualResult(p.name, p.option_names, scores, lift, null, both))
     return out
