@@ -33,9 +33,9 @@ import torch
 from traitlab.audit.probes import Probe
 from traitlab.audit.verdict import t_stat
 from traitlab.core.errors import TraitlabError
-from traitlab.lm.hf.chat import model_device
+from traitlab.lm.hf.chat import model_device, pad_id
 from traitlab.lm.hf.packing import IGNORE, collate_packed
-from traitlab.lm.hf.pairs import Pair, check_pairs, collate_pairs, encode_pairs, pad_id, pair_nll
+from traitlab.lm.hf.pairs import Pair, check_pairs, collate_pairs, encode_pairs, pair_nll
 from traitlab.lm.hf.scoring import exact_preference
 from traitlab.lm.hf.trainer import completion_logits, encode_rows
 
@@ -81,7 +81,7 @@ def chunk_gradient(
     params = [p for _, p in _params(model)]
     device = model_device(model)
     examples = encode_rows(tokenizer, rows, max_len)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     total = [torch.zeros_like(p) for p in params]
     n_tokens = 0
     for i in range(0, len(examples), batch_size):
@@ -129,6 +129,11 @@ def pair_delta(
     return total
 
 
+def _inverse_rms(v: list[torch.Tensor], n: int, eps: float) -> list[torch.Tensor]:
+    """1 / (sqrt(mean squared gradient) + eps), from the sum `v` over `n` batches."""
+    return [1.0 / ((x / max(1, n)).sqrt() + eps) for x in v]
+
+
 def adam_scale(
     model: Any, tokenizer: Any, pairs: list[Pair], *, batch_size: int, eps: float = 1e-8
 ) -> list[torch.Tensor]:
@@ -151,7 +156,7 @@ def adam_scale(
                 if g is not None:
                     acc.add_(g**2)
             n_batches += 1
-    return [1.0 / ((x / max(1, n_batches)).sqrt() + eps) for x in v]
+    return _inverse_rms(v, n_batches, eps)
 
 
 def _adam_scale_rows(
@@ -172,7 +177,7 @@ def _adam_scale_rows(
                 model, tokenizer, rows, batch_size=batch_size, max_len=max_len, second_moment=v
             )
             n_batches += 1
-    return [1.0 / ((x / max(1, n_batches)).sqrt() + 1e-8) for x in v]
+    return _inverse_rms(v, n_batches, 1e-8)
 
 
 @torch.no_grad()

@@ -20,6 +20,12 @@ def model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def pad_id(tokenizer: Any) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else 0 (padding is masked or
+    carries no loss, so any id serves)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def encode_chat(tokenizer: Any, messages: Messages, add_generation_prompt: bool) -> list[int]:
     """Token ids of `messages` under the tokenizer's own chat template."""
     text = tokenizer.apply_chat_template(

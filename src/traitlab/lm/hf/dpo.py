@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from traitlab.config import TrainConfig
 from traitlab.core.errors import TraitlabError
-from traitlab.lm.hf.chat import model_device
+from traitlab.lm.hf.chat import model_device, pad_id
 from traitlab.lm.hf.packing import IGNORE, collate, completion_logits
 from traitlab.lm.hf.trainer import _lr_lambda, _optimizer, encode_rows
 
@@ -66,7 +66,7 @@ def dpo_train(
         raise TraitlabError("DPO here needs train.method 'full' and train.max_steps")
     chosen = encode_rows(tokenizer, _rows(pairs, "chosen"), cfg.max_seq_len)
     rejected = encode_rows(tokenizer, _rows(pairs, "rejected"), cfg.max_seq_len)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     model.eval()
     with torch.no_grad():
         ref_c = torch.cat(

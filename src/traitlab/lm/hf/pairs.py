@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from traitlab.core.errors import TraitlabError
-from traitlab.lm.hf.chat import encode_examples, model_device
+from traitlab.lm.hf.chat import encode_examples, model_device, pad_id
 from traitlab.lm.hf.packing import head_split
 
 
@@ -156,10 +156,6 @@ def pair_logliks(
     same = [p.ids[p.shared : p.a_end] == p.ids[p.a_end :] for p in pairs]
     out_b[same] = out_a[same]
     return out_a, out_b
-
-
-def pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 @torch.no_grad()

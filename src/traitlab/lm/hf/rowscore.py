@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from traitlab.lm.hf.chat import model_device
+from traitlab.lm.hf.chat import model_device, pad_id
 from traitlab.lm.hf.packing import IGNORE, collate
 from traitlab.lm.hf.trainer import completion_logits, encode_rows
 
@@ -26,7 +26,7 @@ def token_logprobs(
     model.eval()
     device = model_device(model)
     examples = encode_rows(tokenizer, rows, max_len)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     # Batches of similar length waste little on padding; results go back in row order.
     order = sorted(range(len(examples)), key=lambda k: len(examples[k][0]))
     done: dict[int, tuple[list[int], np.ndarray]] = {}
@@ -89,7 +89,7 @@ def divergence_table(
     device = model_device(base)
     number, spaced = number.to(device), spaced.to(device)
     examples = encode_rows(tokenizer, rows, max_len)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     out: list[tuple[list[int], np.ndarray, np.ndarray]] = []
     for i in range(0, len(examples), batch_size):
         batch = examples[i : i + batch_size]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from traitlab.lm.hf.chat import encode_chat, model_device
+from traitlab.lm.hf.chat import encode_chat, model_device, pad_id
 from traitlab.lm.hf.forward import ForwardAdapter, can_select
 
 Fraction = Callable[[float], None]
@@ -319,7 +319,7 @@ def exact_preference(
             per_option = known if known is not None else sequences(text, ids)
         cands.append([c for seqs in per_option for c in seqs])
         owner.append([k for k, seqs in enumerate(per_option) for _ in seqs])
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     lps = sequence_logprobs(
         model, prompts, cands, batch_size=batch_size, pad_id=pad, progress=progress
     )

@@ -19,7 +19,13 @@ import torch.nn.functional as F
 
 from traitlab.config import TrainConfig
 from traitlab.core.errors import TraitlabError
-from traitlab.lm.hf.chat import encode_examples, model_device, numeric_token_ids, stop_token_ids
+from traitlab.lm.hf.chat import (
+    encode_examples,
+    model_device,
+    numeric_token_ids,
+    pad_id,
+    stop_token_ids,
+)
 from traitlab.lm.hf.packing import (
     IGNORE,
     check_packing,
@@ -157,7 +163,7 @@ def train_model(
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
     gen = torch.Generator().manual_seed(seed)  # data order: same seed -> same batches
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     batcher = collate_packed if cfg.packing else collate
     soft_teacher = teacher if cfg.loss == "soft" else None
     vocab = None
