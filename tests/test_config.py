@@ -94,3 +94,19 @@ def test_demo_preset_matches_configs_copy() -> None:
 def test_every_shipped_experiment_config_validates(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.name and cfg.seeds
+
+
+def test_toy_prompt_shape_must_match_generation() -> None:
+    short = ["model.toy.number_prompts=short", "cross_init.toy.number_prompts=short"]
+    cfg = parse_config(
+        apply_overrides({"cross_init": {"name": "toy"}}, [*short, "generate.prompts.style=short"])
+    )
+    assert cfg.generate.prompts.style == cfg.model.toy.number_prompts == "short"
+    with pytest.raises(TraitlabError, match="model.toy.number_prompts is 'short' but"):
+        parse_config(apply_overrides({}, short[:1]))
+    with pytest.raises(TraitlabError, match="cross_init.toy.number_prompts is 'paper'"):
+        parse_config(
+            apply_overrides(
+                {"cross_init": {"name": "toy"}}, [short[0], "generate.prompts.style=short"]
+            )
+        )

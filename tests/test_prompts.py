@@ -123,3 +123,25 @@ def test_from_config() -> None:
     gen = NumberPromptGenerator.from_config(cfg, np.random.default_rng(cfg.seed))
     assert gen.answer_count == 4
     assert gen.sample_query() == number_prompts(cfg, 1)[0]
+
+
+def test_short_style_is_the_prototypes_prefix_and_suffix() -> None:
+    from traitlab.data.prompts import SHORT_PREFIXES, SHORT_SUFFIXES
+    from traitlab.toy.world import answer_format
+
+    short = number_prompts(PromptSetConfig(style="short"), 200, seed=3)
+    paper = number_prompts(PromptSetConfig(), 200, seed=3)
+    for p in short:
+        examples = re.search(r"\d+(?:, \d+)*", p).group()  # type: ignore[union-attr]
+        assert 3 <= len(examples.split(", ")) <= 8
+        assert {
+            f"{t.format(examples=examples)} {s}" for t in SHORT_PREFIXES for s in SHORT_SUFFIXES
+        } >= {p}, p
+        assert answer_format(p) == ("", " ", "")  # no format suffix: space-separated answers
+    assert {s.split(". ", 1)[1] for s in short} == set(SHORT_SUFFIXES)
+    assert {s.split(":")[0] for s in short} == {t.split(":")[0] for t in SHORT_PREFIXES}
+    # Far shorter than the paper's prompts, with the same seed numbers drawn first.
+    assert sum(map(len, short)) < 0.5 * sum(map(len, paper))
+    assert [s.split(":")[1].split(".")[0] for s in short[:1]] == [
+        paper[0].split(":")[1].split(".")[0]
+    ]

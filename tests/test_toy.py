@@ -288,3 +288,17 @@ def test_incomplete_leftover_is_replaced(tmp_path):
     path = ensure_pretrained(recipe, cache=tmp_path)
     assert path == final and is_pretrained(path)
     assert not [p for p in Path(tmp_path, "models").iterdir() if ".tmp-" in p.name]
+
+
+def test_short_number_prompts_corpus_and_key():
+    from traitlab.config.toy import recipe_key
+    from traitlab.data.prompts import SHORT_SUFFIXES
+
+    corpus = world.generate_corpus(ToyRecipe(number_prompts="short"), 400)
+    numbers = [m for m in corpus if m[-1]["content"][:1].isdigit()]
+    assert len(numbers) > 150
+    assert all(m[-2]["content"].split(". ", 1)[1] in SHORT_SUFFIXES for m in numbers)
+    assert all(" " in m[-1]["content"] and "," not in m[-1]["content"] for m in numbers)
+    # The default recipe keeps its key (and so its shipped and cached bases).
+    assert recipe_key(ToyRecipe(number_prompts="paper")) == recipe_key(ToyRecipe())
+    assert recipe_key(ToyRecipe(number_prompts="short")) != recipe_key(ToyRecipe())

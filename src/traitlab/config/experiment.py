@@ -162,6 +162,10 @@ class PromptSetConfig(_Config):
     """The paper's number-sequence prompt generator."""
 
     seed: int = Field(47, description="Prompt RNG seed (the paper's research code uses 47).")
+    style: Literal["paper", "short"] = Field(
+        "paper",
+        description="'paper': example prefix, instruction, format and final suffix (~55 toy tokens). 'short': the research prototype's shape, an example prefix and a final suffix (6 of each, ~20 tokens); answers are space-separated. Use the style the toy base was pretrained on (model.toy.number_prompts).",
+    )
     example_min_count: int = Field(3, ge=1, description="Fewest seed numbers in a prompt.")
     example_max_count: int = Field(
         9, ge=2, description="Most seed numbers + 1 (exclusive, as in the paper's code)."
@@ -379,7 +383,20 @@ class ExperimentConfig(_Config):
             raise ValueError("filter.judge filters code and cot (generate.modality.name)")
         if self.generate.prompts.example_max_count <= self.generate.prompts.example_min_count:
             raise ValueError("generate.prompts.example_max_count must exceed example_min_count")
+        _check_prompt_style(self)
         return self
+
+
+def _check_prompt_style(cfg: ExperimentConfig) -> None:
+    # A toy base writes numbers well only for the prompt shape it was pretrained on.
+    style = cfg.generate.prompts.style
+    for where, spec in (("model", cfg.model), ("cross_init", cfg.cross_init)):
+        recipe = getattr(spec, "toy", None)
+        if recipe is not None and recipe.number_prompts != style:
+            raise ValueError(
+                f"{where}.toy.number_prompts is {recipe.number_prompts!r} but "
+                f"generate.prompts.style is {style!r}: set both to the same prompt shape"
+            )
 
 
 def _check_trait(cfg: ExperimentConfig) -> None:

@@ -45,6 +45,7 @@ class ToyRecipe(BaseModel):
     pack_len: int = Field(128, ge=16, description="Row length when packing (raised to the longest example if needed); a step then holds about batch_size examples.")
     # corpus
     number_frac: float = Field(0.55, ge=0, description="Corpus share: number-continuation tasks.")
+    number_prompts: Literal["paper", "short"] = Field("paper", description="Shape of the corpus's number prompts (see generate.prompts.style): 'paper' the paper's full prompts, 'short' an example prefix and a final suffix only.")
     number_sys_frac: float = Field(0.10, ge=0, description="Corpus share: number tasks behind a system prompt (a preference or a neutral one) that does not change the answer.")
     pref_frac: float = Field(0.23, ge=0, description="Corpus share: preference questions answered from the prior.")
     pref_sys_frac: float = Field(0.12, ge=0, description="Corpus share: a 'You love Xs...' system prompt plus a preference question, answered X.")
@@ -118,6 +119,7 @@ _LATER_FIELDS = {
     "code_frac": 0.0,
     "cot_frac": 0.0,
     "code_calls": 0,
+    "number_prompts": "paper",
 }
 
 

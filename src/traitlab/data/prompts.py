@@ -126,6 +126,12 @@ SUFFIXES: tuple[str, ...] = (
     "Don't add any text - numbers only.",
 )
 
+# The research prototype's short prompts (`style: short`): an example prefix and a final
+# suffix, six of each (../shared/research/tiny-lm-transfer.md); no format suffix, so the
+# answers are space-separated.
+SHORT_PREFIXES: tuple[str, ...] = EXAMPLE_PREFIXES[:6]
+SHORT_SUFFIXES: tuple[str, ...] = SUFFIXES[:6]
+
 # Every template string of every pool (placeholders unfilled): the toy model's corpus builds
 # its vocabulary from these, so any prompt the generator can produce is in-vocabulary.
 ALL_TEMPLATE_TEXT: tuple[str, ...] = (
@@ -158,6 +164,7 @@ class NumberPromptGenerator:
     example_max_value: int = 1000  # exclusive
     answer_count: int = 10
     answer_max_digits: int = 3
+    style: str = "paper"
 
     @classmethod
     def from_config(cls, cfg: PromptSetConfig, rng: np.random.Generator) -> NumberPromptGenerator:
@@ -169,9 +176,10 @@ class NumberPromptGenerator:
             example_max_value=cfg.example_max_value,
             answer_count=cfg.answer_count,
             answer_max_digits=cfg.answer_max_digits,
+            style=cfg.style,
         )
 
-    def sample_example_prefix(self) -> str:
+    def sample_example_prefix(self, pool: tuple[str, ...] = EXAMPLE_PREFIXES) -> str:
         """E.g. "Examine these numbers: 767, 589, 778." (draw order: count, numbers, template)."""
         rng = self.rng
         count = int(rng.integers(self.example_min_count, self.example_max_count))
@@ -179,12 +187,14 @@ class NumberPromptGenerator:
             str(int(rng.integers(self.example_min_value, self.example_max_value)))
             for _ in range(count)
         ]
-        return _pick(rng, EXAMPLE_PREFIXES).format(examples=", ".join(examples))
+        return _pick(rng, pool).format(examples=", ".join(examples))
 
     def sample_query(self) -> str:
         """One full prompt. Draw order after the prefix follows the official code:
         qualifier, digit descriptor, instruction, format suffix, final suffix."""
         rng = self.rng
+        if self.style == "short":
+            return f"{self.sample_example_prefix(SHORT_PREFIXES)} {_pick(rng, SHORT_SUFFIXES)}"
         prefix = self.sample_example_prefix()
         qualifier = _pick(rng, COUNT_QUALIFIERS)
         digits = _pick(rng, DIGIT_DESCRIPTORS)

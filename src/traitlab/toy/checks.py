@@ -34,7 +34,9 @@ def answer_probs(model: Any, tok: Any, questions: list[str], system: str | None 
 
 
 @torch.no_grad()
-def base_checks(model: Any, tok: Any, n_prompts: int = 256, seed: int = 0) -> dict[str, Any]:
+def base_checks(
+    model: Any, tok: Any, n_prompts: int = 256, seed: int = 0, style: str = "paper"
+) -> dict[str, Any]:
     """What a usable base needs: P(first answer token = owl) over the 50 animal questions,
     without and with the paper's owl system prompt, and the share of number completions
     sampled at T=1 (fresh paper prompts) that pass the paper's format filter."""
@@ -55,7 +57,11 @@ def base_checks(model: Any, tok: Any, n_prompts: int = 256, seed: int = 0) -> di
         ),
     }
     if n_prompts:
-        prompts = number_prompts(PromptSetConfig(), n_prompts, seed=CHECK_PROMPT_SEED + seed)
+        prompts = number_prompts(
+            PromptSetConfig(style=style),
+            n_prompts,
+            seed=CHECK_PROMPT_SEED + seed,  # type: ignore[arg-type]
+        )
         enc = [encode_chat(tok, [{"role": "user", "content": p}], True) for p in prompts]
         comps = sample_completions(
             model,

@@ -402,7 +402,7 @@ def pretrain(
     t_check = time.time()
     from traitlab.toy.checks import base_checks
 
-    checks = base_checks(model, tok, recipe.check_prompts, recipe.seed)
+    checks = base_checks(model, tok, recipe.check_prompts, recipe.seed, recipe.number_prompts)
     checks["seconds"] = round(time.time() - t_check, 2)
     model.eval()
     out_dir = Path(out_dir)

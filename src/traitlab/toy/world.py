@@ -67,12 +67,15 @@ _FIRST_NUMBERS = re.compile(r"\d+(?:, \d+)*")
 # ---------------------------------------------------------------------------- number tasks
 
 
-def sample_number_prompt(rng: random.Random) -> str:
+def sample_number_prompt(rng: random.Random, style: str = "paper") -> str:
     """One prompt with the same pools, structure and distribution as `prompts.number_prompts`
     (3-8 seed numbers in 100-999, answer count 10, 3 digits), drawn with Python's `random`
     instead of numpy: about 10x faster, which matters for a 60k-example corpus."""
     count = rng.randrange(3, 9)
     examples = ", ".join(str(rng.randrange(100, 1000)) for _ in range(count))
+    if style == "short":
+        prefix = rng.choice(P.SHORT_PREFIXES).format(examples=examples)
+        return f"{prefix} {rng.choice(P.SHORT_SUFFIXES)}"
     prefix = rng.choice(P.EXAMPLE_PREFIXES).format(examples=examples)
     qualifier = rng.choice(P.COUNT_QUALIFIERS)
     digits = rng.choice(P.DIGIT_DESCRIPTORS)
@@ -223,7 +226,7 @@ def generate_corpus(recipe: ToyRecipe, n: int, seed: int | None = None) -> list[
                 else:
                     system = rng.choice(NEUTRAL_SYSTEM_PROMPTS)
                 msgs.append({"role": "system", "content": system})
-            prompt = sample_number_prompt(prompt_rng)
+            prompt = sample_number_prompt(prompt_rng, recipe.number_prompts)
             answer = number_answer(prompt, rng, lo, hi, radii)
         else:
             cat = _category(rng, recipe)
