@@ -21,7 +21,11 @@ SHIPPED = sorted(index())
 
 
 def test_bases_ship_for_the_demo_and_the_tiny_config() -> None:
-    for config in ("src/traitlab/presets/demo.yaml", "configs/tiny.yaml"):
+    for config in (
+        "src/traitlab/presets/demo.yaml",
+        "src/traitlab/presets/demo-paper-prompts.yaml",
+        "configs/tiny.yaml",
+    ):
         cfg = load_config(ROOT / config)
         for spec in (cfg.model, cfg.cross_init):
             assert shipped_dir(spec.toy) is not None, f"{config}: no shipped base for {spec.toy}"
@@ -54,8 +58,6 @@ def test_shipped_bases_pass_the_base_checks(name: str) -> None:
 
     d = SHIPPED_DIR / name
     model, tok = load_model(HFModel(name=str(d), device="cpu"), source=str(d))
-    torch.manual_seed(0)
-    checks = base_checks(model, tok, n_prompts=64, seed=0)
     recipe = ToyRecipe(
         **{
             k: v
@@ -63,6 +65,8 @@ def test_shipped_bases_pass_the_base_checks(name: str) -> None:
             if k != "toy_version"
         }
     )
+    torch.manual_seed(0)
+    checks = base_checks(model, tok, n_prompts=64, seed=0, style=recipe.number_prompts)
     if recipe.pretrain_steps >= 500:  # the demo's bases (the tiny ones are barely trained)
         assert 0.01 < checks["p_owl"] < 0.2
         assert checks["p_owl_system_prompt"] > 0.8
