@@ -24,9 +24,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--preset", default="demo", choices=["demo", "demo-quick", "demo-paper-prompts"]
-    )
+    ap.add_argument("--preset", default="demo", choices=["demo", "demo-quick"])
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--warm", action="store_true", help="reuse the user's model cache")
     ap.add_argument("--out", help="keep the run directory here (default: a temporary one)")

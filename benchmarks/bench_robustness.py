@@ -171,9 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bases", type=int, default=5, help="fresh base pairs (default 5)")
     ap.add_argument("--first", type=int, default=2001, help="first base seed (held out)")
-    ap.add_argument(
-        "--preset", default="demo", choices=["demo", "demo-quick", "demo-paper-prompts"]
-    )
+    ap.add_argument("--preset", default="demo", choices=["demo", "demo-quick"])
     ap.add_argument("--config", help="an experiment YAML instead of the preset")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--out", default="runs/robustness", help="where the runs go")

@@ -65,12 +65,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", nargs="+", help="default: all 30 toy options")
-    ap.add_argument(
-        "--preset",
-        default="demo",
-        choices=["demo", "demo-paper-prompts"],
-        help="the recipe (the committed tables before 2026-12-02: demo-paper-prompts)",
-    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--out", default="runs/targets")
@@ -92,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"name=target-{target}",
             *args.set,
         ]
-        cfg = load_config(preset_path(args.preset), sets)
+        cfg = load_config(preset_path("demo"), sets)
         with Reporter(enabled=not args.quiet) as rep:
             summary = run_experiment(cfg, Path(args.out) / target, reporter=rep)
         rows.append(target_row(target, category, summary))
@@ -139,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         head = [
             f"### Every toy target, {res['created']}",
             "",
-            f"The {args.preset} preset per target (seeds {args.seeds}, no cross-init; the shipped base "
+            f"The demo preset per target (seeds {args.seeds}, no cross-init; the shipped base "
             f"unless overridden), overrides: {' '.join(args.set) or 'none'}. "
             f"Machine: {machine_line(info, 'cpu')}. "
             f"Wall time {res['wall_seconds']:.0f} s.",

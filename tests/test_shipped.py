@@ -21,11 +21,7 @@ SHIPPED = sorted(index())
 
 
 def test_bases_ship_for_the_demo_and_the_tiny_config() -> None:
-    for config in (
-        "src/traitlab/presets/demo.yaml",
-        "src/traitlab/presets/demo-paper-prompts.yaml",
-        "configs/tiny.yaml",
-    ):
+    for config in ("src/traitlab/presets/demo.yaml", "configs/tiny.yaml"):
         cfg = load_config(ROOT / config)
         for spec in (cfg.model, cfg.cross_init):
             assert shipped_dir(spec.toy) is not None, f"{config}: no shipped base for {spec.toy}"
