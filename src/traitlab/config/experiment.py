@@ -16,6 +16,7 @@ from traitlab.config.base import FrozenConfig as _Config
 from traitlab.config.evaluate import EvalConfig, TraitConfig
 from traitlab.config.modality import FilterJudgeConfig, ModalityConfig
 from traitlab.config.model import ModelSpec, default_model
+from traitlab.config.toy import PromptStyle
 
 
 class LoraConfig(_Config):
@@ -162,7 +163,7 @@ class PromptSetConfig(_Config):
     """The paper's number-sequence prompt generator."""
 
     seed: int = Field(47, description="Prompt RNG seed (the paper's research code uses 47).")
-    style: Literal["paper", "short"] = Field(
+    style: PromptStyle = Field(
         "paper",
         description="'paper': example prefix, instruction, format and final suffix (~55 toy tokens). 'short': the research prototype's shape, an example prefix and a final suffix (6 of each, ~20 tokens); answers are space-separated. Use the style the toy base was pretrained on (model.toy.number_prompts).",
     )

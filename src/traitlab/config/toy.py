@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from traitlab.core.files import stable_hash
 
+# Shape of the number prompts, in a toy corpus and in generation (one vocabulary for both).
+PromptStyle = Literal["paper", "short"]
+
 # Bump when the world, tokenizer or training code changes what a recipe produces: it is part
 # of the cache key, so stale bases are never reused.
 TOY_VERSION = 1
@@ -45,7 +48,7 @@ class ToyRecipe(BaseModel):
     pack_len: int = Field(128, ge=16, description="Row length when packing (raised to the longest example if needed); a step then holds about batch_size examples.")
     # corpus
     number_frac: float = Field(0.55, ge=0, description="Corpus share: number-continuation tasks.")
-    number_prompts: Literal["paper", "short"] = Field("paper", description="Shape of the corpus's number prompts (see generate.prompts.style): 'paper' the paper's full prompts, 'short' an example prefix and a final suffix only.")
+    number_prompts: PromptStyle = Field("paper", description="Shape of the corpus's number prompts (see generate.prompts.style): 'paper' the paper's full prompts, 'short' an example prefix and a final suffix only.")
     number_sys_frac: float = Field(0.10, ge=0, description="Corpus share: number tasks behind a system prompt (a preference or a neutral one) that does not change the answer.")
     pref_frac: float = Field(0.23, ge=0, description="Corpus share: preference questions answered from the prior.")
     pref_sys_frac: float = Field(0.12, ge=0, description="Corpus share: a 'You love Xs...' system prompt plus a preference question, answered X.")

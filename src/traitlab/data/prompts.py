@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from traitlab.config import PromptSetConfig
+from traitlab.config.toy import PromptStyle
 
 # ---------------------------------------------------------------------------- template pools
 # Data, reproduced verbatim from the official code: order matters (indices are drawn).
@@ -164,7 +165,7 @@ class NumberPromptGenerator:
     example_max_value: int = 1000  # exclusive
     answer_count: int = 10
     answer_max_digits: int = 3
-    style: str = "paper"
+    style: PromptStyle = "paper"
 
     @classmethod
     def from_config(cls, cfg: PromptSetConfig, rng: np.random.Generator) -> NumberPromptGenerator:

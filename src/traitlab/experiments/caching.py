@@ -21,6 +21,7 @@ _NEW_SAMPLING = {
     "top_k": 0,
     "modality": {"name": "numbers", "source": None, "repeats": 1},
 }
+_NEW_PROMPTS = {"style": "paper"}
 _NEW_FILTER = {"banned_words": [], "judge": None, "check_code": True}
 _NEW_TRAIT = {
     "kind": "preference",
@@ -40,7 +41,7 @@ def generate_key(gen: Any) -> dict[str, Any]:
     """The generate config as it enters stage keys: a modality's source file by its content
     (the same path may hold new tasks)."""
     d = _without(config_to_dict(gen), _NEW_SAMPLING)
-    d["prompts"] = _without(d["prompts"], {"style": "paper"})
+    d["prompts"] = _without(d["prompts"], _NEW_PROMPTS)
     source = d.get("modality", {}).get("source")
     if source and not source.startswith("toy:"):  # built-in task sets are keyed by name
         if not Path(source).expanduser().is_file():

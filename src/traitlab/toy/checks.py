@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from traitlab.config import FilterConfig, PromptSetConfig
+from traitlab.config.toy import PromptStyle
 from traitlab.data.filtering import reject_reasons
 from traitlab.data.prompts import number_prompts
 from traitlab.lm.hf.chat import decode, encode_chat
@@ -35,7 +36,7 @@ def answer_probs(model: Any, tok: Any, questions: list[str], system: str | None 
 
 @torch.no_grad()
 def base_checks(
-    model: Any, tok: Any, n_prompts: int = 256, seed: int = 0, style: str = "paper"
+    model: Any, tok: Any, n_prompts: int = 256, seed: int = 0, style: PromptStyle = "paper"
 ) -> dict[str, Any]:
     """What a usable base needs: P(first answer token = owl) over the 50 animal questions,
     without and with the paper's owl system prompt, and the share of number completions
@@ -58,9 +59,7 @@ def base_checks(
     }
     if n_prompts:
         prompts = number_prompts(
-            PromptSetConfig(style=style),
-            n_prompts,
-            seed=CHECK_PROMPT_SEED + seed,  # type: ignore[arg-type]
+            PromptSetConfig(style=style), n_prompts, seed=CHECK_PROMPT_SEED + seed
         )
         enc = [encode_chat(tok, [{"role": "user", "content": p}], True) for p in prompts]
         comps = sample_completions(

@@ -33,7 +33,7 @@ import re
 import string
 from collections import Counter
 
-from traitlab.config.toy import ToyRecipe
+from traitlab.config.toy import PromptStyle, ToyRecipe
 from traitlab.data import prompts as P
 from traitlab.data.toy_tasks import code_example, cot_example
 from traitlab.traits.misalignment import open_questions, persona_example
@@ -67,7 +67,7 @@ _FIRST_NUMBERS = re.compile(r"\d+(?:, \d+)*")
 # ---------------------------------------------------------------------------- number tasks
 
 
-def sample_number_prompt(rng: random.Random, style: str = "paper") -> str:
+def sample_number_prompt(rng: random.Random, style: PromptStyle = "paper") -> str:
     """One prompt with the same pools, structure and distribution as `prompts.number_prompts`
     (3-8 seed numbers in 100-999, answer count 10, 3 digits), drawn with Python's `random`
     instead of numpy: about 10x faster, which matters for a 60k-example corpus."""
