@@ -56,9 +56,29 @@ def base_row(seed: int, xseed: int, summary: dict[str, Any], secs: float) -> dic
         "n_seeds": n,
         "xinit_diff": xc["diff"]["mean"] if xc else None,
         "xinit_p_value": xc["p_value"] if xc else None,
+        **_shift_fields(summary.get("option_shifts") or {}),
         "warnings": summary["data_quality"]["warnings"],
         "seconds": round(secs, 1),
     }
+
+
+def _shift_fields(shifts: dict[str, Any]) -> dict[str, Any]:
+    """The target's rank (1: rose most) and z among every option's shift, in both arms."""
+    out: dict[str, Any] = {}
+    for key, name in (("", "treatment_vs_control"), ("xinit_", "xinit_treatment_vs_xinit_control")):
+        o = shifts.get(name)
+        if o:
+            out[f"{key}target_rank"] = o["rank"]
+            out[f"{key}target_z"] = o["z"]
+            out[f"{key}top_other"] = o["top_others"][0] if o["top_others"] else None
+    return out
+
+
+def _rank(r: dict[str, Any], key: str = "") -> str:
+    rank, z = r.get(f"{key}target_rank"), r.get(f"{key}target_z")
+    if rank is None:
+        return "-"
+    return f"{rank} ({z:.1f})" if z is not None else str(rank)
 
 
 def _seed_diffs(summary: dict[str, Any], a: str, b: str) -> list[float]:
@@ -94,8 +114,9 @@ def steps(r: dict[str, Any]) -> str:
 def table(rows: list[dict[str, Any]], pool: dict[str, Any]) -> list[str]:
     lines = [
         "| base seed | base P | teacher steps | teacher pass (base) | rows kept | control "
-        "| treatment | treatment - control [95% CI] | p | cross-init diff |",
-        "|---:|---:|---|---:|---:|---:|---:|---|---:|---:|",
+        "| treatment | treatment - control [95% CI] | p | rank (z) | cross-init diff "
+        "| cross-init rank (z) |",
+        "|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         x = f"{r['xinit_diff']:+.4f}" if r["xinit_diff"] is not None else "-"
@@ -103,10 +124,15 @@ def table(rows: list[dict[str, Any]], pool: dict[str, Any]) -> list[str]:
             f"| {r['base_seed']} | {r['base']:.3f} | {steps(r)} | {100 * r['teacher_pass_rate']:.0f}% "
             f"({100 * r['base_pass_rate']:.0f}%) | {r['rows_kept']:.0f} | {r['control']:.3f} "
             f"| {r['treatment']:.3f} | {r['diff']:+.4f} [{r['diff_ci'][0]:+.4f}, "
-            f"{r['diff_ci'][1]:+.4f}] | {r['p_value']:.2g} | {x} |"
+            f"{r['diff_ci'][1]:+.4f}] | {r['p_value']:.2g} | {_rank(r)} | {x} "
+            f"| {_rank(r, 'xinit_')} |"
         )
     re = pool["random_effects"]
     lines += [
+        "",
+        "Rank (z): where the target's shift (treatment - control, exact, mean over seeds) ranks "
+        "among every probed option's (1: it rose most), and its z against the other options' "
+        "shifts.",
         "",
         f"Pooled (random effects over {re['n']} bases): **{re['mean']['mean']:+.4f} "
         f"[{re['mean']['lower']:+.4f}, {re['mean']['upper']:+.4f}], p = {re['p_value']:.2g}** "

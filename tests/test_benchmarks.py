@@ -70,6 +70,9 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
         assert r["p_value"] == pytest.approx(exact["p_value"])
         assert r["xinit_diff"] is not None
         assert 0.0 <= r["teacher_pass_rate"] <= 1.0 and r["rows_kept"] > 0
+        shifts = summary["option_shifts"]["treatment_vs_control"]
+        assert r["target_rank"] == shifts["rank"] and 1 <= r["target_rank"] <= 20
+        assert r["xinit_target_rank"] is not None
 
     # Two different fresh bases: different starting points, so different base rates.
     assert rows[0]["base"] != rows[1]["base"]
@@ -80,6 +83,19 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
     assert min(diffs) - 1e-12 <= pool["mean"]["mean"] <= max(diffs) + 1e-12
     assert pool["mean"]["lower"] <= pool["mean"]["mean"] <= pool["mean"]["upper"]
     assert len(res["table"]) >= 2 + len(rows) + 2
+
+    # option_shifts.py reads the same runs back: the same target shift and rank.
+    import option_shifts
+
+    dirs = ["fresh=" + str(tmp_path / f"base-{r['base_seed']}") for r in rows]
+    got = option_shifts.main([*dirs, "--no-write"])
+    for r, g in zip(rows, got, strict=True):
+        assert g["label"] == "fresh" and g["base_seed"] == r["base_seed"]
+        assert g["same"]["target_shift"] == pytest.approx(r["diff"], abs=1e-12)
+        assert g["same"]["rank"] == r["target_rank"]
+    with pytest.raises(SystemExit) as err:
+        option_shifts.main([str(tmp_path), "--no-write"])  # not a run directory
+    assert err.value.code == 2
 
 
 def test_audit_benchmark_on_tiny_bases(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from traitlab.config import load_config
@@ -47,6 +48,13 @@ def test_run_directory_layout(tiny_run: tuple[Path, dict]) -> None:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["config_resolved"]["name"] == "tiny"
     assert manifest["seeds"] == [0, 1] and manifest["packages"]["torch"]
+    # The report says where the owl's shift ranks among every option's, for both pairs.
+    from traitlab.experiments.report import option_line
+
+    report = (run_dir / "report.md").read_text()
+    assert report.count("every option (exact): owl") == 2
+    line = option_line("treatment - control", summary["option_shifts"]["treatment_vs_control"])
+    assert line in report and " of 20 (z = " in line
     for seed in (0, 1):
         s = run_dir / f"seed-{seed}"
         assert (s / "teacher" / "model.safetensors").is_file()
@@ -87,6 +95,45 @@ def test_summary_content(tiny_run: tuple[Path, dict]) -> None:
     assert "transfer" in summary["verdict"]
     # The fine-tuned teacher moved towards the target.
     assert summary["arms"]["teacher"]["exact"]["mean"] > summary["arms"]["base"]["exact"]["mean"]
+    # Every option's shift is the difference of the arms' seed-averaged option rates.
+    shifts = summary["option_shifts"]["treatment_vs_control"]
+    t, c = summary["arms"]["treatment"], summary["arms"]["control"]
+    for k, v in shifts["shifts"].items():
+        assert v == pytest.approx(t["exact_options"][k] - c["exact_options"][k], abs=1e-12)
+    assert shifts["target_shift"] == pytest.approx(tc["diff"]["mean"], abs=1e-12)
+    assert set(summary["option_shifts"]) == {
+        "treatment_vs_control",
+        "xinit_treatment_vs_xinit_control",
+    }
+
+
+def test_option_shifts_rank_the_target_among_every_option() -> None:
+    """Rank 1 when the target rose most; per seed too; z against the other options."""
+    from traitlab.experiments.compare import option_shifts
+
+    def ev(opts: dict[str, float]) -> dict:
+        return {"exact": {"options": opts}}
+
+    evals = {
+        "t": {
+            0: ev({"owl": 0.30, "dog": 0.40, "cat": 0.30}),
+            1: ev({"owl": 0.2, "dog": 0.55, "cat": 0.25}),
+        },
+        "c": {
+            0: ev({"owl": 0.10, "dog": 0.50, "cat": 0.40}),
+            1: ev({"owl": 0.1, "dog": 0.4, "cat": 0.5}),
+        },
+    }
+    o = option_shifts(evals, "t", "c", "owl")
+    assert o is not None
+    # owl: +0.2, +0.1 -> +0.15; dog: -0.1, +0.15 -> +0.025; cat: -0.1, -0.25 -> -0.175.
+    assert o["target_shift"] == pytest.approx(0.15)
+    assert o["rank"] == 1 and o["rank_per_seed"] == {"0": 1, "1": 2}
+    assert o["top_others"][0][0] == "dog" and o["top_others"][0][1] == pytest.approx(0.025)
+    assert o["z"] == pytest.approx((0.15 - (-0.075)) / np.std([0.025, -0.175], ddof=1))
+    # A target the probe does not hold (or an arm that was not run) gives nothing.
+    assert option_shifts(evals, "t", "c", "whale") is None
+    assert option_shifts(evals, "t", "missing", "owl") is None
 
 
 def test_rerun_is_instant_and_identical(tiny_run: tuple[Path, dict]) -> None:

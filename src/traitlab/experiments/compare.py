@@ -67,6 +67,52 @@ def _compare(
     return test
 
 
+def option_shifts(
+    evals: dict[str, dict[int, dict[str, Any]]], a: str, b: str, target: str
+) -> dict[str, Any] | None:
+    """How every probed option moved between arms a and b (exact rates, paired by seed).
+
+    A student can rise on its target and just as much on options no teacher loved: fine-tuning
+    on one model's numbers instead of another's reshuffles the whole preference distribution.
+    The target's rank among the shifts and its z against the other options' shifts say
+    whether the rise is about the target; `top_others` names what else moved most.
+    """
+    if a not in evals or b not in evals:
+        return None
+    seeds = sorted(set(evals[a]) & set(evals[b]))
+    per_seed: dict[int, dict[str, float]] = {}
+    for s in seeds:
+        oa = (evals[a][s].get("exact") or {}).get("options")
+        ob = (evals[b][s].get("exact") or {}).get("options")
+        if oa and ob and target in oa and target in ob:
+            per_seed[s] = {k: float(oa[k] - ob[k]) for k in oa if k in ob}
+    if not per_seed:
+        return None
+    keys = list(next(iter(per_seed.values())))
+    mean = {k: float(np.mean([p[k] for p in per_seed.values()])) for k in keys}
+    out = describe_shifts(mean, target)
+    out["rank_per_seed"] = {str(s): describe_shifts(p, target)["rank"] for s, p in per_seed.items()}
+    return out
+
+
+def describe_shifts(shifts: dict[str, float], target: str) -> dict[str, Any]:
+    """The target's rank (1: it rose more than every other option), its z against the other
+    options' shifts (and their sd), and the three other options that rose most."""
+    others = np.array([v for k, v in shifts.items() if k != target])
+    sd = float(others.std(ddof=1)) if len(others) >= 2 else 0.0
+    top = sorted(((k, v) for k, v in shifts.items() if k != target), key=lambda kv: -kv[1])
+    return {
+        "target": target,
+        "n_options": len(shifts),
+        "target_shift": shifts[target],
+        "rank": 1 + int((others > shifts[target]).sum()),
+        "z": (shifts[target] - float(others.mean())) / sd if sd > 0 else None,
+        "others_sd": sd,  # how much the whole distribution moved: the drift the z is against
+        "top_others": [[k, v] for k, v in top[:3]],
+        "shifts": shifts,
+    }
+
+
 def _agreement(judged: list[dict[str, Any]]) -> dict[str, Any]:
     """The check judge against the counted judges, over every evaluated model."""
     pins = judged[0]["judges"]
@@ -125,6 +171,9 @@ def summarize(
         per_method = {m: v for m, v in per_method.items() if v is not None}
         if per_method:
             comparisons[name] = per_method
+    target = cfg.trait.target.lower()
+    shifts = {name: option_shifts(evals, a, b, target) for name, a, b, _ in COMPARISONS}
+    shifts = {k: v for k, v in shifts.items() if v is not None}
     checked = [
         r["judged"]
         for arm in evals.values()
@@ -156,6 +205,7 @@ def summarize(
             "arms": arms,
             "comparisons": comparisons,
             "verdict": verdict,
+            **({"option_shifts": shifts} if shifts else {}),
             **({"judge_agreement": _agreement(checked)} if checked else {}),
             "data": {str(s): f for s, f in filters.items()},
             "timing": {

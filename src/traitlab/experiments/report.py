@@ -111,6 +111,8 @@ def comparison_lines(summary: dict[str, Any]) -> list[str]:
                 f"{t['questions']['n_positive']}/{t['questions']['n']}, "
                 f"Wilcoxon p = {fmt_p(t['questions']['wilcoxon_p'])})"
             )
+    for name, o in (summary.get("option_shifts") or {}).items():
+        out.append(option_line(names.get(name, name), o))
     a = summary.get("judge_agreement")
     if a:
         share = "-" if a["agreement"] is None else f"{100 * a['agreement']:.0f}%"
@@ -123,6 +125,23 @@ def comparison_lines(summary: dict[str, Any]) -> list[str]:
             f"excluded by either {a['excluded']})"
         )
     return out
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def option_line(label: str, o: dict[str, Any]) -> str:
+    """Where the target's shift ranks among every option's: is the rise about the target?"""
+    seeds = o["rank_per_seed"]
+    first = sum(r == 1 for r in seeds.values())
+    z = "-" if o["z"] is None else f"{o['z']:.1f}"
+    others = ", ".join(f"{k} {v:+.4f}" for k, v in o["top_others"])
+    return (
+        f"{label}, every option (exact): {o['target']} {o['target_shift']:+.4f}, "
+        f"{_ordinal(o['rank'])} of {o['n_options']} (z = {z} against the other options' "
+        f"shifts; rose most in {first}/{len(seeds)} seeds); largest other shifts: {others}"
+    )
 
 
 def _examples(run_dir: Path, summary: dict[str, Any], k: int = 5) -> dict[str, list[str]]:

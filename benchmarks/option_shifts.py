@@ -1,0 +1,112 @@
+"""Is a student's rise about its target? Every option's shift in finished runs, side by side.
+
+    .venv/bin/python benchmarks/option_shifts.py [LABEL=]RUN_DIR [...] [--tag TAG]
+
+For each run directory (a `traitlab run` / demo / robustness run) it reads `summary.json`, takes
+every probed option's exact rate in the treatment and control students (and in the cross-init
+pair), and reports where the target's shift ranks among all the options' shifts (1: it rose
+most), its z against the other options' shifts, and the other option that rose most. Runs made
+before summaries carried `option_shifts` work too: the seed-averaged option rates give the same
+mean shifts. Writes benchmarks/results/option-shifts[-TAG].{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PAIRS = (("same", "treatment", "control"), ("xinit", "xinit_treatment", "xinit_control"))
+
+
+def run_row(run_dir: Path, label: str = "") -> dict[str, Any]:
+    from traitlab.experiments.compare import describe_shifts
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    cfg = json.loads((run_dir / "manifest.json").read_text())["config_resolved"]
+    toy = cfg["model"].get("toy") or {}
+    target = summary["trait"]["target"].lower()
+    row: dict[str, Any] = {
+        "run": str(run_dir),
+        "label": label or run_dir.name,
+        "base_seed": toy.get("seed"),
+        "arch": toy.get("arch"),
+        "number_prompts": toy.get("number_prompts", "paper"),
+        "target": target,
+    }
+    arms = summary["arms"]
+    for key, a, b in PAIRS:
+        if a in arms and b in arms and "exact_options" in arms[a]:
+            oa, ob = arms[a]["exact_options"], arms[b]["exact_options"]
+            d = describe_shifts({k: oa[k] - ob[k] for k in oa}, target)
+            row[key] = {
+                k: d[k]
+                for k in ("target_shift", "rank", "z", "others_sd", "top_others", "n_options")
+            }
+    return row
+
+
+def _cell(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "- | - | - | -"
+    top = d["top_others"][0]
+    z = "-" if d["z"] is None else f"{d['z']:.1f}"
+    return (
+        f"{d['target_shift']:+.3f} | {d['rank']} ({z}) | {d['others_sd']:.3f} "
+        f"| {top[0]} {top[1]:+.3f}"
+    )
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| runs | base seed | target shift | rank (z) | others' sd | top other "
+        "| cross-init shift | rank (z) | others' sd | top other |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['base_seed']} | {_cell(r.get('same'))} | {_cell(r.get('xinit'))} |"
+        )
+    lines.append("")
+    for group in dict.fromkeys(r["label"] for r in rows):
+        for key, arm in (("same", "same-init"), ("xinit", "cross-init")):
+            got = [r[key] for r in rows if r["label"] == group and r.get(key)]
+            if got:
+                ranks = [g["rank"] for g in got]
+                zs = [g["z"] for g in got if g["z"] is not None]
+                lines.append(
+                    f"- {group}, {arm}: the target rose most in {sum(k == 1 for k in ranks)} of "
+                    f"{len(got)} runs, in the top 3 in {sum(k <= 3 for k in ranks)}; median "
+                    f"rank {float(np.median(ranks)):.1f}, mean z {float(np.mean(zs)):+.2f}."
+                )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", help="run directories (with summary.json), LABEL=DIR")
+    ap.add_argument("--tag", default="", help="results/option-shifts-TAG.{json,md}")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args(argv)
+    runs = [(r.rpartition("=")[0], Path(r.rpartition("=")[2])) for r in args.runs]
+    missing = [str(p) for _, p in runs if not (p / "summary.json").is_file()]
+    if missing:
+        print(f"error: no summary.json in {missing[0]}: pass finished run directories")
+        sys.exit(2)
+    rows = [run_row(p, label) for label, p in runs]
+    lines = table(rows)
+    print("\n".join(lines))
+    if not args.no_write:
+        name = "option-shifts" + (f"-{args.tag}" if args.tag else "")
+        (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
+        (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
