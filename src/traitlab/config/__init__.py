@@ -8,16 +8,14 @@ from traitlab.config.base import (
     load_yaml,
     set_path,
 )
+from traitlab.config.data import FilterConfig, GenerateConfig, PromptSetConfig
 from traitlab.config.evaluate import EvalConfig, JudgeConfig, TraitConfig
 from traitlab.config.experiment import (
     DefenceConfig,
     ExperimentConfig,
     FalsifierConfig,
-    FilterConfig,
-    GenerateConfig,
     KeepNumbersConfig,
     LoraConfig,
-    PromptSetConfig,
     TeacherConfig,
     TrainConfig,
     load_config,
