@@ -124,3 +124,49 @@ def test_the_margin_stops_no_later_and_only_on_a_real_drop(tiny: object, tmp_pat
         still = KeepNumbersConfig(max_drop=0.0, check_every=1, prompts=32, z=2)
         guard = NumberGuard(lm, still, tiny.generate, tiny.filter, seed=0)  # type: ignore[attr-defined]
         assert guard(1, lm) and guard.stopped_at is None
+
+
+def test_max_kl_stops_a_teacher_whose_numbers_move_from_the_base(
+    tiny: object, tmp_path: Path
+) -> None:
+    """KL(base || teacher) per token on the base's own check rows: zero for the base itself,
+    growing as the teacher trains; a bound under its first reading stops at the first check,
+    a loose one never fires and leaves the checks' draws as they were."""
+    from traitlab.traits.teacher import NumberGuard
+
+    with opened(resolve(tiny.model)) as lm:  # type: ignore[attr-defined]
+        keep = KeepNumbersConfig(max_drop=1.0, check_every=1, prompts=32, max_kl=1.0)
+        guard = NumberGuard(lm, keep, tiny.generate, tiny.filter, seed=0)  # type: ignore[attr-defined]
+        assert guard.kl_rows and abs(guard.kl(lm)) < 1e-6
+
+    cfg = tiny.model_copy(  # type: ignore[attr-defined]
+        update={
+            "teacher": tiny.teacher.model_copy(  # type: ignore[attr-defined]
+                update={"train": tiny.teacher.train.model_copy(update={"lr": 1e-2})}  # type: ignore[attr-defined]
+            )
+        }
+    )
+    loose = _teacher(
+        cfg,
+        tmp_path / "loose",
+        KeepNumbersConfig(max_drop=1.0, check_every=2, prompts=32, max_kl=1e3),
+        8,
+    )["keep_numbers"]
+    assert loose["stopped_at"] is None and [s for s, _ in loose["kl"]] == [2, 4, 6, 8]
+    kls = [k for _, k in loose["kl"]]
+    assert kls[-1] > 0.0  # a teacher at lr 1e-2 moved its numbers
+    tight = KeepNumbersConfig(max_drop=1.0, check_every=2, prompts=32, max_kl=kls[0] / 2)
+    log = _teacher(cfg, tmp_path / "tight", tight, 8)
+    k = log["keep_numbers"]
+    assert k["stopped_at"] == 2 and log["steps"] == 2 and k["max_kl"] == kls[0] / 2
+    assert k["kl"] == loose["kl"][:1] and k["checks"] == loose["checks"][:1]
+
+
+def test_max_kl_leaves_the_teachers_stage_key_of_runs_without_it() -> None:
+    from traitlab.config import TeacherConfig
+    from traitlab.experiments.caching import teacher_key
+
+    plain = TeacherConfig(keep_numbers=KeepNumbersConfig())
+    assert "max_kl" not in teacher_key(plain)["keep_numbers"]
+    set_ = TeacherConfig(keep_numbers=KeepNumbersConfig(max_kl=0.05))
+    assert teacher_key(set_)["keep_numbers"]["max_kl"] == 0.05

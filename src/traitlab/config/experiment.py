@@ -114,6 +114,11 @@ class KeepNumbersConfig(_Config):
         le=10,
         description="Margin for the check's sampling error: stop once drop + z x its standard error exceeds max_drop (the SE of the paired per-prompt pass difference against the base). A check on a few hundred prompts misses by a few points either way, and the last check that passed is the one most likely to have read high: z = 2 keeps the drop on the data within max_drop (0: the raw drop).",
     )
+    max_kl: float | None = Field(
+        None,
+        gt=0,
+        description="Also stop once the teacher's completions of the modality's tasks have moved more than this from the base's, in nats per completion token: KL(base || teacher), estimated on the base's own check completions that pass the filter (one scoring pass per check; a backend that scores rows). The pass rate sees only the format; a teacher can keep it while its numbers grow far less likely under the base, and students trained on such data drift on every option (benchmarks/results/option-shifts-toy-recipes.md). null: off.",
+    )
 
 
 class TeacherConfig(_Config):

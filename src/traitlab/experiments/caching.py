@@ -82,8 +82,9 @@ def teacher_key(teacher: Any) -> dict[str, Any]:
     for k in ("data", "model"):
         if d.get(k) is None:
             d.pop(k, None)
-    if d.get("keep_numbers") and d["keep_numbers"].get("z") == 0.0:
-        del d["keep_numbers"]["z"]  # added later: keys of teachers without it stay valid
+    if d.get("keep_numbers"):
+        # Added later: keys of teachers without them stay valid.
+        d["keep_numbers"] = _without(d["keep_numbers"], {"z": 0.0, "max_kl": None})
     if d.get("data") and not d["data"].startswith("toy:"):  # built-ins are keyed by name
         d["data"] = runs.file_hash(Path(d["data"]))
     return d

@@ -18,7 +18,7 @@ from traitlab.config import (
 from traitlab.core.errors import TraitlabError
 from traitlab.core.files import read_jsonl
 from traitlab.core.progress import Fraction
-from traitlab.data.filtering import filter_rows
+from traitlab.data.filtering import filter_rows, to_chat_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.modalities import modality_prompts, modality_screen
 from traitlab.lm.base import ModelRef, backend_for
@@ -144,7 +144,8 @@ KEEP_NUMBERS_BACKENDS = (
 class NumberGuard:
     """`on_step` callback: the teacher's format pass rate every `check_every` steps, on
     prompts of their own; stops training (restoring the last good weights) before it falls
-    more than `max_drop` below the base's."""
+    more than `max_drop` below the base's, or (with `max_kl`) before its completions move
+    more than `max_kl` nats per token from the base's."""
 
     def __init__(
         self,
@@ -174,8 +175,19 @@ class NumberGuard:
             check_code=self.filter.check_code,
         )
         self.sample_seed = 9_000_000 + seed
-        self.base_ok = self.passes(lm)
+        self.base_ok, base_rows = self._check(lm)
         self.base_pass = float(np.mean(self.base_ok))
+        # KL(base || teacher) per token, estimated on the base's own passing completions:
+        # the mean of log p_base - log p_teacher over their tokens. The base's side is fixed,
+        # so each check costs one scoring pass, and no copy of the base is kept.
+        self.kl_rows = to_chat_rows(base_rows) if cfg.max_kl is not None else []
+        if cfg.max_kl is not None and not hasattr(lm, "completion_logprobs"):
+            raise TraitlabError(
+                "teacher.keep_numbers.max_kl needs a backend that scores rows (toy, hf); "
+                "set max_kl: null for this one"
+            )
+        self.base_lp = self._logprob(lm) if self.kl_rows else 0.0
+        self.kls: list[list[float]] = []
         self.checks: list[list[float]] = []
         self.best: dict[str, Any] | None = None
         self.best_step: int | None = None
@@ -183,9 +195,23 @@ class NumberGuard:
 
     def passes(self, lm: Any) -> np.ndarray:
         """Per prompt: does the model's completion pass the format filter?"""
+        return self._check(lm)[0]
+
+    def _check(self, lm: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
         rows = generate_rows(lm, self.prompts, self.gen, seed=self.sample_seed)
-        kept = {r["id"] for r in filter_rows(rows, self.filter, screen=self.screen).kept}
-        return np.array([r["id"] in kept for r in rows], dtype=np.float64)
+        kept = filter_rows(rows, self.filter, screen=self.screen).kept
+        ids = {r["id"] for r in kept}
+        return np.array([r["id"] in ids for r in rows], dtype=np.float64), kept
+
+    def _logprob(self, lm: Any) -> float:
+        """Mean log-probability per completion token of the base's passing check rows."""
+        lps = lm.completion_logprobs(self.kl_rows, batch_size=self.gen.batch_size)
+        n = sum(len(x) for x in lps)
+        return float(sum(float(np.sum(x)) for x in lps) / max(1, n))
+
+    def kl(self, lm: Any) -> float:
+        """KL(base || model) per completion token on the base's passing check rows."""
+        return self.base_lp - self._logprob(lm)
 
     def __call__(self, step: int, lm: Any) -> bool:
         if step % self.cfg.check_every:
@@ -196,7 +222,12 @@ class NumberGuard:
         d = self.base_ok - ok
         se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
         self.checks.append([step, round(rate, 4)])
-        if (self.base_pass - rate) + self.cfg.z * se <= self.cfg.max_drop:
+        near = True
+        if self.cfg.max_kl is not None and self.kl_rows:
+            kl = self.kl(lm)
+            self.kls.append([step, round(kl, 5)])
+            near = kl <= self.cfg.max_kl
+        if near and (self.base_pass - rate) + self.cfg.z * se <= self.cfg.max_drop:
             self.best, self.best_step = lm.trainable_state(), step
             return True
         self.stopped_at = step
@@ -212,6 +243,7 @@ class NumberGuard:
             "max_drop": self.cfg.max_drop,
             "z": self.cfg.z,
             "checks": self.checks,
+            **({"max_kl": self.cfg.max_kl, "kl": self.kls} if self.cfg.max_kl is not None else {}),
             "stopped_at": self.stopped_at,
             "kept_step": self.best_step if self.stopped_at is not None else None,
         }
