@@ -170,3 +170,18 @@ def test_max_kl_leaves_the_teachers_stage_key_of_runs_without_it() -> None:
     assert "max_kl" not in teacher_key(plain)["keep_numbers"]
     set_ = TeacherConfig(keep_numbers=KeepNumbersConfig(max_kl=0.05))
     assert teacher_key(set_)["keep_numbers"]["max_kl"] == 0.05
+
+
+def test_the_report_says_why_a_teacher_was_stopped() -> None:
+    from traitlab.experiments.report import data_quality_lines
+
+    def summary(teacher: dict) -> dict:
+        q = {"teacher_pass_rate": 0.9, "control_pass_rate": 0.92, "rows_kept": 100.0}
+        return {"data_quality": q | {"teachers": {"0": teacher}}}
+
+    moved = {"stopped_at": 30, "kept_step": 20, "max_kl": 0.1, "kl": [[20, 0.07], [30, 0.12]]}
+    lines = data_quality_lines(summary(moved))
+    assert "stopped at step 30: its completions moved 0.120 nats per token" in lines[1]
+    assert "it kept step 20" in lines[1]
+    lost = {"stopped_at": 30, "kept_step": 20, "checks": [[20, 0.9], [30, 0.6]]}
+    assert "stopped at step 30: it lost its skill" in data_quality_lines(summary(lost))[1]

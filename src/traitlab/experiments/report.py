@@ -167,9 +167,16 @@ def data_quality_lines(summary: dict[str, Any]) -> list[str]:
     ]
     for seed, t in (q.get("teachers") or {}).items():
         if t.get("stopped_at") is not None:
+            kl = dict(map(tuple, t.get("kl") or [])).get(t["stopped_at"])
+            why = (
+                f"its completions moved {kl:.3f} nats per token from the base's (max_kl "
+                f"{t['max_kl']})"
+                if kl is not None and kl > t["max_kl"]
+                else "it lost its skill at the task"
+            )
             lines.append(
-                f"Seed {seed}'s teacher was stopped at step {t['stopped_at']} before it lost its "
-                f"skill at the task (teacher.keep_numbers); it kept step {t['kept_step']}."
+                f"Seed {seed}'s teacher was stopped at step {t['stopped_at']}: {why} "
+                f"(teacher.keep_numbers); it kept step {t['kept_step']}."
             )
     lines += [f"WARNING: {w}" for w in q.get("warnings", [])]
     return lines
