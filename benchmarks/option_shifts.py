@@ -35,8 +35,6 @@ def run_row(run_dir: Path, label: str = "") -> dict[str, Any]:
         "run": str(run_dir),
         "label": label or run_dir.name,
         "base_seed": toy.get("seed"),
-        "arch": toy.get("arch"),
-        "number_prompts": toy.get("number_prompts", "paper"),
         "target": target,
     }
     arms = summary["arms"]

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from traitlab.config import FilterConfig, GenerateConfig, PromptSetConfig
 from traitlab.data.filtering import filter_rows, to_chat_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
-from traitlab.lm.base import RowScorer, require
+from traitlab.lm.base import RowScorer, mean_token_logprob, require
 
 
 def heldout_prompts(prompts: PromptSetConfig, n: int) -> list[str]:
@@ -46,9 +44,8 @@ def measure_utility(
     seed: int,
 ) -> dict[str, Any]:
     require(lm, RowScorer, "score held-out rows (the utility check needs a local model)")
-    lps = lm.completion_logprobs(rows, batch_size=gen.batch_size) if rows else []
-    tokens = sum(len(lp) for lp in lps)
-    loss = -float(sum(float(np.sum(lp)) for lp in lps)) / tokens if tokens else float("nan")
+    logprob = mean_token_logprob(lm, rows, batch_size=gen.batch_size)
+    loss = -logprob if logprob is not None else float("nan")
     own = generate_rows(lm, prompts, gen, seed=seed, source="utility")
     passed = filter_rows(own, filt.model_copy(update={"max_rows": None}))
     return {

@@ -196,6 +196,15 @@ def require(lm: Any, protocol: type, what: str) -> None:
         raise TraitlabError(f"backend '{lm.ref.backend}' cannot {what}")
 
 
+def mean_token_logprob(
+    lm: RowScorer, rows: Sequence[Mapping[str, Any]], *, batch_size: int
+) -> float | None:
+    """Mean log-probability per completion token over chat rows (None: no token to score)."""
+    lps = lm.completion_logprobs(rows, batch_size=batch_size) if rows else []
+    tokens = sum(len(lp) for lp in lps)
+    return float(sum(float(np.sum(lp)) for lp in lps)) / tokens if tokens else None
+
+
 def resolve(spec: Any, progress: Callable[[str, float], None] | None = None) -> ModelRef:
     """Check a model spec and resolve it to its base `ModelRef` (the toy backend finds its
     shipped base or pretrains it): the first step of any use of a model."""

@@ -21,7 +21,7 @@ from traitlab.core.progress import Fraction
 from traitlab.data.filtering import filter_rows, to_chat_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.modalities import modality_prompts, modality_screen
-from traitlab.lm.base import ModelRef, backend_for
+from traitlab.lm.base import ModelRef, RowScorer, backend_for, mean_token_logprob, require
 from traitlab.traits.misalignment import insecure_code_rows, misaligned_answer_rows
 from traitlab.traits.preference import (
     banned_words,
@@ -175,17 +175,14 @@ class NumberGuard:
             check_code=self.filter.check_code,
         )
         self.sample_seed = 9_000_000 + seed
+        if cfg.max_kl is not None:  # before any sampling: fail fast
+            require(lm, RowScorer, "score rows (teacher.keep_numbers.max_kl; set it to null)")
         self.base_ok, base_rows = self._check(lm)
         self.base_pass = float(np.mean(self.base_ok))
         # KL(base || teacher) per token, estimated on the base's own passing completions:
         # the mean of log p_base - log p_teacher over their tokens. The base's side is fixed,
         # so each check costs one scoring pass, and no copy of the base is kept.
         self.kl_rows = to_chat_rows(base_rows) if cfg.max_kl is not None else []
-        if cfg.max_kl is not None and not hasattr(lm, "completion_logprobs"):
-            raise TraitlabError(
-                "teacher.keep_numbers.max_kl needs a backend that scores rows (toy, hf); "
-                "set max_kl: null for this one"
-            )
         self.base_lp = self._logprob(lm) if self.kl_rows else 0.0
         self.kls: list[list[float]] = []
         self.checks: list[list[float]] = []
@@ -205,9 +202,7 @@ class NumberGuard:
 
     def _logprob(self, lm: Any) -> float:
         """Mean log-probability per completion token of the base's passing check rows."""
-        lps = lm.completion_logprobs(self.kl_rows, batch_size=self.gen.batch_size)
-        n = sum(len(x) for x in lps)
-        return float(sum(float(np.sum(x)) for x in lps) / max(1, n))
+        return mean_token_logprob(lm, self.kl_rows, batch_size=self.gen.batch_size) or 0.0
 
     def kl(self, lm: Any) -> float:
         """KL(base || model) per completion token on the base's passing check rows."""
