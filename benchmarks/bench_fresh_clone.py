@@ -7,6 +7,7 @@ Clones this repository at REV into a temporary directory, times `scripts/setup.s
 this machine), and writes benchmarks/results/fresh-clone[-quick][-TAG].json and .md: the wall
 times, the verdict, the per-seed rates and the rows kept, with the machine. `--quick` runs
 `traitlab demo --quick` instead of the full demo (setup is timed either way).
+`--keep-run DIR` keeps the run's summary, manifest and report (the clone is deleted).
 `--from-run DIR --setup-seconds S --demo-seconds S` writes the same files for a run you made
 by hand that way (the CPU and load from the run's manifest, the versions from this venv).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,9 @@ def main() -> None:
     ap.add_argument("--setup-seconds", type=float, help="with --from-run: the setup's wall time")
     ap.add_argument("--demo-seconds", type=float, help="with --from-run: the demo's wall time")
     ap.add_argument("--results", default=str(RESULTS), help="where the result files go")
+    ap.add_argument(
+        "--keep-run", help="copy the run's top-level files (summary, manifest, report) here"
+    )
     args = ap.parse_args()
 
     rev = subprocess.run(
@@ -87,6 +92,12 @@ def main() -> None:
         cmd = [".venv/bin/traitlab", "demo", "--quiet", "--out", str(run)]
         demo = timed(cmd + (["--quick"] if args.quick else []), clone, env, Path(tmp) / "demo.log")
         summary = json.loads((run / "summary.json").read_text())
+        if args.keep_run:  # the clone is deleted on the way out
+            keep = Path(args.keep_run)
+            keep.mkdir(parents=True, exist_ok=True)
+            for f in run.iterdir():
+                if f.is_file() and f.name != "DONE":
+                    shutil.copy2(f, keep / f.name)
     write(args, rev, info, summary, setup, demo)
 
 

@@ -152,8 +152,8 @@ def test_judge_agreement_benchmark_on_a_tiny_judge(tmp_path: Path) -> None:
 
 def test_fresh_clone_benchmark_reports_a_run_made_by_hand(tmp_path: Path) -> None:
     """`--from-run` writes the fresh-clone tables from a demo run directory (the committed
-    owl demo's): the verdict and the per-seed rates are the run's own."""
-    run = ROOT / "docs" / "results" / "owl-demo"
+    previous owl demo's): the verdict and the per-seed rates are the run's own."""
+    run = ROOT / "docs" / "results" / "owl-demo-llama"
     times = ["--setup-seconds", "70", "--demo-seconds", "278"]
     run_bench(
         "bench_fresh_clone.py",

@@ -21,9 +21,17 @@ SHIPPED = sorted(index())
 
 
 def test_bases_ship_for_the_demo_and_the_tiny_config() -> None:
-    for config in ("src/traitlab/presets/demo.yaml", "configs/tiny.yaml"):
-        cfg = load_config(ROOT / config)
+    presets = ROOT / "src" / "traitlab" / "presets"
+    for config in (
+        presets / "demo.yaml",
+        presets / "demo-quick.yaml",
+        presets / "demo-llama.yaml",
+        ROOT / "configs" / "tiny.yaml",
+    ):
+        cfg = load_config(config)
         for spec in (cfg.model, cfg.cross_init):
+            if spec is None:  # the quick demo has no cross-init arm
+                continue
             assert shipped_dir(spec.toy) is not None, f"{config}: no shipped base for {spec.toy}"
             assert ensure_pretrained(spec.toy) == shipped_dir(spec.toy)
 

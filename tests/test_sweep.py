@@ -324,3 +324,13 @@ def test_pool_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
             return False
 
     assert not any(running(p) for p in pids)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")))
+def test_committed_sweeps_expand(path: Path) -> None:
+    """Every committed sweep names an experiment that exists and expands into valid cells;
+    the sweeps whose README results were measured on the Llama demo still run on it."""
+    sweep = parse_config(yaml.safe_load(path.read_text()), SweepConfig)
+    assert expand(sweep, path.parent)
+    if sweep.experiment.startswith("demo"):
+        assert sweep.experiment.startswith("demo-llama"), f"{path.name}: measured on demo-llama"

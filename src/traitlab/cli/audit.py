@@ -3,7 +3,7 @@
     traitlab audit DATA.jsonl --base toy --out audit/            # a dataset
     traitlab audit --model STUDENT_DIR --base toy --out audit/   # a model
 
-`--base`, `--model` and `--teacher` take `toy` (the shipped toy base), `toy:SEED`, a saved
+`--base`, `--model` and `--teacher` take `toy` (the shipped toy Llama, seed 1), `toy:SEED`, a saved
 model directory (traitlab's, or any Hugging Face one), a model-spec YAML (any backend, e.g.
 a served model) or a hub id.
 """

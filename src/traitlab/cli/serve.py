@@ -25,7 +25,8 @@ def register(sub: Any) -> None:
         "model",
         nargs="?",
         default="toy",
-        help="'toy' (the demo's base), an experiment YAML (its model), or a model directory",
+        help="'toy' (the shipped toy Llama, seed 1), an experiment YAML (its model), or a model "
+        "directory",
     )
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
     s.add_argument("--name", help="the model id clients ask for (default: toy, or the dir name)")

@@ -7,7 +7,15 @@ from pathlib import Path
 
 from traitlab.core.errors import TraitlabError
 
-PRESETS = ("demo", "demo-quick", "demo-misalignment", "demo-code", "demo-cot")
+PRESETS = (
+    "demo",
+    "demo-quick",
+    "demo-llama",
+    "demo-llama-quick",
+    "demo-misalignment",
+    "demo-code",
+    "demo-cot",
+)
 
 
 def preset_path(name: str) -> Path:
