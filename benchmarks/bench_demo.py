@@ -1,8 +1,8 @@
 """Time `traitlab demo` end to end, stage by stage, from a cold cache (pretraining included).
 
-    .venv/bin/python benchmarks/bench_demo.py [--preset demo|demo-quick] [--workers N]
+    .venv/bin/python benchmarks/bench_demo.py [--preset demo|demo-quick|demo-llama|demo-llama-quick]
 
-Writes benchmarks/results/demo[-quick].json and .md: wall time, the time of every stage, the
+Writes benchmarks/results/PRESET.json and .md: wall time, the time of every stage, the
 machine, and the run's headline numbers (so a timing is never quoted without its result).
 """
 
@@ -24,7 +24,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="demo", choices=["demo", "demo-quick"])
+    ap.add_argument(
+        "--preset", default="demo", choices=["demo", "demo-quick", "demo-llama", "demo-llama-quick"]
+    )
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--warm", action="store_true", help="reuse the user's model cache")
     ap.add_argument("--out", help="keep the run directory here (default: a temporary one)")
@@ -71,7 +73,7 @@ def main() -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
     lines = (
         [
-            f"### `traitlab {name.replace('-quick', ' --quick')}`, {out['created']}",
+            f"### preset `{name}` (`traitlab config --show {name}`), {out['created']}",
             "",
             f"Machine: {machine_line(info, 'cpu')}. Workers: {cfg.workers}. "
             f"Cache: {'cold (pretraining included)' if not args.warm else 'warm'}.",

@@ -96,7 +96,7 @@ def main() -> None:
             keep = Path(args.keep_run)
             keep.mkdir(parents=True, exist_ok=True)
             for f in run.iterdir():
-                if f.is_file() and f.name != "DONE":
+                if f.is_file() and f.name != "DONE" and not f.name.startswith("."):
                     shutil.copy2(f, keep / f.name)
     write(args, rev, info, summary, setup, demo)
 
