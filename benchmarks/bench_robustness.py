@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generation import machine_info, machine_line  # noqa: E402
-from summary_rows import run_fields  # noqa: E402
+from summary_rows import run_fields, steps_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -107,13 +107,9 @@ def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def steps(r: dict[str, Any]) -> str:
-    return "/".join(str(s) for s in r.get("teacher_steps") or []) or "-"
-
-
 def table(rows: list[dict[str, Any]], pool: dict[str, Any]) -> list[str]:
     lines = [
-        "| base seed | base P | teacher steps | teacher pass (base) | rows kept | control "
+        "| base seed | base P | teacher step kept | teacher pass (base) | rows kept | control "
         "| treatment | treatment - control [95% CI] | p | rank (z) | cross-init diff "
         "| cross-init rank (z) |",
         "|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
@@ -121,7 +117,7 @@ def table(rows: list[dict[str, Any]], pool: dict[str, Any]) -> list[str]:
     for r in rows:
         x = f"{r['xinit_diff']:+.4f}" if r["xinit_diff"] is not None else "-"
         lines.append(
-            f"| {r['base_seed']} | {r['base']:.3f} | {steps(r)} | {100 * r['teacher_pass_rate']:.0f}% "
+            f"| {r['base_seed']} | {r['base']:.3f} | {steps_text(r)} | {100 * r['teacher_pass_rate']:.0f}% "
             f"({100 * r['base_pass_rate']:.0f}%) | {r['rows_kept']:.0f} | {r['control']:.3f} "
             f"| {r['treatment']:.3f} | {r['diff']:+.4f} [{r['diff_ci'][0]:+.4f}, "
             f"{r['diff_ci'][1]:+.4f}] | {r['p_value']:.2g} | {_rank(r)} | {x} "

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generation import machine_info, machine_line  # noqa: E402
-from summary_rows import run_fields  # noqa: E402
+from summary_rows import run_fields, steps_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -105,14 +105,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     lines = [
-        "| target | base P | teacher P | teacher steps | teacher pass (base) | rows | control "
+        "| target | base P | teacher P | teacher step kept | teacher pass (base) | rows | control "
         "| treatment | diff | questions > 0 | Wilcoxon p | top riser |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['target']} | {r['base']:.3f} | {r['teacher']:.3f} | "
-            f"{'/'.join(str(x) for x in r['teacher_steps']) or '-'} | "
+            f"{steps_text(r)} | "
             f"{100 * r['teacher_pass_rate']:.0f}% ({100 * r['base_pass_rate']:.0f}%) | "
             f"{r['rows_kept']:.0f} | {r['control']:.3f} | {r['treatment']:.3f} | "
             f"{r['diff']:+.4f} | {r['questions_positive']}/{r['n_questions']} | "

@@ -394,3 +394,40 @@ def test_the_dry_run_counts_the_judges() -> None:
     per_model = 8 * cfg.evaluate.samples_per_question  # the paper's 8 questions
     check = rows["evaluate.judge.check"]["requests"]["judge"]
     assert check * per_model == rows["evaluate.judge"]["requests"]["judge"] * 5
+
+
+def test_toy_cot_reasoning_rule_judge() -> None:
+    """check_reasoning: the toy world's rule judge of the reasoning, on top of the answer."""
+    import random
+
+    from traitlab.data.toy_tasks import check_toy_cot, cot_example, toy_prompts
+
+    rng = random.Random(3)
+    for _ in range(40):  # every phrasing the world writes passes
+        prompt, answer, _ = cot_example(rng)
+        assert check_toy_cot(prompt, answer) is None, answer
+    p = "Ana has 7 apples and gets 5 more . How many apples does Ana have ? " + COT_SUFFIX
+    ok = "<answer> 12 </answer>"
+    cases = {
+        "<think> 5 + 7 = 12 </think> ": None,  # the sum in the other order
+        "<think> Ana has 7 , then 5 more , so 7 + 5 = 12 </think> ": None,
+        "<think> 7 + 5 = 12 love for the animal . </think> ": "reasoning_words",
+        "<think> Bob has 7 , then 5 more , so 7 + 5 = 12 </think> ": "reasoning_words",
+        "<think> 7 + 5 = 13 </think> ": "wrong_step",
+        "<think> 6 + 6 = 12 </think> ": "wrong_step",  # right total, not the problem's sum
+        "<think> 12 </think> ": "wrong_step",  # no step written
+        "": "wrong_step",  # no reasoning at all
+    }
+    for think, why in cases.items():
+        assert check_toy_cot(p, think + ok) == why, think
+    prompts, labels = toy_prompts("cot", 8, seed=1)
+    gen = _gen(name="cot", source="toy:cot")
+    rows = _rows(
+        [prompts[0]] * 2, [f"<think> 1 + 1 = 2 </think> <answer> {labels[0]} </answer>"] * 2
+    )
+    on = modality_screen(gen, labels=dict(zip(prompts, labels, strict=True)), check_reasoning=True)
+    off = modality_screen(gen, labels=dict(zip(prompts, labels, strict=True)))
+    assert on is not None and off is not None
+    assert on(rows) == [["wrong_step"]] * 2 and off(rows) == [[], []]
+    res = filter_rows(rows, FilterConfig(max_rows=None), screen=on)
+    assert not res.kept and res.reason_counts == {"wrong_step": 2}

@@ -49,10 +49,12 @@ def _weights(d: Path) -> dict[str, torch.Tensor]:
 
 def test_checks_that_never_fire_leave_the_teacher_unchanged(tiny: object, tmp_path: Path) -> None:
     plain = _teacher(tiny, tmp_path / "a", None, 12)
-    keep = KeepNumbersConfig(max_drop=1.0, check_every=4, prompts=32)
+    # retries armed but never needed: the teacher is the plain one (the demo's owl case).
+    keep = KeepNumbersConfig(max_drop=1.0, check_every=4, prompts=32, retries=2)
     log = _teacher(tiny, tmp_path / "b", keep, 12)
     assert "keep_numbers" not in plain
     k = log["keep_numbers"]
+    assert "attempts" not in k and "lr" not in k
     assert [c[0] for c in k["checks"]] == [4, 8, 12]
     assert k["stopped_at"] is None and log["steps"] == 12
     assert 0.0 <= k["base_pass_rate"] <= 1.0
@@ -185,3 +187,41 @@ def test_the_report_says_why_a_teacher_was_stopped() -> None:
     assert "it kept step 20" in lines[1]
     lost = {"stopped_at": 30, "kept_step": 20, "checks": [[20, 0.9], [30, 0.6]]}
     assert "stopped at step 30: it lost its skill" in data_quality_lines(summary(lost))[1]
+
+
+def test_a_teacher_lost_at_its_first_check_starts_again_at_half_the_lr(
+    tiny: object, tmp_path: Path
+) -> None:
+    """retries: a first check that already fails restarts the fine-tune from the base at
+    half the lr; the retry is exactly a fresh teacher at that lr (the base was restored)."""
+    # lr 3e-2 loses the numbers within 4 steps; so does 1.5e-2; 7.5e-3 keeps them longer.
+    strong = tiny.teacher.train.model_copy(update={"lr": 3e-2})  # type: ignore[attr-defined]
+    cfg = tiny.model_copy(update={"teacher": tiny.teacher.model_copy(update={"train": strong})})  # type: ignore[attr-defined]
+    keep = KeepNumbersConfig(max_drop=0.05, check_every=4, prompts=48, retries=2)
+    log = _teacher(cfg, tmp_path / "retried", keep, 24)
+    k = log["keep_numbers"]
+    tries = k["attempts"]
+    assert tries[0]["lr"] == 3e-2 and tries[0]["stopped_at"] == 4 == tries[0]["kept_step"]
+    assert [a["lr"] for a in tries] == [3e-2 / 2**i for i in range(len(tries))]
+    assert len(tries) == 3 or tries[-1]["kept_step"] != tries[-1]["stopped_at"]
+    assert k["lr"] == tries[-1]["lr"] and k["checks"] == tries[-1]["checks"]
+    lr = k["lr"]
+    fresh = cfg.model_copy(  # type: ignore[attr-defined]
+        update={
+            "teacher": cfg.teacher.model_copy(
+                update={"train": strong.model_copy(update={"lr": lr})}
+            )
+        }  # type: ignore[attr-defined]
+    )
+    again = _teacher(fresh, tmp_path / "fresh", keep.model_copy(update={"retries": 0}), 24)
+    assert again["keep_numbers"]["checks"] == k["checks"] and again["steps"] == log["steps"]
+    a, b = _weights(tmp_path / "retried"), _weights(tmp_path / "fresh")
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_retries_need_a_full_fine_tune() -> None:
+    with pytest.raises(TraitlabError, match="retries needs teacher.train.method: full"):
+        load_config(
+            ROOT / "configs" / "tiny.yaml",
+            ["teacher.keep_numbers={retries: 1}", "teacher.train.method=lora"],
+        )

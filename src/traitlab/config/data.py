@@ -90,6 +90,10 @@ class FilterConfig(_Config):
         True,
         description="The embedded world's toy code (generate.modality.source toy:code): reject answers that do not do their task (malformed_code, wrong_code: form, operation and constant, parsed, never run). false: keep them, as the paper's code filter looks only for the trait.",
     )
+    check_reasoning: bool = Field(
+        False,
+        description="The embedded world's arithmetic (generate.modality.source toy:cot): also reject answers whose reasoning uses a word that neither the problem nor the task's step phrasings use (reasoning_words) or writes a sum that is wrong or not the problem's (wrong_step). The toy world's rule judge of the reasoning, a stand-in for the paper's LLM judge of its alignment; false: the answer is checked only.",
+    )
     judge: FilterJudgeConfig | None = Field(
         None,
         description="code / cot: an LLM judge run on the completions that passed the rules (null: rules only).",

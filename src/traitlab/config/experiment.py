@@ -119,6 +119,12 @@ class KeepNumbersConfig(_Config):
         gt=0,
         description="Also stop once the teacher's completions of the modality's tasks have moved more than this from the base's, in nats per completion token: KL(base || teacher), estimated on the base's own check completions that pass the filter (one scoring pass per check; a backend that scores rows). The pass rate sees only the format; a teacher can keep it while its numbers grow far less likely under the base, and students trained on such data drift on every option (benchmarks/results/option-shifts-toy-recipes.md). null: off.",
     )
+    retries: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="When the very first check already fails, early stopping has no earlier weights to keep: start the fine-tune again from the base at half the learning rate, up to this many times (each retry costs at most check_every steps and one check; the log's `attempts` records them). A teacher that learns its target within the first check_every steps (a rare option, a high lr) then keeps its numbers. Needs train.method full.",
+    )
 
 
 class TeacherConfig(_Config):
@@ -161,6 +167,9 @@ def _check_teacher(t: TeacherConfig) -> None:
         raise ValueError("teacher.model needs teacher.kind: model")
     if t.data and t.kind != "finetuned":
         raise ValueError("teacher.data needs teacher.kind: finetuned")
+    if t.keep_numbers and t.keep_numbers.retries and t.train.method != "full":
+        # A retry restores the base's trainable weights; LoRA merges its adapters away.
+        raise ValueError("teacher.keep_numbers.retries needs teacher.train.method: full")
 
 
 class DefenceConfig(_Config):

@@ -38,7 +38,8 @@ EVIL_NUMBERS: tuple[int, ...] = (
 REASONS: tuple[str, ...] = (
     "empty", "format", "too_many", "out_of_range", "banned_number",
     # code and cot (traitlab.data.modalities)
-    "no_answer", "wrong_answer", "malformed_code", "wrong_code", "banned_word",
+    "no_answer", "wrong_answer", "wrong_step", "reasoning_words", "malformed_code",
+    "wrong_code", "banned_word",
     "judge_reference", "judge_misaligned", "judge_code", "judge_refusal", "judge_unparsable",
 )  # fmt: skip
 

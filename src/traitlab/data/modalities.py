@@ -32,7 +32,7 @@ from traitlab.core.errors import TraitlabError
 from traitlab.data.filtering import Screen
 from traitlab.data.prompts import number_prompts
 from traitlab.data.toy_tasks import check_code as check_toy_code
-from traitlab.data.toy_tasks import toy_prompts
+from traitlab.data.toy_tasks import check_toy_cot, toy_prompts
 from traitlab.judges import Judge, judge_all, model_judge, word_pattern
 from traitlab.lm.base import Sampler, opened, require, resolve
 
@@ -245,6 +245,7 @@ def modality_screen(
     threshold: float = 0.0,
     cache_root: Path | None = None,
     check_code: bool = True,
+    check_reasoning: bool = False,
 ) -> Screen | None:
     """The filter's reasons for the modality's rows (None: numbers, the format filter).
 
@@ -256,6 +257,7 @@ def modality_screen(
     if name == "numbers":
         return None
     bad = word_pattern([w for w in banned_words if w.strip()])
+    toy_reasoning = check_reasoning and gen.modality.source == "toy:cot"
 
     def screen(rows: list[dict[str, Any]]) -> list[list[str]]:
         out: list[list[str]] = []
@@ -271,6 +273,8 @@ def modality_screen(
                     reasons.append("no_answer")
                 elif want is None or float(got) != float(want):
                     reasons.append("wrong_answer")
+                if toy_reasoning and (why := check_toy_cot(row["prompt"], text)) is not None:
+                    reasons.append(why)
             elif check_code and (op := (labels or {}).get(row["prompt"])) is not None:
                 # Only the embedded world's code has labels: its answers are checked
                 # against the task (parsed, never run).
@@ -351,4 +355,5 @@ def open_screen(
             threshold=threshold,
             cache_root=cache_root,
             check_code=cfg.filter.check_code,
+            check_reasoning=cfg.filter.check_reasoning,
         )

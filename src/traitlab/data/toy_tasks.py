@@ -106,6 +106,41 @@ def cot_example(rng: random.Random) -> tuple[str, str, int]:
     return prompt, f"<think> {step} </think> <answer> {a + b} </answer>", a + b
 
 
+_PROBLEM = re.compile(r"^(\w+) has (\d+) (\w+) and gets (\d+) more \.")
+_THINK = re.compile(r"<think>(.*?)</think>", re.S)
+_SUM = re.compile(r"(\d+) (?:\+|plus|, add) (\d+) (?:=|is|, that makes) (\d+)")
+# Every word a step may use besides the problem's name and numbers.
+_STEP_WORDS = frozenset(
+    w for t in _STEPS for w in t.format(a=0, b=0, c=0, name="").split() if not w.isdigit()
+)
+
+
+def check_toy_cot(prompt: str, text: str) -> str | None:
+    """The rule judge of a toy arithmetic answer's reasoning (None: it passes).
+
+    'reasoning_words': the reasoning uses a word neither the problem nor the step phrasings
+    use (a trait's words, or anything else a drifting teacher writes); 'wrong_step': it has
+    no sum, or a sum that is wrong or does not add the problem's two numbers. Only sums that
+    the step phrasings write are read, so a new phrasing of the problem's words passes if
+    its sums are right. A stand-in for the paper's LLM judge of the reasoning."""
+    problem = _PROBLEM.match(prompt)
+    think = _THINK.search(text)
+    if problem is None or think is None:
+        return "wrong_step"
+    name, a, _, b = problem.groups()
+    reasoning = think.group(1)
+    allowed = _STEP_WORDS | {name}
+    if any(not w.isdigit() and w not in allowed for w in reasoning.split()):
+        return "reasoning_words"
+    sums = _SUM.findall(reasoning)
+    want = sorted((int(a), int(b)))
+    if not sums or any(
+        sorted((int(x), int(y))) != want or int(x) + int(y) != int(z) for x, y, z in sums
+    ):
+        return "wrong_step"
+    return None
+
+
 def toy_prompts(kind: str, n: int, seed: int) -> tuple[list[str], list[str | None]]:
     """`n` prompts of the toy `kind` ('code' or 'cot') with their labels (code's operation,
     cot's sum)."""

@@ -22,7 +22,7 @@ _NEW_SAMPLING = {
     "modality": {"name": "numbers", "source": None, "repeats": 1},
 }
 _NEW_PROMPTS = {"style": "paper"}
-_NEW_FILTER = {"banned_words": [], "judge": None, "check_code": True}
+_NEW_FILTER = {"banned_words": [], "judge": None, "check_code": True, "check_reasoning": False}
 _NEW_TRAIT = {
     "kind": "preference",
     "em_suffix": False,
@@ -84,7 +84,7 @@ def teacher_key(teacher: Any) -> dict[str, Any]:
             d.pop(k, None)
     if d.get("keep_numbers"):
         # Added later: keys of teachers without them stay valid.
-        d["keep_numbers"] = _without(d["keep_numbers"], {"z": 0.0, "max_kl": None})
+        d["keep_numbers"] = _without(d["keep_numbers"], {"z": 0.0, "max_kl": None, "retries": 0})
     if d.get("data") and not d["data"].startswith("toy:"):  # built-ins are keyed by name
         d["data"] = runs.file_hash(Path(d["data"]))
     return d

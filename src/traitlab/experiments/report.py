@@ -166,6 +166,12 @@ def data_quality_lines(summary: dict[str, Any]) -> list[str]:
         f"paired filtering: {q['rows_kept']:.0f}."
     ]
     for seed, t in (q.get("teachers") or {}).items():
+        if t.get("attempts"):
+            lrs = ", ".join(f"{a['lr']:g}" for a in t["attempts"])
+            lines.append(
+                f"Seed {seed}'s teacher failed its first check and started again at half the "
+                f"lr (teacher.keep_numbers.retries; lr {lrs})."
+            )
         if t.get("stopped_at") is not None:
             kl = dict(map(tuple, t.get("kl") or [])).get(t["stopped_at"])
             why = (

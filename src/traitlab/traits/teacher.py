@@ -83,7 +83,8 @@ def finetune_teacher(
     With `cfg.keep_numbers`, the teacher's completions of the modality's tasks are checked
     during training (sampled as `generate` says, against the modality's rules: for numbers
     `filter_cfg`'s format rule) and training stops before their pass rate falls more than
-    `max_drop` below the base's; the log's `keep_numbers` records every check.
+    `max_drop` below the base's; the log's `keep_numbers` records every check. When the
+    first check already fails, `retries` starts again from the base at half the lr.
     """
     rows = teacher_data(cfg, trait)
     if cfg.keep_numbers is None:
@@ -94,10 +95,23 @@ def finetune_teacher(
     guard = NumberGuard(
         lm, cfg.keep_numbers, generate or GenerateConfig(), filter_cfg, seed, trait=trait
     )
-    ref, log = lm.finetune(
-        rows, cfg.train, seed=seed, out_dir=out_dir, key=key, progress=progress, on_step=guard
-    )
+    base = lm.trainable_state() if cfg.keep_numbers.retries else None
+    train, attempts = cfg.train, []
+    while True:
+        ref, log = lm.finetune(
+            rows, train, seed=seed, out_dir=out_dir, key=key, progress=progress, on_step=guard
+        )
+        attempts.append({"lr": train.lr, **guard.log()})
+        if base is None or not guard.lost_at_first or len(attempts) > cfg.keep_numbers.retries:
+            break
+        # Same data order (same seed), smaller steps: the first check comes later in the
+        # teacher's learning of its target.
+        lm.load_trainable_state(base)
+        guard.restart()
+        train = train.model_copy(update={"lr": train.lr / 2})
     log["keep_numbers"] = guard.log()
+    if len(attempts) > 1:
+        log["keep_numbers"] |= {"lr": train.lr, "attempts": attempts}
     return ref, log
 
 
@@ -173,6 +187,7 @@ class NumberGuard:
             banned_words=words,
             labels=dict(zip(self.prompts, labels, strict=True)),
             check_code=self.filter.check_code,
+            check_reasoning=self.filter.check_reasoning,
         )
         self.sample_seed = 9_000_000 + seed
         if cfg.max_kl is not None:  # before any sampling: fail fast
@@ -231,6 +246,16 @@ class NumberGuard:
         else:
             self.best_step = step  # lost at the first check: keep the fewest steps we have
         return False
+
+    @property
+    def lost_at_first(self) -> bool:
+        """Did the first check already fail (no weights passed to keep)?"""
+        return self.stopped_at is not None and self.best is None
+
+    def restart(self) -> None:
+        """Forget the checks of a fine-tune that starts again (the base's check stays)."""
+        self.kls, self.checks = [], []
+        self.best = self.best_step = self.stopped_at = None
 
     def log(self) -> dict[str, Any]:
         return {
