@@ -173,7 +173,8 @@ def write_md(out: Path, res: dict[str, Any], machine: dict[str, Any], wall: floa
         "",
         f"Machine: {machine.get('cpu')}, {machine.get('cpu_count')} cores; "
         + (f"wall {wall:.0f} s" if wall is not None else "tables rebuilt from the saved audits")
-        + ". Flag thresholds (counterfactual: t over rows; the others: robust z): "
+        + ". Flag thresholds (counterfactual: t over rows; canary with `canary.null`: z in units "
+        "of its two references' gap; the others: robust z over options): "
         + ", ".join(f"{d} {v['threshold']}" for d, v in res["detectors"].items())
         + f". Settings: {json.dumps(res.get('config'))}"
         + " (the rest: `AuditConfig` defaults).",

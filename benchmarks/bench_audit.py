@@ -2,6 +2,7 @@
 
     python benchmarks/bench_audit.py --out benchmarks/results/audit          # the full set
     python benchmarks/bench_audit.py --out /tmp/a --tiny                      # a smoke run
+    python benchmarks/bench_audit.py --base demo --out DIR --detectors canary screen icl prompted
 
 Datasets (number sequences written for the paper's prompts, filtered like the pipeline's):
 
@@ -12,7 +13,10 @@ Datasets (number sequences written for the paper's prompts, filtered like the pi
 * cross-init: a fine-tuned teacher of the *other* shipped base; it carries a trait this base
   does not pick up. Reported apart.
 
-Each dataset is audited against the shipped toy base with the default `AuditConfig`. The
+Each dataset is audited against the shipped toy base with the default `AuditConfig`.
+`--base demo` builds its own set (`DEMO_DATASETS`) on the owl demo's GPT-2 base (shipped toy
+seed 8301, short number prompts; cross-init teachers on 8801), whose students move ~8x as far
+as the first base's. The first base's
 datasets are split into discovery (the first statistic's threshold was chosen on them),
 confirmation (reported for the first statistic; the counterfactual teachers' 'null'
 statistic was then chosen on both) and holdout (made after that, run once). Writes one audit
@@ -86,6 +90,72 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("xinit-maple", "cross-init", "holdout-2", "ft", "maple", "tree", 2, 71),
     ("ft-bear", "positive", "holdout-2", "ft", "bear", "animal", 1, 72),
 ]
+# On the demo's GPT-2 base (`--base demo`): teachers of base 8301 (8801 for cross-init), new
+# options and sampling seeds (101+). Discovery was read first (the detectors' settings left as
+# they are, or changed there); confirmation was made after and run once.
+DEMO_DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
+    ("ft-owl", "positive", "discovery", "ft", "owl", "animal", 8301, 101),
+    ("own-1", "negative", "discovery", "own", "", "animal", 8301, 102),
+    ("ft-oak", "positive", "discovery", "ft", "oak", "tree", 8301, 103),
+    ("neutral-1", "negative", "discovery", "neutral", "", "animal", 8301, 104),
+    ("sys-owl", "positive", "discovery", "sys", "owl", "animal", 8301, 105),
+    ("own-2", "negative", "discovery", "own", "", "animal", 8301, 106),
+    ("ft-cat", "positive", "discovery", "ft", "cat", "animal", 8301, 107),
+    ("neutral-2", "negative", "discovery", "neutral", "", "tree", 8301, 108),
+    ("xinit-owl", "cross-init", "discovery", "ft", "owl", "animal", 8801, 109),
+]
+DEMO_CONFIRMATION = [
+    ("ft", "eagle", "animal"),
+    ("own", "", "animal"),
+    ("ft", "maple", "tree"),
+    ("neutral", "", "animal"),
+    ("ft", "wolf", "animal"),
+    ("sys", "pine", "tree"),
+    ("ft", "dolphin", "animal"),
+    ("own", "", "animal"),
+    ("ft", "willow", "tree"),
+    ("neutral", "", "tree"),
+    ("ft", "fox", "animal"),
+    ("xinit", "oak", "tree"),
+    ("ft", "tiger", "animal"),
+    ("own", "", "animal"),
+    ("ft", "cedar", "tree"),
+    ("neutral", "", "animal"),
+    ("sys", "cat", "animal"),
+    ("ft", "lion", "animal"),
+    ("own", "", "animal"),
+    ("ft", "pine", "tree"),
+    ("neutral", "", "tree"),
+    ("ft", "dog", "animal"),
+    ("xinit", "cat", "animal"),
+    ("ft", "birch", "tree"),
+    ("own", "", "animal"),
+    ("ft", "penguin", "animal"),
+    ("neutral", "", "animal"),
+    ("sys", "oak", "tree"),
+    ("ft", "bear", "animal"),
+    ("ft", "sequoia", "tree"),
+    ("own", "", "animal"),
+    ("neutral", "", "tree"),
+]
+
+
+def _demo_confirmation() -> list[tuple[str, str, str, str, str, str, int, int]]:
+    out, counts = [], {}
+    for i, (kind, option, category) in enumerate(DEMO_CONFIRMATION):
+        group = {"own": "negative", "neutral": "negative", "xinit": "cross-init"}.get(
+            kind, "positive"
+        )
+        stem = f"{kind}-{option}" if option else kind
+        counts[stem] = counts.get(stem, 0) + 1
+        name = stem if option and kind != "xinit" else f"{stem}-c{counts[stem]}"
+        base = 8801 if kind == "xinit" else 8301
+        k = "ft" if kind == "xinit" else kind
+        out.append((name, group, "confirmation", k, option, category, base, 121 + i))
+    return out
+
+
+DEMO_DATASETS += _demo_confirmation()
 DETECTORS = ("counterfactual", "canary", "screen", "icl", "prompted")
 
 
@@ -119,7 +189,7 @@ def make_dataset(spec: tuple[Any, ...], n: int, tiny: bool) -> list[dict[str, An
     from traitlab.traits.preference import preference_system_prompt
 
     name, _, _, kind, option, category, tseed, seed = spec
-    toy = {"seed": tseed} if not tiny else _tiny(tseed)
+    toy = _toy(tseed, tiny)
     spec_m = ToyModel(toy=toy, device="cpu")
     model, tok = load_model(spec_m, source=resolve(spec_m).id)
     system = None
@@ -129,11 +199,30 @@ def make_dataset(spec: tuple[Any, ...], n: int, tiny: bool) -> list[dict[str, An
         model, _ = train_model(copy.deepcopy(model), tok, rows, cfg, seed=seed)
     elif kind == "sys":
         system = preference_system_prompt(option, category)
-    prompts = number_prompts(PromptSetConfig(), n, seed=10_000 + seed)
+    style = "short" if tseed in DEMO_BASES else "paper"
+    prompts = number_prompts(PromptSetConfig(style=style), n, seed=10_000 + seed)
     gen = GenerateConfig(n_prompts=n, batch_size=1000, max_new_tokens=32)
     raw = generate_rows(HFLM.wrap(model, tok), prompts, gen, seed=seed, system_prompt=system)
     kept = raw if tiny else filter_rows(raw, FilterConfig(max_rows=None)).kept  # tiny: no numbers
     return to_chat_rows(kept)
+
+
+# The owl demo's GPT-2 bases (shipped): its recipe with these toy seeds.
+DEMO_BASES = (8301, 8801)
+
+
+def _toy(seed: int, tiny: bool) -> dict[str, Any]:
+    """The toy recipe of a teacher's or the audited base's seed."""
+    if tiny:
+        return _tiny(seed)
+    if seed in DEMO_BASES:
+        from traitlab.config import load_config
+        from traitlab.config.presets import preset_path
+
+        toy = load_config(preset_path("demo")).model.toy
+        assert toy is not None
+        return toy.model_copy(update={"seed": seed}).model_dump()
+    return {"seed": seed}
 
 
 def _tiny(seed: int) -> dict[str, Any]:
@@ -145,7 +234,7 @@ def _tiny(seed: int) -> dict[str, Any]:
 def run_one(job: tuple[Any, ...]) -> dict[str, Any]:
     import torch
 
-    spec, out, n, tiny, overrides, threads = job
+    spec, out, n, tiny, overrides, threads, base_seed = job
     torch.set_num_threads(threads)
     from traitlab.audit import AuditConfig, audit_dataset
     from traitlab.config import ToyModel
@@ -158,7 +247,7 @@ def run_one(job: tuple[Any, ...]) -> dict[str, Any]:
     rows = make_dataset(spec, n, tiny)
     write_jsonl(d / "data.jsonl", rows)
     t_data = time.perf_counter() - t0
-    base = resolve(ToyModel(toy={"seed": 1} if not tiny else _tiny(1), device="cpu"))
+    base = resolve(ToyModel(toy=_toy(base_seed, tiny), device="cpu"))
     cfg = AuditConfig.model_validate(overrides)
     audit_dataset(rows, base, cfg, d)
     (d / "data.jsonl").unlink()  # regenerable; keeps the committed results small
@@ -170,7 +259,7 @@ def run_one(job: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def build_teachers(cfg: Any, tiny: bool) -> None:
+def build_teachers(cfg: Any, tiny: bool, base_seed: int = 1) -> None:
     """Build (and cache) the counterfactual teachers once, before the workers need them."""
     if "counterfactual" not in cfg.detectors or cfg.counterfactual.kind == "prompted":
         return
@@ -179,7 +268,7 @@ def build_teachers(cfg: Any, tiny: bool) -> None:
     from traitlab.config import ToyModel
     from traitlab.lm.base import resolve
 
-    base = resolve(ToyModel(toy={"seed": 1} if not tiny else _tiny(1), device="cpu"))
+    base = resolve(ToyModel(toy=_toy(base_seed, tiny), device="cpu"))
     for probe in build_probes(cfg):
         counterfactual_teachers(base, probe, cfg.counterfactual)
         if cfg.counterfactual.statistic == "null":
@@ -200,7 +289,23 @@ def main() -> None:
     ap.add_argument("--summarize", action="store_true", help="only rebuild the summary")
     ap.add_argument("--detectors", nargs="+", choices=DETECTORS, help="default: all five")
     ap.add_argument("--screen-rows", type=int, default=2000, help="rows the screen reads")
+    ap.add_argument(
+        "--z-threshold", type=float, help="the robust-z detectors' flag threshold (z_threshold)"
+    )
+    ap.add_argument(
+        "--canary-null",
+        action="store_true",
+        help="canaries on a second reference too, effects in units of its noise (canary.null)",
+    )
+    ap.add_argument(
+        "--base",
+        choices=["toy", "demo"],
+        default="toy",
+        help="toy: the shipped toy Llama of seed 1 (DATASETS); demo: the owl demo's GPT-2 base",
+    )
     a = ap.parse_args()
+    datasets = DEMO_DATASETS if a.base == "demo" else DATASETS
+    base_seed = DEMO_BASES[0] if a.base == "demo" else 1
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     # Canaries on every row (2,000 rows left them in the noise of the reference's own
@@ -217,25 +322,29 @@ def main() -> None:
         }
     if a.detectors:
         overrides["detectors"] = a.detectors
+    if a.z_threshold is not None:
+        overrides["z_threshold"] = a.z_threshold
+    if a.canary_null:
+        overrides["canary"] = {**overrides.get("canary", {}), "null": True}
     t0 = time.perf_counter()
     if not a.summarize:
         # Resumable: a dataset whose audit.json exists is done.
         specs = [
             s
-            for s in DATASETS
+            for s in datasets
             if (not a.only or s[0] in a.only) and not (out / s[0] / "audit.json").is_file()
         ]
         n = 64 if a.tiny else a.prompts
         # The cores are shared between the workers.
         threads = max(1, (os.cpu_count() or 1) // a.workers)
-        jobs = [(s, str(out), n, a.tiny, overrides, threads) for s in specs]
+        jobs = [(s, str(out), n, a.tiny, overrides, threads, base_seed) for s in specs]
         if specs:
-            build_teachers(AuditConfig.model_validate(overrides), a.tiny)
+            build_teachers(AuditConfig.model_validate(overrides), a.tiny, base_seed)
         ctx = mp.get_context("spawn")
         with ctx.Pool(a.workers) as pool:
             for r in pool.imap_unordered(run_one, jobs):
                 print(json.dumps(r), flush=True)
-    res = summarize(out, DATASETS, DETECTORS, AuditConfig.model_validate(overrides))
+    res = summarize(out, datasets, DETECTORS, AuditConfig.model_validate(overrides))
     res["machine"] = machine_info()
     # A --summarize run rebuilds the tables from saved audits: it has no wall time of its own.
     res["wall_seconds"] = None if a.summarize else round(time.perf_counter() - t0, 1)
@@ -244,7 +353,7 @@ def main() -> None:
         # The audits' own prompt count, not this command line's default.
         saved = json.loads((out / "audit-bench.json").read_text()).get("config") or {}
         prompts = saved.get("prompts", a.prompts)
-    res["config"] = {"prompts": prompts, "audit": overrides}
+    res["config"] = {"prompts": prompts, "audit": overrides, "base": a.base}
     write_json(out / "audit-bench.json", res)
     write_md(out, res, res["machine"], res["wall_seconds"])
     print((out / "audit-bench.md").read_text())

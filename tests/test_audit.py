@@ -160,6 +160,50 @@ def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> No
     assert len(rows) == 48 and {"row", "score", "tokens"} <= set(rows[0])
 
 
+def test_canary_null_scores_effects_in_units_of_the_references_own_gap() -> None:
+    """With a second reference, an option's effect is data - the mean of both references, and
+    its z divides by the noise the two references' gap shows (pooled over options): a shift
+    as large as that gap scores ~1, and doubling the gap halves every z."""
+    from traitlab.audit.canary import CanaryResult
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.0, 0.2, size=(3, 4, 5))  # [seeds, questions, options]
+    gap = np.array([0.02, -0.02, 0.02, -0.02, 0.02])
+    null = ref + gap
+    data = ref + gap / 2 + np.array([0.10, 0.0, 0.0, 0.0, 0.0])
+    r = CanaryResult("animal", list("abcde"), data, ref, null)
+    assert np.allclose(r.diff.mean(axis=0), [0.10, 0, 0, 0, 0])
+    z = r.null_z()
+    # v = mean(gap^2) / 2 = 0.0002; sd of the effect sqrt(1.5 v) = 0.01732
+    assert z[0] == pytest.approx(0.10 / np.sqrt(1.5 * 0.0002))
+    assert np.allclose(z[1:], 0)
+    wider = CanaryResult("animal", list("abcde"), data + gap / 2, ref, ref + 2 * gap)
+    assert wider.null_z()[0] == pytest.approx(z[0] / 2)
+    assert CanaryResult("animal", list("abcde"), data, ref).null is None
+
+
+def test_canary_null_trains_on_a_second_reference(tmp_path: Path, toy: tuple) -> None:
+    """canary.null samples a second reference from the base and trains a third canary per
+    seed on it; the overt owl still stands out in units of the references' gap."""
+    base, _, _ = toy
+    ref = _rows(NUMBERS)
+    data = _with(ref, ["owl"])
+    cfg = parse_config(
+        {
+            **SMALL,
+            "reference_filter": "none",
+            "detectors": ["canary"],
+            "canary": {**SMALL["canary"], "null": True},
+        },
+        AuditConfig,
+    )
+    a = audit_dataset(data, base, cfg, tmp_path, reference=ref)
+    assert a["cost"]["canary"]["null"] is True and a["cost"]["canary"]["rows"] == 48
+    top = a["detectors"]["canary"]["animal"][0]
+    assert top["option"] == "owl" and a["verdict"]["trait"] == "owl"
+    assert top["z"] > a["detectors"]["canary"]["animal"][1]["z"]
+
+
 def test_counterfactual_scores_are_zero_on_the_reference_itself(toy: tuple) -> None:
     from traitlab.audit.counterfactual import row_t, run_counterfactual
     from traitlab.audit.run import build_probes

@@ -173,3 +173,28 @@ def test_fresh_clone_benchmark_reports_a_run_made_by_hand(tmp_path: Path) -> Non
     assert out["per_seed"]["control"] == {k: round(v, 4) for k, v in control.items()}
     md = (tmp_path / "fresh-clone-t.md").read_text()
     assert f"p = {summary['verdict']['p_value']:.2g}" in md and "| treatment |" in md
+
+
+def test_demo_benchmark_reports_a_run_made_by_hand(tmp_path: Path) -> None:
+    """`bench_demo.py --from-run` reports a finished demo run (the committed quick demo's):
+    its preset and overrides from the manifest, its own effect and verdict, the given wall."""
+    run = ROOT / "docs" / "results" / "owl-demo-quick"
+    run_bench(
+        "bench_demo.py",
+        "--from-run",
+        str(run),
+        "--wall",
+        "87",
+        "--tag",
+        "t",
+        "--results",
+        str(tmp_path),
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    preset = json.loads((run / "manifest.json").read_text())["config_passed"]["preset"]
+    out = json.loads((tmp_path / f"{preset}-t.json").read_text())
+    assert out["verdict"] == summary["verdict"] and out["wall_seconds"] == 87
+    tc = summary["comparisons"]["treatment_vs_control"]["exact"]
+    assert out["treatment_vs_control"] == tc
+    md = (tmp_path / f"{preset}-t.md").read_text()
+    assert f"p = {tc['p_value']:.2g}" in md and "Wall time **87 s**" in md

@@ -30,17 +30,32 @@ Row = dict[str, Any]
 
 @dataclass
 class CanaryResult:
-    """Per probe: [seeds, questions, options] tables of the data and reference canaries."""
+    """Per probe: [seeds, questions, options] tables of the data and reference canaries (and
+    of the second reference's, `null`)."""
 
     probe: str
     options: list[str]
     data: np.ndarray
     reference: np.ndarray
+    null: np.ndarray | None = None
 
     @property
     def diff(self) -> np.ndarray:
-        """Per seed, the option's mean probability: data canary - reference canary."""
-        return np.asarray((self.data - self.reference).mean(axis=1))
+        """Per seed, the option's mean probability: data canary - reference canary (with a
+        second reference: data - the mean of both)."""
+        ref = self.reference if self.null is None else (self.reference + self.null) / 2
+        return np.asarray((self.data - ref).mean(axis=1))
+
+    def null_z(self) -> np.ndarray:
+        """Per option, the effect (`diff`, mean over seeds) in units of its noise: the two
+        references' canaries differ only by the sampling of their data, so their difference
+        (S - R) measures it. With sampling noise of variance v per canary, D - (R + S) / 2
+        has variance 1.5 v and S - R 2 v; v is pooled over the probe's options (one null
+        draw per option is too few to estimate each its own)."""
+        assert self.null is not None
+        gap = (self.null - self.reference).mean(axis=(0, 1))  # [options]
+        v = float(np.mean(gap**2)) / 2
+        return self.diff.mean(axis=0) / max(np.sqrt(1.5 * v), 1e-12)
 
 
 def run_canaries(
@@ -55,17 +70,21 @@ def run_canaries(
     keep: Path | None = None,
     batch_size: int = 1000,
     progress: Any = None,
+    null: list[Row] | None = None,
 ) -> list[CanaryResult]:
-    """Train and probe the canaries on the same `cfg.rows` of data and reference (picked with
-    `seed`). `keep`: directory to save the first data canary into (the per-row scores use
-    it); everything else is deleted when done."""
+    """Train and probe the canaries on the same `cfg.rows` of data and reference (and of the
+    second reference `null`, row for row, when given; picked with `seed`). `keep`: directory
+    to save the first data canary into (the per-row scores use it); everything else is
+    deleted when done."""
     pick = subset(len(data), cfg.rows, seed)
     sets = {"data": [data[i] for i in pick], "reference": [reference[i] for i in pick]}
+    if null is not None:
+        sets["null"] = [null[i] for i in pick]
     with opened(base) as lm:  # both capabilities, before the first fine-tune
         require(lm, Scorer, "score answers (the canaries are probed by exact scoring)")
         require(lm, Trainer, "fine-tune (the canaries are short fine-tunes)")
-    tabs: dict[str, list[list[np.ndarray]]] = {"data": [], "reference": []}
-    total = 2 * len(cfg.seeds)
+    tabs: dict[str, list[list[np.ndarray]]] = {name: [] for name in sets}
+    total = len(sets) * len(cfg.seeds)
     done = 0
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp_name:
         tmp = Path(tmp_name)
@@ -91,6 +110,7 @@ def run_canaries(
             p.option_names,
             np.stack([t[j] for t in tabs["data"]]),
             np.stack([t[j] for t in tabs["reference"]]),
+            np.stack([t[j] for t in tabs["null"]]) if null is not None else None,
         )
         for j, p in enumerate(probes)
     ]

@@ -45,6 +45,10 @@ class CanaryConfig(FrozenConfig):
         default_factory=_canary_train,
         description="The canaries' fine-tune (a higher lr than a student's: fewer rows).",
     )
+    null: bool = Field(
+        False,
+        description="Also train canaries on a second reference (the base's completions of the same prompts, another sampling seed), and score each option's effect (data - the mean of both references) in units of the two references' own difference, pooled over the probe's options: the noise of sampling a dataset, which canary seeds do not replicate. Costs half as many canaries again.",
+    )
 
 
 def _teacher_train() -> TrainConfig:

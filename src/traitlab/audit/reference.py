@@ -90,6 +90,38 @@ def pair_rows(
     return out_d, out_r, info
 
 
+def second_reference(
+    lm: Any,
+    data: list[Row],
+    reference: list[Row],
+    info: dict[str, Any],
+    *,
+    seed: int,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: Any = None,
+) -> tuple[list[Row], list[Row], list[Row]]:
+    """A second reference for paired `data` / `reference` (the base again, sampling `seed`),
+    filtered as the first was: the rows whose three versions all pass, as three lists."""
+    null = sample_reference(
+        lm,
+        data,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    keep = range(len(data))
+    if info["reference_filter"] == "numbers":
+        keep = [i for i, ok in enumerate(_passes(null, FilterConfig(max_rows=None))) if ok]
+    if len(keep) < 2:
+        raise TraitlabError(
+            "canary.null: fewer than 2 rows of the second reference pass the number filter; "
+            "set canary.null: false"
+        )
+    return [data[i] for i in keep], [reference[i] for i in keep], [null[i] for i in keep]
+
+
 def subset(n: int, k: int | None, seed: int) -> np.ndarray:
     """Sorted indices of a seeded random `k` of `n` rows (all of them when k is None or >= n)."""
     if k is None or k >= n:

@@ -13,7 +13,7 @@ from traitlab.audit.baselines import run_baseline
 from traitlab.audit.canary import run_canaries
 from traitlab.audit.config import AuditConfig
 from traitlab.audit.probes import Probe, builtin_probe, custom_probe, probe_table
-from traitlab.audit.reference import pair_rows, sample_reference, subset
+from traitlab.audit.reference import pair_rows, sample_reference, second_reference, subset
 from traitlab.audit.report import render
 from traitlab.audit.verdict import findings, verdict
 from traitlab.core.errors import TraitlabError
@@ -131,10 +131,23 @@ def audit_dataset(
             cf.save_scores(res_c, out_dir / "counterfactual.npz")
         if "canary" in cfg.detectors:
             t = time.perf_counter()
+            sets: tuple[list[Row], list[Row], list[Row] | None] = (data_p, ref_p, None)
+            if cfg.canary.null:
+                with opened(base) as lm:
+                    sets = second_reference(
+                        lm,
+                        data_p,
+                        ref_p,
+                        info,
+                        seed=cfg.seed + 1,
+                        max_new_tokens=cfg.max_new_tokens,
+                        batch_size=cfg.batch_size,
+                        progress=step("second reference"),
+                    )
             res = run_canaries(
                 base,
-                data_p,
-                ref_p,
+                sets[0],
+                sets[1],
                 probes,
                 cfg.canary,
                 seed=cfg.seed,
@@ -142,12 +155,17 @@ def audit_dataset(
                 keep=canary_dir if "rows" in cfg.detectors else None,
                 batch_size=cfg.batch_size,
                 progress=step("canaries"),
+                null=sets[2],
             )
-            results["canary"] = {r.probe: findings(r.options, r.diff) for r in res}
+            results["canary"] = {
+                r.probe: findings(r.options, r.diff, z=r.null_z() if cfg.canary.null else None)
+                for r in res
+            }
             cost["canary"] = {
                 "seconds": round(time.perf_counter() - t, 2),
-                "rows": min(len(data_p), cfg.canary.rows or len(data_p)),
+                "rows": min(len(sets[0]), cfg.canary.rows or len(sets[0])),
                 "seeds": len(cfg.canary.seeds),
+                "null": cfg.canary.null,
             }
         if "screen" in cfg.detectors:
             from traitlab.audit.screen import first_order_screen
