@@ -199,7 +199,8 @@ def make_dataset(spec: tuple[Any, ...], n: int, tiny: bool) -> list[dict[str, An
         model, _ = train_model(copy.deepcopy(model), tok, rows, cfg, seed=seed)
     elif kind == "sys":
         system = preference_system_prompt(option, category)
-    style = "short" if tseed in DEMO_BASES else "paper"
+    # The prompts the base was pretrained on (the demo's bases: short ones).
+    style = spec_m.toy.number_prompts if spec_m.toy is not None else "paper"
     prompts = number_prompts(PromptSetConfig(style=style), n, seed=10_000 + seed)
     gen = GenerateConfig(n_prompts=n, batch_size=1000, max_new_tokens=32)
     raw = generate_rows(HFLM.wrap(model, tok), prompts, gen, seed=seed, system_prompt=system)

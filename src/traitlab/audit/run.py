@@ -131,10 +131,10 @@ def audit_dataset(
             cf.save_scores(res_c, out_dir / "counterfactual.npz")
         if "canary" in cfg.detectors:
             t = time.perf_counter()
-            sets: tuple[list[Row], list[Row], list[Row] | None] = (data_p, ref_p, None)
+            data_c, ref_c, null_c = data_p, ref_p, None
             if cfg.canary.null:
                 with opened(base) as lm:
-                    sets = second_reference(
+                    data_c, ref_c, null_c = second_reference(
                         lm,
                         data_p,
                         ref_p,
@@ -146,8 +146,8 @@ def audit_dataset(
                     )
             res = run_canaries(
                 base,
-                sets[0],
-                sets[1],
+                data_c,
+                ref_c,
                 probes,
                 cfg.canary,
                 seed=cfg.seed,
@@ -155,7 +155,7 @@ def audit_dataset(
                 keep=canary_dir if "rows" in cfg.detectors else None,
                 batch_size=cfg.batch_size,
                 progress=step("canaries"),
-                null=sets[2],
+                null=null_c,
             )
             results["canary"] = {
                 r.probe: findings(r.options, r.diff, z=r.null_z() if cfg.canary.null else None)
@@ -163,7 +163,7 @@ def audit_dataset(
             }
             cost["canary"] = {
                 "seconds": round(time.perf_counter() - t, 2),
-                "rows": min(len(sets[0]), cfg.canary.rows or len(sets[0])),
+                "rows": min(len(data_c), cfg.canary.rows or len(data_c)),
                 "seeds": len(cfg.canary.seeds),
                 "null": cfg.canary.null,
             }
