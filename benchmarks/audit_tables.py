@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 # "holdouts": both holdouts, every dataset made after the 'null' statistic was chosen.
-SPLITS = ("discovery", "confirmation", "holdout", "holdout-2", "holdouts", "all")
+# "probe": datasets that test one question apart (a paraphrased teacher prompt); not in "all".
+SPLITS = ("discovery", "confirmation", "holdout", "holdout-2", "holdouts", "all", "probe")
 # The counterfactual teachers' first statistic, recomputed from an audit's saved scores.
 SHARED = "counterfactual-shared"
 
@@ -91,6 +92,8 @@ def auroc(pos: list[float], neg: list[float]) -> float:
 
 
 def _in_split(split: str, name: str) -> bool:
+    if split == "probe":
+        return name == "probe"
     return name in ("all", split) or (name == "holdouts" and split.startswith("holdout"))
 
 

@@ -100,10 +100,14 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
 
 def test_audit_benchmark_on_tiny_bases(tmp_path: Path) -> None:
     """The audit benchmark end to end on tiny bases (two datasets, meaningless numbers): each
-    dataset is audited, and the summary's AUROC is the rank statistic of the saved scores."""
+    dataset is audited, and the summary's AUROC is the rank statistic of the saved scores.
+    The counterfactual teachers of both kinds (`--cf-kind both`), so that the tables rebuild
+    the prompted teachers' lifts from the saved scores as the audit used them."""
     out = tmp_path / "audit"
     run_bench(
-        "bench_audit.py", "--out", str(out), "--tiny", "--workers", "1", "--only", "ft-owl", "own-1"
+        "bench_audit.py",
+        *("--out", str(out), "--tiny", "--workers", "1", "--only", "ft-owl", "own-1"),
+        *("--cf-kind", "both"),
     )
     res = json.loads((out / "audit-bench.json").read_text())
     assert [d["name"] for d in res["datasets"]] == ["ft-owl", "own-1"]
@@ -120,6 +124,12 @@ def test_audit_benchmark_on_tiny_bases(tmp_path: Path) -> None:
         assert d["counterfactual"]["option"] == v["trait"]
         assert abs(d["counterfactual"]["z"] - v["z"]) < 1e-3
         assert "counterfactual-shared" in d
+        assert (
+            json.loads((out / d["name"] / "audit.json").read_text())["config"]["counterfactual"][
+                "kind"
+            ]
+            == "both"
+        )
 
 
 def test_judge_agreement_benchmark_on_a_tiny_judge(tmp_path: Path) -> None:
