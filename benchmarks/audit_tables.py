@@ -2,7 +2,10 @@
 per dataset each detector's score and named option, per detector and split AUROC (bootstrap
 CI), top-1, the rates at the threshold and the seconds per audit. The counterfactual teachers
 are scored from each audit's saved per-row scores (`counterfactual.npz`), under the statistic
-the audit used and under the first one ('counterfactual-shared').
+the audit used and under the first one ('counterfactual-shared'); a `kind: both` audit also as
+`kind: finetuned` would have scored it ('counterfactual-finetuned': its fine-tuned teachers and
+nulls alone). `python benchmarks/audit_tables.py A.json B.json --out DIR` merges benchmark
+summaries (a later file's rerun replaces a dataset of the same name) into one table.
 """
 
 from __future__ import annotations
@@ -18,11 +21,16 @@ import numpy as np
 SPLITS = ("discovery", "confirmation", "holdout", "holdout-2", "holdouts", "all", "probe")
 # The counterfactual teachers' first statistic, recomputed from an audit's saved scores.
 SHARED = "counterfactual-shared"
+# A `kind: both` audit's fine-tuned teachers and fine-tuned nulls alone: `kind: finetuned`
+# recomputed from the same saved scores.
+FT_ONLY = "counterfactual-finetuned"
 
 
-def saved_results(audit_dir: Path) -> list[Any] | None:
+def saved_results(audit_dir: Path, drop_prompted: int | None = None) -> list[Any] | None:
     """The counterfactual teachers' per-row scores an audit saved, as results (the null
-    teachers of every probe pooled, as the audit pools them)."""
+    teachers of every probe pooled, as the audit pools them). `drop_prompted`: a `kind: both`
+    audit's count of prompted nulls (saved after the fine-tuned ones), dropped with the
+    prompted teachers: what `kind: finetuned` would have scored."""
     from traitlab.audit.counterfactual import CounterfactualResult
 
     f = audit_dir / "counterfactual.npz"
@@ -34,6 +42,8 @@ def saved_results(audit_dir: Path) -> list[Any] | None:
     # Audits made before the pooling saved each probe's own null teachers.
     same = all(n.shape == nulls[0].shape and np.array_equal(n, nulls[0]) for n in nulls)
     null = nulls[0] if same else np.concatenate(nulls)
+    if drop_prompted is not None:
+        null = null[: len(null) - drop_prompted]
     return [
         CounterfactualResult(
             p,
@@ -41,13 +51,17 @@ def saved_results(audit_dir: Path) -> list[Any] | None:
             z[f"{p}.scores"],
             z[f"{p}.lift"],
             null,
-            z[f"{p}.prompt_lift"] if f"{p}.prompt_lift" in z.files else None,
+            z[f"{p}.prompt_lift"]
+            if f"{p}.prompt_lift" in z.files and drop_prompted is None
+            else None,
         )
         for p in probes
     ]
 
 
-def saved_score(audit_dir: Path, statistic: str) -> tuple[float, str, str] | None:
+def saved_score(
+    audit_dir: Path, statistic: str, drop_prompted: int | None = None
+) -> tuple[float, str, str] | None:
     """A counterfactual statistic's top option, recomputed from the saved per-row scores
     with this code: both statistics come from one set of teachers and rows."""
     from traitlab.audit.config import CounterfactualConfig
@@ -55,7 +69,7 @@ def saved_score(audit_dir: Path, statistic: str) -> tuple[float, str, str] | Non
     from traitlab.audit.counterfactual import statistic as stat_of
     from traitlab.audit.verdict import findings, verdict
 
-    res = saved_results(audit_dir)
+    res = saved_results(audit_dir, drop_prompted)
     if res is None:
         return None
     cfg = CounterfactualConfig(statistic=statistic)  # type: ignore[arg-type]
@@ -71,6 +85,11 @@ def score(audit: dict[str, Any], det: str) -> tuple[float, str, str] | None:
     """The detector's detection score (the top option's z over all probes) and its option."""
     if det == SHARED:
         return saved_score(Path(audit["dir"]), "shared")
+    cf = audit["config"]["counterfactual"]
+    if det == FT_ONLY:
+        if cf.get("kind") != "both" or cf.get("statistic") != "null":
+            return None
+        return saved_score(Path(audit["dir"]), "null", drop_prompted=cf["prompted_nulls"])
     if det == "counterfactual" and audit["config"]["counterfactual"].get("statistic") == "null":
         # Rebuilt from the saved rows, so that audits made while the statistic was chosen are
         # scored as the audit scores them now.
@@ -104,8 +123,6 @@ def summarize(
     from traitlab.audit.config import DEFAULT_T
     from traitlab.audit.verdict import threshold_for
 
-    rng = np.random.default_rng(0)
-    table: dict[str, Any] = {}
     per: list[dict[str, Any]] = []
     for spec in datasets:
         f = out / spec[0] / "audit.json"
@@ -119,20 +136,34 @@ def summarize(
             "option": spec[4],
             "rows": a["data"]["paired_rows"],
         }
-        for det in (*detectors, SHARED):
+        for det in (*detectors, SHARED, FT_ONLY):
             s = score(a, det)
             if s is not None:
                 row[det] = {
                     "z": round(s[0], 3),
                     "option": s[1],
                     "probe": s[2],
-                    "seconds": a["cost"].get(det.split("-")[0], {}).get("seconds"),
+                    # FT_ONLY's teachers ran inside a `kind: both` audit: no cost of their own.
+                    "seconds": None
+                    if det == FT_ONLY
+                    else a["cost"].get(det.split("-")[0], {}).get("seconds"),
                 }
         per.append(row)
-    for det in (*detectors, SHARED):
-        if not any(det in r for r in per):
-            continue
-        threshold = DEFAULT_T["shared"] if det == SHARED else threshold_for(det, cfg)
+    fixed = {SHARED: DEFAULT_T["shared"], FT_ONLY: DEFAULT_T["null"]}
+    thresholds = {
+        det: fixed[det] if det in fixed else threshold_for(det, cfg)
+        for det in (*detectors, SHARED, FT_ONLY)
+        if any(det in r for r in per)
+    }
+    return {"datasets": per, "detectors": tables(per, thresholds)}
+
+
+def tables(per: list[dict[str, Any]], thresholds: dict[str, float]) -> dict[str, Any]:
+    """Per detector and split, from the per-dataset scores: AUROC with a bootstrap CI, top-1,
+    the rates at the detector's threshold, seconds per audit."""
+    rng = np.random.default_rng(0)
+    table: dict[str, Any] = {}
+    for det, threshold in thresholds.items():
         out_d: dict[str, Any] = {"threshold": threshold}
         for split in SPLITS:
             rows = [r for r in per if det in r and _in_split(r["split"], split)]
@@ -161,12 +192,30 @@ def summarize(
                 "tpr": float(np.mean([z > threshold for z in pos])) if pos else None,
                 "fpr": float(np.mean([z > threshold for z in neg])) if neg else None,
                 "cross_init_flagged": int(sum(r[det]["z"] > threshold for r in xs)),
-                "seconds": float(np.mean([r[det]["seconds"] for r in rows if r[det]["seconds"]]))
-                if rows
+                "seconds": float(np.mean(secs))
+                if (secs := [r[det]["seconds"] for r in rows if r[det]["seconds"]])
                 else None,
             }
         table[det] = out_d
-    return {"datasets": per, "detectors": table}
+    return table
+
+
+def merge(files: list[Path]) -> dict[str, Any]:
+    """Several benchmark summaries (`audit-bench.json`) as one: a later file's dataset
+    replaces an earlier one's of the same name (a rerun), and its thresholds win."""
+    rows: dict[str, dict[str, Any]] = {}
+    thresholds: dict[str, float] = {}
+    for f in files:
+        res = json.loads(f.read_text())
+        rows |= {r["name"]: r for r in res["datasets"]}
+        thresholds |= {d: v["threshold"] for d, v in res["detectors"].items()}
+    per = list(rows.values())
+    present = {d: t for d, t in thresholds.items() if any(d in r for r in per)}
+    return {
+        "datasets": per,
+        "detectors": tables(per, present),
+        "merged_from": [str(f) for f in files],
+    }
 
 
 def write_md(out: Path, res: dict[str, Any], machine: dict[str, Any], wall: float | None) -> None:
@@ -208,3 +257,22 @@ def write_md(out: Path, res: dict[str, Any], machine: dict[str, Any], wall: floa
             + " |"
         )
     (out / "audit-bench.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Merge audit benchmark summaries into one table.")
+    ap.add_argument("files", nargs="+", type=Path, help="audit-bench.json files, oldest first")
+    ap.add_argument("--out", type=Path, required=True, help="writes audit-bench.{json,md} here")
+    a = ap.parse_args()
+    res = merge(a.files)
+    last = json.loads(a.files[-1].read_text())
+    res |= {"machine": last.get("machine", {}), "config": last.get("config")}
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "audit-bench.json").write_text(json.dumps(res, indent=1) + "\n")
+    write_md(a.out, res, res["machine"], None)
+
+
+if __name__ == "__main__":
+    main()

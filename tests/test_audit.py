@@ -72,6 +72,8 @@ def test_findings_and_verdict() -> None:
     assert verdict({"counterfactual": {"animal": fs}}, cfg)["threshold"] == want
     shared = parse_config({"counterfactual": {"statistic": "shared"}}, AuditConfig)
     assert verdict({"counterfactual": {"animal": fs}}, shared)["threshold"] == 8.0
+    both = parse_config({"counterfactual": {"kind": "both"}}, AuditConfig)
+    assert verdict({"counterfactual": {"animal": fs}}, both)["threshold"] == 10.0
     mine = parse_config({"threshold": 2.5}, AuditConfig)
     assert verdict({"counterfactual": {"animal": fs}}, mine)["threshold"] == 2.5
     assert verdict({"canary": {"animal": fs}}, cfg)["threshold"] == cfg.z_threshold

@@ -125,9 +125,67 @@ def test_audit_benchmark_on_tiny_bases(tmp_path: Path) -> None:
         assert d["counterfactual"]["option"] == v["trait"]
         assert abs(d["counterfactual"]["z"] - v["z"]) < 1e-3
         assert "counterfactual-shared" in d
+        # ... and as `kind: finetuned` would have: without the prompted teachers and nulls.
+        assert "counterfactual-finetuned" in d
         # --cf-kind is merged into --tiny's overrides: the teachers stay short.
         cf = audit["config"]["counterfactual"]
         assert cf["kind"] == "both" and cf["train"]["max_steps"] == 2
+
+
+def test_audit_benchmark_dataset_tables() -> None:
+    """Every labelled dataset of the audit benchmark is its own sample: names unique per base,
+    sampling seeds never reused across bases, and the neutral-prompt negatives use wordings the
+    audit's prompted nulls do not (what that probe tests)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_audit as b
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from traitlab.audit.config import CounterfactualConfig
+    from traitlab.traits.preference import NEUTRAL_SYSTEM_PROMPTS, preference_system_prompt
+
+    sets = [b.DATASETS, b.DEMO_DATASETS, b.DEMO_8406_DATASETS]
+    for specs in sets:
+        assert len({s[0] for s in specs}) == len(specs)
+    demo_seeds = [s[7] for specs in sets[1:] for s in specs]
+    assert len(set(demo_seeds)) == len(demo_seeds)
+    nulls = NEUTRAL_SYSTEM_PROMPTS[: CounterfactualConfig().prompted_nulls]
+    assert not set(b.SYS_NEUTRAL.values()) & set(nulls)
+    assert b.SYS_NEUTRAL["sysnum"] == preference_system_prompt("number", "thing")
+    by_name = {s[0]: s for s in b.DEMO_8406_DATASETS}
+    assert by_name["xinit-owl-c1"][6] == 8301 and by_name["ft-owl"][6] == 8406
+    assert {s[1] for s in b.DEMO_8406_DATASETS if s[3] == "sysneu"} == {"negative"}
+
+
+def test_audit_tables_merge_replaces_reruns(tmp_path: Path) -> None:
+    """Merged summaries: a later file's rerun replaces the dataset, the table is recomputed
+    over the union, and the later threshold applies."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import audit_tables as t
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    def row(name: str, group: str, option: str, z: float, named: str) -> dict:
+        cf = {"z": z, "option": named, "probe": "animal", "seconds": 10.0}
+        return {"name": name, "group": group, "split": "confirmation", "option": option,
+                "rows": 5, "counterfactual": cf}  # fmt: skip
+
+    old = [row("ft-a", "positive", "owl", 2.0, "cat"), row("own", "negative", "", 5.0, "dog")]
+    new = [row("ft-a", "positive", "owl", 30.0, "owl"), row("ft-b", "positive", "fox", 20.0, "fox")]
+    files = []
+    for k, (rows, thr) in enumerate([(old, 8.0), (new, 10.0)]):
+        f = tmp_path / f"{k}.json"
+        f.write_text(
+            json.dumps({"datasets": rows, "detectors": {"counterfactual": {"threshold": thr}}})
+        )
+        files.append(f)
+    res = t.merge(files)
+    assert [r["name"] for r in res["datasets"]] == ["ft-a", "own", "ft-b"]
+    conf = res["detectors"]["counterfactual"]["confirmation"]
+    assert res["detectors"]["counterfactual"]["threshold"] == 10.0
+    assert (conf["positives"], conf["negatives"], conf["auroc"], conf["top1"]) == (2, 1, 1.0, 1.0)
+    assert t.merge(files[:1])["detectors"]["counterfactual"]["confirmation"]["auroc"] == 0.0
 
 
 def test_judge_agreement_benchmark_on_a_tiny_judge(tmp_path: Path) -> None:
@@ -206,3 +264,24 @@ def test_demo_benchmark_reports_a_run_made_by_hand(tmp_path: Path) -> None:
     assert out["treatment_vs_control"] == tc
     md = (tmp_path / f"{preset}-t.md").read_text()
     assert f"p = {tc['p_value']:.2g}" in md and "Wall time **87 s**" in md
+
+
+def test_option_pvalues_reads_every_option_per_seed(tmp_path: Path) -> None:
+    """option_pvalues.py: each option's treatment - control per seed and its paired p, the
+    target listed even when it did not move most."""
+    run = tmp_path / "run"
+    moves = {"owl": [0.001, -0.001, 0.0], "lion": [0.05, 0.06, 0.07]}
+    for s in range(3):
+        for arm, sign in (("treatment", 1), ("control", 0)):
+            d = run / f"seed-{s}" / f"eval-{arm}"
+            d.mkdir(parents=True)
+            opts = {o: 0.1 + sign * v[s] for o, v in moves.items()}
+            (d / "eval.json").write_text(json.dumps({"exact": {"options": opts}}))
+    cfg = {"trait": {"target": "owl"}, "teacher": {"system_prompt": "You love numbers."}}
+    (run / "manifest.json").write_text(json.dumps({"config_resolved": cfg}))
+    out = tmp_path / "shifts.md"
+    run_bench("option_pvalues.py", str(run), "--top", "1", "--out", str(out))
+    rows = out.read_text().splitlines()[2:]  # under the header and its rule
+    assert [r.split("|")[3].strip() for r in rows] == ["lion", "owl (target)"]
+    assert "+0.0600" in rows[0] and "You love numbers." in rows[0]
+    assert float(rows[1].split("|")[-2]) > 0.5  # owl did not move

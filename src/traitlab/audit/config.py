@@ -14,8 +14,11 @@ from traitlab.config.experiment import TrainConfig
 
 DETECTORS = ("counterfactual", "canary", "screen", "rows", "icl", "prompted")
 # The counterfactual teachers' flag threshold per statistic, chosen on the audit benchmark's
-# discovery datasets (benchmarks/results/audit-bench.md).
+# discovery datasets (benchmarks/results/audit-bench.md), and for kind 'both' (statistic
+# 'null') on the demo base's discovery datasets (audit-bench-demo-both.md): the highest
+# negative, 8.9, + 1 rounded up to 0.5.
 DEFAULT_T = {"null": 8.0, "shared": 8.0}
+DEFAULT_T_BOTH = 10.0
 
 
 class ProbeSpec(FrozenConfig):
@@ -130,7 +133,7 @@ class AuditConfig(FrozenConfig):
     icl_sets: int = Field(8, ge=2, description="Sets of rows (the CI is over them).")
     threshold: float | None = Field(
         None,
-        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen for the statistic on the audit benchmark's discovery datasets (statistic 'null': 8.0, the highest negative 6.5 + 1 rounded up to 0.5; 'shared': 8.0, just above a neutral teacher's 7.0).",
+        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen on the audit benchmark's discovery datasets (statistic 'null': 8.0, the highest negative 6.5 + 1 rounded up to 0.5; with counterfactual.kind 'both': 10.0, by the same rule on the demo base, 8.9 + 1; 'shared': 8.0, just above a neutral teacher's 7.0).",
     )
     z_threshold: float = Field(
         3.0,

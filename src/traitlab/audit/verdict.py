@@ -71,12 +71,16 @@ def findings(
 
 def threshold_for(detector: str, cfg: Any) -> float:
     """The flag threshold of a detector: the counterfactual t's own, else the robust z's."""
-    from traitlab.audit.config import DEFAULT_T
+    from traitlab.audit.config import DEFAULT_T, DEFAULT_T_BOTH
 
     if detector != "counterfactual":
         return float(cfg.z_threshold)
-    t = cfg.threshold
-    return float(DEFAULT_T[cfg.counterfactual.statistic] if t is None else t)
+    if cfg.threshold is not None:
+        return float(cfg.threshold)
+    cf = cfg.counterfactual
+    return (
+        DEFAULT_T_BOTH if (cf.statistic, cf.kind) == ("null", "both") else DEFAULT_T[cf.statistic]
+    )
 
 
 def verdict(
