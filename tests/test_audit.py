@@ -78,6 +78,11 @@ def test_findings_and_verdict() -> None:
     assert verdict({"counterfactual": {"animal": fs}}, mine)["threshold"] == 2.5
     assert verdict({"canary": {"animal": fs}}, cfg)["threshold"] == cfg.z_threshold
     assert v["flag"] and v["trait"] == "c" and v["detector"] == "canary"
+    # The next option and how far behind it is (the naming's margin).
+    second = max(fs[1:], key=lambda f: f["z"])
+    assert v["runner_up"]["option"] == second["option"] == fs[1]["option"]
+    assert v["margin"] == fs[0]["effect"] - fs[1]["effect"] > 0
+    assert "runner_up" not in verdict({"canary": {"animal": fs[:1]}}, threshold=3.0)
     assert not verdict({"canary": {"animal": fs}}, threshold=1e9)["flag"]
     assert verdict({}, 3.0) == {"flag": False, "detector": None, "reason": "no detector ran"}
 
@@ -358,7 +363,14 @@ def test_report_is_html_with_tables_and_escapes_model_text(tmp_path: Path, toy: 
     parser.feed(page)
     assert parser.scripts == 0 and parser.tables >= 3
     assert "&lt;script&gt;" in page and any("<script>" in c for c in parser.cells)
-    assert json.loads((tmp_path / "audit.json").read_text())["kind"] == "dataset"
+    audit = json.loads((tmp_path / "audit.json").read_text())
+    assert audit["kind"] == "dataset"
+    nxt = audit["verdict"]["runner_up"]["option"]
+    assert nxt != audit["verdict"]["trait"] and f"Next: &#x27;{nxt}&#x27;" in page
+    # docs/audit-schema.md names every key the audit wrote.
+    schema = (Path(__file__).parents[1] / "docs" / "audit-schema.md").read_text()
+    keys = [*audit, *audit["data"], *audit["verdict"], *audit["detectors"]["canary"]["animal"][0]]
+    assert [k for k in keys if f"`{k}`" not in schema] == []
 
 
 def test_audit_model_compares_a_student_with_its_base(tmp_path: Path, toy: tuple) -> None:

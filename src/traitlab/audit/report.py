@@ -76,6 +76,12 @@ def render(audit: dict[str, Any]) -> str:
             + html.escape(
                 f"Primary detector {v['detector']}: top option '{v['trait']}' with z = {v['z']:.2f} "
                 f"(threshold {v['threshold']}), effect {v['effect']:+.4g}."
+                + (
+                    f" Next: '{v['runner_up']['option']}', effect "
+                    f"{v['runner_up']['effect']:+.4g} (margin {v['margin']:.3g})."
+                    if v.get("runner_up")
+                    else ""
+                )
             )
             + "</p>"
         )

@@ -101,7 +101,7 @@ def verdict(
         key=lambda pf: pf[1].get("rank", pf[1]["z"]),
     )
     probe, top = best
-    return {
+    out = {
         "flag": bool(top["z"] > threshold),
         "detector": det,
         "probe": probe,
@@ -111,3 +111,10 @@ def verdict(
         "ci": top["ci"],
         "threshold": threshold,
     }
+    # How sure the naming is: prompted counterfactual teachers put a category's options within
+    # 0.003-0.02 nats per row of each other (the audit benchmark), so the verdict says who is next.
+    rest = results[det][probe][1:]
+    if rest:
+        out["runner_up"] = {"option": rest[0]["option"], "effect": rest[0]["effect"]}
+        out["margin"] = top["effect"] - rest[0]["effect"]
+    return out
