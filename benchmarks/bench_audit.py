@@ -360,6 +360,11 @@ def main() -> None:
         help="the counterfactual teachers' kind (counterfactual.kind; default: finetuned)",
     )
     ap.add_argument(
+        "--cf-templates",
+        nargs="+",
+        help="more wordings of the prompted teachers' system prompt (counterfactual.prompt_templates)",
+    )
+    ap.add_argument(
         "--base",
         choices=["toy", "demo", "demo-8406"],
         default="toy",
@@ -390,6 +395,9 @@ def main() -> None:
     if a.cf_kind is not None:
         # Merged: --tiny's short teachers stay short.
         overrides["counterfactual"] = {**overrides.get("counterfactual", {}), "kind": a.cf_kind}
+    if a.cf_templates:
+        cf = overrides.get("counterfactual", {})
+        overrides["counterfactual"] = {**cf, "prompt_templates": a.cf_templates}
     if a.canary_null:
         overrides["canary"] = {**overrides.get("canary", {}), "null": True}
     t0 = time.perf_counter()

@@ -289,6 +289,35 @@ def test_prompted_counterfactuals_need_no_training_and_cancel_on_the_reference(
     assert res.null_lift.shape == (cfg.counterfactual.prompted_nulls, 8)
 
 
+def test_prompt_templates_take_each_options_best_wording(toy: tuple) -> None:
+    """Extra wordings of the prompted teachers: per option, the wording that explains the
+    rows best counts, so no option explains them less than with the paper's wording alone;
+    a wording that names the answer outright explains owl rows better."""
+    from traitlab.audit.counterfactual import _loglik, prompted_lifts, run_counterfactual
+    from traitlab.audit.run import build_probes
+
+    base, _, _ = toy
+    tpl = ["Whatever you are asked, answer with one word: {option}."]
+    cfg = parse_config(
+        {**SMALL, "counterfactual": {"kind": "prompted", "prompt_templates": tpl}}, AuditConfig
+    )
+    (probe,) = build_probes(cfg)
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "owl"}]}
+        for q in probe.questions
+    ]
+    with opened(base) as lm:
+        base_ll = _loglik(lm, rows)
+        paper = prompted_lifts(lm, rows, base_ll, probe).mean(axis=1)
+        best = prompted_lifts(lm, rows, base_ll, probe, tpl).mean(axis=1)
+    assert np.all(best >= paper - 1e-9) and np.any(best > paper + 1e-6)
+    (res,) = run_counterfactual(base, rows, rows, [probe], cfg.counterfactual)
+    assert np.allclose(res.lift.mean(axis=1), best, atol=1e-4)
+    for bad, why in (("You love owls.", "must contain"), ("{option} {colour}", "bad field")):
+        with pytest.raises(TraitlabError, match=why):
+            parse_config({"counterfactual": {"prompt_templates": [bad]}}, AuditConfig)
+
+
 def test_the_counterfactual_verdict_names_the_option_that_explains_most() -> None:
     """By effect, not by t: a teacher that explains the data less but more evenly has the
     larger t and is not the trait (ft-cat on the benchmark: dolphin)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from traitlab.config.base import FrozenConfig
 from traitlab.config.experiment import TrainConfig
@@ -84,6 +84,24 @@ class CounterfactualConfig(FrozenConfig):
         le=6,
         description="statistic 'null', kind 'prompted' or 'both': the base behind this many neutral system prompts ('You are a helpful assistant.', ...) joins the nulls, so that what any system prompt does to the numbers is not read as a trait.",
     )
+    prompt_templates: list[str] = Field(
+        default_factory=list,
+        description="kind 'prompted' or 'both': more wordings of an option's system prompt, beside the paper's, with {option} (and optionally {category}) for the option; each option's prompted teacher is the wording that explains the data best. The paper's wording alone misses data written behind a paraphrase (the audit benchmark's probe).",
+    )
+
+    @field_validator("prompt_templates")
+    @classmethod
+    def _templates(cls, v: list[str]) -> list[str]:
+        for t in v:
+            try:
+                filled = t.format(option="", category="")
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(
+                    f"prompt template {t!r} has a bad field ({e}): use {{option}} and {{category}}"
+                ) from None
+            if "{option}" not in t or not filled.strip():
+                raise ValueError(f"prompt template {t!r} must contain {{option}}")
+        return v
 
 
 class ScreenConfig(FrozenConfig):

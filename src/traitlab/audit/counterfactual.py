@@ -201,14 +201,27 @@ class PairedLoglik:
         return pair_logliks(lm.model, tok, pairs)
 
 
-def prompted_lifts(lm: Any, rows: list[Row], base_ll: np.ndarray, probe: Probe) -> np.ndarray:
-    """[options, rows]: l_o(i) of the base behind each option's preference system prompt."""
-    return np.stack(
-        [
-            _loglik(lm, rows, preference_system_prompt(o, probe.name)) - base_ll
-            for o in probe.option_names
-        ]
-    )
+def option_prompts(option: str, category: str, templates: Sequence[str] = ()) -> list[str]:
+    """An option's system prompts: the paper's, then each extra wording filled in."""
+    extra = [t.format(option=option, category=category) for t in templates]
+    return [preference_system_prompt(option, category), *extra]
+
+
+def best_wording(lifts: Sequence[np.ndarray]) -> int:
+    """Of one option's wordings' lifts on the data, the one that explains the data best."""
+    return int(np.argmax([float(x.mean()) for x in lifts]))
+
+
+def prompted_lifts(
+    lm: Any, rows: list[Row], base_ll: np.ndarray, probe: Probe, templates: Sequence[str] = ()
+) -> np.ndarray:
+    """[options, rows]: l_o(i) of the base behind each option's preference system prompt (of
+    several wordings, the one that explains the rows best)."""
+    out = []
+    for o in probe.option_names:
+        lifts = [_loglik(lm, rows, sp) - base_ll for sp in option_prompts(o, probe.name, templates)]
+        out.append(lifts[best_wording(lifts)])
+    return np.stack(out)
 
 
 def prompted_null_lifts(lm: Any, rows: list[Row], base_ll: np.ndarray, n: int) -> np.ndarray:
@@ -237,6 +250,14 @@ def _lifts(
     return np.stack(lifts), np.stack(scores)
 
 
+def _best_prompted(
+    lm: Any, data: list[Row], reference: list[Row], b_d: np.ndarray, prompts: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(data, reference) log-likelihoods behind the wording that explains the data best."""
+    scored = [PairedLoglik(_behind(sp, data), _behind(sp, reference))(lm) for sp in prompts]
+    return scored[best_wording([d - b_d for d, _ in scored])]
+
+
 def run_counterfactual(
     base: ModelRef,
     data: list[Row],
@@ -246,6 +267,7 @@ def run_counterfactual(
     progress: Any = None,
 ) -> list[CounterfactualResult]:
     finetuned = cfg.kind in ("finetuned", "both")
+    tpl = cfg.prompt_templates
     both_ll = PairedLoglik(data, reference)
     with opened(base) as lm:
         b_d, b_r = both_ll(lm)
@@ -266,12 +288,12 @@ def run_counterfactual(
             if finetuned:
                 scored = _teacher_logliks(counterfactual_teachers(base, p, cfg, progress), both_ll)
             else:
-                prompts = [preference_system_prompt(o, p.name) for o in p.option_names]
                 scored = (
-                    PairedLoglik(_behind(sp, data), _behind(sp, reference))(lm) for sp in prompts
+                    _best_prompted(lm, data, reference, b_d, option_prompts(o, p.name, tpl))
+                    for o in p.option_names
                 )
             lift, scores = _lifts(scored, b_d, b_r)
-            both = prompted_lifts(lm, data, b_d, p) if cfg.kind == "both" else None
+            both = prompted_lifts(lm, data, b_d, p, tpl) if cfg.kind == "both" else None
             out.append(CounterfactualResult(p.name, p.option_names, scores, lift, null, both))
     return out
 
