@@ -193,8 +193,9 @@ GOLDEN = ROOT / "tests" / "golden" / "tiny-summary.json"
 
 
 def _close(a: object, b: object, path: str = "") -> list[str]:
-    """Differences between two summaries: structure exactly, numbers within 1e-9 relative
-    plus 5e-4 absolute (other CPUs round fine-tuning differently)."""
+    """Differences between two summaries: structure exactly, numbers within 5e-4 absolute
+    plus 2e-4 relative (other CPUs round fine-tuning differently, and a statistic such as a
+    t of 10.9 carries that rounding up: 10.9223 against 10.9231 on another AMD EPYC)."""
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             return [f"{path}: keys {sorted(set(a) ^ set(b))}"]
@@ -208,7 +209,7 @@ def _close(a: object, b: object, path: str = "") -> list[str]:
             for d in _close(x, y, f"{path}/{i}")
         ]
     if isinstance(a, float) and isinstance(b, float):
-        return [] if abs(a - b) <= 5e-4 + 1e-9 * abs(b) else [f"{path}: {a} != {b}"]
+        return [] if abs(a - b) <= 5e-4 + 2e-4 * abs(b) else [f"{path}: {a} != {b}"]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
