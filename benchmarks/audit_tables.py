@@ -90,7 +90,7 @@ def score(audit: dict[str, Any], det: str) -> tuple[float, str, str] | None:
         if cf.get("kind") != "both" or cf.get("statistic") != "null":
             return None
         return saved_score(Path(audit["dir"]), "null", drop_prompted=cf["prompted_nulls"])
-    if det == "counterfactual" and audit["config"]["counterfactual"].get("statistic") == "null":
+    if det == "counterfactual" and cf.get("statistic") == "null":
         # Rebuilt from the saved rows, so that audits made while the statistic was chosen are
         # scored as the audit scores them now.
         return saved_score(Path(audit["dir"]), "null")

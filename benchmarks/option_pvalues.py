@@ -14,19 +14,27 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+
+from traitlab.core.stats import paired_test
 
 
-def shifts(run: Path) -> dict[str, np.ndarray]:
-    """Per option, treatment - control (exact probability) in each seed."""
-    seeds = sorted(run.glob("seed-*"), key=lambda p: int(p.name.split("-")[1]))
-    per: dict[str, list[float]] = {}
+def rates(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per option, the treatment's and the control's exact probability in each seed."""
+    from traitlab.experiments.layout import RunLayout
+
+    layout = RunLayout(run)
+    seeds = sorted(int(p.name.split("-")[1]) for p in run.glob("seed-*"))
+    per: dict[str, tuple[list[float], list[float]]] = {}
     for s in seeds:
-        t = json.loads((s / "eval-treatment" / "eval.json").read_text())["exact"]["options"]
-        c = json.loads((s / "eval-control" / "eval.json").read_text())["exact"]["options"]
+        t, c = (
+            json.loads((layout.eval(s, arm) / "eval.json").read_text())["exact"]["options"]
+            for arm in ("treatment", "control")
+        )
         for o in t:
-            per.setdefault(o, []).append(t[o] - c[o])
-    return {o: np.array(v) for o, v in per.items()}
+            per.setdefault(o, ([], []))
+            per[o][0].append(t[o])
+            per[o][1].append(c[o])
+    return {o: (np.array(a), np.array(b)) for o, (a, b) in per.items()}
 
 
 def table(runs: list[Path], top: int) -> str:
@@ -38,11 +46,12 @@ def table(runs: list[Path], top: int) -> str:
         m = json.loads((run / "manifest.json").read_text())
         target = m["config_resolved"]["trait"]["target"]
         prompt = m["config_resolved"]["teacher"].get("system_prompt") or "(the paper's)"
-        d = shifts(run)
+        r = rates(run)
+        d = {o: t - c for o, (t, c) in r.items()}
         order = sorted(d, key=lambda o: -d[o].mean())
         for o in dict.fromkeys([*order[:top], target]):
             x = d[o]
-            p = float(stats.ttest_1samp(x, 0.0).pvalue) if len(x) > 1 else float("nan")
+            p = paired_test(*r[o]).p_value
             seeds = ", ".join(f"{v:+.4f}" for v in x)
             lines.append(
                 f"| {run.name} | {prompt} | {o}{' (target)' if o == target else ''} "
