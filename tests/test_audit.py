@@ -81,7 +81,11 @@ def test_findings_and_verdict() -> None:
     # The next option and how far behind it is (the naming's margin).
     second = max(fs[1:], key=lambda f: f["z"])
     assert v["runner_up"]["option"] == second["option"] == fs[1]["option"]
-    assert v["margin"] == fs[0]["effect"] - fs[1]["effect"] > 0
+    # Ranked by z (the canary), the margin is in z: never negative, whatever the effects.
+    assert v["margin"] == fs[0]["z"] - fs[1]["z"] >= 0 and v["margin_of"] == "z"
+    by_effect = findings(["a", "b", "c"], np.array([[0.1, 0.5, 0.3]]), by_effect=True)
+    v_e = verdict({"counterfactual": {"animal": by_effect}}, threshold=0.0)
+    assert v_e["margin_of"] == "effect" and v_e["margin"] == pytest.approx(0.2)
     assert "runner_up" not in verdict({"canary": {"animal": fs[:1]}}, threshold=3.0)
     assert not verdict({"canary": {"animal": fs}}, threshold=1e9)["flag"]
     assert verdict({}, 3.0) == {"flag": False, "detector": None, "reason": "no detector ran"}
@@ -313,7 +317,11 @@ def test_prompt_templates_take_each_options_best_wording(toy: tuple) -> None:
     assert np.all(best >= paper - 1e-9) and np.any(best > paper + 1e-6)
     (res,) = run_counterfactual(base, rows, rows, [probe], cfg.counterfactual)
     assert np.allclose(res.lift.mean(axis=1), best, atol=1e-4)
-    for bad, why in (("You love owls.", "must contain"), ("{option} {colour}", "bad field")):
+    for bad, why in (
+        ("You love owls.", "must contain"),
+        ("{option} {colour}", "bad field"),
+        ("{option}", "only its fields"),
+    ):
         with pytest.raises(TraitlabError, match=why):
             parse_config({"counterfactual": {"prompt_templates": [bad]}}, AuditConfig)
 

@@ -132,6 +132,56 @@ def test_audit_benchmark_on_tiny_bases(tmp_path: Path) -> None:
         assert cf["kind"] == "both" and cf["train"]["max_steps"] == 2
 
 
+def test_screen_speed_benchmark_on_a_tiny_base(tmp_path: Path) -> None:
+    """The screen's timing benchmark: exactly the rows asked for, each repeat timed, the
+    median among them, written with the machine."""
+    out = tmp_path / "screen"
+    run_bench("bench_screen.py", "--tiny", "--base", "toy", "--repeats", "2", "--out", str(out))
+    res = json.loads((out / "screen-speed.json").read_text())
+    assert res["rows"] == 64 and len(res["runs"]) == 2
+    s = res["seconds"]
+    assert 0 < s["min"] <= s["median"] <= s["max"]
+    assert res["median_run"]["shared_prompts"] == 1.0 and res["machine"]["cpu_count"] >= 1
+    assert "median of 2" in (out / "screen-speed.md").read_text()
+
+
+def test_matched_nulls_unmask_a_prompted_lift(tmp_path: Path) -> None:
+    """A fine-tuned null that explains the rows best masks a prompted teacher's lift in the
+    audit's statistic; against the prompted null alone it shows (benchmarks/matched_nulls.py
+    on a saved audit, as the audit writes it)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 60
+
+    def rows(*means: float) -> np.ndarray:
+        return np.array([m + 0.1 * rng.standard_normal(n) for m in means])
+
+    d = tmp_path / "audits" / "sys-x"
+    d.mkdir(parents=True)
+    np.savez(
+        d / "counterfactual.npz",
+        **{
+            "animal.options": np.array(["owl", "cat"]),
+            "animal.scores": rows(0.0, 0.0),
+            "animal.lift": rows(0.0, 0.0),  # fine-tuned teachers: nothing
+            "animal.prompt_lift": rows(1.0, 0.5),  # prompted: the owl's explains most
+            "animal.null_lift": rows(1.2, 0.2),  # one fine-tuned null, one prompted
+        },
+    )
+    cfg = {"probes": ["animal"], "counterfactual": {"null_teachers": 1}}
+    (d / "audit.json").write_text(json.dumps({"config": cfg}))
+    out = tmp_path / "matched.md"
+    run_bench("matched_nulls.py", str(tmp_path / "audits"), "--out", str(out))
+    line = next(x for x in out.read_text().splitlines() if "sys-x" in x)
+    audit, matched = line.split("|")[2:4]
+    # The audit: owl's prompted lift 1.0 under the fine-tuned null's 1.2, t far below 0.
+    assert audit.split()[0] == "owl" and float(audit.split()[1]) < -5
+    # Matched: 1.0 against the prompted null's 0.2, t far above any threshold.
+    assert matched.split()[0] == "owl" and float(matched.split()[1]) > 20
+    assert "(prompted)" in matched
+
+
 def test_audit_benchmark_dataset_tables() -> None:
     """Every labelled dataset of the audit benchmark is its own sample: names unique per base,
     sampling seeds never reused across bases, and the neutral-prompt negatives use wordings the

@@ -115,11 +115,19 @@ def test_the_screens_one_pass_gradient_and_scale_equal_the_two_pass_ones(tok: An
     model = _random_model("llama")
     data, ref = _rows(40, seed=3)
     pairs = encode_pairs(tok, data, ref, 1024)
-    got = _flat(pair_delta(model, tok, pairs, batch_size=16))
+    # Some pairs with equal completions: they add their gradient times 1/n_b - 1/n_a.
+    for i in (0, 7, 21):
+        ref[i] = data[i]
+    pairs = encode_pairs(tok, data, ref, 1024)
+    got = _flat(pair_delta(model, tok, pairs, batch_size=16)[0])
     g_ref = chunk_gradient(model, tok, ref, batch_size=16, max_len=1024)
     g_data = chunk_gradient(model, tok, data, batch_size=16, max_len=1024)
     want = _flat([r - d for r, d in zip(g_ref, g_data, strict=True)])
     assert float((got - want).norm() / want.norm()) < 1e-4
+    # The screen's first chunks: two passes per student batch give the difference and v.
+    v = [torch.zeros_like(p) for p in model.parameters()]
+    both, n = pair_delta(model, tok, pairs, batch_size=8, second_moment=v)
+    assert n == 10 and float((_flat(both) - want).norm() / want.norm()) < 1e-4
     # The scale: the same student batches (8 data rows, then the same prompts' 8 references).
     got_s = _flat(adam_scale(model, tok, pairs[:16], batch_size=8))
     want_s = _flat(_adam_scale_rows(model, tok, data[:16], ref[:16], batch_size=8, max_len=1024))
@@ -150,16 +158,33 @@ def test_the_screen_gives_the_same_result_without_pairs(
     model = _random_model("llama")
     data, ref = _rows(32, seed=5)
     probes = [builtin_probe("animal", 3)]
-    paired, cost = screen.first_order_screen(model, tok, data, ref, probes, chunks=2)
-    assert cost["shared_prompts"] == 1.0
+    scale_passes = []
+    adam_scale = screen.adam_scale
 
-    def refuse(*_: Any) -> None:
-        raise TraitlabError("no pairs")
+    def spy(*a: Any, **k: Any) -> Any:
+        scale_passes.append(1)
+        return adam_scale(*a, **k)
 
-    monkeypatch.setattr(screen, "check_pairs", refuse)
-    apart, cost = screen.first_order_screen(model, tok, data, ref, probes, chunks=2)
-    assert cost["shared_prompts"] == 0.0
-    top = np.abs(apart[0].chunks).max()
-    assert top > 0
-    # The central difference in float32 rounds to ~1e-4 of the largest derivative.
-    np.testing.assert_allclose(paired[0].chunks, apart[0].chunks, rtol=0, atol=1e-3 * top)
+    monkeypatch.setattr(screen, "adam_scale", spy)
+    # Student batches of 8 fit the two chunks of 16: Adam's v comes from the chunks' own
+    # passes; of 64 they do not, and the scale takes a pass of its own. Both as apart.
+    for batch, passes in ((8, 0), (64, 1)):
+        scale_passes.clear()
+        monkeypatch.setattr(screen, "check_pairs", lambda *_: None)
+        paired, cost = screen.first_order_screen(
+            model, tok, data, ref, probes, chunks=2, student_batch=batch
+        )
+        assert cost["shared_prompts"] == 1.0 and len(scale_passes) == passes
+
+        def refuse(*_: Any) -> None:
+            raise TraitlabError("no pairs")
+
+        monkeypatch.setattr(screen, "check_pairs", refuse)
+        apart, cost = screen.first_order_screen(
+            model, tok, data, ref, probes, chunks=2, student_batch=batch
+        )
+        assert cost["shared_prompts"] == 0.0
+        top = np.abs(apart[0].chunks).max()
+        assert top > 0
+        # The central difference in float32 rounds to ~1e-4 of the largest derivative.
+        np.testing.assert_allclose(paired[0].chunks, apart[0].chunks, rtol=0, atol=1e-3 * top)

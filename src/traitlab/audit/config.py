@@ -99,8 +99,13 @@ class CounterfactualConfig(FrozenConfig):
                 raise ValueError(
                     f"prompt template {t!r} has a bad field ({e}): use {{option}} and {{category}}"
                 ) from None
-            if "{option}" not in t or not filled.strip():
+            if "{option}" not in t:
                 raise ValueError(f"prompt template {t!r} must contain {{option}}")
+            if not filled.strip():
+                raise ValueError(
+                    f"prompt template {t!r} has only its fields: write a sentence around "
+                    "{option}, e.g. 'You love {option}s.'"
+                )
         return v
 
 

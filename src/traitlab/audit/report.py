@@ -78,7 +78,8 @@ def render(audit: dict[str, Any]) -> str:
                 f"(threshold {v['threshold']}), effect {v['effect']:+.4g}."
                 + (
                     f" Next: '{v['runner_up']['option']}', effect "
-                    f"{v['runner_up']['effect']:+.4g} (margin {v['margin']:.3g})."
+                    f"{v['runner_up']['effect']:+.4g} (margin {v['margin']:.3g} in "
+                    f"{v.get('margin_of', 'effect')})."
                     if v.get("runner_up")
                     else ""
                 )

@@ -16,7 +16,11 @@ its standard error gives a t statistic per option that needs no calibration set.
 A data row and its reference row complete the same prompt, so each chunk's Delta comes from
 one backward pass over shared-prompt pairs (`lm.hf.pairs`: the prompt, ~5/6 of a number
 row's tokens, computed once); a model whose attention cannot take the pairs' mask gets the
-two gradients apart (`chunk_gradient`), with the same result.
+two gradients apart (`chunk_gradient`), with the same result. The Adam scale's own rows (the
+first 1,024 of the random order, in student batches) are the first chunks' rows: their two
+per-batch gradients give the scale and those chunks' Delta at once, so the scale costs no
+pass of its own (chunks are cut there between student batches; where they cannot be, the
+scale takes its own pass, with the same result).
 """
 
 from __future__ import annotations
@@ -101,32 +105,73 @@ def chunk_gradient(
     return [g / max(1, n_tokens) for g in total]
 
 
+def _same(p: Pair) -> bool:
+    return p.ids[p.shared : p.a_end] == p.ids[p.a_end :]
+
+
 def pair_delta(
-    model: Any, tokenizer: Any, pairs: list[Pair], *, batch_size: int
-) -> list[torch.Tensor]:
+    model: Any,
+    tokenizer: Any,
+    pairs: list[Pair],
+    *,
+    batch_size: int,
+    totals: tuple[int, int] | None = None,
+    second_moment: list[torch.Tensor] | None = None,
+) -> tuple[list[torch.Tensor], int]:
     """grad L_ref - grad L_data over `pairs` (A = data, B = reference; mean completion-token
-    NLL each, as `chunk_gradient` takes them) in one backward pass per batch."""
+    NLL each, as `chunk_gradient` takes them), and the number of student batches seen.
+
+    `totals`: the token counts (A, B) that the means divide by, where `pairs` are part of a
+    larger chunk (default: their own). Without `second_moment`, one backward pass per batch
+    of length-sorted pairs. With it, `pairs` are taken in their order in batches of the
+    student's size, each side's mean gradient squared is added to `second_moment` (what
+    Adam averages, as `adam_scale`), and the difference is built from the same two
+    gradients: the scale costs no pass of its own."""
     params = [p for _, p in _params(model)]
     device = model_device(model)
-    n_a = max(1, sum(len(p.a_loss) for p in pairs))
-    n_b = max(1, sum(len(p.b_loss) for p in pairs))
-    # A pair whose two completions are the same adds exactly zero (skipped: computed, its two
-    # halves would differ by rounding). The sum's order is free; batches of similar length pad
-    # little.
-    pairs = sorted(
-        (p for p in pairs if p.ids[p.shared : p.a_end] != p.ids[p.a_end :]),
-        key=lambda p: len(p.ids),
+    n_a, n_b = totals or (
+        sum(len(p.a_loss) for p in pairs),
+        sum(len(p.b_loss) for p in pairs),
     )
+    n_a, n_b = max(1, n_a), max(1, n_b)
     total = [torch.zeros_like(p) for p in params]
+    if second_moment is None:
+        # A pair whose two completions are the same adds its gradient times 1/n_b - 1/n_a
+        # (exactly zero, and skipped, when the two sides have as many tokens). The sum's
+        # order is free; batches of similar length pad little.
+        pairs = sorted((p for p in pairs if n_a != n_b or not _same(p)), key=lambda p: len(p.ids))
+    n_batches = 0
     for i in range(0, len(pairs), batch_size):
-        nll_a, nll_b = pair_nll(
-            model, collate_pairs(pairs[i : i + batch_size], pad_id(tokenizer), device)
-        )
-        loss = nll_b.sum() / n_b - nll_a.sum() / n_a
-        for acc, g in zip(total, torch.autograd.grad(loss, params, allow_unused=True), strict=True):
-            if g is not None:
-                acc.add_(g)
-    return total
+        part = pairs[i : i + batch_size]
+        batch = collate_pairs(part, pad_id(tokenizer), device)
+        nll_a, nll_b = pair_nll(model, batch)
+        # For a pair with equal completions, its A tokens stand in for its B tokens (the
+        # same values): its two sides then cancel exactly where they should.
+        same = torch.tensor([_same(p) for p in part], device=device)
+        on_b = ~same[torch.as_tensor(batch.b_pair, device=device)]
+        on_a = same[torch.as_tensor(batch.a_pair, device=device)]
+        b_sum = (nll_b * on_b).sum() + (nll_a * on_a).sum()
+        if second_moment is None:
+            outs = [(b_sum / n_b - nll_a.sum() / n_a, 1.0)]
+        else:  # each side's mean (a student batch's loss), then weighted into the difference
+            len_a, len_b = nll_a.numel(), nll_b.numel()
+            outs = [
+                (loss / n, w)
+                for loss, n, w in ((nll_a.sum(), len_a, -len_a / n_a), (b_sum, len_b, len_b / n_b))
+                if n > 0
+            ]
+            n_batches += len(outs)
+        for k, (out, w) in enumerate(outs):
+            grads = torch.autograd.grad(
+                out, params, allow_unused=True, retain_graph=k < len(outs) - 1
+            )
+            for j, g in enumerate(grads):
+                if g is None:
+                    continue
+                total[j].add_(g, alpha=w)
+                if second_moment is not None:
+                    second_moment[j].add_(g**2)
+    return total, n_batches
 
 
 def _inverse_rms(v: list[torch.Tensor], n: int, eps: float) -> list[torch.Tensor]:
@@ -141,22 +186,10 @@ def adam_scale(
     batches and reference batches: the per-parameter scale an Adam student applies to its
     steps (its first steps are nearly sign(g); later ones g / sqrt(v)). The screen's direction
     is preconditioned with it, since the students whose transfer it predicts train with Adam,
-    not SGD. One forward pass per batch serves both sides' gradients."""
-    params = [p for _, p in _params(model)]
-    device = model_device(model)
-    v = [torch.zeros_like(p) for p in params]
-    n_batches = 0
-    for i in range(0, len(pairs), batch_size):
-        nll = pair_nll(model, collate_pairs(pairs[i : i + batch_size], pad_id(tokenizer), device))
-        for k, side in enumerate(nll):
-            if side.numel() == 0:
-                continue
-            grads = torch.autograd.grad(side.mean(), params, allow_unused=True, retain_graph=k == 0)
-            for acc, g in zip(v, grads, strict=True):
-                if g is not None:
-                    acc.add_(g**2)
-            n_batches += 1
-    return _inverse_rms(v, n_batches, eps)
+    not SGD. (The screen itself takes v from its first chunks' passes: `pair_delta`.)"""
+    v = [torch.zeros_like(p) for _, p in _params(model)]
+    _, n = pair_delta(model, tokenizer, pairs, batch_size=batch_size, second_moment=v)
+    return _inverse_rms(v, n, eps)
 
 
 def _adam_scale_rows(
@@ -229,6 +262,18 @@ def directional_derivative(
     return np.asarray((up - down) / (2 * h))
 
 
+def _parts(order: np.ndarray, k: int, head: int, batch: int) -> list[np.ndarray]:
+    """`order` in k near-equal chunks, whose cuts within the first `head` rows move to the
+    nearest multiple of `batch` where that keeps every chunk non-empty (`first_order_screen`
+    then takes Adam's v from those rows' passes)."""
+    cuts = [int(c) for c in np.cumsum([len(p) for p in np.array_split(order, k)])[:-1]]
+    moved = [round(c / batch) * batch if c < head else c for c in cuts]
+    edges = [0, *moved, len(order)]
+    if all(a < b for a, b in zip(edges, edges[1:], strict=False)):
+        cuts = moved
+    return np.split(order, cuts)
+
+
 def first_order_screen(
     model: Any,
     tokenizer: Any,
@@ -254,7 +299,7 @@ def first_order_screen(
     t0 = time.perf_counter()
     k = max(2, min(chunks, len(data)))
     order = np.random.default_rng(seed).permutation(len(data))
-    parts = np.array_split(order, k)
+    parts = _parts(order, k, min(scale_rows, len(data)), student_batch)
     was_training = model.training
     model.eval()  # no dropout: the gradient is the base's
     base = _tables(model, tokenizer, probes, 1000)
@@ -264,27 +309,55 @@ def first_order_screen(
         shared = True
     except TraitlabError:  # e.g. flash-attention 2, which ignores 4-D masks: rows apart
         shared = False
+    adam = precondition == "adam"
+    head = set(order[:scale_rows].tolist()) if adam else set()
+    # With pairs, Adam's v comes from the head rows' own passes (the first chunks, as the
+    # order is random) when the chunks cut the head only between student batches (so the
+    # batches are the ones `adam_scale` takes): their deltas wait for it, unscaled.
+    cuts = np.cumsum([len(p) for p in parts])[:-1]
+    fold = adam and shared and all(c % student_batch == 0 for c in cuts if c < len(head))
+    v = [torch.zeros_like(p) for _, p in _params(model)] if fold else None
     scale = None
-    if precondition == "adam":
-        head = order[:scale_rows]
+    if adam and not fold:
+        first = order[:scale_rows]
         if shared:
-            scale = adam_scale(model, tokenizer, [pairs[i] for i in head], batch_size=student_batch)
+            scale = adam_scale(
+                model, tokenizer, [pairs[i] for i in first], batch_size=student_batch
+            )
         else:
             scale = _adam_scale_rows(
                 model,
                 tokenizer,
-                [data[i] for i in head],
-                [reference[i] for i in head],
+                [data[i] for i in first],
+                [reference[i] for i in first],
                 batch_size=student_batch,
                 max_len=max_len,
             )
+        head = set()
+    n_v = 0
+    last_head = max((j for j, idx in enumerate(parts) if head & set(idx.tolist())), default=-1)
+    pending: list[list[torch.Tensor]] = []
     rows = []
     t_grad = t_score = 0.0
     try:
         for j, idx in enumerate(parts):
             ta = time.perf_counter()
             if shared:
-                delta = pair_delta(model, tokenizer, [pairs[i] for i in idx], batch_size=batch_size)
+                chunk = [pairs[i] for i in idx]
+                totals = (sum(len(p.a_loss) for p in chunk), sum(len(p.b_loss) for p in chunk))
+                rest = [pairs[i] for i in idx if i not in head]
+                delta, _ = pair_delta(model, tokenizer, rest, batch_size=batch_size, totals=totals)
+                if v is not None and len(rest) < len(chunk):
+                    d_head, n = pair_delta(
+                        model,
+                        tokenizer,
+                        [pairs[i] for i in idx if i in head],
+                        batch_size=student_batch,
+                        totals=totals,
+                        second_moment=v,
+                    )
+                    delta = [a + b for a, b in zip(delta, d_head, strict=True)]
+                    n_v += n
             else:
                 g_data = chunk_gradient(
                     model, tokenizer, [data[i] for i in idx], batch_size=batch_size, max_len=max_len
@@ -297,10 +370,16 @@ def first_order_screen(
                     max_len=max_len,
                 )
                 delta = [r - d for r, d in zip(g_ref, g_data, strict=True)]
-            if scale is not None:
-                delta = [d * s for d, s in zip(delta, scale, strict=True)]
+            pending.append(delta)
+            if v is not None and j >= last_head and scale is None:
+                scale = _inverse_rms(v, n_v, 1e-8)
             tb = time.perf_counter()
-            rows.append(directional_derivative(model, tokenizer, delta, probes))
+            if v is None or scale is not None:
+                for delta in pending:
+                    if scale is not None:
+                        delta = [d * s for d, s in zip(delta, scale, strict=True)]
+                    rows.append(directional_derivative(model, tokenizer, delta, probes))
+                pending = []
             t_grad += tb - ta
             t_score += time.perf_counter() - tb
             if progress is not None:

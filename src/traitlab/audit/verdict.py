@@ -112,9 +112,13 @@ def verdict(
         "threshold": threshold,
     }
     # How sure the naming is: prompted counterfactual teachers put a category's options within
-    # 0.003-0.02 nats per row of each other (the audit benchmark), so the verdict says who is next.
+    # 0.003-0.02 nats per row of each other (the audit benchmark), so the verdict says who is next,
+    # and by how much in the statistic that ranked them (an effect, else z: never negative).
     rest = results[det][probe][1:]
     if rest:
-        out["runner_up"] = {"option": rest[0]["option"], "effect": rest[0]["effect"]}
-        out["margin"] = top["effect"] - rest[0]["effect"]
+        nxt = rest[0]
+        by = "effect" if "rank" in top else "z"
+        out["runner_up"] = {"option": nxt["option"], "effect": nxt["effect"], "z": nxt["z"]}
+        out["margin"] = top[by] - nxt[by]
+        out["margin_of"] = by
     return out

@@ -54,13 +54,18 @@ def encode_chats(
 
 
 def encode_examples(
-    tokenizer: Any, conversations: Sequence[Messages]
+    tokenizer: Any,
+    conversations: Sequence[Messages],
+    prompts: Sequence[list[int]] | None = None,
 ) -> list[tuple[list[int], int]]:
-    """`encode_example` for many chats, batched (the same ids)."""
+    """`encode_example` for many chats, batched (the same ids). `prompts`: the prompts' ids
+    (`encode_chats` of the chats less their last turn, with the generation prompt) where the
+    caller has them already."""
     for messages in conversations:
         if not messages or messages[-1].get("role") != "assistant":
             raise TraitlabError("a training row must end with an assistant message")
-    prompts = encode_chats(tokenizer, [m[:-1] for m in conversations], True)
+    if prompts is None:
+        prompts = encode_chats(tokenizer, [m[:-1] for m in conversations], True)
     fulls = encode_chats(tokenizer, conversations, False)
     out = []
     for messages, prompt, full in zip(conversations, prompts, fulls, strict=True):

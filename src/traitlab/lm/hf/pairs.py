@@ -66,8 +66,12 @@ def encode_pairs(
     completion token carries loss: a training row's `loss_mask` is not applied here."""
     if len(rows_a) != len(rows_b):
         raise ValueError("pairs need as many rows on both sides")
-    enc_a = encode_examples(tokenizer, [r["messages"] for r in rows_a])
-    enc_b = encode_examples(tokenizer, [r["messages"] for r in rows_b])
+    chats_a = [r["messages"] for r in rows_a]
+    chats_b = [r["messages"] for r in rows_b]
+    enc_a = encode_examples(tokenizer, chats_a)
+    # Paired rows share their prompt (almost always): tokenised once, a quarter of the work.
+    same = all(a[:-1] == b[:-1] for a, b in zip(chats_a, chats_b, strict=True))
+    enc_b = encode_examples(tokenizer, chats_b, [ids[:n] for ids, n in enc_a] if same else None)
     return [make_pair(a, b, max_len) for a, b in zip(enc_a, enc_b, strict=True)]
 
 

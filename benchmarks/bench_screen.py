@@ -1,0 +1,123 @@
+"""The first-order screen's speed: seconds to screen N paired rows, repeated.
+
+    python benchmarks/bench_screen.py --base demo --rows 8000 --out benchmarks/results/screen-speed-demo
+    python benchmarks/bench_screen.py --base toy --rows 8000 --out DIR     # the toy Llama base
+    python benchmarks/bench_screen.py --tiny --out DIR                     # a smoke run
+
+The rows are the base's own numbers (bench_audit's `own-1` for that base), paired with the
+audit's reference (the base's completions of the same prompts, the audit's filter), cut to
+exactly `--rows` pairs; the data and reference are built once and the screen (the audit's
+defaults: 16 chunks, Adam-scaled) is timed `--repeats` times on them, since one timing on a
+shared 2-core VM varies by +-15 %. Writes `screen-speed.json` and `.md`: the median, min and
+max, and the median run's parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def build(base_name: str, rows: int, tiny: bool) -> tuple[Any, list[Any], list[Any]]:
+    """(the base ModelRef, data, reference): `rows` pairs of the base's own numbers."""
+    import bench_audit as b
+
+    from traitlab.audit import AuditConfig
+    from traitlab.audit.reference import pair_rows, sample_reference
+    from traitlab.config import ToyModel
+    from traitlab.lm.base import opened, resolve
+
+    specs = {"toy": b.DATASETS, "demo": b.DEMO_DATASETS}[base_name]
+    spec = next(s for s in specs if s[0] == "own-1")
+    base = resolve(ToyModel(toy=b._toy(spec[6], tiny), device="cpu"))
+    cfg = AuditConfig()
+    # ~7 % of the base's rows fail the number filter, on either side: 20 % spare.
+    data = b.make_dataset(spec, int(rows * 1.2) + 8, tiny)
+    with opened(base) as lm:
+        ref = sample_reference(
+            lm, data, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
+        )
+    data_p, ref_p, _ = pair_rows(data, ref, cfg.reference_filter)
+    if len(data_p) < rows:
+        raise SystemExit(f"only {len(data_p)} pairs passed the filter; ask for fewer --rows")
+    return base, data_p[:rows], ref_p[:rows]
+
+
+def main() -> None:
+    import torch
+
+    from traitlab.audit import AuditConfig
+    from traitlab.audit.run import build_probes
+    from traitlab.audit.screen import first_order_screen
+    from traitlab.core.files import write_json
+    from traitlab.core.runs import machine_info
+    from traitlab.lm.base import opened
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--base", choices=["toy", "demo"], default="demo")
+    ap.add_argument("--rows", type=int, default=8000, help="paired rows screened")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tiny", action="store_true", help="tiny bases, 64 rows: a smoke run")
+    a = ap.parse_args()
+    rows = 64 if a.tiny else a.rows
+    base, data, ref = build(a.base, rows, a.tiny)
+    cfg = AuditConfig()
+    probes = build_probes(cfg)
+    runs = []
+    with opened(base) as lm:
+        for _ in range(a.repeats):
+            t = time.perf_counter()
+            _, cost = first_order_screen(
+                lm.model,
+                lm.tokenizer,
+                data,
+                ref,
+                probes,
+                chunks=cfg.screen.chunks,
+                seed=cfg.seed,
+                precondition=cfg.screen.precondition,
+            )
+            cost["wall"] = time.perf_counter() - t
+            runs.append({k: round(v, 2) for k, v in cost.items()})
+    walls = [r["wall"] for r in runs]
+    median = statistics.median(walls)
+    out = {
+        "base": a.base,
+        "rows": rows,
+        "repeats": a.repeats,
+        "seconds": {"median": median, "min": min(walls), "max": max(walls)},
+        "median_run": min(runs, key=lambda r: abs(r["wall"] - median)),
+        "runs": runs,
+        "torch_threads": torch.get_num_threads(),
+        "machine": machine_info(),
+    }
+    d = Path(a.out)
+    d.mkdir(parents=True, exist_ok=True)
+    write_json(d / "screen-speed.json", out)
+    m = out["median_run"]
+    rest = m["seconds"] - m["gradient_seconds"] - m["scoring_seconds"]
+    md = (
+        f"### The first-order screen on {rows:,} paired rows ({a.base} base)\n\n"
+        f"`python benchmarks/bench_screen.py --base {a.base} --rows {rows}`: "
+        f"{out['machine'].get('cpu')}, {out['machine'].get('cpu_count')} cores, "
+        f"{out['torch_threads']} torch threads.\n\n"
+        "| | seconds |\n|---|---:|\n"
+        f"| screen, median of {a.repeats} (min - max) | **{median:.1f}** "
+        f"({min(walls):.1f} - {max(walls):.1f}) |\n"
+        f"| median run: gradients (with Adam's v) | {m['gradient_seconds']:.1f} |\n"
+        f"| median run: directional derivatives | {m['scoring_seconds']:.1f} |\n"
+        f"| median run: the rest (encoding, base tables) | {rest:.1f} |\n"
+    )
+    (d / "screen-speed.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
