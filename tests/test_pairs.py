@@ -62,9 +62,11 @@ def tok() -> Any:
     return build_tokenizer()
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
-def test_pair_logliks_equal_the_rows_scored_apart(kind: str, tok: Any) -> None:
+def test_pair_logliks_equal_the_rows_scored_apart(kind: str, attn: str, tok: Any) -> None:
     model = _random_model(kind)
+    model.set_attn_implementation(attn)  # eager adds the 4-D mask to the scores as it is
     data, ref = _rows(24, seed=1)
     pairs = encode_pairs(tok, data, ref, 1024)
     assert all(p.shared > 0 and p.a_loss and p.b_loss for p in pairs)

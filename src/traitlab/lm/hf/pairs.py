@@ -7,7 +7,8 @@ completion B`: B's positions continue from the prompt (as if A were absent) and 
 attention mask hides A from B, so every token sees exactly what it sees in its own row and
 the losses (and their gradients) are the unpaired ones, at ~60 % of the tokens. `check_pairs`
 compares one pair with its two rows and fails early on an architecture that ignores such a
-mask (flash-attention 2, for one).
+mask (flash-attention 2, for one). The mask goes in additive (0 / -inf), which eager and
+SDPA attention both read.
 """
 
 from __future__ import annotations
@@ -121,16 +122,26 @@ def collate_pairs(pairs: list[Pair], pad_id: int, device: torch.device) -> PairB
     return PairBatch(inputs, t(src["a"]), t(tgt["a"]), t(src["b"]), t(tgt["b"]), a_pair, b_pair)
 
 
+def _additive(mask: torch.Tensor, model: Any) -> torch.Tensor:
+    """The boolean mask as 0 / the dtype's minimum, added to the attention scores: eager
+    attention adds a 4-D mask as it comes (a boolean one would hide nothing), SDPA takes
+    either, in the query's dtype."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return out.masked_fill_(~mask, torch.finfo(dtype).min)
+
+
 def pair_nll(model: Any, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Per loss token NLL (float32) of the A and B completions of a batch."""
     split = head_split(model)
+    inputs = {**batch.inputs, "attention_mask": _additive(batch.inputs["attention_mask"], model)}
     if split is None:
-        logits = model(**batch.inputs).logits
+        logits = model(**inputs).logits
         flat = logits.reshape(-1, logits.shape[-1])
         la, lb = flat[batch.a_src], flat[batch.b_src]
     else:
         body, head = split
-        hidden = body(**batch.inputs).last_hidden_state
+        hidden = body(**inputs).last_hidden_state
         flat = hidden.reshape(-1, hidden.shape[-1])
         la, lb = head(flat[batch.a_src]), head(flat[batch.b_src])
     ce = torch.nn.functional.cross_entropy
