@@ -299,7 +299,8 @@ def first_order_screen(
     t0 = time.perf_counter()
     k = max(2, min(chunks, len(data)))
     order = np.random.default_rng(seed).permutation(len(data))
-    parts = _parts(order, k, min(scale_rows, len(data)), student_batch)
+    head_rows = min(scale_rows, len(data)) if precondition == "adam" else 0
+    parts = _parts(order, k, head_rows, student_batch)
     was_training = model.training
     model.eval()  # no dropout: the gradient is the base's
     base = _tables(model, tokenizer, probes, 1000)
