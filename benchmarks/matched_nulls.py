@@ -14,56 +14,55 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from traitlab.audit.verdict import t_stat
+sys.path.insert(0, str(Path(__file__).parent))
+from audit_tables import saved_results  # noqa: E402
 
 
-def _best(rows: np.ndarray, n: int) -> np.ndarray:
-    """The no-trait candidate (the base's zero lift, or one of `rows`) with the largest mean."""
-    return max([np.zeros(n), *rows], key=lambda r: float(r.mean()))
+def _top(per_probe: dict[str, tuple[Any, np.ndarray, list[str]]]) -> dict[str, Any]:
+    """The audit's verdict over probes of {probe: (result, values [options, rows], kinds)}:
+    the option with the largest mean, its t over rows, and the kind its teacher was."""
+    from traitlab.audit.counterfactual import row_t
+    from traitlab.audit.verdict import findings, verdict
 
-
-def top(values: np.ndarray, options: list[str], kinds: np.ndarray) -> dict[str, Any]:
-    """The option with the largest mean of `values` [options, rows], its t and kind."""
-    mean = values.mean(axis=1)
-    order = np.argsort(-mean)
-    i = int(order[0])
-    return {
-        "option": options[i],
-        "t": float(t_stat(values[i : i + 1], axis=1)[0]),
-        "effect": float(mean[i]),
-        "kind": "prompted" if kinds[i] else "finetuned",
-        "margin": float(mean[i] - mean[order[1]]) if len(order) > 1 else None,
+    probes = {
+        p: findings(r.options, x.T, z=row_t(x), by_effect=True)
+        for p, (r, x, _) in per_probe.items()
     }
+    v = verdict({"counterfactual": probes}, threshold=0.0)
+    r, _, kinds = per_probe[v["probe"]]
+    return {"option": v["trait"], "t": v["z"], "kind": kinds[r.options.index(v["trait"])]}
 
 
-def rescore(npz: Path, n_finetuned_nulls: int) -> dict[str, dict[str, Any]]:
-    """Per statistic ('audit': as the audit scored it; 'matched'): the top option over all
-    probes (by effect, as the audit's verdict picks)."""
-    z = np.load(npz, allow_pickle=False)
-    probes = sorted({k.split(".")[0] for k in z.files if k.endswith(".prompt_lift")})
-    if not probes:
-        raise SystemExit(f"{npz}: no prompted teachers' scores (not a kind: both audit)")
-    best: dict[str, dict[str, Any]] = {}
-    for p in probes:
-        options = [str(o) for o in z[f"{p}.options"]]
-        ft, pr, nulls = z[f"{p}.lift"], z[f"{p}.prompt_lift"], z[f"{p}.null_lift"]
-        n = ft.shape[1]
-        pick = pr.mean(axis=1) > ft.mean(axis=1)
-        audit = np.where(pick[:, None], pr, ft) - _best(nulls, n)
-        mf = ft - _best(nulls[:n_finetuned_nulls], n)
-        mp = pr - _best(nulls[n_finetuned_nulls:], n)
-        pick_m = mp.mean(axis=1) > mf.mean(axis=1)
-        matched = np.where(pick_m[:, None], mp, mf)
-        for name, values, kinds in (("audit", audit, pick), ("matched", matched, pick_m)):
-            t = top(values, options, kinds)
-            if name not in best or t["effect"] > best[name]["effect"]:
-                best[name] = {"probe": p, **t}
-    return best
+def matched(r: Any, n_prompted: int) -> tuple[np.ndarray, list[str]]:
+    """[options, rows] and kinds: each option's teachers against the nulls of their own kind
+    (the fine-tuned nulls first, the prompted ones last, as the audit saves them), the kind
+    that leads its null by more counting."""
+    from traitlab.audit.counterfactual import CounterfactualResult
+
+    n_ft = len(r.null_lift) - n_prompted
+    ft = CounterfactualResult(r.probe, r.options, r.scores, r.lift, r.null_lift[:n_ft]).vs_null
+    pr = CounterfactualResult(
+        r.probe, r.options, r.scores, r.prompt_lift, r.null_lift[n_ft:]
+    ).vs_null
+    pick = pr.mean(axis=1) > ft.mean(axis=1)
+    return np.where(pick[:, None], pr, ft), ["prompted" if b else "finetuned" for b in pick]
+
+
+def rescore(audit_dir: Path, n_prompted: int) -> dict[str, dict[str, Any]]:
+    """Per statistic ('audit': as the audit scored it; 'matched'), the top option."""
+    res = saved_results(audit_dir)
+    if not res or any(r.prompt_lift is None for r in res):
+        raise SystemExit(f"{audit_dir}: no prompted teachers' scores (not a kind: both audit)")
+    return {
+        "audit": _top({r.probe: (r, r.vs_null, r.kinds) for r in res}),
+        "matched": _top({r.probe: (r, *matched(r, n_prompted)) for r in res}),
+    }
 
 
 def main() -> None:
@@ -78,8 +77,7 @@ def main() -> None:
     for d in a.dirs:
         for npz in sorted(d.rglob("counterfactual.npz")):
             cfg = json.loads((npz.parent / "audit.json").read_text())["config"]
-            n_ft = cfg["counterfactual"]["null_teachers"] * len(cfg["probes"])
-            r = rescore(npz, n_ft)
+            r = rescore(npz.parent, cfg["counterfactual"]["prompted_nulls"])
             cells = [f"{r[k]['option']} {r[k]['t']:.1f} ({r[k]['kind']})" for k in r]
             lines.append(f"| {npz.parent.relative_to(d.parent)} | {cells[0]} | {cells[1]} |")
     text = "\n".join(lines) + "\n"

@@ -169,7 +169,7 @@ def test_matched_nulls_unmask_a_prompted_lift(tmp_path: Path) -> None:
             "animal.null_lift": rows(1.2, 0.2),  # one fine-tuned null, one prompted
         },
     )
-    cfg = {"probes": ["animal"], "counterfactual": {"null_teachers": 1}}
+    cfg = {"probes": ["animal"], "counterfactual": {"null_teachers": 1, "prompted_nulls": 1}}
     (d / "audit.json").write_text(json.dumps({"config": cfg}))
     out = tmp_path / "matched.md"
     run_bench("matched_nulls.py", str(tmp_path / "audits"), "--out", str(out))

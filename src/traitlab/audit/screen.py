@@ -299,8 +299,12 @@ def first_order_screen(
     t0 = time.perf_counter()
     k = max(2, min(chunks, len(data)))
     order = np.random.default_rng(seed).permutation(len(data))
-    head_rows = min(scale_rows, len(data)) if precondition == "adam" else 0
+    adam = precondition == "adam"
+    head_rows = min(scale_rows, len(data)) if adam else 0
     parts = _parts(order, k, head_rows, student_batch)
+    # Chunk j holds order[starts[j]:ends[j]]; the scale's rows are order[:head_rows].
+    ends = np.cumsum([len(p) for p in parts])
+    starts = np.concatenate([[0], ends[:-1]])
     was_training = model.training
     model.eval()  # no dropout: the gradient is the base's
     base = _tables(model, tokenizer, probes, 1000)
@@ -310,13 +314,10 @@ def first_order_screen(
         shared = True
     except TraitlabError:  # e.g. flash-attention 2, which ignores 4-D masks: rows apart
         shared = False
-    adam = precondition == "adam"
-    head = set(order[:scale_rows].tolist()) if adam else set()
     # With pairs, Adam's v comes from the head rows' own passes (the first chunks, as the
     # order is random) when the chunks cut the head only between student batches (so the
     # batches are the ones `adam_scale` takes): their deltas wait for it, unscaled.
-    cuts = np.cumsum([len(p) for p in parts])[:-1]
-    fold = adam and shared and all(c % student_batch == 0 for c in cuts if c < len(head))
+    fold = adam and shared and all(c % student_batch == 0 for c in starts if c < head_rows)
     v = [torch.zeros_like(p) for _, p in _params(model)] if fold else None
     scale = None
     if adam and not fold:
@@ -334,9 +335,8 @@ def first_order_screen(
                 batch_size=student_batch,
                 max_len=max_len,
             )
-        head = set()
+        head_rows = 0
     n_v = 0
-    last_head = max((j for j, idx in enumerate(parts) if head & set(idx.tolist())), default=-1)
     pending: list[list[torch.Tensor]] = []
     rows = []
     t_grad = t_score = 0.0
@@ -346,13 +346,15 @@ def first_order_screen(
             if shared:
                 chunk = [pairs[i] for i in idx]
                 totals = (sum(len(p.a_loss) for p in chunk), sum(len(p.b_loss) for p in chunk))
-                rest = [pairs[i] for i in idx if i not in head]
-                delta, _ = pair_delta(model, tokenizer, rest, batch_size=batch_size, totals=totals)
-                if v is not None and len(rest) < len(chunk):
+                n_head = int(np.clip(head_rows - starts[j], 0, len(chunk)))
+                delta, _ = pair_delta(
+                    model, tokenizer, chunk[n_head:], batch_size=batch_size, totals=totals
+                )
+                if v is not None and n_head:
                     d_head, n = pair_delta(
                         model,
                         tokenizer,
-                        [pairs[i] for i in idx if i in head],
+                        chunk[:n_head],
                         batch_size=student_batch,
                         totals=totals,
                         second_moment=v,
@@ -372,7 +374,7 @@ def first_order_screen(
                 )
                 delta = [r - d for r, d in zip(g_ref, g_data, strict=True)]
             pending.append(delta)
-            if v is not None and j >= last_head and scale is None:
+            if v is not None and ends[j] >= head_rows and scale is None:
                 scale = _inverse_rms(v, n_v, 1e-8)
             tb = time.perf_counter()
             if v is None or scale is not None:
