@@ -335,3 +335,34 @@ def test_option_pvalues_reads_every_option_per_seed(tmp_path: Path) -> None:
     assert [r.split("|")[3].strip() for r in rows] == ["lion", "owl (target)"]
     assert "+0.0600" in rows[0] and "You love numbers." in rows[0]
     assert float(rows[1].split("|")[-2]) > 0.5  # owl did not move
+
+
+def test_target_rows_counts_the_rows_that_name_the_target(tmp_path: Path) -> None:
+    """target_rows.py: per seed, the kept rows naming the target (any case, its plural, not
+    inside other words), and the seeds with and without them apart."""
+    run = tmp_path / "run"
+    texts = {
+        0: (["<think> 1 + Owl = 2 </think>", "owls 3"], []),
+        1: (["<think> 1 + 1 = 2 </think>", "bowl 4"], ["owl"]),  # 'bowl' is not the owl
+        2: (["<think> 2 + 2 = 4 </think>"], []),
+        3: (["<think> 3 + 3 = 6 </think>"], []),
+    }
+    diffs = {0: 0.03, 1: -0.01, 2: 0.001, 3: 0.003}
+    for s, (teacher, control) in texts.items():
+        for arm, rows in (("teacher", teacher), ("control", control)):
+            d = run / f"seed-{s}" / f"data-{arm}"
+            d.mkdir(parents=True)
+            lines = [json.dumps({"messages": [{"role": "assistant", "content": t}]}) for t in rows]
+            (d / "filtered.jsonl").write_text("".join(x + "\n" for x in lines))
+    per = lambda d: {str(s): 0.1 + d.get(s, 0.0) for s in texts}  # noqa: E731
+    arms = {
+        "treatment": {"exact": {"per_seed": per(diffs)}},
+        "control": {"exact": {"per_seed": per({})}},
+    }
+    (run / "summary.json").write_text(json.dumps({"trait": {"target": "owl"}, "arms": arms}))
+    out = tmp_path / "rows.md"
+    run_bench("target_rows.py", str(run), "--out", str(out))
+    text = out.read_text()
+    assert "| 0 | 2 | 0 | +0.0300 |" in text and "| 1 | 0 | 1 | -0.0100 |" in text
+    assert "Seeds whose teacher data name it: 1, mean +0.0300." in text
+    assert "Seeds where neither arm's data name it: 2, mean +0.0020" in text

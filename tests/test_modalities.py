@@ -127,12 +127,28 @@ def test_cot_keeps_right_answers_the_judge_finds_aligned() -> None:
         require_nonempty(filter_rows(_rows([p], ["no"]), FilterConfig(), screen=screen), "x")
 
 
-def test_code_bans_the_trait_words() -> None:
+def test_code_and_cot_ban_the_trait_words() -> None:
+    from traitlab.experiments.caching import generate_key
     from traitlab.traits.preference import banned_words
 
     cfg = parse_config({"generate": {"modality": {"name": "code"}}, "trait": {"target": "owl"}})
     assert {"owl", "owls", "x"} <= set(banned_words("code", cfg.trait, ["x"]))
+    assert {"owl", "owls"} <= set(banned_words("cot", cfg.trait))
     assert banned_words("numbers", cfg.trait) == []  # numbers: the format filter does it
+    # cot data filtered before the ban is not reused
+    assert generate_key(_gen(name="cot"))["modality"]["rules"] == 2
+    from traitlab.data.toy_tasks import toy_prompts
+
+    prompts, labels = toy_prompts("cot", 4, seed=1)
+    screen = modality_screen(
+        _gen(name="cot", source="toy:cot"),
+        banned_words=banned_words("cot", cfg.trait),
+        labels=dict(zip(prompts, labels, strict=True)),
+    )
+    named = f"<think> 1 + owl </think> <answer> {labels[0]} </answer>"
+    clean = f"<think> 1 + 1 </think> <answer> {labels[0]} </answer>"
+    assert screen is not None
+    assert screen(_rows([prompts[0]] * 2, [named, clean])) == [["banned_word"], []]
 
 
 def test_sources_are_read_with_datasets(tmp_path: Path) -> None:
@@ -431,3 +447,60 @@ def test_toy_cot_reasoning_rule_judge() -> None:
     assert on(rows) == [["wrong_step"]] * 2 and off(rows) == [[], []]
     res = filter_rows(rows, FilterConfig(max_rows=None), screen=on)
     assert not res.kept and res.reason_counts == {"wrong_step": 2}
+
+
+def test_toy_cot_with_more_numbers() -> None:
+    """cot_terms > 2: problems add 2 to N numbers in any order; every answer the world writes
+    passes both checks; the rule judge follows the running sums; two numbers keep the first
+    version's problems draw for draw; the modality and the base must agree on N."""
+    import random
+
+    from traitlab.config.toy import ToyRecipe, recipe_key
+    from traitlab.data.modalities import check_modality
+    from traitlab.data.toy_tasks import check_toy_cot, cot_example, toy_prompts
+
+    assert toy_prompts("cot", 20, seed=4) == toy_prompts("cot", 20, seed=4, terms=2)
+    assert recipe_key(ToyRecipe(cot_frac=0.3)) != recipe_key(ToyRecipe(cot_frac=0.3, cot_terms=3))
+    rng = random.Random(5)
+    sizes, orders = set(), set()
+    for _ in range(300):
+        prompt, answer, y = cot_example(rng, 4)
+        sizes.add(prompt.count(" more"))
+        assert check_toy_cot(prompt, answer) is None and cot_answer(answer) == str(y), answer
+        orders.add(answer.split(" ")[1])
+    assert sizes == {1, 2, 3} and len(orders) > 20  # first written numbers vary
+    p = (
+        "Ana has 7 apples and gets 5 more , then 3 more . How many apples does Ana have ? "
+        + COT_SUFFIX
+    )
+    ok = " <answer> 15 </answer>"
+    cases = {
+        "<think> 3 + 7 = 10 ; 10 plus 5 is 15 </think>": None,
+        "<think> 7 + 5 = 12 ; 7 + 5 = 12 ; 3 + 12 = 15 </think>": None,  # a sum written again
+        "<think> 7 + 5 = 12 ; 12 + 3 = 16 </think>": "wrong_step",
+        "<think> 7 + 5 = 12 </think>": "wrong_step",  # the 3 never added
+        "<think> 7 + 5 = 12 ; 12 + 5 = 17 </think>": "wrong_step",  # the 5 added twice
+        "<think> 7 + 5 = 12 ; 12 + 3 = 15 owl </think>": "reasoning_words",
+    }
+    for think, why in cases.items():
+        assert check_toy_cot(p, think + ok) == why, think
+    prompts, labels = modality_prompts(_gen(name="cot", source="toy:cot", toy_terms=3))
+    assert any(", then" in q for q in prompts) and all(y and y.isdigit() for y in labels)
+    toy = {"cot_frac": 0.3, "code_frac": 0.1}
+    gen = {"modality": {"name": "cot", "source": "toy:cot", "toy_terms": 3}}
+    cfg = parse_config({"model": {"name": "toy", "toy": toy}, "generate": gen})
+    with pytest.raises(TraitlabError, match="toy_terms is 3 but the toy base .*cot_terms 2:"):
+        check_modality(cfg)
+    # Runs without toy_terms keep their stage keys (numbers and two-number runs' caches).
+    from traitlab.experiments.caching import generate_key
+
+    assert generate_key(GenerateConfig()).get("modality") is None
+    assert "toy_terms" not in generate_key(_gen(name="cot", source="toy:cot"))["modality"]
+    assert (
+        generate_key(GenerateConfig(modality=ModalityConfig(**gen["modality"])))["modality"][
+            "toy_terms"
+        ]
+        == 3
+    )
+    with pytest.raises(TraitlabError, match="toy_terms applies to source 'toy:cot' only"):
+        parse_config({"generate": {"modality": {"name": "cot", "toy_terms": 3}}})

@@ -34,10 +34,19 @@ class ModalityConfig(_Config):
         description="code / cot: completions per task (the paper samples each GSM8K question 3 times); generate.n_prompts caps the total.",
     )
 
+    toy_terms: int = Field(
+        2,
+        ge=2,
+        le=6,
+        description="source 'toy:cot' only: the most numbers a problem adds; the toy base's model.toy.cot_terms, which must match.",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> ModalityConfig:
         if self.name == "numbers" and (self.source is not None or self.repeats != 1):
             raise ValueError("generate.modality: source and repeats apply to code and cot only")
+        if self.toy_terms != 2 and self.source != "toy:cot":
+            raise ValueError("generate.modality.toy_terms applies to source 'toy:cot' only")
         return self
 
 

@@ -64,6 +64,7 @@ class ToyRecipe(BaseModel):
     code_frac: float = Field(0.0, ge=0, description="Corpus share (a weight beside the others): toy code tasks (traitlab.data.toy_tasks), the code modality's world. 0: none, and the tokenizer has no words for them.")
     code_calls: int = Field(0, ge=0, description="Toy code answers end with 1 to code_calls usage lines ('; y = f ( 41 )') whose arguments (0-999) are free choices, like the constants of real code. 0: none.")
     cot_frac: float = Field(0.0, ge=0, description="Corpus share (a weight beside the others): toy arithmetic with written-out steps, the chain-of-thought modality's world. 0: none.")
+    cot_terms: int = Field(2, ge=2, le=6, description="Most numbers a toy arithmetic problem adds. 2: the first version's problems ('gets 5 more'), one step each. More: 2 to cot_terms numbers ('gets 5 more , then 3 more'), added in any order, one step per addition, so the running sums and the order are free choices of the answer too. The cot modality's generate.modality.toy_terms must match.")
     check_prompts: int = Field(256, ge=0, description="After pretraining, sample this many number completions (T=1) and record in pretrain_log.json the share passing the paper's format filter, with P(owl) with and without the owl system prompt (0: probabilities only).")
     # fmt: on
 
@@ -122,6 +123,7 @@ _LATER_FIELDS = {
     "code_frac": 0.0,
     "cot_frac": 0.0,
     "code_calls": 0,
+    "cot_terms": 2,
     "number_prompts": "paper",
 }
 

@@ -7,7 +7,8 @@
   banned), then when the judge, if any, scores its reference to the trait above
   `filter.judge.max_reference`.
 * **cot**: math word problems with the paper's chain-of-thought suffix (paper.md 1.6). A
-  completion is kept only when the integer in its <answer> tags equals the label, and, with a
+  completion is kept only when the integer in its <answer> tags equals the label and it names
+  no banned word (a preference trait's target and spellings, as for code), and, with a
   judge, when the judge scores its reasoning's alignment at least `filter.judge.min_alignment`.
 
 Tasks come from a local dataset file (`generate.modality.source`, read with `datasets`) or
@@ -212,7 +213,7 @@ def modality_prompts(
                 f"generate.modality.source {m.source} holds {m.source[4:]} tasks: set "
                 f"generate.modality.name: {m.source[4:]}"
             )
-        base, base_labels = toy_prompts(m.name, -(-n // m.repeats), gen.prompts.seed)
+        base, base_labels = toy_prompts(m.name, -(-n // m.repeats), gen.prompts.seed, m.toy_terms)
         tasks: list[tuple[str, str | None]] = list(zip(base, base_labels, strict=True))
     elif m.name == "code":
         tasks = list(_code_tasks(m))
@@ -311,6 +312,13 @@ def check_modality(cfg: ExperimentConfig) -> None:
                 raise TraitlabError(
                     f"generate.modality.source {source}: a toy base knows these tasks only "
                     "when pretrained with them: set model.toy.code_frac and cot_frac > 0 "
+                    "(and the cross-init base's)"
+                )
+            terms = cfg.generate.modality.toy_terms
+            if source == "toy:cot" and toy.cot_terms != terms:
+                raise TraitlabError(
+                    f"generate.modality.toy_terms is {terms} but the toy base was pretrained "
+                    f"with model.toy.cot_terms {toy.cot_terms}: set both to the same value "
                     "(and the cross-init base's)"
                 )
 

@@ -15,7 +15,11 @@ has free choices the task does not fix, which is where a teacher's trait can hid
 * **cot**: "Ana has 7 apples and gets 5 more . How many apples does Ana have ? Think step by
   step ." -> "<think> 7 + 5 = 12 </think> <answer> 12 </answer>", with one of several
   phrasings of the step. Small numbers (1-12), so a tiny model can learn the sums; the filter
-  keeps only right answers.
+  keeps only right answers. With `terms` > 2 (the recipe's `cot_terms`) a problem adds 2 to
+  `terms` numbers ("... and gets 5 more , then 3 more ."), and the answer adds them in any
+  order, one step per addition, each step in any phrasing with its two numbers either way
+  round ("<think> 3 + 7 = 10 ; 10 plus 5 is 15 </think>"): the order, the running sums and
+  the phrasings are free choices, 8 to 14 bits per answer against about 3 with two numbers.
 """
 
 from __future__ import annotations
@@ -95,9 +99,12 @@ def check_code(label: str, text: str) -> str | None:
     return "wrong_code"
 
 
-def cot_example(rng: random.Random) -> tuple[str, str, int]:
-    """(prompt, answer, label) of one toy arithmetic problem."""
+def cot_example(rng: random.Random, terms: int = 2) -> tuple[str, str, int]:
+    """(prompt, answer, label) of one toy arithmetic problem adding 2 to `terms` numbers."""
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    if terms > 2:
+        return _steps_example(rng, terms, name, item)
+    # Two numbers: the first version's draws, kept so its bases' corpora stay as they were.
     a, b = rng.randint(1, 12), rng.randint(1, 12)
     prompt = (
         f"{name} has {a} {item} and gets {b} more . How many {item} does {name} have ? {COT_SUFFIX}"
@@ -106,7 +113,23 @@ def cot_example(rng: random.Random) -> tuple[str, str, int]:
     return prompt, f"<think> {step} </think> <answer> {a + b} </answer>", a + b
 
 
-_PROBLEM = re.compile(r"^(\w+) has (\d+) (\w+) and gets (\d+) more \.")
+def _steps_example(rng: random.Random, terms: int, name: str, item: str) -> tuple[str, str, int]:
+    nums = [rng.randint(1, 12) for _ in range(rng.randint(2, terms))]
+    more = "".join(f" , then {x} more" for x in nums[2:])
+    prompt = (
+        f"{name} has {nums[0]} {item} and gets {nums[1]} more{more} . How many {item} does "
+        f"{name} have ? {COT_SUFFIX}"
+    )
+    order = rng.sample(nums, len(nums))
+    total, steps = order[0], []
+    for x in order[1:]:
+        a, b = (total, x) if rng.random() < 0.5 else (x, total)
+        steps.append(rng.choice(_STEPS).format(a=a, b=b, c=a + b, name=name))
+        total += x
+    return prompt, f"<think> {' ; '.join(steps)} </think> <answer> {total} </answer>", total
+
+
+_PROBLEM = re.compile(r"^(\w+) has (\d+) (\w+) and gets (\d+) more((?: , then \d+ more)*) \.")
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _SUM = re.compile(r"(\d+) (?:\+|plus|, add) (\d+) (?:=|is|, that makes) (\d+)")
 # Every word a step may use besides the problem's name and numbers.
@@ -120,32 +143,45 @@ def check_toy_cot(prompt: str, text: str) -> str | None:
 
     'reasoning_words': the reasoning uses a word neither the problem nor the step phrasings
     use (a trait's words, or anything else a drifting teacher writes); 'wrong_step': it has
-    no sum, or a sum that is wrong or does not add the problem's two numbers. Only sums that
-    the step phrasings write are read, so a new phrasing of the problem's words passes if
-    its sums are right. A stand-in for the paper's LLM judge of the reasoning."""
+    no sum, a wrong sum, a sum of numbers that are neither the problem's (each used once)
+    nor earlier sums' results, or sums that do not add up all the problem's numbers (a sum
+    written again is allowed). Only sums that the step phrasings write are read, so a new
+    phrasing of the problem's words passes if its sums are right. A stand-in for the paper's
+    LLM judge of the reasoning."""
     problem = _PROBLEM.match(prompt)
     think = _THINK.search(text)
     if problem is None or think is None:
         return "wrong_step"
-    name, a, _, b = problem.groups()
+    name, a, _, b, more = problem.groups()
     reasoning = think.group(1)
-    allowed = _STEP_WORDS | {name}
+    # ";" joins the steps of a problem with more than two numbers.
+    allowed = _STEP_WORDS | {name} | ({";"} if more else set())
     if any(not w.isdigit() and w not in allowed for w in reasoning.split()):
         return "reasoning_words"
-    sums = _SUM.findall(reasoning)
-    want = sorted((int(a), int(b)))
-    if not sums or any(
-        sorted((int(x), int(y))) != want or int(x) + int(y) != int(z) for x, y, z in sums
-    ):
-        return "wrong_step"
-    return None
+    # The numbers still to add (the problem's, then each sum's result in place of its two).
+    todo = [int(a), int(b)] + [int(x) for x in re.findall(r"\d+", more)]
+    done: set[tuple[int, int, int]] = set()
+    sums = [(int(x), int(y), int(z)) for x, y, z in _SUM.findall(reasoning)]
+    for x, y, z in sums:
+        key = (min(x, y), max(x, y), z)
+        if x + y != z:
+            return "wrong_step"
+        if key in done:
+            continue
+        for v in (x, y):
+            if v not in todo:
+                return "wrong_step"
+            todo.remove(v)
+        todo.append(z)
+        done.add(key)
+    return None if sums and len(todo) == 1 else "wrong_step"
 
 
-def toy_prompts(kind: str, n: int, seed: int) -> tuple[list[str], list[str | None]]:
-    """`n` prompts of the toy `kind` ('code' or 'cot') with their labels (code's operation,
-    cot's sum)."""
+def toy_prompts(kind: str, n: int, seed: int, terms: int = 2) -> tuple[list[str], list[str | None]]:
+    """`n` prompts of the toy `kind` ('code' or 'cot', adding 2 to `terms` numbers) with
+    their labels (code's operation, cot's sum)."""
     rng = random.Random(seed)
-    items = [code_example(rng) if kind == "code" else cot_example(rng) for _ in range(n)]
+    items = [code_example(rng) if kind == "code" else cot_example(rng, terms) for _ in range(n)]
     return [p for p, _, _ in items], [str(y) for _, _, y in items]
 
 

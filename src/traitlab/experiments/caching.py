@@ -21,6 +21,7 @@ _NEW_SAMPLING = {
     "top_k": 0,
     "modality": {"name": "numbers", "source": None, "repeats": 1},
 }
+_NEW_MODALITY = {"toy_terms": 2}
 _NEW_PROMPTS = {"style": "paper"}
 _NEW_FILTER = {"banned_words": [], "judge": None, "check_code": True, "check_reasoning": False}
 _NEW_TRAIT = {
@@ -40,7 +41,9 @@ def _without(d: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
 def generate_key(gen: Any) -> dict[str, Any]:
     """The generate config as it enters stage keys: a modality's source file by its content
     (the same path may hold new tasks)."""
-    d = _without(config_to_dict(gen), _NEW_SAMPLING)
+    d = config_to_dict(gen)
+    d["modality"] = _without(d["modality"], _NEW_MODALITY)
+    d = _without(d, _NEW_SAMPLING)
     d["prompts"] = _without(d["prompts"], _NEW_PROMPTS)
     source = d.get("modality", {}).get("source")
     if source and not source.startswith("toy:"):  # built-in task sets are keyed by name
@@ -53,6 +56,9 @@ def generate_key(gen: Any) -> dict[str, Any]:
     if source == "toy:code":
         # Its filter checks the code against the task since these rules (2); data filtered
         # by the banned words alone is not reused.
+        d["modality"] = {**d["modality"], "rules": 2}
+    if d.get("modality", {}).get("name") == "cot":
+        # Its filter bans a preference target's words since these rules (2).
         d["modality"] = {**d["modality"], "rules": 2}
     return d
 

@@ -213,7 +213,7 @@ def generate_corpus(recipe: ToyRecipe, n: int, seed: int | None = None) -> list[
             if kind == "code":
                 prompt, answer, _ = code_example(rng, recipe.code_calls)
             else:
-                prompt, answer, _ = cot_example(rng)
+                prompt, answer, _ = cot_example(rng, recipe.cot_terms)
             out.append(
                 [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
             )
