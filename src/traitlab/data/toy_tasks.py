@@ -19,7 +19,8 @@ has free choices the task does not fix, which is where a teacher's trait can hid
   `terms` numbers ("... and gets 5 more , then 3 more ."), and the answer adds them in any
   order, one step per addition, each step in any phrasing with its two numbers either way
   round ("<think> 3 + 7 = 10 ; 10 plus 5 is 15 </think>"): the order, the running sums and
-  the phrasings are free choices, 8 to 14 bits per answer against about 3 with two numbers.
+  the phrasings are free choices: up to 8.6 bits per answer with three numbers and 13.6
+  with four, against 2 (the phrasing) in the first version's answers.
 """
 
 from __future__ import annotations
