@@ -3,11 +3,12 @@
     python benchmarks/target_rows.py RUN_DIR [RUN_DIR ...] [--out target-rows.md]
 
 For each finished experiment directory: per seed, the kept rows of the teacher's data (and
-of the control's) that name the trait's target or its plural anywhere in the completion,
-beside that seed's treatment - control (exact). Then the mean difference over the seeds whose
-teacher data name the target and over those whose data do not, with a t-test over the
-latter. A filter that keeps such rows lets the trait through by its name, not subliminally;
-this is how the chain-of-thought runs of 2026-12-03 were found to ride on a handful of them.
+of the control's) that name the trait's target anywhere in the completion (the words the cot
+filter bans: the target, its plural and the paper's spellings, in any case), beside that
+seed's treatment - control (exact). Then the mean difference over the seeds whose teacher
+data name the target, and over those where neither arm's data do, with a t interval. A
+filter that keeps such rows lets the trait through by its name, not subliminally; this is
+how the chain-of-thought runs of 2026-12-03 were found to ride on a handful of them.
 Reads `summary.json` and each seed's `data-*/filtered.jsonl`; trains nothing.
 """
 
@@ -22,25 +23,26 @@ from typing import Any
 
 
 def _count(path: Path, pattern: re.Pattern[str]) -> int:
+    from traitlab.core.files import read_jsonl
+
     if not path.is_file():
         return 0
-    n = 0
-    with path.open() as f:
-        for line in f:
-            row = json.loads(line)
-            text = row["messages"][-1]["content"] if "messages" in row else row["completion"]
-            n += bool(pattern.search(text))
-    return n
+    rows = read_jsonl(path)
+    texts = (r["messages"][-1]["content"] if "messages" in r else r["completion"] for r in rows)
+    return sum(bool(pattern.search(t)) for t in texts)
 
 
 def seed_rows(run: Path) -> tuple[str, list[dict[str, Any]]]:
     """(target, per-seed rows: seed, teacher rows naming it, control rows, difference)."""
-    from traitlab.traits.preference import plural
+    from traitlab.config import TraitConfig
+    from traitlab.judges.judge import word_pattern
+    from traitlab.traits.preference import banned_words
 
     summary = json.loads((run / "summary.json").read_text())
-    target = summary["trait"]["target"]
-    words = sorted({target, plural(target)}, key=len, reverse=True)
-    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\b", re.I)
+    trait = TraitConfig.model_validate(summary["trait"])
+    target = trait.target
+    # The words the cot filter bans for this trait, matched as the filter matches them.
+    pattern = word_pattern(banned_words("cot", trait))
     t, c = (summary["arms"][a]["exact"]["per_seed"] for a in ("treatment", "control"))
     out = []
     for seed in sorted(t, key=int):
