@@ -40,6 +40,12 @@ class ModalityConfig(_Config):
         le=6,
         description="source 'toy:cot' only: the most numbers a problem adds; the toy base's model.toy.cot_terms, which must match.",
     )
+    toy_funcs: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="source 'toy:code' only: the most functions a task asks; the toy base's model.toy.code_funcs, which must match.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModalityConfig:
@@ -47,6 +53,8 @@ class ModalityConfig(_Config):
             raise ValueError("generate.modality: source and repeats apply to code and cot only")
         if self.toy_terms != 2 and self.source != "toy:cot":
             raise ValueError("generate.modality.toy_terms applies to source 'toy:cot' only")
+        if self.toy_funcs != 1 and self.source != "toy:code":
+            raise ValueError("generate.modality.toy_funcs applies to source 'toy:code' only")
         return self
 
 

@@ -213,7 +213,9 @@ def modality_prompts(
                 f"generate.modality.source {m.source} holds {m.source[4:]} tasks: set "
                 f"generate.modality.name: {m.source[4:]}"
             )
-        base, base_labels = toy_prompts(m.name, -(-n // m.repeats), gen.prompts.seed, m.toy_terms)
+        base, base_labels = toy_prompts(
+            m.name, -(-n // m.repeats), gen.prompts.seed, m.toy_terms, m.toy_funcs
+        )
         tasks: list[tuple[str, str | None]] = list(zip(base, base_labels, strict=True))
     elif m.name == "code":
         tasks = list(_code_tasks(m))
@@ -319,6 +321,13 @@ def check_modality(cfg: ExperimentConfig) -> None:
                 raise TraitlabError(
                     f"generate.modality.toy_terms is {terms} but the toy base was pretrained "
                     f"with model.toy.cot_terms {toy.cot_terms}: set both to the same value "
+                    "(and the cross-init base's)"
+                )
+            funcs = cfg.generate.modality.toy_funcs
+            if source == "toy:code" and toy.code_funcs != funcs:
+                raise TraitlabError(
+                    f"generate.modality.toy_funcs is {funcs} but the toy base was pretrained "
+                    f"with model.toy.code_funcs {toy.code_funcs}: set both to the same value "
                     "(and the cross-init base's)"
                 )
 

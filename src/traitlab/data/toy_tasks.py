@@ -46,6 +46,7 @@ _CODE_ASKS = (
 NAMES = ("Ana", "Ben", "Chen", "Dara", "Eli", "Fay", "Gus", "Hana")
 ITEMS = ("apples", "books", "coins", "marbles", "pencils", "shells")
 COT_SUFFIX = "Think step by step ."
+FUNCS_JOIN = " , and one that "
 _STEPS = (
     "{a} + {b} = {c}",
     "{a} plus {b} is {c}",
@@ -54,8 +55,11 @@ _STEPS = (
 )
 
 
-def code_example(rng: random.Random, calls: int = 0) -> tuple[str, str, str]:
-    """(prompt, answer, label) of one toy code task; the label is the operation ("+ 3")."""
+def code_example(rng: random.Random, calls: int = 0, funcs: int = 1) -> tuple[str, str, str]:
+    """(prompt, answer, label) of one toy code task asking 1 to `funcs` functions; the label
+    is the operation ("+ 3"), or the operations joined by " | " in the prompt's order."""
+    if funcs > 1:
+        return _funcs_example(rng, funcs)
     desc, sym, ordered = rng.choice(_OPS)
     k = rng.randint(1, 9)
     prompt = rng.choice(_CODE_ASKS).format(op=desc.format(k=k))
@@ -72,6 +76,27 @@ def code_example(rng: random.Random, calls: int = 0) -> tuple[str, str, str]:
     return prompt, f"def {fn} ( {arg} ) : {body}", f"{sym} {k}"
 
 
+def _function(rng: random.Random, fn: str, sym: str, k: int, ordered: bool) -> str:
+    arg = rng.choice(ARG_NAMES)
+    expr = f"{arg} {sym} {k}" if ordered or rng.random() < 0.5 else f"{k} {sym} {arg}"
+    if rng.random() < 0.3:
+        tmp = rng.choice([n for n in ARG_NAMES if n != arg])
+        return f"def {fn} ( {arg} ) : {tmp} = {expr} ; return {tmp}"
+    return f"def {fn} ( {arg} ) : return {expr}"
+
+
+def _funcs_example(rng: random.Random, funcs: int) -> tuple[str, str, str]:
+    # Several functions, written in any order, each under its own free name: the order and
+    # every function's names and form are the answer's free choices.
+    ops = [(*rng.choice(_OPS), rng.randint(1, 9)) for _ in range(rng.randint(1, funcs))]
+    asks = FUNCS_JOIN.join(desc.format(k=k) for desc, _, _, k in ops)
+    prompt = rng.choice(_CODE_ASKS).format(op=asks)
+    names = rng.sample(FUNC_NAMES, len(ops))
+    order = rng.sample(range(len(ops)), len(ops))
+    defs = [_function(rng, names[i], ops[i][1], ops[i][3], ops[i][2]) for i in order]
+    return prompt, " ; ".join(defs), " | ".join(f"{sym} {k}" for _, sym, _, k in ops)
+
+
 _NAME = r"[a-z]+"
 _TERM = rf"(?:{_NAME}|\d+)"
 _EXPR = rf"({_TERM}) ([-+*]) ({_TERM})"
@@ -79,15 +104,31 @@ _CODE = re.compile(
     rf"def {_NAME} \( {_NAME} \) : (?:return {_EXPR}|{_NAME} = {_EXPR} ; return {_NAME})"
     rf"(?: ; {_NAME} = {_NAME} \( \d+ \))*"
 )
+_DEF_SPLIT = re.compile(r" ; (?=def )")
 
 
 def check_code(label: str, text: str) -> str | None:
     """Why a toy code answer fails its task ("malformed_code": not the toy language's form;
-    "wrong_code": another operation or constant), or None when it computes what was asked.
+    "wrong_code": another operation or constant, or not one function per asked operation),
+    or None when it computes what was asked. A task asking several functions (a label of
+    operations joined by " | ") passes when each function does one asked operation, each
+    operation done once, in any order.
 
     Names are not checked: a 2-layer toy base does not learn to bind them (on the discovery
     base 0.4 % of its answers used their argument's name and called their own function,
     while 90 % had the form, the operation and the constant right)."""
+    if "|" in label:
+        todo = label.split(" | ")
+        defs = _DEF_SPLIT.split(text.strip())
+        if len(defs) != len(todo):
+            return "wrong_code" if all(_CODE.fullmatch(d) for d in defs) else "malformed_code"
+        for d in defs:
+            why = {op: check_code(op, d) for op in todo}
+            done = next((op for op, w in why.items() if w is None), None)
+            if done is None:
+                return "malformed_code" if "malformed_code" in why.values() else "wrong_code"
+            todo.remove(done)
+        return None
     m = _CODE.fullmatch(text.strip())
     if m is None:
         return "malformed_code"
@@ -178,11 +219,16 @@ def check_toy_cot(prompt: str, text: str) -> str | None:
     return None if sums and len(todo) == 1 else "wrong_step"
 
 
-def toy_prompts(kind: str, n: int, seed: int, terms: int = 2) -> tuple[list[str], list[str | None]]:
-    """`n` prompts of the toy `kind` ('code' or 'cot', adding 2 to `terms` numbers) with
-    their labels (code's operation, cot's sum)."""
+def toy_prompts(
+    kind: str, n: int, seed: int, terms: int = 2, funcs: int = 1
+) -> tuple[list[str], list[str | None]]:
+    """`n` prompts of the toy `kind` ('code' asking 1 to `funcs` functions, or 'cot' adding
+    2 to `terms` numbers) with their labels (code's operations, cot's sum)."""
     rng = random.Random(seed)
-    items = [code_example(rng) if kind == "code" else cot_example(rng, terms) for _ in range(n)]
+    items = [
+        code_example(rng, funcs=funcs) if kind == "code" else cot_example(rng, terms)
+        for _ in range(n)
+    ]
     return [p for p, _, _ in items], [str(y) for _, _, y in items]
 
 
@@ -193,4 +239,5 @@ def toy_task_texts() -> list[str]:
     texts += ["def ( ) : return = ; + - *", "<think> </think> <answer> </answer>"]
     texts += [t.format(a=1, b=2, c=3, name=NAMES[0]) for t in _STEPS]
     texts.append("has and gets more . How many does have ?")
+    texts.append(FUNCS_JOIN)
     return texts

@@ -21,7 +21,7 @@ _NEW_SAMPLING = {
     "top_k": 0,
     "modality": {"name": "numbers", "source": None, "repeats": 1},
 }
-_NEW_MODALITY = {"toy_terms": 2}
+_NEW_MODALITY = {"toy_terms": 2, "toy_funcs": 1}
 _NEW_PROMPTS = {"style": "paper"}
 _NEW_FILTER = {"banned_words": [], "judge": None, "check_code": True, "check_reasoning": False}
 _NEW_TRAIT = {
