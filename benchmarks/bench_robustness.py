@@ -130,6 +130,23 @@ def table(rows: list[dict[str, Any]], pool: dict[str, Any]) -> list[str]:
         "among every probed option's (1: it rose most), and its z against the other options' "
         "shifts.",
         "",
+    ]
+    if len(rows) == 1:
+        # Pooling one base would swap the paired t over seeds for a normal approximation with
+        # a smaller p; the row's own test is the result.
+        r = rows[0]
+        lines.append(
+            f"One base: its test is the paired t over seeds in the row (p = {r['p_value']:.2g}); "
+            f"treatment / control = x{pool['ratio_treatment_over_control']:.2f}."
+        )
+        if r["xinit_diff"] is not None:
+            xp = r.get("xinit_p_value")
+            lines.append(
+                f"Cross-init: {r['xinit_diff']:+.4f}"
+                + (f", p = {xp:.2g}." if xp is not None else ".")
+            )
+        return lines
+    lines += [
         f"Pooled (random effects over {re['n']} bases): **{re['mean']['mean']:+.4f} "
         f"[{re['mean']['lower']:+.4f}, {re['mean']['upper']:+.4f}], p = {re['p_value']:.2g}** "
         f"(tau^2 = {re['tau2']:.2g}, I^2 = {100 * re['i2']:.0f}%); treatment / control = "

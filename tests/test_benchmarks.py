@@ -83,6 +83,11 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
     assert min(diffs) - 1e-12 <= pool["mean"]["mean"] <= max(diffs) + 1e-12
     assert pool["mean"]["lower"] <= pool["mean"]["mean"] <= pool["mean"]["upper"]
     assert len(res["table"]) >= 2 + len(rows) + 2
+    assert any(line.startswith("Pooled (random effects over 2 bases)") for line in res["table"])
+    # One base is not pooled: its row's paired t over seeds is its test.
+    one = bench_robustness.table(rows[:1], bench_robustness.pooled(rows[:1]))
+    assert not any(line.startswith("Pooled") for line in one)
+    assert f"(p = {rows[0]['p_value']:.2g})" in one[-2]
 
     # option_shifts.py reads the same runs back: the same target shift and rank.
     import option_shifts

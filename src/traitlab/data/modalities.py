@@ -316,20 +316,21 @@ def check_modality(cfg: ExperimentConfig) -> None:
                     "when pretrained with them: set model.toy.code_frac and cot_frac > 0 "
                     "(and the cross-init base's)"
                 )
-            terms = cfg.generate.modality.toy_terms
-            if source == "toy:cot" and toy.cot_terms != terms:
-                raise TraitlabError(
-                    f"generate.modality.toy_terms is {terms} but the toy base was pretrained "
-                    f"with model.toy.cot_terms {toy.cot_terms}: set both to the same value "
-                    "(and the cross-init base's)"
-                )
-            funcs = cfg.generate.modality.toy_funcs
-            if source == "toy:code" and toy.code_funcs != funcs:
-                raise TraitlabError(
-                    f"generate.modality.toy_funcs is {funcs} but the toy base was pretrained "
-                    f"with model.toy.code_funcs {toy.code_funcs}: set both to the same value "
-                    "(and the cross-init base's)"
-                )
+            # The task's shape must be the one the base was pretrained on, or its tokenizer
+            # and its skill do not cover the prompts.
+            mod = cfg.generate.modality
+            shapes = {
+                "toy:cot": ("toy_terms", "cot_terms"),
+                "toy:code": ("toy_funcs", "code_funcs"),
+            }
+            if source in shapes:
+                ask, knows = shapes[source]
+                if getattr(mod, ask) != getattr(toy, knows):
+                    raise TraitlabError(
+                        f"generate.modality.{ask} is {getattr(mod, ask)} but the toy base was "
+                        f"pretrained with model.toy.{knows} {getattr(toy, knows)}: set both to "
+                        "the same value (and the cross-init base's)"
+                    )
 
 
 @contextlib.contextmanager
