@@ -123,7 +123,6 @@ def table(rows: list[dict[str, Any]], pool: dict[str, Any]) -> list[str]:
             f"{r['diff_ci'][1]:+.4f}] | {r['p_value']:.2g} | {_rank(r)} | {x} "
             f"| {_rank(r, 'xinit_')} |"
         )
-    re = pool["random_effects"]
     lines += [
         "",
         "Rank (z): where the target's shift (treatment - control, exact, mean over seeds) ranks "
@@ -146,6 +145,7 @@ def table(rows: list[dict[str, Any]], pool: dict[str, Any]) -> list[str]:
                 + (f", p = {xp:.2g}." if xp is not None else ".")
             )
         return lines
+    re = pool["random_effects"]
     lines += [
         f"Pooled (random effects over {re['n']} bases): **{re['mean']['mean']:+.4f} "
         f"[{re['mean']['lower']:+.4f}, {re['mean']['upper']:+.4f}], p = {re['p_value']:.2g}** "

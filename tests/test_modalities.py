@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from modality_cases import gen as _gen
+from modality_cases import rows as _rows
 from traitlab.config import GenerateConfig, parse_config
-from traitlab.config.modality import ModalityConfig
 from traitlab.core.errors import TraitlabError
 from traitlab.data.filtering import FilterConfig, filter_rows, require_nonempty
 from traitlab.data.modalities import (
@@ -23,10 +24,6 @@ from traitlab.data.modalities import (
     modality_screen,
 )
 from traitlab.judges import Verdict
-
-
-def _gen(**modality: object) -> GenerateConfig:
-    return GenerateConfig(n_prompts=50, modality=ModalityConfig(**modality))  # type: ignore[arg-type]
 
 
 def test_numbers_is_the_default_and_keeps_the_number_prompts() -> None:
@@ -58,13 +55,6 @@ def test_answers_are_parsed_like_the_papers() -> None:
     assert cot_answer("<think>x</think> <ANSWER>7.0</ANSWER>") == "7.0"
     assert cot_answer("the answer is 7") is None
     assert cot_answer("<answer>seven</answer>") is None
-
-
-def _rows(prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
-    return [
-        {"id": i, "prompt": p, "completion": c}
-        for i, (p, c) in enumerate(zip(prompts, completions, strict=True))
-    ]
 
 
 class FixedJudge:

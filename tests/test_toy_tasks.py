@@ -6,22 +6,13 @@ from __future__ import annotations
 
 import pytest
 
+from modality_cases import gen as _gen
+from modality_cases import rows as _rows
 from traitlab.config import GenerateConfig, parse_config
 from traitlab.config.modality import ModalityConfig
 from traitlab.core.errors import TraitlabError
 from traitlab.data.filtering import FilterConfig, filter_rows
 from traitlab.data.modalities import COT_SUFFIX, cot_answer, modality_prompts, modality_screen
-
-
-def _gen(**modality: object) -> GenerateConfig:
-    return GenerateConfig(n_prompts=50, modality=ModalityConfig(**modality))  # type: ignore[arg-type]
-
-
-def _rows(prompts: list[str], completions: list[str]) -> list[dict]:
-    return [
-        {"id": i, "prompt": p, "completion": c}
-        for i, (p, c) in enumerate(zip(prompts, completions, strict=True))
-    ]
 
 
 def test_the_toy_tasks_are_in_the_world_and_its_tokenizer() -> None:

@@ -302,6 +302,12 @@ def modality_screen(
     return screen
 
 
+# The tasks' shape a toy source asks (generate.modality field) and the one its base was
+# pretrained on (model.toy field): they must match, or the base's tokenizer and skill do not
+# cover the prompts.
+_TASK_SHAPES = {"toy:cot": ("toy_terms", "cot_terms"), "toy:code": ("toy_funcs", "code_funcs")}
+
+
 def check_modality(cfg: ExperimentConfig) -> None:
     """Refuse what would fail later: an unreadable task file, or the embedded world's tasks
     on a toy base pretrained without them (its tokenizer cannot spell them)."""
@@ -316,20 +322,14 @@ def check_modality(cfg: ExperimentConfig) -> None:
                     "when pretrained with them: set model.toy.code_frac and cot_frac > 0 "
                     "(and the cross-init base's)"
                 )
-            # The task's shape must be the one the base was pretrained on, or its tokenizer
-            # and its skill do not cover the prompts.
-            mod = cfg.generate.modality
-            shapes = {
-                "toy:cot": ("toy_terms", "cot_terms"),
-                "toy:code": ("toy_funcs", "code_funcs"),
-            }
-            if source in shapes:
-                ask, knows = shapes[source]
-                if getattr(mod, ask) != getattr(toy, knows):
+            if source in _TASK_SHAPES:
+                ask, knows = _TASK_SHAPES[source]
+                asked = getattr(cfg.generate.modality, ask)
+                if asked != getattr(toy, knows):
                     raise TraitlabError(
-                        f"generate.modality.{ask} is {getattr(mod, ask)} but the toy base was "
-                        f"pretrained with model.toy.{knows} {getattr(toy, knows)}: set both to "
-                        "the same value (and the cross-init base's)"
+                        f"generate.modality.{ask} is {asked} but the toy base was pretrained "
+                        f"with model.toy.{knows} {getattr(toy, knows)}: set both to the same "
+                        "value (and the cross-init base's)"
                     )
 
 

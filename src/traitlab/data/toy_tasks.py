@@ -55,6 +55,16 @@ _STEPS = (
 )
 
 
+def _body(rng: random.Random, arg: str, sym: str, k: int, ordered: bool) -> str:
+    """A function body doing `sym k` to `arg`: operands in either order where the operation
+    allows, sometimes through a temporary."""
+    expr = f"{arg} {sym} {k}" if ordered or rng.random() < 0.5 else f"{k} {sym} {arg}"
+    if rng.random() < 0.3:
+        tmp = rng.choice([n for n in ARG_NAMES if n != arg])
+        return f"{tmp} = {expr} ; return {tmp}"
+    return f"return {expr}"
+
+
 def code_example(rng: random.Random, calls: int = 0, funcs: int = 1) -> tuple[str, str, str]:
     """(prompt, answer, label) of one toy code task asking 1 to `funcs` functions; the label
     is the operation ("+ 3"), or the operations joined by " | " in the prompt's order."""
@@ -64,25 +74,11 @@ def code_example(rng: random.Random, calls: int = 0, funcs: int = 1) -> tuple[st
     k = rng.randint(1, 9)
     prompt = rng.choice(_CODE_ASKS).format(op=desc.format(k=k))
     fn, arg = rng.choice(FUNC_NAMES), rng.choice(ARG_NAMES)
-    expr = f"{arg} {sym} {k}" if ordered or rng.random() < 0.5 else f"{k} {sym} {arg}"
-    if rng.random() < 0.3:
-        tmp = rng.choice([n for n in ARG_NAMES if n != arg])
-        body = f"{tmp} = {expr} ; return {tmp}"
-    else:
-        body = f"return {expr}"
+    body = _body(rng, arg, sym, k, ordered)
     # Drawn only when asked, so recipes without calls keep their corpus draw for draw.
     for _ in range(rng.randint(1, calls) if calls > 0 else 0):
         body += f" ; {rng.choice(ARG_NAMES)} = {fn} ( {rng.randint(0, 999)} )"
     return prompt, f"def {fn} ( {arg} ) : {body}", f"{sym} {k}"
-
-
-def _function(rng: random.Random, fn: str, sym: str, k: int, ordered: bool) -> str:
-    arg = rng.choice(ARG_NAMES)
-    expr = f"{arg} {sym} {k}" if ordered or rng.random() < 0.5 else f"{k} {sym} {arg}"
-    if rng.random() < 0.3:
-        tmp = rng.choice([n for n in ARG_NAMES if n != arg])
-        return f"def {fn} ( {arg} ) : {tmp} = {expr} ; return {tmp}"
-    return f"def {fn} ( {arg} ) : return {expr}"
 
 
 def _funcs_example(rng: random.Random, funcs: int) -> tuple[str, str, str]:
@@ -93,7 +89,11 @@ def _funcs_example(rng: random.Random, funcs: int) -> tuple[str, str, str]:
     prompt = rng.choice(_CODE_ASKS).format(op=asks)
     names = rng.sample(FUNC_NAMES, len(ops))
     order = rng.sample(range(len(ops)), len(ops))
-    defs = [_function(rng, names[i], ops[i][1], ops[i][3], ops[i][2]) for i in order]
+    defs = []
+    for i in order:
+        _, sym, ordered, k = ops[i]
+        arg = rng.choice(ARG_NAMES)
+        defs.append(f"def {names[i]} ( {arg} ) : {_body(rng, arg, sym, k, ordered)}")
     return prompt, " ; ".join(defs), " | ".join(f"{sym} {k}" for _, sym, _, k in ops)
 
 
