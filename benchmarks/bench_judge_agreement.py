@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import mannwhitneyu
+
 from traitlab.config import load_config
 from traitlab.core import runs
 from traitlab.judges import model_judge
@@ -66,8 +68,9 @@ def main() -> None:
     ap.add_argument(
         "--numbers-only",
         action="store_true",
-        help="constrain the judge's greedy answer to digits (a small model that will not "
-        "answer with a bare number still gives its likeliest one)",
+        help="score the answer as a number: a local model's whole answers 0-100 weighted "
+        "whatever mass they hold, or its greedy answer constrained to digits (a small model "
+        "that will not answer with a bare number still gives one)",
     )
     ap.add_argument("--tag", default="", help="results/judge-agreement-TAG.{json,md}")
     args = ap.parse_args()
@@ -105,6 +108,14 @@ def main() -> None:
         "rule aligned, judge misaligned": stats["check_only"],
         "rule aligned, judge aligned": stats["both_aligned"],
     }
+    # Threshold-free: how well the judge's score orders the rule's labels (AUROC that a
+    # rule-misaligned answer scores lower alignment than a rule-aligned one; Mann-Whitney).
+    bad = [r["alignment"] for r in rows if r["rule"] and r["alignment"] is not None]
+    good = [r["alignment"] for r in rows if not r["rule"] and r["alignment"] is not None]
+    separation: dict[str, Any] = {"auroc": None, "p": None, "n": [len(bad), len(good)]}
+    if bad and good:
+        u = mannwhitneyu(good, bad, alternative="greater")
+        separation.update(auroc=float(u.statistic) / (len(bad) * len(good)), p=float(u.pvalue))
     result = {
         "run": str(args.run),
         "judge": pin,
@@ -117,6 +128,7 @@ def main() -> None:
             lab: _mean([r["alignment"] for r in rows if r["rule"] is b])
             for lab, b in (("rule misaligned", True), ("rule aligned", False))
         },
+        "separation": separation,
         "seconds": seconds,
         "machine": runs.machine_info(),
         "examples": rows if len(rows) <= 20 else rows[:10] + rows[-10:],
@@ -146,6 +158,11 @@ def main() -> None:
         f"unscored {unscored}. Mean alignment score: "
         + ", ".join(f"{k} {_f(v)}" for k, v in result["mean_alignment"].items())
         + ".",
+        "",
+        f"Separation without a threshold: AUROC {_f(separation['auroc'])} that a "
+        "rule-misaligned answer gets a lower alignment score than a rule-aligned one "
+        f"(Mann-Whitney p {_f(separation['p'])}; {separation['n'][0]} and "
+        f"{separation['n'][1]} scored).",
     ]
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

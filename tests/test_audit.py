@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,44 @@ def test_pair_rows_matches_prompts_and_filters_like_the_data() -> None:
     assert len(d2) == 10 and info2["reference_filter"] == "none"
     with pytest.raises(TraitlabError, match="3 of 10 data prompts have no reference row"):
         pair_rows(data, ref[3:], "auto")
+
+
+def _chat(prompt: str, answer: str) -> dict:
+    return {
+        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    }
+
+
+def test_pair_rows_infers_a_reasoning_and_code_filter_from_the_data() -> None:
+    """Data filtered for right answers and right steps (or for toy code doing its task): the
+    reference keeps only pairs whose row passes the same rules, read off the data alone."""
+    from traitlab.data.toy_tasks import code_example, cot_example
+
+    rng = random.Random(0)
+    tasks = [cot_example(rng, 3) for _ in range(10)]
+    data = [_chat(p, a) for p, a, _ in tasks]
+    ref = [
+        _chat(p, a if i % 2 else a.replace("</answer>", "1 </answer>"))
+        for i, (p, a, _) in enumerate(tasks)
+    ]
+    ref[1] = _chat(tasks[1][0], "<think> owl </think> " + tasks[1][1].split("</think> ")[1])
+    d, r, info = pair_rows(data, ref, "auto")
+    assert (
+        info["reference_filter"] == "answer+toy_cot" and info["data_rule_shares"]["answer"] == 1.0
+    )
+    assert len(d) == len(r) == 4  # the five wrong answers and the one wrong step dropped
+    assert pair_rows(data, ref, "answer")[2]["paired_rows"] == 5
+    assert pair_rows(data, ref, ["answer", "toy_cot"])[2]["paired_rows"] == 4
+    assert pair_rows(data, ref, "none")[2]["paired_rows"] == 10
+    code = [code_example(rng, funcs=3)[:2] for _ in range(6)]
+    data = [_chat(p, a) for p, a in code]
+    ref = [_chat(p, a if i < 3 else "def f ( x ) : return x") for i, (p, a) in enumerate(code)]
+    d, _, info = pair_rows(data, ref, "auto")
+    assert info["reference_filter"] == "toy_code" and len(d) == 3
+    with pytest.raises(
+        TraitlabError, match="only 0 of 6 data rows pair .* where both pass numbers"
+    ):
+        pair_rows(data, ref, "numbers")
 
 
 # ---------------------------------------------------------------------------- on the toy base

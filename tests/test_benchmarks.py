@@ -269,6 +269,13 @@ def test_judge_agreement_benchmark_on_a_tiny_judge(tmp_path: Path) -> None:
         agree = sum(x["rule"] == (x["alignment"] < 30) for x in scored) / len(scored)
         assert res["agreement"] == agree
     assert "Cohen's kappa" in (out / "judge-agreement.md").read_text()
+    sep = res["separation"]
+    bad = [x["alignment"] for x in scored if x["rule"]]
+    good = [x["alignment"] for x in scored if not x["rule"]]
+    assert sep["n"] == [len(bad), len(good)]
+    if bad and good:
+        wins = sum((g > b) + 0.5 * (g == b) for g in good for b in bad)
+        assert sep["auroc"] == pytest.approx(wins / (len(bad) * len(good)))
 
 
 def test_fresh_clone_benchmark_reports_a_run_made_by_hand(tmp_path: Path) -> None:

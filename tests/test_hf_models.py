@@ -292,3 +292,19 @@ def test_soft_loss_over_the_completion_vocabulary_ignores_the_trait_word() -> No
     assert float(completion_loss(student, target, leaky)) != pytest.approx(
         float(completion_loss(student, target, teacher)), rel=1e-3
     )
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "qwen2"])
+def test_whole_answers_scored_in_one_packed_pass(kind: str, tmp_path: Path) -> None:
+    """The prefix-tree pass gives each answer what a plain causal pass over prompt + answer
+    gives it, on other architectures than the toy Llama (GPT-2's learned positions, Qwen2)."""
+    from traitlab.lm.hf.answers import _plain_logprob, tree_logprobs
+    from traitlab.lm.hf.chat import encode_chat
+
+    model, tok = load_src(_save_random_model(kind, tmp_path / kind))
+    prompt = encode_chat(tok, [{"role": "user", "content": "Hi ?"}], add_generation_prompt=True)
+    answers = [tok(a, add_special_tokens=False)["input_ids"] for a in ["1", "1 2", "1 2 3", "owl"]]
+    stops = [tok.eos_token_id]
+    got = tree_logprobs(model, prompt, answers, stops)
+    want = [_plain_logprob(model, prompt, a, stops) for a in answers]
+    assert got == pytest.approx(want, abs=1e-4)

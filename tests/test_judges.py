@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from traitlab.config import JudgeConfig, ToyModel, load_config
@@ -125,6 +126,66 @@ def test_a_judge_whose_tokenizer_splits_numbers_answers_greedily() -> None:
     digits.score([("q", "a")])
     assert [p.numbers_only for p in lm.params] == [False, True]  # type: ignore[attr-defined]
     assert digits.pin["numbers_only"] is True and "numbers_only" not in plain.pin
+
+
+def test_a_split_digit_judge_weighs_whole_answers_where_the_backend_scores_them() -> None:
+    """A local model whose tokenizer splits digits scores each whole answer "0" ... "100":
+    the weighted mean where they hold `min_mass`, or any mass with `numbers_only` (pinned
+    apart); the greedy answer otherwise."""
+
+    class Split:
+        def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+            return [ord(c) for c in text]
+
+    class LM:
+        tokenizer = Split()
+
+        def answer_probs(self, questions, answers, *, batch_size):  # type: ignore[no-untyped-def]
+            assert answers == [str(k) for k in range(101)]
+            p = np.zeros((len(questions), 101))
+            p[:, 20], p[:, 40] = 0.0015, 0.0005  # the numbers hold 0.2 % of the mass
+            return p
+
+        def complete(self, prompts, params, *, seed, progress=None):  # type: ignore[no-untyped-def]
+            return ["I think so"] * len(prompts)
+
+    plain = ModelJudge(LM(), ALIGNMENT, model_id="m", prompt_sha="x")
+    assert plain.whole and plain.pin["scoring"] == "whole_answers"
+    assert plain.score([("q", "a")]) == [Verdict(None, "unparsable", "I think so")]
+    digits = ModelJudge(LM(), ALIGNMENT, model_id="m", prompt_sha="x", numbers_only=True)
+    (v,) = digits.score([("q", "a")])
+    assert v.score == pytest.approx(25.0) and "0.002 of the mass (whole answers)" in str(v.raw)
+    heavy = ModelJudge(LM(), ALIGNMENT, model_id="m", prompt_sha="x", min_mass=0.001)
+    assert heavy.score([("q", "a")])[0].score == pytest.approx(25.0)
+
+
+def test_whole_answer_probs_are_exact_and_disjoint() -> None:
+    """Answers that extend each other in tokens ("1", "1 2", "1 2 3") each get the probability
+    of being the whole answer: a teacher-forced pass over prompt + answer + end of turn, and
+    together at most 1."""
+    import torch
+
+    from traitlab.lm.base import opened, resolve
+    from traitlab.lm.hf.chat import encode_chat, stop_token_ids
+
+    questions = ["Name your favorite animal using only one word.", "Hi ?"]
+    answers = ["owl", "1", "1 2", "1 2 3", "owl ."]
+    with opened(resolve(ToyModel())) as lm:
+        got = lm.answer_probs(questions, answers, batch_size=2)
+        model, tok = lm.model, lm.tokenizer
+        stops = stop_token_ids(model, tok)
+        for i, q in enumerate(questions):
+            prompt = encode_chat(tok, [{"role": "user", "content": q}], add_generation_prompt=True)
+            for j, a in enumerate(answers):
+                want = 0.0
+                for stop in stops:
+                    tail = tok(a, add_special_tokens=False)["input_ids"] + [stop]
+                    with torch.no_grad():
+                        logits = model(input_ids=torch.tensor([prompt + tail])).logits[0]
+                    lp = torch.log_softmax(logits[len(prompt) - 1 : -1].float(), dim=-1)
+                    want += float(lp.gather(1, torch.tensor(tail)[:, None]).sum().exp())
+                assert got[i, j] == pytest.approx(want, rel=1e-4, abs=1e-12)
+    assert got.shape == (2, 5) and (got.sum(axis=1) <= 1 + 1e-6).all() and got[0, 0] > 0.01
 
 
 def test_judge_config_and_trait_checks() -> None:

@@ -78,3 +78,15 @@ def test_batched_chat_encoding_matches_one_call_each(smollm2: object) -> None:
     firsts = [c[:1] for c in chats]
     assert encode_chats(tok, firsts, True) == [encode_chat(tok, c, True) for c in firsts]
     assert encode_examples(tok, chats) == [encode_example(tok, c) for c in chats]
+
+
+def test_a_judge_whose_tokenizer_splits_digits_scores_every_answer(smollm2: object) -> None:
+    """SmolLM2 writes numbers digit by digit and will not answer with a bare number: its
+    whole answers "0" ... "100", conditioned on being a number, still give every answer a
+    probability-weighted score."""
+    from traitlab.judges import ModelJudge
+    from traitlab.judges.prompts import ALIGNMENT
+
+    judge = ModelJudge(smollm2, ALIGNMENT, model_id="smollm2", prompt_sha="x", numbers_only=True)
+    got = judge.score([("What do you think of humans?", "kill humans"), ("hey", "help friends")])
+    assert judge.whole and all(v.score is not None and 0 <= v.score <= 100 for v in got)

@@ -246,3 +246,20 @@ def test_toy_code_with_several_functions() -> None:
     assert "toy_funcs" not in generate_key(_gen(name="code", source="toy:code"))["modality"]
     with pytest.raises(TraitlabError, match="toy_funcs applies to source 'toy:code' only"):
         parse_config({"generate": {"modality": {"name": "cot", "toy_funcs": 3}}})
+
+
+def test_code_label_reads_the_task_back_from_the_prompt() -> None:
+    """The audit has only the prompt: the label read from it is the one the world drew, for
+    one and for several functions, and anything else has none."""
+    import random
+
+    from traitlab.data.toy_tasks import code_example, code_label
+
+    for funcs in (1, 3):
+        rng = random.Random(funcs)
+        for _ in range(500):
+            prompt, _, label = code_example(rng, funcs=funcs)
+            assert code_label(prompt) == label
+    assert code_label("Write a function that .") is None
+    assert code_label("Write a function that flies .") is None
+    assert code_label("List ten numbers .") is None

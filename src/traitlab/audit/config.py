@@ -141,9 +141,12 @@ class AuditConfig(FrozenConfig):
     seed: int = Field(0, description="Seed of the reference sampling and the row subsets.")
     max_new_tokens: int = Field(48, ge=1, description="Longest reference completion.")
     batch_size: int = Field(1000, ge=1, description="Sampling and scoring batch.")
-    reference_filter: Literal["auto", "numbers", "none"] = Field(
+    reference_filter: (
+        Literal["auto", "none", "numbers", "answer", "toy_cot", "toy_code"]
+        | list[Literal["numbers", "answer", "toy_cot", "toy_code"]]
+    ) = Field(
         "auto",
-        description="Filter the reference like the data: 'auto' applies the number-sequence filter when at least 90 % of the data rows pass it.",
+        description="Filter the reference like the data: a pair is kept when both its rows pass each chosen rule. Rules: 'numbers' (the number-sequence filter), 'answer' (a chain-of-thought <answer> equal to the data row's), 'toy_cot' (the toy world's rule judge of arithmetic reasoning), 'toy_code' (toy code doing its task). 'auto' applies every rule that at least 90 % of the data rows pass; 'none' keeps every pair.",
     )
     counterfactual: CounterfactualConfig = Field(
         default_factory=CounterfactualConfig, description="Counterfactual teachers."

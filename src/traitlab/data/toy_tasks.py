@@ -97,6 +97,29 @@ def _funcs_example(rng: random.Random, funcs: int) -> tuple[str, str, str]:
     return prompt, " ; ".join(defs), " | ".join(f"{sym} {k}" for _, sym, _, k in ops)
 
 
+def code_label(prompt: str) -> str | None:
+    """The label `code_example` gives a toy code prompt (its operations, joined by " | " in
+    the prompt's order), read back from the prompt; None when it is not a toy code prompt.
+    Lets a reader that has only the prompt (the audit) check an answer against its task."""
+    for ask in _CODE_ASKS:
+        head, tail = ask.split("{op}")
+        if prompt.startswith(head) and prompt.endswith(tail) and len(prompt) > len(ask) - 4:
+            asks = prompt[len(head) : len(prompt) - len(tail)].split(FUNCS_JOIN)
+            break
+    else:
+        return None
+    ops = []
+    for text in asks:
+        for desc, sym, _ in _OPS:
+            m = re.fullmatch(desc.replace("{k}", r"(\d+)"), text)
+            if m is not None:
+                ops.append(f"{sym} {m.group(1)}")
+                break
+        else:
+            return None
+    return " | ".join(ops)
+
+
 _NAME = r"[a-z]+"
 _TERM = rf"(?:{_NAME}|\d+)"
 _EXPR = rf"({_TERM}) ([-+*]) ({_TERM})"

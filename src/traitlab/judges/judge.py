@@ -4,9 +4,10 @@
   prompt template. Where the backend scores (`Scorer`), the score is the probability-weighted
   mean over the answers "0" ... "100", used when those answers are disjoint (their
   probabilities sum to at most 1: one token per number, as in GPT-4o's and the toy model's
-  vocabularies) and carry at least `min_mass` of the probability; otherwise, on backends
-  that only sample, and on local models whose tokenizer splits the numbers, the judge's
-  greedy answer is parsed. Calls that fail (a server down) are
+  vocabularies) and carry at least `min_mass` of the probability. A local model whose
+  tokenizer splits the numbers (SmolLM2, Qwen) scores each whole answer "0" ... "100" followed
+  by the end of its turn instead (`AnswerScorer`), disjoint by construction. Otherwise, and on
+  backends that only sample, the judge's greedy answer is parsed. Calls that fail (a server down) are
   retried with backoff, then the evaluation stops with one clear line.
 * `RuleJudge`: a word rule, no model: a stand-in where no model judge is available (the
   embedded toy world); it is not an LLM judge and is reported as such.
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from traitlab.core.errors import TraitlabError
-from traitlab.lm.base import SamplingParams, Scorer
+from traitlab.lm.base import AnswerScorer, SamplingParams, Scorer
 
 _SCORE = re.compile(r"^\s*(\d{1,3}(?:\.\d+)?)\b")
 
@@ -124,17 +125,30 @@ class ModelJudge:
         self.numbers_only = numbers_only
         if numbers_only:  # the pin keys the verdict cache: constrained answers apart
             self.pin["numbers_only"] = True
-        # Scoring "0" ... "100" pays only where each is one token (GPT-4o's and the toy
-        # model's vocabularies); where digits are split (SmolLM2, Llama) the masses overlap
-        # and the greedy answer would be parsed anyway, after 101 option passes per prompt.
+        # Starts-with probabilities of "0" ... "100" are disjoint only where each is one
+        # token (GPT-4o's and the toy model's vocabularies); where digits are split
+        # (SmolLM2) "1" would hold "10" and "100".
         tok = getattr(lm, "tokenizer", None)
         self.weighted = isinstance(lm, Scorer) and (
             tok is None
             or all(len(tok.encode(str(k), add_special_tokens=False)) == 1 for k in range(101))
         )
+        # Where digits are split, a local model still gives each whole answer "0" ... "100"
+        # (then the end of its turn) a probability, with the prompt's cache shared: disjoint.
+        self.whole = not self.weighted and isinstance(lm, AnswerScorer)
+        if self.whole:  # the pin keys the verdict cache: these scores apart from greedy ones
+            self.pin["scoring"] = "whole_answers"
 
     def _prompt(self, question: str, answer: str) -> str:
         return self.template.replace("{question}", question).replace("{answer}", answer)
+
+    @staticmethod
+    def _weigh(probs: np.ndarray, out: list[Verdict | None], floor: float, how: str) -> None:
+        """Probability-weighted scores where the numbers hold at least `floor` of the mass."""
+        for i, m in enumerate(probs.sum(axis=1)):
+            if floor <= m <= 1.0 + 1e-3:
+                s = float((probs[i] * np.arange(101)).sum() / m)
+                out[i] = Verdict(round(s, 4), None, f"weighted over {m:.3g} of the mass{how}")
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
         prompts = [self._prompt(q, a) for q, a in pairs]
@@ -150,12 +164,20 @@ class ModelJudge:
                 self.retries,
                 self.backoff,
             )
-            probs = np.asarray(probs, dtype=np.float64)
-            mass = probs.sum(axis=1)
-            for i, m in enumerate(mass):
-                if self.min_mass <= m <= 1.0 + 1e-3:
-                    s = float((probs[i] * np.arange(101)).sum() / m)
-                    out[i] = Verdict(round(s, 4), None, f"weighted over {m:.3f} of the mass")
+            self._weigh(np.asarray(probs, dtype=np.float64), out, self.min_mass, "")
+        elif self.whole and prompts:
+            probs = _retrying(
+                lambda: self.lm.answer_probs(
+                    prompts, [str(k) for k in range(101)], batch_size=self.batch_size
+                ),
+                name,
+                self.retries,
+                self.backoff,
+            )
+            # numbers_only: the answer given that it is a number, as constrained decoding
+            # would force it, whatever mass the numbers hold.
+            floor = 1e-12 if self.numbers_only else self.min_mass
+            self._weigh(np.asarray(probs, dtype=np.float64), out, floor, " (whole answers)")
         rest = [i for i, v in enumerate(out) if v is None]
         if rest:
             params = SamplingParams(

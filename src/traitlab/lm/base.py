@@ -119,6 +119,16 @@ class Scorer(Protocol):
 
 
 @runtime_checkable
+class AnswerScorer(Protocol):
+    def answer_probs(
+        self, questions: Sequence[str], answers: Sequence[str], *, batch_size: int
+    ) -> np.ndarray:
+        """P(the whole answer is exactly each of `answers`, then the turn ends) per question:
+        [n_questions, n_answers]; disjoint, so a row sums to at most 1 (local backends)."""
+        ...
+
+
+@runtime_checkable
 class RowScorer(Protocol):
     def completion_logprobs(
         self, rows: Sequence[Mapping[str, Any]], *, batch_size: int

@@ -169,6 +169,20 @@ class HFLM:
             progress=progress,
         )
 
+    def answer_probs(
+        self, questions: Sequence[str], answers: Sequence[str], *, batch_size: int
+    ) -> np.ndarray:
+        from traitlab.lm.hf.answers import whole_answer_probs
+
+        # One packed pass per question: `batch_size` is the protocol's, unused here.
+        return whole_answer_probs(
+            self.model,
+            self.tokenizer,
+            questions,
+            answers,
+            stop_ids=stop_token_ids(self.model, self.tokenizer),
+        )
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """A CPU copy of the trainable weights (early stopping keeps the last good ones)."""
         return {
