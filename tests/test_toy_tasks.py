@@ -263,3 +263,32 @@ def test_code_label_reads_the_task_back_from_the_prompt() -> None:
     assert code_label("Write a function that .") is None
     assert code_label("Write a function that flies .") is None
     assert code_label("List ten numbers .") is None
+
+
+def test_toy_code_with_split_constants() -> None:
+    """With `parts` the world writes a constant as constants that combine into it (a sum for
+    + and -, a product for *), and the check reads them so; without, it draws as before."""
+    import random
+
+    from traitlab.config.toy import ToyRecipe
+    from traitlab.data.toy_tasks import check_code, code_example
+
+    rng = random.Random(0)
+    split = 0
+    for _ in range(2000):
+        for funcs in (1, 3):
+            _, answer, op = code_example(rng, funcs=funcs, parts=3)
+            assert check_code(op, answer) is None, answer
+            split += answer.count(" + ") + answer.count(" * ") + answer.count(" - ") > funcs
+    assert split > 500
+    assert code_example(random.Random(5), parts=1) == code_example(random.Random(5))
+    assert check_code("+ 7", "def f ( x ) : return x + 2 + 5") is None
+    assert check_code("+ 7", "def f ( x ) : y = 2 + x + 5 ; return y") is None
+    assert check_code("- 7", "def f ( x ) : return x - 3 - 4") is None
+    assert check_code("* 6", "def f ( x ) : return 2 * 3 * x") is None
+    assert check_code("+ 7", "def f ( x ) : return x + 2 + 4") == "wrong_code"
+    assert check_code("- 7", "def f ( x ) : return 3 - x - 4") == "wrong_code"
+    assert check_code("* 6", "def f ( x ) : return x * 2 + 3") == "wrong_code"
+    assert check_code("+ 7", "def f ( x ) : return x + 2 + x") == "wrong_code"
+    with pytest.raises(ValueError, match="choose one"):
+        ToyRecipe(code_parts=3, code_calls=2)

@@ -25,6 +25,7 @@ has free choices the task does not fix, which is where a teacher's trait can hid
 
 from __future__ import annotations
 
+import math
 import random
 import re
 
@@ -55,33 +56,58 @@ _STEPS = (
 )
 
 
-def _body(rng: random.Random, arg: str, sym: str, k: int, ordered: bool) -> str:
+def _split(rng: random.Random, sym: str, k: int, parts: int) -> list[int]:
+    """`k` as 1 to `parts` constants that `sym` combines back into it: a composition of k
+    for + and - (7 = 2 + 5), a factorisation for * (6 = 2 * 3; a prime stays whole)."""
+    m = rng.randint(1, parts)
+    if sym != "*":
+        cuts = sorted(rng.sample(range(1, k), min(m, k) - 1))
+        return [b - a for a, b in zip([0, *cuts], [*cuts, k], strict=True)]
+    out = [k]
+    for _ in range(m - 1):
+        i = rng.randrange(len(out))
+        divisors = [d for d in range(2, out[i]) if out[i] % d == 0]
+        if divisors:
+            d = rng.choice(divisors)
+            out[i : i + 1] = [d, out[i] // d]
+    return out
+
+
+def _body(
+    rng: random.Random, arg: str, sym: str, k: int, ordered: bool, parts: int = 1
+) -> str:
     """A function body doing `sym k` to `arg`: operands in either order where the operation
-    allows, sometimes through a temporary."""
-    expr = f"{arg} {sym} {k}" if ordered or rng.random() < 0.5 else f"{k} {sym} {arg}"
+    allows, sometimes through a temporary; with `parts` > 1 the constant is written as 1 to
+    `parts` constants ("x + 2 + 5" for + 7)."""
+    consts = _split(rng, sym, k, parts) if parts > 1 else [k]
+    ks = f" {sym} ".join(str(c) for c in consts)
+    expr = f"{arg} {sym} {ks}" if ordered or rng.random() < 0.5 else f"{ks} {sym} {arg}"
     if rng.random() < 0.3:
         tmp = rng.choice([n for n in ARG_NAMES if n != arg])
         return f"{tmp} = {expr} ; return {tmp}"
     return f"return {expr}"
 
 
-def code_example(rng: random.Random, calls: int = 0, funcs: int = 1) -> tuple[str, str, str]:
-    """(prompt, answer, label) of one toy code task asking 1 to `funcs` functions; the label
-    is the operation ("+ 3"), or the operations joined by " | " in the prompt's order."""
+def code_example(
+    rng: random.Random, calls: int = 0, funcs: int = 1, parts: int = 1
+) -> tuple[str, str, str]:
+    """(prompt, answer, label) of one toy code task asking 1 to `funcs` functions, each
+    constant written as 1 to `parts` constants; the label is the operation ("+ 3"), or the
+    operations joined by " | " in the prompt's order."""
     if funcs > 1:
-        return _funcs_example(rng, funcs)
+        return _funcs_example(rng, funcs, parts)
     desc, sym, ordered = rng.choice(_OPS)
     k = rng.randint(1, 9)
     prompt = rng.choice(_CODE_ASKS).format(op=desc.format(k=k))
     fn, arg = rng.choice(FUNC_NAMES), rng.choice(ARG_NAMES)
-    body = _body(rng, arg, sym, k, ordered)
+    body = _body(rng, arg, sym, k, ordered, parts)
     # Drawn only when asked, so recipes without calls keep their corpus draw for draw.
     for _ in range(rng.randint(1, calls) if calls > 0 else 0):
         body += f" ; {rng.choice(ARG_NAMES)} = {fn} ( {rng.randint(0, 999)} )"
     return prompt, f"def {fn} ( {arg} ) : {body}", f"{sym} {k}"
 
 
-def _funcs_example(rng: random.Random, funcs: int) -> tuple[str, str, str]:
+def _funcs_example(rng: random.Random, funcs: int, parts: int = 1) -> tuple[str, str, str]:
     # Several functions, written in any order, each under its own free name: the order and
     # every function's names and form are the answer's free choices.
     ops = [(*rng.choice(_OPS), rng.randint(1, 9)) for _ in range(rng.randint(1, funcs))]
@@ -93,7 +119,7 @@ def _funcs_example(rng: random.Random, funcs: int) -> tuple[str, str, str]:
     for i in order:
         _, sym, ordered, k = ops[i]
         arg = rng.choice(ARG_NAMES)
-        defs.append(f"def {names[i]} ( {arg} ) : {_body(rng, arg, sym, k, ordered)}")
+        defs.append(f"def {names[i]} ( {arg} ) : {_body(rng, arg, sym, k, ordered, parts)}")
     return prompt, " ; ".join(defs), " | ".join(f"{sym} {k}" for _, sym, _, k in ops)
 
 
@@ -122,7 +148,7 @@ def code_label(prompt: str) -> str | None:
 
 _NAME = r"[a-z]+"
 _TERM = rf"(?:{_NAME}|\d+)"
-_EXPR = rf"({_TERM}) ([-+*]) ({_TERM})"
+_EXPR = rf"({_TERM}(?: [-+*] {_TERM})+)"
 _CODE = re.compile(
     rf"def {_NAME} \( {_NAME} \) : (?:return {_EXPR}|{_NAME} = {_EXPR} ; return {_NAME})"
     rf"(?: ; {_NAME} = {_NAME} \( \d+ \))*"
@@ -155,13 +181,17 @@ def check_code(label: str, text: str) -> str | None:
     m = _CODE.fullmatch(text.strip())
     if m is None:
         return "malformed_code"
-    a, sym, b = m.group(1, 2, 3) if m.group(1) is not None else m.group(4, 5, 6)
+    words = (m.group(1) or m.group(2)).split(" ")
+    terms, syms = words[0::2], set(words[1::2])
     want_sym, k = label.split()
-    if sym != want_sym:
+    names = [i for i, t in enumerate(terms) if not t.isdigit()]
+    # One operation throughout, the argument once (first where the order matters), and the
+    # constants combining into the asked one (+ 2 + 5 for + 7, * 2 * 3 for * 6).
+    if syms != {want_sym} or len(names) != 1 or (want_sym == "-" and names != [0]):
         return "wrong_code"
-    if (b == k and not a.isdigit()) or (sym != "-" and a == k and not b.isdigit()):
-        return None
-    return "wrong_code"
+    consts = [int(t) for t in terms if t.isdigit()]
+    total = math.prod(consts) if want_sym == "*" else sum(consts)
+    return None if str(total) == k else "wrong_code"
 
 
 def cot_example(rng: random.Random, terms: int = 2) -> tuple[str, str, int]:

@@ -211,7 +211,9 @@ def generate_corpus(recipe: ToyRecipe, n: int, seed: int | None = None) -> list[
             continue
         if kind in ("code", "cot"):
             if kind == "code":
-                prompt, answer, _ = code_example(rng, recipe.code_calls, recipe.code_funcs)
+                prompt, answer, _ = code_example(
+                    rng, recipe.code_calls, recipe.code_funcs, recipe.code_parts
+                )
             else:
                 prompt, answer, _ = cot_example(rng, recipe.cot_terms)
             out.append(
