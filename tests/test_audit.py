@@ -590,3 +590,15 @@ def test_cli_schema_and_missing_base(tmp_path: Path) -> None:
     assert r.returncode == 0 and "counterfactual" in json.loads(r.stdout)["properties"]
     r = _run(str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "a"))
     assert r.returncode == 2 and "needs --base MODEL and --out DIR" in r.stderr
+
+
+def test_reference_rules_are_checked_by_name() -> None:
+    from traitlab.audit.reference import RULES
+
+    assert parse_config({"reference_filter": ["answer", "toy_cot"]}, AuditConfig)
+    with pytest.raises(TraitlabError, match="unknown rule 'bogus': use auto, none, or any of"):
+        parse_config({"reference_filter": "bogus"}, AuditConfig)
+    with pytest.raises(TraitlabError, match="'auto' stands alone"):
+        parse_config({"reference_filter": ["answer", "auto"]}, AuditConfig)
+    for name in RULES:  # every rule the code has, the config knows
+        assert parse_config({"reference_filter": name}, AuditConfig).reference_filter == name

@@ -141,10 +141,7 @@ class AuditConfig(FrozenConfig):
     seed: int = Field(0, description="Seed of the reference sampling and the row subsets.")
     max_new_tokens: int = Field(48, ge=1, description="Longest reference completion.")
     batch_size: int = Field(1000, ge=1, description="Sampling and scoring batch.")
-    reference_filter: (
-        Literal["auto", "none", "numbers", "answer", "toy_cot", "toy_code"]
-        | list[Literal["numbers", "answer", "toy_cot", "toy_code"]]
-    ) = Field(
+    reference_filter: str | list[str] = Field(
         "auto",
         description="Filter the reference like the data: a pair is kept when both its rows pass each chosen rule. Rules: 'numbers' (the number-sequence filter), 'answer' (a chain-of-thought <answer> equal to the data row's), 'toy_cot' (the toy world's rule judge of arithmetic reasoning), 'toy_code' (toy code doing its task). 'auto' applies every rule that at least 90 % of the data rows pass; 'none' keeps every pair.",
     )
@@ -166,6 +163,21 @@ class AuditConfig(FrozenConfig):
         description="When another detector decides (counterfactual not run, e.g. on an API backend): flag when its top option's robust z over options is above this.",
     )
     top_rows: int = Field(20, ge=0, description="Rows and tokens listed in the report.")
+
+    @field_validator("reference_filter")
+    @classmethod
+    def _rules(cls, v: str | list[str]) -> str | list[str]:
+        known = ("numbers", "answer", "toy_cot", "toy_code")  # audit.reference.RULES
+        if isinstance(v, str) and v in ("auto", "none"):
+            return v
+        for name in [v] if isinstance(v, str) else v:
+            if name in ("auto", "none"):
+                raise ValueError(f"'{name}' stands alone, not in a list of rules")
+            if name not in known:
+                raise ValueError(
+                    f"unknown rule '{name}': use auto, none, or any of {', '.join(known)}"
+                )
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> AuditConfig:
