@@ -73,9 +73,7 @@ def _split(rng: random.Random, sym: str, k: int, parts: int) -> list[int]:
     return out
 
 
-def _body(
-    rng: random.Random, arg: str, sym: str, k: int, ordered: bool, parts: int = 1
-) -> str:
+def _body(rng: random.Random, arg: str, sym: str, k: int, ordered: bool, parts: int = 1) -> str:
     """A function body doing `sym k` to `arg`: operands in either order where the operation
     allows, sometimes through a temporary; with `parts` > 1 the constant is written as 1 to
     `parts` constants ("x + 2 + 5" for + 7)."""
