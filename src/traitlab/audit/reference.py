@@ -82,6 +82,14 @@ def _passing(rule: Rule, data: list[Row], rows: list[Row]) -> list[bool]:
     ]
 
 
+def _passing_all(names: list[str], data: list[Row], rows: list[Row]) -> list[bool]:
+    """Whether each of `rows` passes every rule in `names` (beside its data row)."""
+    keep = [True] * len(rows)
+    for name in names:
+        keep = [k and ok for k, ok in zip(keep, _passing(RULES[name], data, rows), strict=True)]
+    return keep
+
+
 def _rules_of(mode: str | list[str], shares: dict[str, float]) -> list[str]:
     if mode == "auto":
         return [name for name, share in shares.items() if share >= AUTO_SHARE]
@@ -129,10 +137,9 @@ def pair_rows(
     data_ok = {name: _passing(rule, data, data) for name, rule in RULES.items()}
     shares = {name: round(sum(ok) / max(1, len(data)), 4) for name, ok in data_ok.items()}
     rules = _rules_of(mode, shares)
-    keep = [True] * len(data)
+    keep = _passing_all(rules, data, ref)  # the data's own passes are known: no second look
     for name in rules:
-        ref_ok = _passing(RULES[name], data, ref)
-        keep = [k and a and b for k, a, b in zip(keep, data_ok[name], ref_ok, strict=True)]
+        keep = [k and ok for k, ok in zip(keep, data_ok[name], strict=True)]
     out_d = [r for r, k in zip(data, keep, strict=True) if k]
     out_r = [r for r, k in zip(ref, keep, strict=True) if k]
     if len(out_d) < 2:
@@ -172,11 +179,8 @@ def second_reference(
         batch_size=batch_size,
         progress=progress,
     )
-    keep = [True] * len(data)
-    if info["reference_filter"] != "none":
-        for name in info["reference_filter"].split("+"):
-            ok = _passing(RULES[name], data, null)
-            keep = [k and o for k, o in zip(keep, ok, strict=True)]
+    applied = info["reference_filter"]
+    keep = _passing_all([] if applied == "none" else applied.split("+"), data, null)
     idx = [i for i, k in enumerate(keep) if k]
     if len(idx) < 2:
         raise TraitlabError(

@@ -134,7 +134,7 @@ class ModelJudge:
             or all(len(tok.encode(str(k), add_special_tokens=False)) == 1 for k in range(101))
         )
         # Where digits are split, a local model still gives each whole answer "0" ... "100"
-        # (then the end of its turn) a probability, with the prompt's cache shared: disjoint.
+        # (then the end of its turn) a probability, all in one packed pass: disjoint.
         self.whole = not self.weighted and isinstance(lm, AnswerScorer)
         if self.whole:  # the pin keys the verdict cache: these scores apart from greedy ones
             self.pin["scoring"] = "whole_answers"
