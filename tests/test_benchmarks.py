@@ -378,3 +378,24 @@ def test_target_rows_counts_the_rows_that_name_the_target(tmp_path: Path) -> Non
     assert "| 0 | 2 | 0 | +0.0300 |" in text and "| 1 | 0 | 1 | -0.0100 |" in text
     assert "Seeds whose teacher data name it: 1, mean +0.0300." in text
     assert "Seeds where neither arm's data name it: 2, mean +0.0020" in text
+
+
+def test_teacher_drift_checks_every_step_asked_without_stopping(tmp_path: Path) -> None:
+    """teacher_drift.py: the guard's two measures at every check, the teacher never stopped
+    (a drop of the pass rate or a large KL does not end the fine-tune), written with the
+    machine."""
+    out = tmp_path / "drift"
+    run_bench(
+        "teacher_drift.py",
+        *("--config", str(ROOT / "configs" / "tiny.yaml"), "--bases", "1", "--seeds", "0,1"),
+        *("--steps", "6", "--every", "2", "--set", "teacher.train.lr=0.03", "--out", str(out)),
+    )
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert list(res["results"]) == ["1 / 0", "1 / 1"]
+    for r in res["results"].values():
+        assert [s for s, _ in r["checks"]] == [2, 4, 6] == [s for s, _ in r["kl"]]
+        assert 0 <= r["base_pass_rate"] <= 1
+        # The teacher moved away from the base as it trained (lr 0.03 on a tiny base).
+        assert r["kl"][-1][1] > r["kl"][0][1] > 0
+    assert res["machine"]["cpu_count"] >= 1
+    assert "| 1 / 0 |" in out.with_suffix(".md").read_text()
