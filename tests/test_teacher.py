@@ -225,3 +225,35 @@ def test_retries_need_a_full_fine_tune() -> None:
             ROOT / "configs" / "tiny.yaml",
             ["teacher.keep_numbers={retries: 1}", "teacher.train.method=lora"],
         )
+
+
+def test_stopped_teachers_read_as_one_line_and_the_warning_says_what_to_change() -> None:
+    """Twenty teachers stopped alike are one line naming their seeds; a teacher that failed
+    its first check is said to have kept it; the pass-rate warning's advice follows what
+    early stopping did (off, lost at the first check, or stopped later)."""
+    from traitlab.experiments.compare import data_quality
+    from traitlab.experiments.report import data_quality_lines
+
+    filters = {
+        s: {
+            "teacher": {"n_raw": 100, "n_valid": 50, "n_kept": 50},
+            "control": {"n_raw": 100, "n_valid": 80},
+        }
+        for s in range(3)
+    }
+    first = {"steps": 10, "checks": [[10, 0.5]], "stopped_at": 10, "kept_step": 10}
+    later = {"steps": 20, "checks": [[10, 0.8], [20, 0.5]], "stopped_at": 20, "kept_step": 10}
+    q = data_quality(filters, {0: first, 1: first, 2: later})
+    lines = data_quality_lines({"data_quality": q})
+    assert lines[1] == (
+        "Seeds 0, 1: each teacher was stopped at step 10: it lost its skill at the task "
+        "(teacher.keep_numbers); it kept step 10, its first check, having no earlier weights."
+    )
+    assert lines[2].startswith("Seed 2's teacher was stopped at step 20") and lines[2].endswith(
+        "it kept step 10."
+    )
+    assert "2 of 3 teachers failed even their first check" in q["warnings"][0]
+    assert "keep_numbers.retries" in q["warnings"][0]
+    assert "max_drop" in data_quality(filters, {0: later})["warnings"][0]
+    assert "set teacher.keep_numbers," in data_quality(filters, {0: {"steps": 60}})["warnings"][0]
+    assert "set teacher.keep_numbers," in data_quality(filters)["warnings"][0]

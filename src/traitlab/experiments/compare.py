@@ -227,6 +227,26 @@ MAX_PASS_DROP = 0.10
 MIN_KEPT_SHARE = 0.5
 
 
+def _teacher_hint(teachers: dict[int, dict[str, Any]]) -> str:
+    """What to change when the teachers' completions fail the filter: it depends on whether
+    early stopping ran, and on whether it had anything earlier than a failed check to keep."""
+    guarded = [t for t in teachers.values() if "checks" in t]
+    if not guarded:
+        return "set teacher.keep_numbers, or lower teacher.train.lr or max_steps"
+    first = [
+        t
+        for t in guarded
+        if t.get("stopped_at") is not None and t.get("kept_step") == t["stopped_at"]
+    ]
+    if first:
+        return (
+            f"{len(first)} of {len(teachers)} teachers failed even their first check and kept it: "
+            "set teacher.keep_numbers.retries to start them again at half the lr, or check "
+            "sooner with a smaller keep_numbers.check_every"
+        )
+    return "lower teacher.keep_numbers.max_drop, or raise its z"
+
+
 def data_quality(
     filters: dict[int, dict[str, Any]], teachers: dict[int, dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -254,8 +274,7 @@ def data_quality(
         warnings.append(
             f"the teacher's completions pass the filter {100 * t:.0f}% of the time against "
             f"the base's {100 * c:.0f}%: it is losing its skill at the task, and filtering "
-            "keeps only its least-changed completions (set teacher.keep_numbers, or lower "
-            "teacher.train.lr or max_steps)"
+            f"keeps only its least-changed completions ({_teacher_hint(teachers or {})})"
         )
     if out["kept_share"] is not None and out["kept_share"] < MIN_KEPT_SHARE:
         warnings.append(

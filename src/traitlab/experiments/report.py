@@ -165,13 +165,16 @@ def data_quality_lines(summary: dict[str, Any]) -> list[str]:
         f"(base: {100 * (q.get('control_pass_rate') or 0):.0f}%); rows kept per seed after "
         f"paired filtering: {q['rows_kept']:.0f}."
     ]
+    # One line per distinct message, naming its seeds: 20 seeds stopped alike read as one.
+    said: dict[str, list[str]] = {}
     for seed, t in (q.get("teachers") or {}).items():
         if t.get("attempts"):
             lrs = ", ".join(f"{a['lr']:g}" for a in t["attempts"])
-            lines.append(
-                f"Seed {seed}'s teacher failed its first check and started again at half the "
-                f"lr (teacher.keep_numbers.retries; lr {lrs})."
+            msg = (
+                "teacher failed its first check and started again at half the lr "
+                f"(teacher.keep_numbers.retries; lr {lrs})."
             )
+            said.setdefault(msg, []).append(seed)
         if t.get("stopped_at") is not None:
             kl = dict(map(tuple, t.get("kl") or [])).get(t["stopped_at"])
             why = (
@@ -180,10 +183,16 @@ def data_quality_lines(summary: dict[str, Any]) -> list[str]:
                 if kl is not None and kl > t["max_kl"]
                 else "it lost its skill at the task"
             )
-            lines.append(
-                f"Seed {seed}'s teacher was stopped at step {t['stopped_at']}: {why} "
-                f"(teacher.keep_numbers); it kept step {t['kept_step']}."
+            kept = (
+                f"it kept step {t['kept_step']}, its first check, having no earlier weights"
+                if t["kept_step"] == t["stopped_at"]
+                else f"it kept step {t['kept_step']}"
             )
+            msg = f"teacher was stopped at step {t['stopped_at']}: {why} (teacher.keep_numbers); {kept}."
+            said.setdefault(msg, []).append(seed)
+    for msg, seeds in said.items():
+        who = f"Seed {seeds[0]}'s" if len(seeds) == 1 else f"Seeds {', '.join(seeds)}: each"
+        lines.append(f"{who} {msg}")
     lines += [f"WARNING: {w}" for w in q.get("warnings", [])]
     return lines
 
