@@ -241,7 +241,7 @@ def _teacher_hint(teachers: dict[int, dict[str, Any]]) -> str:
     if first:
         return (
             f"{len(first)} of {len(teachers)} teachers failed even their first check and kept it: "
-            "set teacher.keep_numbers.retries to start them again at half the lr, or check "
+            "set or raise teacher.keep_numbers.retries to start them again at half the lr, or check "
             "sooner with a smaller keep_numbers.check_every"
         )
     return "lower teacher.keep_numbers.max_drop, or raise its z"
