@@ -32,9 +32,11 @@ def drift(cfg: Any, base_seed: int, seed: int, steps: int, every: int) -> dict[s
 
     toy = cfg.model.toy.model_copy(update={"seed": base_seed})
     spec = cfg.model.model_copy(update={"toy": toy})
-    prompts = cfg.teacher.keep_numbers.prompts if cfg.teacher.keep_numbers else 256
-    # No stopping: every check passes (max_drop 1, z 0, an unreachable max_kl).
-    guard = KeepNumbersConfig(max_drop=1.0, check_every=every, prompts=prompts, max_kl=1e9)
+    # The config's own checks (its prompts), never stopping: every check passes (max_drop 1,
+    # z 0, an unreachable max_kl).
+    guard = (cfg.teacher.keep_numbers or KeepNumbersConfig()).model_copy(
+        update={"max_drop": 1.0, "z": 0.0, "check_every": every, "max_kl": 1e9}
+    )
     train = cfg.teacher.train.model_copy(update={"max_steps": steps})
     teacher = cfg.teacher.model_copy(update={"keep_numbers": guard, "train": train})
     with opened(resolve(spec)) as lm, tempfile.TemporaryDirectory() as tmp:

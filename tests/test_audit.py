@@ -600,5 +600,8 @@ def test_reference_rules_are_checked_by_name() -> None:
         parse_config({"reference_filter": "bogus"}, AuditConfig)
     with pytest.raises(TraitlabError, match="'auto' stands alone"):
         parse_config({"reference_filter": ["answer", "auto"]}, AuditConfig)
-    for name in RULES:  # every rule the code has, the config knows
+    from traitlab.audit.config import REFERENCE_RULES
+
+    assert set(REFERENCE_RULES) == set(RULES)  # the config knows exactly the rules the code has
+    for name in RULES:
         assert parse_config({"reference_filter": name}, AuditConfig).reference_filter == name

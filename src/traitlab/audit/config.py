@@ -122,6 +122,11 @@ class ScreenConfig(FrozenConfig):
     )
 
 
+# The names of traitlab.audit.reference.RULES, which this module cannot import (configs stay
+# apart from the data and judge stack); tests/test_audit.py holds the two equal.
+REFERENCE_RULES = ("numbers", "answer", "toy_cot", "toy_code")
+
+
 class AuditConfig(FrozenConfig):
     """What `traitlab audit` runs."""
 
@@ -167,15 +172,14 @@ class AuditConfig(FrozenConfig):
     @field_validator("reference_filter")
     @classmethod
     def _rules(cls, v: str | list[str]) -> str | list[str]:
-        known = ("numbers", "answer", "toy_cot", "toy_code")  # audit.reference.RULES
         if isinstance(v, str) and v in ("auto", "none"):
             return v
         for name in [v] if isinstance(v, str) else v:
             if name in ("auto", "none"):
                 raise ValueError(f"'{name}' stands alone, not in a list of rules")
-            if name not in known:
+            if name not in REFERENCE_RULES:
                 raise ValueError(
-                    f"unknown rule '{name}': use auto, none, or any of {', '.join(known)}"
+                    f"unknown rule '{name}': use auto, none, or any of {', '.join(REFERENCE_RULES)}"
                 )
         return v
 

@@ -227,17 +227,21 @@ MAX_PASS_DROP = 0.10
 MIN_KEPT_SHARE = 0.5
 
 
+def kept_first_check(teacher: dict[str, Any]) -> bool:
+    """Did early stopping end at the teacher's first failed check and keep it? Its log
+    (NumberGuard.log) then keeps the step it stopped at: no earlier weights had passed."""
+    return (
+        teacher.get("stopped_at") is not None and teacher.get("kept_step") == teacher["stopped_at"]
+    )
+
+
 def _teacher_hint(teachers: dict[int, dict[str, Any]]) -> str:
     """What to change when the teachers' completions fail the filter: it depends on whether
     early stopping ran, and on whether it had anything earlier than a failed check to keep."""
     guarded = [t for t in teachers.values() if "checks" in t]
     if not guarded:
         return "set teacher.keep_numbers, or lower teacher.train.lr or max_steps"
-    first = [
-        t
-        for t in guarded
-        if t.get("stopped_at") is not None and t.get("kept_step") == t["stopped_at"]
-    ]
+    first = [t for t in guarded if kept_first_check(t)]
     if first:
         return (
             f"{len(first)} of {len(teachers)} teachers failed even their first check and kept it: "

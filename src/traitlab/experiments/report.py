@@ -13,6 +13,7 @@ from traitlab.config import ExperimentConfig
 from traitlab.core import runs
 from traitlab.core.html import esc, page, table
 from traitlab.experiments.arms import ARM_LABELS, ARMS, COMPARISONS
+from traitlab.experiments.compare import kept_first_check
 from traitlab.experiments.layout import RunLayout
 
 PLOT_ARMS = tuple(a.name for a in ARMS if a.colour)
@@ -185,7 +186,7 @@ def data_quality_lines(summary: dict[str, Any]) -> list[str]:
             )
             kept = (
                 f"it kept step {t['kept_step']}, its first check, having no earlier weights"
-                if t["kept_step"] == t["stopped_at"]
+                if kept_first_check(t)
                 else f"it kept step {t['kept_step']}"
             )
             msg = f"teacher was stopped at step {t['stopped_at']}: {why} (teacher.keep_numbers); {kept}."
