@@ -24,7 +24,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def build(base_name: str, rows: int, tiny: bool) -> tuple[Any, list[Any], list[Any]]:
+def build(
+    base_name: str, rows: int, tiny: bool, device: str = "cpu"
+) -> tuple[Any, list[Any], list[Any]]:
     """(the base ModelRef, data, reference): `rows` pairs of the base's own numbers."""
     import bench_audit as b
 
@@ -35,7 +37,7 @@ def build(base_name: str, rows: int, tiny: bool) -> tuple[Any, list[Any], list[A
 
     specs = {"toy": b.DATASETS, "demo": b.DEMO_DATASETS}[base_name]
     spec = next(s for s in specs if s[0] == "own-1")
-    base = resolve(ToyModel(toy=b._toy(spec[6], tiny), device="cpu"))
+    base = resolve(ToyModel(toy=b._toy(spec[6], tiny), device=device))
     cfg = AuditConfig()
     # ~7 % of the base's rows fail the number filter, on either side: 20 % spare.
     data = b.make_dataset(spec, int(rows * 1.2) + 8, tiny)
@@ -65,9 +67,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=8000, help="paired rows screened")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tiny", action="store_true", help="tiny bases, 64 rows: a smoke run")
+    ap.add_argument("--device", default="cpu", help="cpu (the issue's 2-core goal), cuda, auto")
     a = ap.parse_args()
     rows = 64 if a.tiny else a.rows
-    base, data, ref = build(a.base, rows, a.tiny)
+    base, data, ref = build(a.base, rows, a.tiny, a.device)
     cfg = AuditConfig()
     probes = build_probes(cfg)
     runs = []
@@ -96,6 +99,8 @@ def main() -> None:
         "median_run": min(runs, key=lambda r: abs(r["wall"] - median)),
         "runs": runs,
         "torch_threads": torch.get_num_threads(),
+        "device": a.device,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "machine": machine_info(),
     }
     d = Path(a.out)
@@ -105,9 +110,9 @@ def main() -> None:
     rest = m["seconds"] - m["gradient_seconds"] - m["scoring_seconds"]
     md = (
         f"### The first-order screen on {rows:,} paired rows ({a.base} base)\n\n"
-        f"`python benchmarks/bench_screen.py --base {a.base} --rows {rows}`: "
+        f"`python benchmarks/bench_screen.py --base {a.base} --rows {rows} --device {a.device}`: "
         f"{out['machine'].get('cpu')}, {out['machine'].get('cpu_count')} cores, "
-        f"{out['torch_threads']} torch threads.\n\n"
+        f"{out['torch_threads']} torch threads, GPU {out['gpu']}.\n\n"
         "| | seconds |\n|---|---:|\n"
         f"| screen, median of {a.repeats} (min - max) | **{median:.1f}** "
         f"({min(walls):.1f} - {max(walls):.1f}) |\n"

@@ -79,7 +79,9 @@ BAD_CONFIGS: list[tuple[str, dict[str, str | bytes], str]] = [
 # Model problems: caught before any work, for every command that loads a model.
 BAD_MODELS: list[tuple[str, str, Callable[[Path], None] | None, str]] = [
     ("device-banana", "model: {name: toy, device: banana}\n", None, "device 'banana'"),
-    ("device-cuda", "model: {name: toy, device: cuda}\n", None, "no CUDA GPU"),
+    # cuda:99 fails on every machine: "no CUDA GPU" without one, "only N device(s)" with one
+    # (a bare `cuda` passed on the GPU machine, which is not a hostile input there).
+    ("device-cuda", "model: {name: toy, device: 'cuda:99'}\n", None, "device 'cuda:99'"),
     ("path-missing", "model: {name: ./no/such/model}\n", None, "no such directory"),
     ("path-is-file", "model: {name: ./afile}\n", None, "is a file"),
     (

@@ -170,7 +170,9 @@ def test_whole_answer_probs_are_exact_and_disjoint() -> None:
 
     questions = ["Name your favorite animal using only one word.", "Hi ?"]
     answers = ["owl", "1", "1 2", "1 2 3", "owl ."]
-    with opened(resolve(ToyModel())) as lm:
+    # On the CPU in float32: this checks the arithmetic, not a device's rounding (with a GPU,
+    # `auto` would pick bfloat16, where packed and separate passes differ by ~1 %).
+    with opened(resolve(ToyModel(device="cpu"))) as lm:
         got = lm.answer_probs(questions, answers, batch_size=2)
         model, tok = lm.model, lm.tokenizer
         stops = stop_token_ids(model, tok)
