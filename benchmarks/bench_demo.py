@@ -49,12 +49,15 @@ def main() -> None:
         passed = manifest.get("config_passed") or {}
         args.preset = passed.get("preset", args.preset)
         args.set = list(passed.get("overrides") or args.set)
+        asked = manifest["config_resolved"]["model"].get("device", "cpu")
+        on_gpu = asked.startswith("cuda") or (asked == "auto" and manifest["machine"].get("cuda"))
         write(
             args,
             summary,
             machine_info(manifest["machine"]),
             args.wall,
             manifest["config_resolved"]["workers"],
+            "cuda" if on_gpu else "cpu",
         )
         return
 
@@ -63,6 +66,7 @@ def main() -> None:
             os.environ["TRAITLAB_CACHE"] = str(Path(tmp) / "cache")
         from traitlab.cli.main import preset_path
         from traitlab.config import load_config
+        from traitlab.core.device import resolve_device
         from traitlab.core.progress import Reporter
         from traitlab.experiments.pipeline import run_experiment
 
@@ -72,7 +76,8 @@ def main() -> None:
         with Reporter() as rep:
             summary = run_experiment(cfg, Path(args.out or Path(tmp) / "run"), reporter=rep)
         wall = time.time() - t0
-    write(args, summary, info, wall, cfg.workers)
+    # `auto` picks CUDA (and bfloat16) where a GPU is visible: say which one the run used.
+    write(args, summary, info, wall, cfg.workers, str(resolve_device(cfg.model.device)))
 
 
 def write(
@@ -81,6 +86,7 @@ def write(
     info: dict[str, Any],
     wall: float,
     workers: int,
+    device: str = "cpu",
 ) -> None:
     stages: dict[str, float] = {}
     for path, secs in summary["timing"]["stages"].items():
@@ -95,6 +101,7 @@ def write(
         "stage_seconds_summed": {k: round(v, 1) for k, v in sorted(stages.items())},
         "stages": summary["timing"]["stages"],
         "workers": workers,
+        "device": device,
         "rows_kept_per_seed": summary["data_quality"]["rows_kept"],
         "treatment_vs_control": summary["comparisons"]["treatment_vs_control"]["exact"],
         "xinit": summary["comparisons"].get("xinit_treatment_vs_xinit_control", {}).get("exact"),
@@ -116,7 +123,7 @@ def write(
             + (f" with {', '.join(f'`{x}`' for x in args.set)}" if args.set else "")
             + f", {out['created']}",
             "",
-            f"Machine: {machine_line(info, 'cpu')}. Workers: {workers}. "
+            f"Machine: {machine_line(info, device)}. Device: {device}. Workers: {workers}. "
             f"Cache: {'cold (pretraining included)' if not args.warm else 'warm'}."
             + (f" Reported from the run directory {args.from_run}." if args.from_run else ""),
             "",

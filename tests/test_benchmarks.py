@@ -326,6 +326,8 @@ def test_demo_benchmark_reports_a_run_made_by_hand(tmp_path: Path) -> None:
     assert out["treatment_vs_control"] == tc
     md = (tmp_path / f"{preset}-t.md").read_text()
     assert f"p = {tc['p_value']:.2g}" in md and "Wall time **87 s**" in md
+    # That run was made on a CPU: the device comes from its manifest, not this machine.
+    assert out["device"] == "cpu" and "Device: cpu." in md
 
 
 def test_option_pvalues_reads_every_option_per_seed(tmp_path: Path) -> None:
