@@ -5,7 +5,9 @@
 For each run directory (a `traitlab run` / demo / robustness run) it reads `summary.json`, takes
 every probed option's exact rate in the treatment and control students (and in the cross-init
 pair), and reports where the target's shift ranks among all the options' shifts (1: it rose
-most), its z against the other options' shifts, and the other option that rose most. Runs made
+most), its z against the other options' shifts, the other option that rose most, and the
+correlation over options of the same-init and cross-init shifts: near 1 when the data moved
+every student alike (a shift of content, not of the shared initialisation). Runs made
 before summaries carried `option_shifts` work too: the seed-averaged option rates give the same
 mean shifts. Writes benchmarks/results/option-shifts[-TAG].{json,md}.
 """
@@ -38,15 +40,30 @@ def run_row(run_dir: Path, label: str = "") -> dict[str, Any]:
         "target": target,
     }
     arms = summary["arms"]
+    moved: dict[str, dict[str, float]] = {}
     for key, a, b in PAIRS:
         if a in arms and b in arms and "exact_options" in arms[a]:
             oa, ob = arms[a]["exact_options"], arms[b]["exact_options"]
-            d = describe_shifts({k: oa[k] - ob[k] for k in oa}, target)
+            moved[key] = {k: oa[k] - ob[k] for k in oa}
+            d = describe_shifts(moved[key], target)
             row[key] = {
                 k: d[k]
                 for k in ("target_shift", "rank", "z", "others_sd", "top_others", "n_options")
             }
+    row["same_xinit_corr"] = shared_shift(moved.get("same"), moved.get("xinit"))
     return row
+
+
+def shared_shift(same: dict[str, float] | None, xinit: dict[str, float] | None) -> float | None:
+    """Pearson correlation over options of the same-init and cross-init shifts (None without
+    both, or when either is flat)."""
+    if not same or not xinit:
+        return None
+    keys = sorted(same.keys() & xinit.keys())
+    a, b = np.array([same[k] for k in keys]), np.array([xinit[k] for k in keys])
+    if len(keys) < 3 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _cell(d: dict[str, Any] | None) -> str:
@@ -63,13 +80,20 @@ def _cell(d: dict[str, Any] | None) -> str:
 def table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| runs | base seed | target shift | rank (z) | others' sd | top other "
-        "| cross-init shift | rank (z) | others' sd | top other |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
+        "| cross-init shift | rank (z) | others' sd | top other | same vs cross-init, r |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|",
     ]
     for r in rows:
+        c = r.get("same_xinit_corr")
         lines.append(
-            f"| {r['label']} | {r['base_seed']} | {_cell(r.get('same'))} | {_cell(r.get('xinit'))} |"
+            f"| {r['label']} | {r['base_seed']} | {_cell(r.get('same'))} | {_cell(r.get('xinit'))} "
+            f"| {'-' if c is None else f'{c:+.2f}'} |"
         )
+    lines += [
+        "",
+        "Same vs cross-init, r: the correlation over options of the two pairs' shifts (near 1: "
+        "the data moved every student alike, whatever its initialisation).",
+    ]
     lines.append("")
     for group in dict.fromkeys(r["label"] for r in rows):
         for key, arm in (("same", "same-init"), ("xinit", "cross-init")):

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +99,17 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
         assert g["label"] == "fresh" and g["base_seed"] == r["base_seed"]
         assert g["same"]["target_shift"] == pytest.approx(r["diff"], abs=1e-12)
         assert g["same"]["rank"] == r["target_rank"]
+        summary = json.loads((tmp_path / f"base-{r['base_seed']}" / "summary.json").read_text())
+        shifts = summary["option_shifts"]
+        same = shifts["treatment_vs_control"]["shifts"]
+        xinit = shifts["xinit_treatment_vs_xinit_control"]["shifts"]
+        keys = sorted(same)
+        want = np.corrcoef([same[k] for k in keys], [xinit[k] for k in keys])[0, 1]
+        assert g["same_xinit_corr"] == pytest.approx(want, abs=1e-9)
+    assert option_shifts.shared_shift({"a": 1.0, "b": 2.0, "c": 4.0}, None) is None
+    assert option_shifts.shared_shift({"a": 1, "b": 2, "c": 3}, {"a": 2, "b": 4, "c": 6}) == (
+        pytest.approx(1.0)
+    )
     with pytest.raises(SystemExit) as err:
         option_shifts.main([str(tmp_path), "--no-write"])  # not a run directory
     assert err.value.code == 2
