@@ -702,7 +702,12 @@ def test_broken_pipe_is_quiet(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])
+            ),
+        },
     )
     assert r.stdout == '{\n "$defs"'[:10]
     assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr
