@@ -10,7 +10,6 @@ fixed (issue 9's list is here, case by case).
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from subproc import ENV
 from traitlab.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -702,12 +702,7 @@ def test_broken_pipe_is_quiet(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])
-            ),
-        },
+        env=ENV,
     )
     assert r.stdout == '{\n "$defs"'[:10]
     assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr

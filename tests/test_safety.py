@@ -14,18 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from subproc import ENV
 from traitlab.cli.main import main
 from traitlab.core import runs
 from traitlab.core.errors import TraitlabError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
-# src first, the caller's PYTHONPATH kept (where packages come from it, as on a machine
-# with carried wheels, replacing it hid them from the subprocesses).
-ENV = {
-    **os.environ,
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
-}
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, str]]:

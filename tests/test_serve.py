@@ -9,7 +9,6 @@ twice mid-generation still end with exactly one row per prompt.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import sqlite3
@@ -21,14 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from subproc import ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
-# src first, the caller's PYTHONPATH kept (where packages come from it, as on a machine
-# with carried wheels, replacing it hid them from the subprocesses).
-ENV = {
-    **os.environ,
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
-}
 
 
 def start_server(*extra: str, cache: Path) -> tuple[subprocess.Popen[str], str]:
