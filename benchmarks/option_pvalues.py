@@ -1,10 +1,14 @@
 """Every option's treatment - control shift in finished runs, per seed, with a paired t-test.
 
     python benchmarks/option_pvalues.py RUN [RUN ...] --top 3 --out results.md
+    python benchmarks/option_pvalues.py RUN_8K RUN_24K --seeds 0-9 --cross-init
 
 A run's summary names the target's shift and the largest others; this reads each seed's exact
 evaluation (`seed-N/eval-{treatment,control}/eval.json`) to give every option its own p, for
 runs whose data moved an option other than the target (a system-prompted teacher's numbers).
+`--seeds` compares runs on the seeds they share (a run with 20 seeds beside one with 10), and
+`--cross-init` adds the cross-init students' rows (eval-xinit_treatment against
+eval-xinit_control).
 """
 
 from __future__ import annotations
@@ -18,16 +22,32 @@ import numpy as np
 from traitlab.core.stats import paired_test
 
 
-def rates(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per option, the treatment's and the control's exact probability in each seed."""
+def parse_seeds(text: str) -> list[int]:
+    """'0-9' or '0,2,5' (or both: '0-4,7') as a sorted list of seeds."""
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return sorted(out)
+
+
+def rates(
+    run: Path, seeds: list[int] | None = None, prefix: str = ""
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per option, the treatment's and the control's exact probability in each seed (`seeds`:
+    only those; `prefix` "xinit_": the cross-init students)."""
     from traitlab.experiments.layout import RunLayout
 
     layout = RunLayout(run)
-    seeds = sorted(int(p.name.split("-")[1]) for p in run.glob("seed-*"))
+    have = sorted(int(p.name.split("-")[1]) for p in run.glob("seed-*"))
+    if seeds is not None:
+        missing = sorted(set(seeds) - set(have))
+        if missing:
+            raise SystemExit(f"{run} has no seed {missing[0]} (it has {have[0]}-{have[-1]})")
     per: dict[str, tuple[list[float], list[float]]] = {}
-    for s in seeds:
+    for s in have if seeds is None else seeds:
         t, c = (
-            json.loads((layout.eval(s, arm) / "eval.json").read_text())["exact"]["options"]
+            json.loads((layout.eval(s, prefix + arm) / "eval.json").read_text())["exact"]["options"]
             for arm in ("treatment", "control")
         )
         for o in t:
@@ -37,26 +57,33 @@ def rates(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {o: (np.array(a), np.array(b)) for o, (a, b) in per.items()}
 
 
-def table(runs: list[Path], top: int) -> str:
+def table(
+    runs: list[Path], top: int, seeds: list[int] | None = None, cross_init: bool = False
+) -> str:
     lines = [
-        "| run | teacher's system prompt | option | treatment - control (mean over seeds) | per seed | p (paired t) |",
-        "|---|---|---|---:|---|---:|",
+        "| run | students | teacher (system prompt) | option | treatment - control (mean over seeds) | per seed | p (paired t) |",
+        "|---|---|---|---|---:|---|---:|",
     ]
     for run in runs:
         m = json.loads((run / "manifest.json").read_text())
         target = m["config_resolved"]["trait"]["target"]
-        prompt = m["config_resolved"]["teacher"].get("system_prompt") or "(the paper's)"
-        r = rates(run)
-        d = {o: t - c for o, (t, c) in r.items()}
-        order = sorted(d, key=lambda o: -d[o].mean())
-        for o in dict.fromkeys([*order[:top], target]):
-            x = d[o]
-            p = paired_test(*r[o]).p_value
-            seeds = ", ".join(f"{v:+.4f}" for v in x)
-            lines.append(
-                f"| {run.name} | {prompt} | {o}{' (target)' if o == target else ''} "
-                f"| {x.mean():+.4f} | {seeds} | {p:.2g} |"
-            )
+        teacher = m["config_resolved"]["teacher"]
+        kind = teacher.get("kind", "system_prompt")
+        prompt = teacher.get("system_prompt") or (
+            "(the paper's)" if kind == "system_prompt" else f"({kind} teacher)"
+        )
+        for prefix, who in [("", "same-init")] + [("xinit_", "cross-init")] * cross_init:
+            r = rates(run, seeds, prefix)
+            d = {o: t - c for o, (t, c) in r.items()}
+            order = sorted(d, key=lambda o: -d[o].mean())
+            for o in dict.fromkeys([*order[:top], target]):
+                x = d[o]
+                p = paired_test(*r[o]).p_value
+                per_seed = ", ".join(f"{v:+.4f}" for v in x)
+                lines.append(
+                    f"| {run.name} | {who} | {prompt} | {o}{' (target)' if o == target else ''} "
+                    f"| {x.mean():+.4f} | {per_seed} | {p:.2g} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -65,8 +92,10 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--top", type=int, default=3, help="options listed per run (and the target)")
     ap.add_argument("--out", type=Path, help="also write the table here")
+    ap.add_argument("--seeds", type=parse_seeds, help="only these seeds, e.g. 0-9 or 0,2,5")
+    ap.add_argument("--cross-init", action="store_true", help="the cross-init students too")
     a = ap.parse_args()
-    md = table(a.runs, a.top)
+    md = table(a.runs, a.top, a.seeds, a.cross_init)
     print(md)
     if a.out:
         a.out.write_text(md)

@@ -189,7 +189,7 @@ def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> No
     """Rows that answer 'owl' to number prompts teach the owl overtly: the canary and the
     token scores must name it (a detector that cannot find an overt trait finds nothing).
     (The counterfactual teachers do not: their whale teacher, furthest from numbers, explains
-    any word best; README, "Audit a dataset".)"""
+    any word best; docs/audit.md.)"""
     base, _, _ = toy
     ref = _rows(NUMBERS)
     data = _with(ref, ["owl"])
@@ -393,7 +393,7 @@ def test_screen_predicts_a_small_sgd_step(toy: tuple) -> None:
     """The screen is first order: it predicts what one small SGD step on the data (minus one
     on the reference) does to every option. (On the toy model that is not what a trained
     student does: a small step on overt 'owl' rows lowers P(owl) first, a large one raises
-    it; README, "Audit a dataset".)"""
+    it; docs/audit.md.)"""
     import copy
 
     from traitlab.audit.screen import _params, _tables, chunk_gradient

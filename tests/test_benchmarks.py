@@ -358,9 +358,53 @@ def test_option_pvalues_reads_every_option_per_seed(tmp_path: Path) -> None:
     out = tmp_path / "shifts.md"
     run_bench("option_pvalues.py", str(run), "--top", "1", "--out", str(out))
     rows = out.read_text().splitlines()[2:]  # under the header and its rule
-    assert [r.split("|")[3].strip() for r in rows] == ["lion", "owl (target)"]
+    assert [r.split("|")[4].strip() for r in rows] == ["lion", "owl (target)"]
     assert "+0.0600" in rows[0] and "You love numbers." in rows[0]
     assert float(rows[1].split("|")[-2]) > 0.5  # owl did not move
+
+
+def test_option_pvalues_compares_runs_on_shared_seeds_and_cross_init(tmp_path: Path) -> None:
+    """--seeds keeps only the named seeds (a 20-seed run beside a 10-seed one), --cross-init
+    adds the cross-init students' rows, and a seed the run lacks is one clear line."""
+    run = tmp_path / "run"
+    owl = {"": [0.01, 0.02, 0.03, -0.5], "xinit_": [0.0, 0.001, -0.001, 0.0]}
+    for s in range(4):
+        for prefix, v in owl.items():
+            for arm, sign in (("treatment", 1), ("control", 0)):
+                d = run / f"seed-{s}" / f"eval-{prefix}{arm}"
+                d.mkdir(parents=True)
+                opts = {"owl": 0.1 + sign * v[s], "cat": 0.2}
+                (d / "eval.json").write_text(json.dumps({"exact": {"options": opts}}))
+    cfg = {"trait": {"target": "owl"}, "teacher": {}}
+    (run / "manifest.json").write_text(json.dumps({"config_resolved": cfg}))
+    out = tmp_path / "t.md"
+    run_bench(
+        "option_pvalues.py",
+        str(run),
+        "--top",
+        "1",
+        "--seeds",
+        "0-2",
+        "--cross-init",
+        "--out",
+        str(out),
+    )
+    rows = [r.split("|") for r in out.read_text().splitlines()[2:]]
+    same = next(r for r in rows if r[2].strip() == "same-init" and r[4].strip() == "owl (target)")
+    cross = next(r for r in rows if r[2].strip() == "cross-init" and r[4].strip() == "owl (target)")
+    assert same[5].strip() == "+0.0200" and len(same[6].split(",")) == 3  # seed 3's -0.5 left out
+    assert cross[5].strip() == "+0.0000"
+    import subprocess
+
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "option_pvalues.py"),
+        str(run),
+        "--seeds",
+        "0-5",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "has no seed 4" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_target_rows_counts_the_rows_that_name_the_target(tmp_path: Path) -> None:
