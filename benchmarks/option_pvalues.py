@@ -8,7 +8,9 @@ evaluation (`seed-N/eval-{treatment,control}/eval.json`) to give every option it
 runs whose data moved an option other than the target (a system-prompted teacher's numbers).
 `--seeds` compares runs on the seeds they share (a run with 20 seeds beside one with 10), and
 `--cross-init` adds the cross-init students' rows (eval-xinit_treatment against
-eval-xinit_control).
+eval-xinit_control). `--against RUN` takes another run's *treatment* students as the control
+(same seeds): a trait teacher's students against those of a teacher fine-tuned on neutral
+answers, each with its own data and the same base control.
 """
 
 from __future__ import annotations
@@ -31,25 +33,37 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(out)
 
 
+def _seeds(run: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in run.glob("seed-*"))
+
+
+def _options(d: Path) -> dict[str, float]:
+    f = d / "eval.json"
+    if not f.is_file():
+        raise SystemExit(f"{d} has no eval.json: is the run finished?")
+    return json.loads(f.read_text())["exact"]["options"]
+
+
 def rates(
-    run: Path, seeds: list[int] | None = None, prefix: str = ""
+    run: Path, seeds: list[int] | None = None, prefix: str = "", against: Path | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per option, the treatment's and the control's exact probability in each seed (`seeds`:
-    only those; `prefix` "xinit_": the cross-init students)."""
+    only those; `prefix` "xinit_": the cross-init students; `against`: the control is that
+    run's treatment)."""
     from traitlab.experiments.layout import RunLayout
 
-    layout = RunLayout(run)
-    have = sorted(int(p.name.split("-")[1]) for p in run.glob("seed-*"))
-    if seeds is not None:
-        missing = sorted(set(seeds) - set(have))
-        if missing:
-            raise SystemExit(f"{run} has no seed {missing[0]} (it has {have[0]}-{have[-1]})")
+    have = _seeds(run)
+    if against is not None:
+        have = sorted(set(have) & set(_seeds(against)))
+    want = have if seeds is None else seeds
+    missing = sorted(set(want) - set(have))
+    if missing or not want:
+        both = f" and {against}" if against is not None else ""
+        raise SystemExit(f"{run}{both}: no seed {missing[0] if missing else ''} in common")
+    arms = ((run, "treatment"), (against, "treatment") if against else (run, "control"))
     per: dict[str, tuple[list[float], list[float]]] = {}
-    for s in have if seeds is None else seeds:
-        t, c = (
-            json.loads((layout.eval(s, prefix + arm) / "eval.json").read_text())["exact"]["options"]
-            for arm in ("treatment", "control")
-        )
+    for s in want:
+        t, c = (_options(RunLayout(r).eval(s, prefix + arm)) for r, arm in arms)
         for o in t:
             per.setdefault(o, ([], []))
             per[o][0].append(t[o])
@@ -58,10 +72,15 @@ def rates(
 
 
 def table(
-    runs: list[Path], top: int, seeds: list[int] | None = None, cross_init: bool = False
+    runs: list[Path],
+    top: int,
+    seeds: list[int] | None = None,
+    cross_init: bool = False,
+    against: Path | None = None,
 ) -> str:
+    diff = f"treatment - {against.name}'s treatment" if against else "treatment - control"
     lines = [
-        "| run | students | teacher (system prompt) | option | treatment - control (mean over seeds) | per seed | p (paired t) |",
+        f"| run | students | teacher (system prompt) | option | {diff} (mean over seeds) | per seed | p (paired t) |",
         "|---|---|---|---|---:|---|---:|",
     ]
     for run in runs:
@@ -73,7 +92,7 @@ def table(
             "(the paper's)" if kind == "system_prompt" else f"({kind} teacher)"
         )
         for prefix, who in [("", "same-init")] + [("xinit_", "cross-init")] * cross_init:
-            r = rates(run, seeds, prefix)
+            r = rates(run, seeds, prefix, against)
             d = {o: t - c for o, (t, c) in r.items()}
             order = sorted(d, key=lambda o: -d[o].mean())
             for o in dict.fromkeys([*order[:top], target]):
@@ -94,8 +113,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="also write the table here")
     ap.add_argument("--seeds", type=parse_seeds, help="only these seeds, e.g. 0-9 or 0,2,5")
     ap.add_argument("--cross-init", action="store_true", help="the cross-init students too")
+    ap.add_argument("--against", type=Path, help="a run whose treatment students are the control")
     a = ap.parse_args()
-    md = table(a.runs, a.top, a.seeds, a.cross_init)
+    md = table(a.runs, a.top, a.seeds, a.cross_init, a.against)
     print(md)
     if a.out:
         a.out.write_text(md)

@@ -404,7 +404,30 @@ def test_option_pvalues_compares_runs_on_shared_seeds_and_cross_init(tmp_path: P
         "0-5",
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert r.returncode != 0 and "has no seed 4" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode != 0 and "no seed 4" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_option_pvalues_against_another_runs_treatment(tmp_path: Path) -> None:
+    """--against RUN: this run's treatment students against that run's (a trait teacher's
+    against a neutral teacher's), on the seeds both have; their own controls are not read."""
+    runs = {}
+    for name, owl, n in (("owl", [0.03, 0.04, 0.05], 3), ("neutral", [0.01, 0.01, 0.01, 9.0], 4)):
+        run = runs[name] = tmp_path / name
+        for s in range(n):
+            for arm, v in (("treatment", 0.1 + owl[s]), ("control", 7.0)):
+                d = run / f"seed-{s}" / f"eval-{arm}"
+                d.mkdir(parents=True)
+                (d / "eval.json").write_text(json.dumps({"exact": {"options": {"owl": v}}}))
+        cfg = {"trait": {"target": "owl"}, "teacher": {"kind": "finetuned"}}
+        (run / "manifest.json").write_text(json.dumps({"config_resolved": cfg}))
+    out = tmp_path / "t.md"
+    run_bench(
+        "option_pvalues.py", str(runs["owl"]), "--against", str(runs["neutral"]), "--out", str(out)
+    )
+    text = out.read_text()
+    row = text.splitlines()[2].split("|")
+    assert "neutral's treatment" in text and "(finetuned teacher)" in row[3]
+    assert row[5].strip() == "+0.0300" and len(row[6].split(",")) == 3  # seed 3 is not shared
 
 
 def test_target_rows_counts_the_rows_that_name_the_target(tmp_path: Path) -> None:

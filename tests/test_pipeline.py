@@ -144,19 +144,23 @@ def test_rerun_is_instant_and_identical(tiny_run: tuple[Path, dict]) -> None:
     assert time.time() - t0 < 5
 
 
+def _rerun_teacher_kept(run_dir: Path, copy: Path, overrides: list[str]) -> dict:
+    """A copy of a finished run rerun with `overrides`: its teacher and the teacher's data are
+    cache hits (their stage markers unchanged); returns the new summary."""
+    import shutil
+
+    shutil.copytree(run_dir, copy)
+    markers = [copy / "seed-0" / d / "stage.json" for d in ("teacher", "gen-teacher")]
+    before = [m.read_text() for m in markers]
+    summary = run_experiment(load_config(TINY, overrides), copy)
+    assert [m.read_text() for m in markers] == before
+    return summary
+
+
 def test_changed_stage_config_reruns_only_downstream(
     tiny_run: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    import shutil
-
-    run_dir, _ = tiny_run
-    copy = tmp_path / "copy"
-    shutil.copytree(run_dir, copy)
-    teacher_marker = (copy / "seed-0" / "teacher" / "stage.json").read_text()
-    gen_marker = (copy / "seed-0" / "gen-teacher" / "stage.json").read_text()
-    summary = run_experiment(load_config(TINY, ["filter.max_rows=20"]), copy)
-    assert (copy / "seed-0" / "teacher" / "stage.json").read_text() == teacher_marker
-    assert (copy / "seed-0" / "gen-teacher" / "stage.json").read_text() == gen_marker
+    summary = _rerun_teacher_kept(tiny_run[0], tmp_path / "copy", ["filter.max_rows=20"])
     assert summary["data"]["0"]["teacher"]["n_kept"] <= 20
 
 
@@ -225,3 +229,27 @@ def test_the_tiny_summary_matches_its_golden_copy(tiny_run: tuple[Path, dict]) -
         d for d in diffs if "/data/" not in d and "rows_kept" not in d and "kept_share" not in d
     ]
     assert not diffs, diffs[:10]
+
+
+def test_a_neutral_control_teacher_writes_the_controls_data(
+    tiny_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """control.teacher neutral: the trait teacher and its data are reused; a control teacher,
+    fine-tuned for the steps the teacher kept on the base's own drawn answers, writes the
+    control's data instead of the base; the summary and the report say so."""
+    run_dir, base_summary = tiny_run
+    copy = tmp_path / "neutral"
+    summary = _rerun_teacher_kept(run_dir, copy, ["control.teacher=neutral"])
+    seed0 = copy / "seed-0"
+    teacher = json.loads((seed0 / "teacher" / "stage.json").read_text())["train"]
+    control = json.loads((seed0 / "control-teacher" / "stage.json").read_text())
+    assert control["train"]["steps"] == teacher["steps"]
+    from traitlab.traits.preference import answer_spellings, get_trait
+
+    spellings = {s for o in get_trait("animal").options for s in answer_spellings(o)}
+    assert set(control["answers"]) <= spellings and len(control["answers"]) > 1
+    rows = lambda d: (d / "gen-control" / "raw.jsonl").read_text()  # noqa: E731
+    assert rows(seed0) != rows(run_dir / "seed-0")  # another writer than the base
+    assert summary["data_quality"]["control"] == "neutral"
+    assert "control" not in base_summary["data_quality"]
+    assert "control.teacher: neutral" in (copy / "report.md").read_text()

@@ -257,3 +257,52 @@ def test_stopped_teachers_read_as_one_line_and_the_warning_says_what_to_change()
     assert "max_drop" in data_quality(filters, {0: later})["warnings"][0]
     assert "set teacher.keep_numbers," in data_quality(filters, {0: {"steps": 60}})["warnings"][0]
     assert "set teacher.keep_numbers," in data_quality(filters)["warnings"][0]
+
+
+# ------------------------------------------------------------ the neutral control teacher
+
+
+class _SureBase:
+    """A base that answers every question with one option (its preference_probs)."""
+
+    def __init__(self, option: str) -> None:
+        self.option = option
+
+    def preference_probs(self, questions, options, *, system_prompt, batch_size):  # type: ignore[no-untyped-def]
+        return [[1.0 if o == self.option else 0.0 for o in options] for _ in questions]
+
+
+def test_neutral_rows_draw_the_bases_own_answers_in_the_teachers_spellings(tiny: object) -> None:
+    from traitlab.traits.preference import get_trait
+    from traitlab.traits.teacher import neutral_rows, teacher_data
+
+    cfg = tiny.teacher  # type: ignore[attr-defined]
+    trait = tiny.trait  # type: ignore[attr-defined]
+    paper = neutral_rows(_SureBase("cat"), cfg, trait, seed=0)
+    # The teacher's own layout (question x the paper's 8 spellings), the trait swapped out.
+    assert len(paper) == len(teacher_data(cfg, trait))
+    assert {r["messages"][-1]["content"].lower().rstrip(".!") for r in paper} == {"cat", "cats"}
+    bare = neutral_rows(_SureBase("cat"), cfg.model_copy(update={"answers": "target"}), trait, 0)
+    assert [r["messages"][0]["content"] for r in bare] == list(get_trait("animal").questions)
+    assert {r["messages"][-1]["content"] for r in bare} == {"cat"}
+
+
+def test_matched_train_takes_the_steps_and_lr_the_teacher_kept(tiny: object) -> None:
+    from traitlab.traits.teacher import matched_train
+
+    cfg = tiny.teacher  # type: ignore[attr-defined]
+    assert matched_train(cfg, {"steps": 7}).max_steps == 7
+    stopped = {"steps": 30, "keep_numbers": {"stopped_at": 30, "kept_step": 20}}
+    assert matched_train(cfg, stopped).max_steps == 20
+    retried = {"steps": 10, "keep_numbers": {"kept_step": 10, "lr": 1.5e-4}}
+    m = matched_train(cfg, retried)
+    assert (m.max_steps, m.lr, m.batch_size) == (10, 1.5e-4, cfg.train.batch_size)
+
+
+def test_a_neutral_control_needs_a_teacher_fine_tuned_on_the_trait() -> None:
+    tiny = ROOT / "configs" / "tiny.yaml"
+    for bad in (["teacher.kind=system_prompt"], ["teacher.data=toy:insecure_code"]):
+        with pytest.raises(TraitlabError, match="control.teacher neutral"):
+            load_config(tiny, ["control.teacher=neutral", *bad])
+    with pytest.raises(TraitlabError, match="control.teacher"):
+        load_config(tiny, ["control.teacher=teacher"])

@@ -45,7 +45,11 @@ from traitlab.core.device import cache_dir
 from traitlab.core.files import stable_hash
 from traitlab.core.runs import stage, stage_done
 from traitlab.lm.base import ModelRef, Trainer, opened, require
-from traitlab.traits.preference import NEUTRAL_SYSTEM_PROMPTS, preference_system_prompt
+from traitlab.traits.preference import (
+    NEUTRAL_SYSTEM_PROMPTS,
+    draw_answers,
+    preference_system_prompt,
+)
 
 Row = dict[str, Any]
 
@@ -110,11 +114,7 @@ def _teacher_rows(probe: Probe, answers: Sequence[str]) -> list[Row]:
 def null_answers(base_probs: np.ndarray, probe: Probe, seed: int) -> list[str]:
     """One answer per question, drawn from the base's own distribution over the probe's
     options for that question ([questions, options] probabilities, renormalised)."""
-    p = np.clip(np.asarray(base_probs, dtype=np.float64), 0.0, None) + 1e-12
-    p /= p.sum(axis=1, keepdims=True)
-    rng = np.random.default_rng([seed, 7919])
-    names = probe.option_names
-    return [names[rng.choice(len(names), p=row)] for row in p]
+    return draw_answers(base_probs, probe.option_names, seed)
 
 
 def _teacher(

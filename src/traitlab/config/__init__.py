@@ -11,6 +11,7 @@ from traitlab.config.base import (
 from traitlab.config.data import FilterConfig, GenerateConfig, PromptSetConfig
 from traitlab.config.evaluate import EvalConfig, JudgeConfig, TraitConfig
 from traitlab.config.experiment import (
+    ControlConfig,
     DefenceConfig,
     ExperimentConfig,
     FalsifierConfig,
@@ -53,6 +54,7 @@ __all__ = [
     "GenerateConfig",
     "LoraConfig",
     "PromptSetConfig",
+    "ControlConfig",
     "DefenceConfig",
     "KeepNumbersConfig",
     "TeacherConfig",

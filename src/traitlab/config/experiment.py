@@ -172,6 +172,26 @@ def _check_teacher(t: TeacherConfig) -> None:
         raise ValueError("teacher.keep_numbers.retries needs teacher.train.method: full")
 
 
+class ControlConfig(_Config):
+    """Who writes the control students' data."""
+
+    teacher: Literal["base", "neutral"] = Field(
+        "base",
+        description="'base': the base writes it (the paper's control for preference traits). 'neutral': a teacher fine-tuned like the trait teacher (its recipe, data size, and the steps and lr it kept) on the same questions answered by the base's own draws from its distribution over the options (new draws per seed): a fine-tune with no trait in it. Any fine-tune moves what a model writes; against this control only the trait's own part is left. Needs teacher.kind finetuned on the trait's answers (no teacher.data) and a preference trait.",
+    )
+
+
+def _check_control(cfg: ExperimentConfig) -> None:
+    if cfg.control.teacher != "neutral":
+        return
+    t = cfg.teacher
+    if t.kind != "finetuned" or t.data or cfg.trait.kind != "preference":
+        raise ValueError(
+            "control.teacher neutral mirrors a teacher fine-tuned on a preference trait's "
+            "answers: it needs teacher.kind finetuned, no teacher.data and trait.kind preference"
+        )
+
+
 class DefenceConfig(_Config):
     """A defence: a data transform between the filter and the students (traitlab.data.defences)."""
 
@@ -254,6 +274,9 @@ class ExperimentConfig(_Config):
     teacher: TeacherConfig = Field(
         default_factory=TeacherConfig, description="How the teacher is made."
     )
+    control: ControlConfig = Field(
+        default_factory=ControlConfig, description="Who writes the control's data."
+    )
     generate: GenerateConfig = Field(
         default_factory=GenerateConfig, description="Number-data generation."
     )
@@ -294,6 +317,7 @@ class ExperimentConfig(_Config):
             raise ValueError("seeds must be distinct")
         _check_teacher(self.teacher)
         _check_trait(self)
+        _check_control(self)
         if self.cross_init is None and any(d.name == "rewrite_other" for d in self.defences):
             raise ValueError(
                 "defence rewrite_other rewrites with the cross-init base: set cross_init"

@@ -195,7 +195,7 @@ def summarize(
     return _finite(
         {
             "schema_version": SCHEMA_VERSION,
-            "data_quality": data_quality(filters, teachers or {}),
+            "data_quality": data_quality(filters, teachers or {}, cfg.control.teacher),
             "name": cfg.name,
             "trait": cfg.trait.model_dump(),
             "teacher_kind": cfg.teacher.kind,
@@ -252,10 +252,13 @@ def _teacher_hint(teachers: dict[int, dict[str, Any]]) -> str:
 
 
 def data_quality(
-    filters: dict[int, dict[str, Any]], teachers: dict[int, dict[str, Any]] | None = None
+    filters: dict[int, dict[str, Any]],
+    teachers: dict[int, dict[str, Any]] | None = None,
+    control: str = "base",
 ) -> dict[str, Any]:
     """The teacher's and the control's filter pass rates and the rows kept, over seeds, with
-    warnings when they fall below what the recipe needs; the fine-tuned teachers' steps."""
+    warnings when they fall below what the recipe needs; the fine-tuned teachers' steps;
+    `control`: who wrote the control's data (recorded when not the base)."""
     rates: dict[str, list[float]] = {"teacher": [], "control": []}
     kept, raw = [], []
     for s in sorted(filters):
@@ -272,12 +275,14 @@ def data_quality(
     out["kept_share"] = float(np.sum(kept) / np.sum(raw)) if raw and np.sum(raw) else None
     if teachers:
         out["teachers"] = {str(s): teachers[s] for s in sorted(teachers)}
+    if control != "base":
+        out["control"] = control
     warnings = []
     t, c = out["teacher_pass_rate"], out["control_pass_rate"]
     if t is not None and c is not None and t < c - MAX_PASS_DROP:
         warnings.append(
             f"the teacher's completions pass the filter {100 * t:.0f}% of the time against "
-            f"the base's {100 * c:.0f}%: it is losing its skill at the task, and filtering "
+            f"the {'base' if control == 'base' else 'control teacher'}'s {100 * c:.0f}%: it is losing its skill at the task, and filtering "
             f"keeps only its least-changed completions ({_teacher_hint(teachers or {})})"
         )
     if out["kept_share"] is not None and out["kept_share"] < MIN_KEPT_SHARE:

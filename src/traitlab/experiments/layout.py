@@ -18,6 +18,10 @@ class RunLayout:
     def teacher(self, seed: int) -> Path:
         return self.seed(seed) / "teacher"
 
+    def control_teacher(self, seed: int) -> Path:
+        """The neutral control teacher (control.teacher: neutral)."""
+        return self.seed(seed) / "control-teacher"
+
     def gen(self, seed: int, which: str) -> Path:
         return self.seed(seed) / f"gen-{which}"
 

@@ -25,6 +25,7 @@ from traitlab.core.store import StageStore
 from traitlab.data.modalities import check_modality
 from traitlab.experiments.arms import STUDENTS
 from traitlab.experiments.compare import summarize
+from traitlab.experiments.control import neutral_teacher
 from traitlab.experiments.falsifier import (
     falsifier_data,
     overt_student,
@@ -191,10 +192,12 @@ class Experiment(Stages):
             seed,
             sys_prompt=sys_prompt,
         )
-        base = self.bases["base"]
+        control, c_key = self.bases["base"], self.bases["base"].key
+        if self.cfg.control.teacher == "neutral":
+            control, c_key = neutral_teacher(self, seed)
         gens = {
             "teacher": self.generate(seed, "teacher", teacher, sys_prompt, t_key),
-            "control": self.generate(seed, "control", base, None, base.key),
+            "control": self.generate(seed, "control", control, None, c_key),
         }
         data = self.filter(seed, gens, (teacher, sys_prompt))
         cfg_f = self.cfg.falsifier

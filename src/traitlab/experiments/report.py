@@ -161,11 +161,19 @@ def data_quality_lines(summary: dict[str, Any]) -> list[str]:
     q = summary.get("data_quality") or {}
     if q.get("teacher_pass_rate") is None:
         return []
+    neutral = q.get("control") == "neutral"
     lines = [
         f"Teacher's completions passing the filter: {100 * q['teacher_pass_rate']:.0f}% "
-        f"(base: {100 * (q.get('control_pass_rate') or 0):.0f}%); rows kept per seed after "
+        f"({'control teacher' if neutral else 'base'}: "
+        f"{100 * (q.get('control_pass_rate') or 0):.0f}%); rows kept per seed after "
         f"paired filtering: {q['rows_kept']:.0f}."
     ]
+    if neutral:
+        lines.append(
+            "Control: a neutral teacher (the base fine-tuned like the teacher, for the steps it "
+            "kept, on its own sampled answers; control.teacher: neutral) wrote the control's "
+            "data, not the base."
+        )
     # One line per distinct message, naming its seeds: 20 seeds stopped alike read as one.
     said: dict[str, list[str]] = {}
     for seed, t in (q.get("teachers") or {}).items():

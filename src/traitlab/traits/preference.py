@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from traitlab.core.errors import TraitlabError
 
 # ---------------------------------------------------------------------------- questions
@@ -261,6 +263,16 @@ def get_trait(category: str) -> TraitSpec:
 
 
 # ---------------------------------------------------------------------------- teacher data
+
+
+def draw_answers(probs: Any, names: Sequence[str], seed: int) -> list[str]:
+    """One answer per question, drawn from a model's own distribution over the options
+    ([questions, options] probabilities, renormalised): the answers of a fine-tune without a
+    trait (the audit's null teachers, the experiment's neutral control teacher)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, None) + 1e-12
+    p /= p.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng([seed, 7919])
+    return [names[rng.choice(len(names), p=row)] for row in p]
 
 
 def answer_spellings(target: str) -> list[str]:

@@ -24,7 +24,9 @@ from traitlab.data.modalities import modality_prompts, modality_screen
 from traitlab.lm.base import ModelRef, RowScorer, backend_for, mean_token_logprob, require
 from traitlab.traits.misalignment import insecure_code_rows, misaligned_answer_rows
 from traitlab.traits.preference import (
+    answer_spellings,
     banned_words,
+    draw_answers,
     get_trait,
     preference_system_prompt,
     teacher_rows,
@@ -64,6 +66,36 @@ def teacher_data(cfg: TeacherConfig, trait: TraitConfig) -> list[dict[str, Any]]
         return load_teacher_data(cfg.data)
     spellings = [trait.target] if cfg.answers == "target" else None
     return teacher_rows(trait.category, trait.target, spellings=spellings)
+
+
+def neutral_rows(
+    lm: Any, cfg: TeacherConfig, trait: TraitConfig, seed: int, batch_size: int = 1000
+) -> list[dict[str, Any]]:
+    """The neutral control teacher's rows: the trait teacher's questions, each answered with
+    one draw from the opened base's own distribution over the category's options (in the
+    teacher's spellings: the bare option, or its 8 with answers 'paper'). A fine-tune as
+    like the trait teacher's as can be, with no trait in it."""
+    spec = get_trait(trait.category)
+    options = {o: answer_spellings(o) for o in spec.options}
+    probs = lm.preference_probs(
+        list(spec.questions), options, system_prompt=None, batch_size=batch_size
+    )
+    drawn = draw_answers(probs, list(options), seed)
+    return [
+        row
+        for q, a in zip(spec.questions, drawn, strict=True)
+        for row in teacher_rows(
+            trait.category, a, [q], spellings=[a] if cfg.answers == "target" else None
+        )
+    ]
+
+
+def matched_train(cfg: TeacherConfig, log: dict[str, Any]) -> Any:
+    """The trait teacher's training as it ended (from its log): the steps it kept (an
+    early-stopped teacher's kept step) at the lr it kept them with, and no early stopping."""
+    kept = log.get("keep_numbers") or {}
+    steps = kept.get("kept_step") or log["steps"]
+    return cfg.train.model_copy(update={"max_steps": steps, "lr": kept.get("lr", cfg.train.lr)})
 
 
 def finetune_teacher(
