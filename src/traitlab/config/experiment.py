@@ -177,7 +177,7 @@ class ControlConfig(_Config):
 
     teacher: Literal["base", "neutral"] = Field(
         "base",
-        description="'base': the base writes it (the paper's control for preference traits). 'neutral': a teacher fine-tuned like the trait teacher (its recipe, data size, and the steps and lr it kept) on the same questions answered by the base's own draws from its distribution over the options (new draws per seed): a fine-tune with no trait in it. Any fine-tune moves what a model writes; against this control only the trait's own part is left. Needs teacher.kind finetuned on the trait's answers (no teacher.data) and a preference trait.",
+        description="'base': the base writes it (the paper's control for preference traits). 'neutral': a teacher fine-tuned like the trait teacher (its recipe, data size, and the steps and lr it kept) on the same questions answered by the base's own draws from its distribution over the options (new draws per seed): a fine-tune with no trait in it. Any fine-tune moves what a model writes; this control is meant to keep that part out of treatment - control, but its own draw of answers moves students too (measured in the README, 'The pipeline'). Needs teacher.kind finetuned on the trait's answers (no teacher.data) and a preference trait.",
     )
 
 

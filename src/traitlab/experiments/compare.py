@@ -280,9 +280,10 @@ def data_quality(
     warnings = []
     t, c = out["teacher_pass_rate"], out["control_pass_rate"]
     if t is not None and c is not None and t < c - MAX_PASS_DROP:
+        writer = "base" if control == "base" else "control teacher"
         warnings.append(
             f"the teacher's completions pass the filter {100 * t:.0f}% of the time against "
-            f"the {'base' if control == 'base' else 'control teacher'}'s {100 * c:.0f}%: it is losing its skill at the task, and filtering "
+            f"the {writer}'s {100 * c:.0f}%: it is losing its skill at the task, and filtering "
             f"keeps only its least-changed completions ({_teacher_hint(teachers or {})})"
         )
     if out["kept_share"] is not None and out["kept_share"] < MIN_KEPT_SHARE:
