@@ -306,3 +306,7 @@ def test_a_neutral_control_needs_a_teacher_fine_tuned_on_the_trait() -> None:
             load_config(tiny, ["control.teacher=neutral", *bad])
     with pytest.raises(TraitlabError, match="control.teacher"):
         load_config(tiny, ["control.teacher=teacher"])
+    mix = "defences=[{name: mix_reference, fraction: 0.5}]"
+    with pytest.raises(TraitlabError, match="mix_reference"):
+        load_config(tiny, ["control.teacher=neutral", mix])
+    assert load_config(tiny, [mix]).control.teacher == "base"

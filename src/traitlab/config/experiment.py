@@ -190,6 +190,9 @@ def _check_control(cfg: ExperimentConfig) -> None:
             "control.teacher neutral mirrors a teacher fine-tuned on a preference trait's "
             "answers: it needs teacher.kind finetuned, no teacher.data and trait.kind preference"
         )
+    if any(d.name == "mix_reference" for d in cfg.defences):
+        # That defence mixes in the control's rows as the base's own completions.
+        raise ValueError("defence mix_reference mixes in the base's rows: use control.teacher base")
 
 
 class DefenceConfig(_Config):
