@@ -10,7 +10,8 @@ runs whose data moved an option other than the target (a system-prompted teacher
 `--cross-init` adds the cross-init students' rows (eval-xinit_treatment against
 eval-xinit_control). `--against RUN` takes another run's *treatment* students as the control
 (same seeds): a trait teacher's students against those of a teacher fine-tuned on neutral
-answers, each with its own data and the same base control.
+answers, each with its own data and the same base control; with `--arm control`, this run's
+control students against that run's (two controls compared).
 """
 
 from __future__ import annotations
@@ -45,11 +46,15 @@ def _options(d: Path) -> dict[str, float]:
 
 
 def rates(
-    run: Path, seeds: list[int] | None = None, prefix: str = "", against: Path | None = None
+    run: Path,
+    seeds: list[int] | None = None,
+    prefix: str = "",
+    against: Path | None = None,
+    arm: str = "treatment",
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per option, the treatment's and the control's exact probability in each seed (`seeds`:
     only those; `prefix` "xinit_": the cross-init students; `against`: the control is that
-    run's treatment)."""
+    run's `arm`, compared with this run's `arm`)."""
     from traitlab.experiments.layout import RunLayout
 
     have = _seeds(run)
@@ -60,7 +65,7 @@ def rates(
     if missing or not want:
         both = f" and {against}" if against is not None else ""
         raise SystemExit(f"{run}{both}: no seed {missing[0] if missing else ''} in common")
-    arms = ((run, "treatment"), (against, "treatment") if against else (run, "control"))
+    arms = ((run, arm), (against, arm)) if against else ((run, "treatment"), (run, "control"))
     per: dict[str, tuple[list[float], list[float]]] = {}
     for s in want:
         t, c = (_options(RunLayout(r).eval(s, prefix + arm)) for r, arm in arms)
@@ -77,8 +82,9 @@ def table(
     seeds: list[int] | None = None,
     cross_init: bool = False,
     against: Path | None = None,
+    arm: str = "treatment",
 ) -> str:
-    diff = f"treatment - {against.name}'s treatment" if against else "treatment - control"
+    diff = f"{arm} - {against.name}'s {arm}" if against else "treatment - control"
     lines = [
         f"| run | students | teacher (system prompt) | option | {diff} (mean over seeds) | per seed | p (paired t) |",
         "|---|---|---|---|---:|---|---:|",
@@ -92,7 +98,7 @@ def table(
             "(the paper's)" if kind == "system_prompt" else f"({kind} teacher)"
         )
         for prefix, who in [("", "same-init")] + [("xinit_", "cross-init")] * cross_init:
-            r = rates(run, seeds, prefix, against)
+            r = rates(run, seeds, prefix, against, arm)
             d = {o: t - c for o, (t, c) in r.items()}
             order = sorted(d, key=lambda o: -d[o].mean())
             for o in dict.fromkeys([*order[:top], target]):
@@ -114,8 +120,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=parse_seeds, help="only these seeds, e.g. 0-9 or 0,2,5")
     ap.add_argument("--cross-init", action="store_true", help="the cross-init students too")
     ap.add_argument("--against", type=Path, help="a run whose treatment students are the control")
+    ap.add_argument(
+        "--arm",
+        choices=("treatment", "control"),
+        default="treatment",
+        help="with --against: which students of the two runs to compare",
+    )
     a = ap.parse_args()
-    md = table(a.runs, a.top, a.seeds, a.cross_init, a.against)
+    if a.arm != "treatment" and a.against is None:
+        ap.error("--arm needs --against")
+    md = table(a.runs, a.top, a.seeds, a.cross_init, a.against, a.arm)
     print(md)
     if a.out:
         a.out.write_text(md)

@@ -428,6 +428,11 @@ def test_option_pvalues_against_another_runs_treatment(tmp_path: Path) -> None:
     row = text.splitlines()[2].split("|")
     assert "neutral's treatment" in text and "(finetuned teacher)" in row[3]
     assert row[5].strip() == "+0.0300" and len(row[6].split(",")) == 3  # seed 3 is not shared
+    run_bench(
+        "option_pvalues.py", str(runs["owl"]), "--against", str(runs["neutral"]),
+        "--arm", "control", "--out", str(out),
+    )  # fmt: skip
+    assert out.read_text().splitlines()[2].split("|")[5].strip() == "+0.0000"  # 7.0 - 7.0
 
 
 def test_target_rows_counts_the_rows_that_name_the_target(tmp_path: Path) -> None:
