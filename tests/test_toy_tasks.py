@@ -292,3 +292,33 @@ def test_toy_code_with_split_constants() -> None:
     assert check_code("+ 7", "def f ( x ) : return x + 2 + x") == "wrong_code"
     with pytest.raises(ValueError, match="choose one"):
         ToyRecipe(code_parts=3, code_calls=2)
+
+
+def test_fixed_names_keep_every_other_choice_and_the_corpus_draws() -> None:
+    """code_names fixed: the same answers as free names but for f, x and z, draw for draw (so
+    the rest of a corpus is unchanged); every answer still does its task."""
+    import random
+
+    from traitlab.data.toy_tasks import check_code, code_example
+
+    free, fixed = random.Random(5), random.Random(5)
+    for _ in range(200):
+        _, a, _ = code_example(free, 0, 1, 3)
+        prompt, b, label = code_example(fixed, 0, 1, 3, fixed_names=True)
+        assert check_code(label, b) is None
+        assert set(b.split()) - set(a.split()) <= {"f", "x", "z"}
+        names = {w for w in b.split() if w.isalpha()} - {"def", "return"}
+        assert names <= {"f", "x", "z"}
+        assert [w for w in a.split() if not w.isalpha()] == [
+            w for w in b.split() if not w.isalpha()
+        ]
+    assert free.random() == fixed.random()
+
+
+def test_fixed_names_need_one_function_per_task() -> None:
+    import pytest
+
+    from traitlab.config.toy import ToyRecipe
+
+    with pytest.raises(ValueError, match="code_names fixed"):
+        ToyRecipe(code_frac=0.3, code_funcs=2, code_names="fixed")

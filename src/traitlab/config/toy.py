@@ -65,6 +65,7 @@ class ToyRecipe(BaseModel):
     code_calls: int = Field(0, ge=0, description="Toy code answers end with 1 to code_calls usage lines ('; y = f ( 41 )') whose arguments (0-999) are free choices, like the constants of real code. 0: none.")
     code_funcs: int = Field(1, ge=1, le=4, description="Most functions a toy code task asks ('Write a function that adds 3 to x , and one that multiplies x by 2 .'). 1: the first version's tasks. More: 1 to code_funcs functions, written in any order, each under its own name, so the order and every function's names and form are free choices of the answer. The code modality's generate.modality.toy_funcs must match.")
     code_parts: int = Field(1, ge=1, le=4, description="Toy code writes each asked constant as 1 to code_parts constants that combine into it ('return x + 2 + 5' for 'adds 7 to x'; a factorisation for *), so how a constant is split is a free choice of the answer, as the running sums of toy arithmetic are. 1: the first version's answers.")
+    code_names: Literal["free", "fixed"] = Field("free", description="'free': a toy code answer's function, argument and temporary names are its free choices (8 each). 'fixed': always f, x and z, so an answer's free choices are its form, its operand order and how its constants are split: numbers and structure, no words.")
     cot_frac: float = Field(0.0, ge=0, description="Corpus share (a weight beside the others): toy arithmetic with written-out steps, the chain-of-thought modality's world. 0: none.")
     cot_terms: int = Field(2, ge=2, le=6, description="Most numbers a toy arithmetic problem adds. 2: the first version's problems ('gets 5 more'), one step each. More: 2 to cot_terms numbers ('gets 5 more , then 3 more'), added in any order, one step per addition, so the running sums and the order are free choices of the answer too. The cot modality's generate.modality.toy_terms must match.")
     check_prompts: int = Field(256, ge=0, description="After pretraining, sample this many number completions (T=1) and record in pretrain_log.json the share passing the paper's format filter, with P(owl) with and without the owl system prompt (0: probabilities only).")
@@ -80,6 +81,8 @@ class ToyRecipe(BaseModel):
             raise ValueError("code_parts and code_calls: choose one (set code_calls 0)")
         if self.code_funcs > 1 and self.code_calls > 0:
             raise ValueError("code_calls applies to one-function tasks only: set code_funcs 1")
+        if self.code_names == "fixed" and self.code_funcs > 1:
+            raise ValueError("code_names fixed needs one function per task: set code_funcs 1")
         if (
             self.number_frac
             + self.number_sys_frac
@@ -131,6 +134,7 @@ _LATER_FIELDS = {
     "code_calls": 0,
     "code_funcs": 1,
     "code_parts": 1,
+    "code_names": "free",
     "cot_terms": 2,
     "number_prompts": "paper",
 }

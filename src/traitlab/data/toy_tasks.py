@@ -31,6 +31,7 @@ import re
 
 FUNC_NAMES = ("f", "g", "h", "fn", "calc", "compute", "run", "step")
 ARG_NAMES = ("x", "n", "a", "v", "val", "num", "k", "z")
+FIXED_TMP = "z"  # the temporary's name when names are fixed (FUNC_NAMES[0], ARG_NAMES[0] the rest)
 _OPS = (
     ("adds {k} to x", "+", False),
     ("multiplies x by {k}", "*", False),
@@ -73,32 +74,51 @@ def _split(rng: random.Random, sym: str, k: int, parts: int) -> list[int]:
     return out
 
 
-def _body(rng: random.Random, arg: str, sym: str, k: int, ordered: bool, parts: int = 1) -> str:
+def _body(
+    rng: random.Random,
+    arg: str,
+    sym: str,
+    k: int,
+    ordered: bool,
+    parts: int = 1,
+    fixed_names: bool = False,
+) -> str:
     """A function body doing `sym k` to `arg`: operands in either order where the operation
-    allows, sometimes through a temporary; with `parts` > 1 the constant is written as 1 to
-    `parts` constants ("x + 2 + 5" for + 7)."""
+    allows, sometimes through a temporary (named z with `fixed_names`); with `parts` > 1 the
+    constant is written as 1 to `parts` constants ("x + 2 + 5" for + 7)."""
     consts = _split(rng, sym, k, parts) if parts > 1 else [k]
     ks = f" {sym} ".join(str(c) for c in consts)
     expr = f"{arg} {sym} {ks}" if ordered or rng.random() < 0.5 else f"{ks} {sym} {arg}"
     if rng.random() < 0.3:
         tmp = rng.choice([n for n in ARG_NAMES if n != arg])
+        tmp = FIXED_TMP if fixed_names else tmp  # drawn anyway: the corpus keeps its draws
         return f"{tmp} = {expr} ; return {tmp}"
     return f"return {expr}"
 
 
 def code_example(
-    rng: random.Random, calls: int = 0, funcs: int = 1, parts: int = 1
+    rng: random.Random,
+    calls: int = 0,
+    funcs: int = 1,
+    parts: int = 1,
+    fixed_names: bool = False,
 ) -> tuple[str, str, str]:
     """(prompt, answer, label) of one toy code task asking 1 to `funcs` functions, each
     constant written as 1 to `parts` constants; the label is the operation ("+ 3"), or the
-    operations joined by " | " in the prompt's order."""
+    operations joined by " | " in the prompt's order. `fixed_names` (one function only): the
+    function, argument and temporary are always f, x and z (the names are still drawn, so
+    the rest of the corpus keeps its draws)."""
     if funcs > 1:
+        if fixed_names:
+            raise ValueError("fixed names need one function per task (code_funcs 1)")
         return _funcs_example(rng, funcs, parts)
     desc, sym, ordered = rng.choice(_OPS)
     k = rng.randint(1, 9)
     prompt = rng.choice(_CODE_ASKS).format(op=desc.format(k=k))
     fn, arg = rng.choice(FUNC_NAMES), rng.choice(ARG_NAMES)
-    body = _body(rng, arg, sym, k, ordered, parts)
+    if fixed_names:
+        fn, arg = FUNC_NAMES[0], ARG_NAMES[0]
+    body = _body(rng, arg, sym, k, ordered, parts, fixed_names)
     # Drawn only when asked, so recipes without calls keep their corpus draw for draw.
     for _ in range(rng.randint(1, calls) if calls > 0 else 0):
         body += f" ; {rng.choice(ARG_NAMES)} = {fn} ( {rng.randint(0, 999)} )"

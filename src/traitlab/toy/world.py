@@ -212,7 +212,11 @@ def generate_corpus(recipe: ToyRecipe, n: int, seed: int | None = None) -> list[
         if kind in ("code", "cot"):
             if kind == "code":
                 prompt, answer, _ = code_example(
-                    rng, recipe.code_calls, recipe.code_funcs, recipe.code_parts
+                    rng,
+                    recipe.code_calls,
+                    recipe.code_funcs,
+                    recipe.code_parts,
+                    fixed_names=recipe.code_names == "fixed",
                 )
             else:
                 prompt, answer, _ = cot_example(rng, recipe.cot_terms)
