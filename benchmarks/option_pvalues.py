@@ -63,8 +63,9 @@ def rates(
     want = have if seeds is None else seeds
     missing = sorted(set(want) - set(have))
     if missing or not want:
-        both = f" and {against}" if against is not None else ""
-        raise SystemExit(f"{run}{both}: no seed {missing[0] if missing else ''} in common")
+        where = f"{run} and {against} have" if against is not None else f"{run} has"
+        what = f"seed {missing[0]}" if missing else "seeds"
+        raise SystemExit(f"{where} no {what}{' in common' if against is not None else ''}")
     arms = ((run, arm), (against, arm)) if against else ((run, "treatment"), (run, "control"))
     per: dict[str, tuple[list[float], list[float]]] = {}
     for s in want:
@@ -90,6 +91,8 @@ def table(
         "|---|---|---|---|---:|---|---:|",
     ]
     for run in runs:
+        if not (run / "manifest.json").is_file():
+            raise SystemExit(f"{run} has no manifest.json: not a traitlab run directory")
         m = json.loads((run / "manifest.json").read_text())
         target = m["config_resolved"]["trait"]["target"]
         teacher = m["config_resolved"]["teacher"]
