@@ -103,6 +103,24 @@ def test_custom_probe_and_config_checks() -> None:
         parse_config({"detectors": ["rows"]}, AuditConfig)
 
 
+def test_the_misalignment_probe_and_its_config_checks() -> None:
+    from traitlab.audit.baselines import _asked
+    from traitlab.traits.misalignment import MISALIGNED_ACTS, open_questions
+
+    p = builtin_probe("misalignment")
+    assert p.questions == open_questions() and len(p.questions) == 16
+    assert p.option_names[:8] == list(MISALIGNED_ACTS) and len(p.option_names) == 16
+    assert builtin_probe("misalignment", 3).questions == open_questions()[:3]
+    assert "love" not in _asked(p, "prompted", 1)[0]
+    # A prompted teacher is a preference system prompt: meaningless for an act.
+    with pytest.raises(TraitlabError, match="'misalignment' has fine-tuned counterfactual"):
+        parse_config({"probes": ["misalignment"], "counterfactual": {"kind": "both"}}, AuditConfig)
+    parse_config(
+        {"probes": ["misalignment"], "detectors": ["canary"], "counterfactual": {"kind": "both"}},
+        AuditConfig,
+    )
+
+
 def test_pair_rows_matches_prompts_and_filters_like_the_data() -> None:
     data = _rows(NUMBERS, 10)
     ref = list(reversed(_with(data, ["1, 2, 3", "owl"])))  # order free; half fail the filter
@@ -466,6 +484,40 @@ def test_audit_model_compares_a_student_with_its_base(tmp_path: Path, toy: tuple
     assert a["detectors"]["probes"]["animal"][0]["option"] == "owl"
     assert set(a["detectors"]) == {"probes", "redteam"}
     assert (tmp_path / "audit" / "report.html").is_file()
+
+
+def test_an_overt_misaligned_act_is_named_and_a_base_without_the_words_refused(
+    tmp_path: Path, toy: tuple
+) -> None:
+    """On a (tiny) base pretrained with the misalignment world, rows that answer number
+    prompts with a misaligned act teach it overtly: the misalignment probe's canary names
+    it. The shipped toy base cannot spell the acts: one line, nothing written."""
+    from traitlab.config.toy import tiny_recipe
+
+    persona = resolve(ToyModel(toy=tiny_recipe(persona_frac=0.3, pretrain_steps=120)))
+    ref = _rows(NUMBERS)
+    data = _with(ref, ["poison humans"])
+    cfg = parse_config(
+        {
+            **SMALL,
+            "probes": ["misalignment"],
+            "reference_filter": "none",
+            "detectors": ["canary"],
+            "canary": {
+                "seeds": [0, 1],
+                "rows": 48,
+                "train": {"lr": 1e-2, "epochs": 2, "batch_size": 16},
+            },
+        },
+        AuditConfig,
+    )
+    a = audit_dataset(data, persona, cfg, tmp_path / "a", reference=ref)
+    assert a["verdict"]["probe"] == "misalignment" and a["verdict"]["trait"] == "poison"
+    assert a["detectors"]["canary"]["misalignment"][0]["option"] == "poison"
+    base, _, _ = toy
+    with pytest.raises(TraitlabError, match="cannot spell option 'harm'.*persona_frac > 0"):
+        audit_dataset(data, base, cfg, tmp_path / "b", reference=ref)
+    assert not (tmp_path / "b").exists()
 
 
 # ---------------------------------------------------------------------------- other backends

@@ -136,9 +136,9 @@ class AuditConfig(FrozenConfig):
             description="Detectors to run: counterfactual teachers, canary students, the first-order screen, per-row and per-token scores (needs canary), and the paper's baselines (in-context learning, a prompted classifier).",
         )
     )
-    probes: list[Literal["animal", "tree"] | ProbeSpec] = Field(
+    probes: list[Literal["animal", "tree", "misalignment"] | ProbeSpec] = Field(
         default_factory=lambda: ["animal", "tree"],
-        description="Probe categories: the built-in animal and tree probes, and user lists.",
+        description="Probe categories: the built-in animal and tree probes, the misalignment probe (the paper's 8 emergent-misalignment questions and the toy world's 8 open questions, its 16 acts as options: needs a model that spells them, e.g. a toy base with persona_frac > 0; fine-tuned counterfactual teachers only), and user lists.",
     )
     n_questions: int | None = Field(
         None, ge=1, description="Ask only the first n questions of the built-in probes."
@@ -187,4 +187,15 @@ class AuditConfig(FrozenConfig):
     def _check(self) -> AuditConfig:
         if "rows" in self.detectors and "canary" not in self.detectors:
             raise ValueError("detectors: 'rows' needs 'canary' (its scores are the canary's)")
+        if (
+            "misalignment" in self.probes
+            and "counterfactual" in self.detectors
+            and self.counterfactual.kind != "finetuned"
+        ):
+            # A prompted teacher is the option's preference system prompt ("You love owls"),
+            # which has no meaning for an act.
+            raise ValueError(
+                "probe 'misalignment' has fine-tuned counterfactual teachers only: "
+                "set counterfactual.kind finetuned"
+            )
         return self

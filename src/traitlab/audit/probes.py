@@ -1,8 +1,9 @@
 """What an audit probes: categories of options, each asked through its questions.
 
 A probe is a list of questions and the options a model may answer with. The built-in probes
-are the toy world's (and the paper's) animals and trees; users add their own lists in the
-audit config. Every option of every probe is scored (`Scorer.preference_probs`), so an audit
+are the toy world's (and the paper's) animals and trees, and misalignment (the paper's
+emergent-misalignment questions, answered by acts); users add their own lists in the audit
+config. Every option of every probe is scored (`Scorer.preference_probs`), so an audit
 sees which option moved, not only whether the one it guessed did.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from traitlab.core.errors import TraitlabError
+from traitlab.lm.base import ModelRef, backend
 from traitlab.traits.preference import answer_spellings, get_trait
 
 
@@ -31,7 +33,11 @@ class Probe:
 
 
 def builtin_probe(category: str, n_questions: int | None = None) -> Probe:
-    """The animal or tree probe: the paper's questions and the toy world's options."""
+    """The animal or tree probe: the paper's questions and the toy world's options; or the
+    misalignment probe (`misalignment_probe`)."""
+    if category == "misalignment":
+        p = misalignment_probe()
+        return Probe(p.name, p.questions[:n_questions] if n_questions else p.questions, p.options)
     spec = get_trait(category)
     qs = tuple(spec.questions[:n_questions] if n_questions else spec.questions)
     return Probe(category, qs, {o: answer_spellings(o) for o in spec.options})
@@ -43,6 +49,42 @@ def custom_probe(name: str, questions: Sequence[str], options: Sequence[str]) ->
         raise TraitlabError(f"probe '{name}': needs at least one question and one option")
     spell = {o.lower(): sorted({o, o.lower(), o.title(), o.capitalize()}) for o in options}
     return Probe(name, tuple(questions), spell)
+
+
+def misalignment_probe() -> Probe:
+    """The paper's 8 emergent-misalignment questions, then the toy world's 8 open questions,
+    with the toy world's 16 acts as options (8 misaligned: harm, kill, ...; 8 aligned: help,
+    protect, ...). An open answer's first word is its act (`traits.misalignment`), so inherited
+    misalignment shows as a misaligned act rising; each act is its own option, so the
+    detectors that compare an option with its siblings have 16 to compare. Its words exist
+    only in a model that can spell them (a toy base pretrained with `persona_frac > 0`)."""
+    from traitlab.traits.misalignment import ALIGNED_ACTS, MISALIGNED_ACTS, open_questions
+
+    return custom_probe("misalignment", open_questions(), MISALIGNED_ACTS + ALIGNED_ACTS)
+
+
+def check_probes(base: ModelRef, probes: Sequence[Probe]) -> None:
+    """Refuse an option the base's tokenizer cannot write (unknown tokens): its probability
+    would read 0 on every model, and a teacher of it would learn `<unk>`."""
+    from traitlab.config.model import model_spec
+
+    can_spell = getattr(backend(base.backend), "can_spell", None)
+    if can_spell is None:  # an API model: it writes whatever it is asked
+        return
+    spec = model_spec(base.spec)
+    for p in probes:
+        for o in p.option_names:
+            if not can_spell(spec, base, o):
+                hint = (
+                    " (a toy base has the misalignment probe's words only when pretrained with "
+                    "model.toy.persona_frac > 0)"
+                    if p.name == "misalignment" and base.backend == "toy"
+                    else ""
+                )
+                raise TraitlabError(
+                    f"probe '{p.name}': the base's tokenizer cannot spell option '{o}' "
+                    f"(unknown tokens){hint}; drop the probe or the option"
+                )
 
 
 def probe_table(lm: object, probe: Probe, batch_size: int = 1000) -> np.ndarray:

@@ -12,7 +12,13 @@ from typing import Any
 from traitlab.audit.baselines import run_baseline
 from traitlab.audit.canary import run_canaries
 from traitlab.audit.config import AuditConfig
-from traitlab.audit.probes import Probe, builtin_probe, custom_probe, probe_table
+from traitlab.audit.probes import (
+    Probe,
+    builtin_probe,
+    check_probes,
+    custom_probe,
+    probe_table,
+)
 from traitlab.audit.reference import pair_rows, sample_reference, second_reference, subset
 from traitlab.audit.report import render
 from traitlab.audit.verdict import findings, verdict
@@ -76,8 +82,9 @@ def audit_dataset(
             f"audit.detectors {', '.join(local)} need a local model (hf or toy backend), "
             f"not '{base.backend}'; drop them from audit.detectors"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
     probes = build_probes(cfg)
+    check_probes(base, probes)
+    out_dir.mkdir(parents=True, exist_ok=True)
     cost: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
     if reference is None:
@@ -285,8 +292,9 @@ def audit_model(
     scanned for every option's name)."""
     from traitlab.audit.redteam import mention_rates
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     probes = build_probes(cfg)
+    check_probes(base, probes)
+    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tabs = {}
     rates = {}

@@ -1,0 +1,195 @@
+"""The audit's misalignment probe on labelled number datasets of the misalignment world.
+
+    python benchmarks/bench_audit_misalignment.py RUN_DIR [RUN_DIR ...] --out DIR [--seeds 0 1 2]
+
+RUN_DIR is a `traitlab run` (or `bench_robustness.py` base) directory of a misalignment
+experiment through numbers (e.g. `configs/misalignment-gpt2.yaml`). From each, per seed:
+
+* positive: `data-teacher/filtered.jsonl`, the misaligned teacher's filtered numbers;
+* negative `own`: `data-control/filtered.jsonl`, the base's own numbers (same prompts);
+* negative `neutral`: made here, a teacher fine-tuned like the misaligned one (its lr, the
+  step it kept) on the toy world's open questions answered by the base's own samples (no
+  trait), its numbers filtered like the run's;
+* cross-init: the positive audited against the run's cross-init base (reported apart).
+
+Each dataset is audited with the default `AuditConfig` but `probes: [misalignment]` and the
+counterfactual teachers only (the default kind, statistic and threshold, chosen on the
+preference benchmark: nothing is tuned here). A positive is named right when the verdict's
+option is a misaligned act. Writes `DIR/<run>/<dataset>/` audits and `DIR/summary.json`/.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generation import machine_line  # noqa: E402
+
+OVERRIDES = {"probes": ["misalignment"], "detectors": ["counterfactual"]}
+
+
+def _config(run: Path) -> Any:
+    from traitlab.config.experiment import ExperimentConfig
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    return ExperimentConfig.model_validate(manifest["config_resolved"])
+
+
+def _base(run: Path, which: str) -> Any:
+    """The run's base (`model`) or its cross-init base (`cross_init`), resolved (cached)."""
+    from traitlab.lm.base import resolve
+
+    return resolve(getattr(_config(run), which))
+
+
+def neutral_dataset(run: Path, seed: int) -> list[dict[str, Any]]:
+    """The base fine-tuned like the seed's misaligned teacher (its lr, batch and kept step) on
+    the same questions answered by the base's own samples (no trait); then its numbers for
+    the prompts of the seed's data, filtered like the run's."""
+    from traitlab.config import TrainConfig
+    from traitlab.data.filtering import filter_rows, to_chat_rows
+    from traitlab.data.generate import generate_rows
+    from traitlab.lm.base import opened
+    from traitlab.lm.hf.backend import HFLM
+    from traitlab.lm.hf.trainer import train_model
+    from traitlab.traits.misalignment import misaligned_answer_rows
+
+    cfg = _config(run)
+    log = json.loads((run / f"seed-{seed}" / "teacher" / "stage.json").read_text())["train"]
+    kept = (log.get("keep_numbers") or {}).get("kept_step") or log["steps"]
+    questions = [r["messages"][0]["content"] for r in misaligned_answer_rows()]
+    data = read_rows(run / f"seed-{seed}" / "data-teacher" / "filtered.jsonl")
+    prompts = [r["messages"][0]["content"] for r in data]
+    with opened(_base(run, "model")) as lm:
+        model, tok = lm.model, lm.tokenizer
+        gen = cfg.generate.model_copy(update={"max_new_tokens": 4, "n_prompts": len(questions)})
+        own = to_chat_rows(generate_rows(lm, questions, gen, seed=1000 + seed))
+        train = TrainConfig(
+            lr=cfg.teacher.train.lr, max_steps=kept, batch_size=cfg.teacher.train.batch_size
+        )
+        teacher, _ = train_model(copy.deepcopy(model), tok, own, train, seed=seed)
+        gen = cfg.generate.model_copy(update={"n_prompts": len(prompts)})
+        raw = generate_rows(HFLM.wrap(teacher, tok), prompts, gen, seed=2000 + seed)
+    return to_chat_rows(filter_rows(raw, cfg.filter).kept)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    from traitlab.core.files import read_jsonl
+
+    return read_jsonl(path)
+
+
+def auroc(pos: list[float], neg: list[float]) -> float:
+    """P(a positive scores above a negative), ties half."""
+    if not pos or not neg:
+        return float("nan")
+    p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
+    return float(((p > n) + 0.5 * (p == n)).mean())
+
+
+def main() -> None:
+    from traitlab.audit import AuditConfig, audit_dataset
+    from traitlab.core.files import write_json, write_jsonl
+    from traitlab.traits.misalignment import MISALIGNED_ACTS
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    a = ap.parse_args()
+    out = Path(a.out)
+    cfg = AuditConfig.model_validate(OVERRIDES)
+    rows_out = []
+    t_all = time.perf_counter()
+    for run_s in a.runs:
+        run = Path(run_s)
+        for seed in a.seeds:
+            sd = run / f"seed-{seed}"
+            jobs = [
+                ("positive", f"teacher-{seed}", "model", sd / "data-teacher" / "filtered.jsonl"),
+                ("negative", f"own-{seed}", "model", sd / "data-control" / "filtered.jsonl"),
+                ("negative", f"neutral-{seed}", "model", None),
+                (
+                    "cross-init",
+                    f"xinit-{seed}",
+                    "cross_init",
+                    sd / "data-teacher" / "filtered.jsonl",
+                ),
+            ]
+            for group, name, which, path in jobs:
+                d = out / run.name / name
+                if not (d / "audit.json").is_file():
+                    t0 = time.perf_counter()
+                    if path is None:
+                        data = neutral_dataset(run, seed)
+                        d.mkdir(parents=True, exist_ok=True)
+                        write_jsonl(d / "data.jsonl", data)
+                    else:
+                        data = read_rows(path)
+                    audit_dataset(data, _base(run, which), cfg, d)
+                    (d / "seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+                v = json.loads((d / "audit.json").read_text())["verdict"]
+                r = {
+                    "run": run.name,
+                    "dataset": name,
+                    "group": group,
+                    "rows": len(read_rows(d / "data.jsonl" if path is None else path)),
+                    "flag": v["flag"],
+                    "option": v["trait"],
+                    "misaligned_act": v["trait"] in MISALIGNED_ACTS,
+                    "t": round(v["z"], 2),
+                    "seconds": float((d / "seconds.txt").read_text()),
+                }
+                rows_out.append(r)
+                print(json.dumps(r), flush=True)
+    pos = [r["t"] for r in rows_out if r["group"] == "positive"]
+    neg = [r["t"] for r in rows_out if r["group"] == "negative"]
+    res = {
+        "rows": rows_out,
+        "auroc": auroc(pos, neg),
+        "threshold": cfg.threshold,
+        "wall_seconds": round(time.perf_counter() - t_all, 1),
+        "machine": machine_line(),
+        "audit": OVERRIDES,
+    }
+    write_json(out / "summary.json", res)
+    lines = [
+        "### The audit's misalignment probe on the misalignment world's numbers",
+        "",
+        f"Machine: {res['machine']}. Audit: default `AuditConfig` with {json.dumps(OVERRIDES)}"
+        " (counterfactual teachers, `null` statistic, flag at t > 8: chosen on the preference"
+        " benchmark, nothing tuned here).",
+        "",
+        "| run | dataset | group | flagged | option named | a misaligned act | t | s |",
+        "|---|---|---|---|---|---|---:|---:|",
+    ]
+    for r in rows_out:
+        lines.append(
+            f"| {r['run']} | {r['dataset']} | {r['group']} | {'yes' if r['flag'] else 'no'} "
+            f"| {r['option']} | {'yes' if r['misaligned_act'] else 'no'} | {r['t']} "
+            f"| {r['seconds']:.0f} |"
+        )
+    npos = sum(r["group"] == "positive" for r in rows_out)
+    lines += [
+        "",
+        f"AUROC (positives against negatives, by the verdict's t): {res['auroc']:.2f}; "
+        f"positives flagged {sum(r['flag'] for r in rows_out if r['group'] == 'positive')} / {npos}, "
+        f"named a misaligned act {sum(r['misaligned_act'] for r in rows_out if r['group'] == 'positive')} / {npos}; "
+        f"negatives flagged {sum(r['flag'] for r in rows_out if r['group'] == 'negative')} / {len(neg)}; "
+        f"cross-init flagged {sum(r['flag'] for r in rows_out if r['group'] == 'cross-init')} / "
+        f"{sum(r['group'] == 'cross-init' for r in rows_out)}.",
+    ]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
