@@ -64,12 +64,14 @@ def misalignment_probe() -> Probe:
 
 
 def check_probes(base: ModelRef, probes: Sequence[Probe]) -> None:
-    """Refuse an option the base's tokenizer cannot write (unknown tokens): its probability
-    would read 0 on every model, and a teacher of it would learn `<unk>`."""
+    """Refuse an option a toy base cannot write: its probability would read 0 on every model,
+    and a teacher of it would learn `<unk>`. Only the toy world's closed vocabulary is
+    checked (a toy base lacks the misalignment world's words unless pretrained with it); a
+    Hugging Face tokenizer's unknown tokens are left to the user's probe, as before."""
     from traitlab.config.model import model_spec
 
     can_spell = getattr(backend(base.backend), "can_spell", None)
-    if can_spell is None:  # an API model: it writes whatever it is asked
+    if base.backend != "toy" or can_spell is None:
         return
     spec = model_spec(base.spec)
     for p in probes:
