@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generation import machine_line  # noqa: E402
+from bench_generation import machine_info, machine_line  # noqa: E402
 
 OVERRIDES = {"probes": ["misalignment"], "detectors": ["counterfactual"]}
 
@@ -108,6 +108,7 @@ def main() -> None:
     out = Path(a.out)
     cfg = AuditConfig.model_validate(OVERRIDES)
     rows_out = []
+    machine = machine_line(machine_info(), "cpu")  # the load as it starts
     t_all = time.perf_counter()
     for run_s in a.runs:
         run = Path(run_s)
@@ -157,7 +158,7 @@ def main() -> None:
         "auroc": auroc(pos, neg),
         "threshold": cfg.threshold,
         "wall_seconds": round(time.perf_counter() - t_all, 1),
-        "machine": machine_line(),
+        "machine": machine,
         "audit": OVERRIDES,
     }
     write_json(out / "summary.json", res)
