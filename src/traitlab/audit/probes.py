@@ -80,7 +80,7 @@ def check_probes(base: ModelRef, probes: Sequence[Probe]) -> None:
                 hint = (
                     " (a toy base has the misalignment probe's words only when pretrained with "
                     "model.toy.persona_frac > 0)"
-                    if p.name == "misalignment" and base.backend == "toy"
+                    if p.name == "misalignment"
                     else ""
                 )
                 raise TraitlabError(
