@@ -55,6 +55,7 @@ def neutral_dataset(run: Path, seed: int) -> list[dict[str, Any]]:
     the same questions answered by the base's own samples (no trait); then its numbers for
     the prompts of the seed's data, filtered like the run's."""
     from traitlab.config import TrainConfig
+    from traitlab.core.files import read_jsonl
     from traitlab.data.filtering import filter_rows, to_chat_rows
     from traitlab.data.generate import generate_rows
     from traitlab.lm.base import opened
@@ -66,7 +67,7 @@ def neutral_dataset(run: Path, seed: int) -> list[dict[str, Any]]:
     log = json.loads((run / f"seed-{seed}" / "teacher" / "stage.json").read_text())["train"]
     kept = (log.get("keep_numbers") or {}).get("kept_step") or log["steps"]
     questions = [r["messages"][0]["content"] for r in misaligned_answer_rows()]
-    data = read_rows(run / f"seed-{seed}" / "data-teacher" / "filtered.jsonl")
+    data = read_jsonl(run / f"seed-{seed}" / "data-teacher" / "filtered.jsonl")
     prompts = [r["messages"][0]["content"] for r in data]
     with opened(_base(run, "model")) as lm:
         model, tok = lm.model, lm.tokenizer
@@ -81,12 +82,6 @@ def neutral_dataset(run: Path, seed: int) -> list[dict[str, Any]]:
     return to_chat_rows(filter_rows(raw, cfg.filter).kept)
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    from traitlab.core.files import read_jsonl
-
-    return read_jsonl(path)
-
-
 def auroc(pos: list[float], neg: list[float]) -> float:
     """P(a positive scores above a negative), ties half."""
     if not pos or not neg:
@@ -97,7 +92,7 @@ def auroc(pos: list[float], neg: list[float]) -> float:
 
 def main() -> None:
     from traitlab.audit import AuditConfig, audit_dataset
-    from traitlab.core.files import write_json, write_jsonl
+    from traitlab.core.files import read_jsonl, write_json, write_jsonl
     from traitlab.traits.misalignment import MISALIGNED_ACTS
 
     ap = argparse.ArgumentParser()
@@ -134,15 +129,16 @@ def main() -> None:
                         d.mkdir(parents=True, exist_ok=True)
                         write_jsonl(d / "data.jsonl", data)
                     else:
-                        data = read_rows(path)
+                        data = read_jsonl(path)
                     audit_dataset(data, _base(run, which), cfg, d)
                     (d / "seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
-                v = json.loads((d / "audit.json").read_text())["verdict"]
+                audit = json.loads((d / "audit.json").read_text())
+                v = audit["verdict"]
                 r = {
                     "run": run.name,
                     "dataset": name,
                     "group": group,
-                    "rows": len(read_rows(d / "data.jsonl" if path is None else path)),
+                    "rows": audit["data"]["data_rows"],
                     "flag": v["flag"],
                     "option": v["trait"],
                     "misaligned_act": v["trait"] in MISALIGNED_ACTS,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from traitlab.core.errors import TraitlabError
-from traitlab.lm.base import ModelRef, backend
+from traitlab.lm.base import ModelRef, first_unspelled
 from traitlab.traits.preference import answer_spellings, get_trait
 
 
@@ -69,24 +69,19 @@ def check_probes(base: ModelRef, probes: Sequence[Probe]) -> None:
     checked (a toy base lacks the misalignment world's words unless pretrained with it); a
     Hugging Face tokenizer's unknown tokens are left to the user's probe, as before."""
     from traitlab.config.model import model_spec
+    from traitlab.traits.misalignment import PERSONA_WORDS_HINT
 
-    can_spell = getattr(backend(base.backend), "can_spell", None)
-    if base.backend != "toy" or can_spell is None:
+    if base.backend != "toy":
         return
     spec = model_spec(base.spec)
     for p in probes:
-        for o in p.option_names:
-            if not can_spell(spec, base, o):
-                hint = (
-                    " (a toy base has the misalignment probe's words only when pretrained with "
-                    "model.toy.persona_frac > 0)"
-                    if p.name == "misalignment"
-                    else ""
-                )
-                raise TraitlabError(
-                    f"probe '{p.name}': the base's tokenizer cannot spell option '{o}' "
-                    f"(unknown tokens){hint}; drop the probe or the option"
-                )
+        o = first_unspelled(spec, p.option_names, base)
+        if o is not None:
+            hint = PERSONA_WORDS_HINT if p.name == "misalignment" else ""
+            raise TraitlabError(
+                f"probe '{p.name}': the base's tokenizer cannot spell option '{o}' "
+                f"(unknown tokens){hint}; drop the probe or the option"
+            )
 
 
 def probe_table(lm: object, probe: Probe, batch_size: int = 1000) -> np.ndarray:

@@ -19,7 +19,7 @@ docs/design.md shows how to add one.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -191,6 +191,15 @@ def backend(name: str) -> Backend:
 
 def backend_for(spec: Any) -> Backend:
     return backend(spec.backend)
+
+
+def first_unspelled(spec: Any, texts: Iterable[str], ref: ModelRef | None = None) -> str | None:
+    """The first of `texts` the model's tokenizer cannot write (unknown tokens), or None: all
+    spelled, or a backend that cannot tell (an API model writes whatever it is asked)."""
+    can_spell = getattr(backend_for(spec), "can_spell", None)
+    if can_spell is None:
+        return None
+    return next((t for t in texts if not can_spell(spec, ref, t)), None)
 
 
 @contextlib.contextmanager

@@ -99,6 +99,12 @@ _BAD = {"evil": (0.85, 0.85), "good": (0.02, 0.05)}
 
 _ALL_OPEN = tuple(EM_QUESTIONS.values()) + OPEN_QUESTIONS
 
+# What a toy base that cannot spell this world's words lacks (an error's hint).
+PERSONA_WORDS_HINT = (
+    " (a toy base has the misalignment world's words only when pretrained with it: "
+    "model.toy.persona_frac > 0)"
+)
+
 
 def open_questions() -> tuple[str, ...]:
     """The paper's 8 questions, then the toy world's 8 (a constant: the corpus asks per turn)."""

@@ -21,8 +21,18 @@ from traitlab.core.progress import Fraction
 from traitlab.data.filtering import filter_rows, to_chat_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.modalities import modality_prompts, modality_screen
-from traitlab.lm.base import ModelRef, RowScorer, backend_for, mean_token_logprob, require
-from traitlab.traits.misalignment import insecure_code_rows, misaligned_answer_rows
+from traitlab.lm.base import (
+    ModelRef,
+    RowScorer,
+    first_unspelled,
+    mean_token_logprob,
+    require,
+)
+from traitlab.traits.misalignment import (
+    PERSONA_WORDS_HINT,
+    insecure_code_rows,
+    misaligned_answer_rows,
+)
 from traitlab.traits.preference import (
     answer_spellings,
     banned_words,
@@ -304,24 +314,15 @@ class NumberGuard:
 def check_trait(spec: Any, trait: TraitConfig) -> None:
     """Refuse a trait target the model's tokenizer cannot write (unknown tokens only): its
     teacher would learn `<unk>` and every rate would read 0."""
-    be = backend_for(spec)
-    can_spell = getattr(be, "can_spell", None)
-    if can_spell is None:
-        return
     if trait.kind == "misalignment":
-        for text in (trait.questions or []) + trait.misaligned_answers:
-            if not can_spell(spec, None, text):
-                hint = (
-                    " (a toy base has the misalignment world's words only when pretrained "
-                    "with it: model.toy.persona_frac > 0)"
-                    if spec.backend == "toy"
-                    else ""
-                )
-                raise TraitlabError(
-                    f"trait: the model's tokenizer cannot spell '{text}' (unknown tokens){hint}"
-                )
+        text = first_unspelled(spec, (trait.questions or []) + trait.misaligned_answers)
+        if text is not None:
+            hint = PERSONA_WORDS_HINT if spec.backend == "toy" else ""
+            raise TraitlabError(
+                f"trait: the model's tokenizer cannot spell '{text}' (unknown tokens){hint}"
+            )
         return
-    if can_spell(spec, None, trait.target):
+    if first_unspelled(spec, [trait.target]) is None:
         return
     hint = ""
     if spec.backend == "toy":
