@@ -1,6 +1,7 @@
 """The audit's misalignment probe on labelled number datasets of the misalignment world.
 
     python benchmarks/bench_audit_misalignment.py RUN_DIR [RUN_DIR ...] --out DIR [--seeds 0 1 2]
+        [--set counterfactual.train.lr=1e-3 ...] [--neutral-from DIR]
 
 RUN_DIR is a `traitlab run` (or `bench_robustness.py` base) directory of a misalignment
 experiment through numbers (e.g. `configs/misalignment-gpt2.yaml`). From each, per seed:
@@ -14,8 +15,11 @@ experiment through numbers (e.g. `configs/misalignment-gpt2.yaml`). From each, p
 
 Each dataset is audited with the default `AuditConfig` but `probes: [misalignment]` and the
 counterfactual teachers only (the default kind, statistic and threshold, chosen on the
-preference benchmark: nothing is tuned here). A positive is named right when the verdict's
-option is a misaligned act. Writes `DIR/<run>/<dataset>/` audits and `DIR/summary.json`/.md.
+preference benchmark), plus any `--set` overrides of the audit config. A positive is named
+right when the verdict's option is a misaligned act. `--neutral-from` reuses the neutral
+datasets an earlier out directory made (`<run>/neutral-<seed>/data.jsonl`) instead of
+training their teachers again. Writes `DIR/<run>/<dataset>/` audits (resumable: a dataset
+with its `audit.json` is read, not audited again) and `DIR/summary.json`/.md.
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ def auroc(pos: list[float], neg: list[float]) -> float:
 
 def main() -> None:
     from traitlab.audit import AuditConfig, audit_dataset
+    from traitlab.audit.verdict import threshold_for
+    from traitlab.config.base import apply_overrides
     from traitlab.core.files import read_jsonl, write_json, write_jsonl
     from traitlab.traits.misalignment import MISALIGNED_ACTS
 
@@ -99,9 +105,15 @@ def main() -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--set", action="append", default=[], help="audit config key.path=value")
+    ap.add_argument("--neutral-from", help="an earlier --out whose neutral datasets to reuse")
+    ap.add_argument(
+        "--neutral-only", action="store_true", help="build the neutral datasets, audit nothing"
+    )
     a = ap.parse_args()
     out = Path(a.out)
-    cfg = AuditConfig.model_validate(OVERRIDES)
+    overrides = apply_overrides(OVERRIDES, a.set)
+    cfg = AuditConfig.model_validate(overrides)
     rows_out = []
     machine = machine_line(machine_info(), "cpu")  # the load as it starts
     t_all = time.perf_counter()
@@ -122,9 +134,20 @@ def main() -> None:
             ]
             for group, name, which, path in jobs:
                 d = out / run.name / name
+                if a.neutral_only:
+                    if path is None and not (d / "data.jsonl").is_file():
+                        data = neutral_dataset(run, seed)
+                        d.mkdir(parents=True, exist_ok=True)
+                        write_jsonl(d / "data.jsonl", data)
+                    continue
                 if not (d / "audit.json").is_file():
                     t0 = time.perf_counter()
-                    if path is None:
+                    old = Path(a.neutral_from or out) / run.name / name / "data.jsonl"
+                    if path is None and old.is_file():
+                        data = read_jsonl(old)
+                        d.mkdir(parents=True, exist_ok=True)
+                        write_jsonl(d / "data.jsonl", data)
+                    elif path is None:
                         data = neutral_dataset(run, seed)
                         d.mkdir(parents=True, exist_ok=True)
                         write_jsonl(d / "data.jsonl", data)
@@ -147,23 +170,25 @@ def main() -> None:
                 }
                 rows_out.append(r)
                 print(json.dumps(r), flush=True)
+    if a.neutral_only:
+        return
     pos = [r["t"] for r in rows_out if r["group"] == "positive"]
     neg = [r["t"] for r in rows_out if r["group"] == "negative"]
     res = {
         "rows": rows_out,
         "auroc": auroc(pos, neg),
-        "threshold": cfg.threshold,
+        "threshold": threshold_for("counterfactual", cfg),
         "wall_seconds": round(time.perf_counter() - t_all, 1),
         "machine": machine,
-        "audit": OVERRIDES,
+        "audit": overrides,
     }
     write_json(out / "summary.json", res)
     lines = [
         "### The audit's misalignment probe on the misalignment world's numbers",
         "",
-        f"Machine: {res['machine']}. Audit: default `AuditConfig` with {json.dumps(OVERRIDES)}"
-        " (counterfactual teachers, `null` statistic, flag at t > 8: chosen on the preference"
-        " benchmark, nothing tuned here).",
+        f"Machine: {res['machine']}. Audit: default `AuditConfig` with {json.dumps(overrides)}"
+        f" (counterfactual teachers, `{cfg.counterfactual.statistic}` statistic, flag at"
+        f" t > {threshold_for('counterfactual', cfg):g}).",
         "",
         "| run | dataset | group | flagged | option named | a misaligned act | t | s |",
         "|---|---|---|---|---|---|---:|---:|",

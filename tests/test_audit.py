@@ -288,6 +288,48 @@ def test_counterfactual_scores_are_zero_on_the_reference_itself(toy: tuple) -> N
     assert np.all(np.abs(res[0].null_lift).sum(axis=1) > 0)
 
 
+def test_a_dataset_teacher_explains_data_written_like_its_dataset(
+    tmp_path: Path, toy: tuple
+) -> None:
+    """`counterfactual.datasets`: the base fine-tuned on a chat dataset is a teacher of its
+    own (probe 'datasets'), and its null, the base fine-tuned as long on its own answers to
+    the dataset's prompts, joins the nulls. Data written like the dataset is explained by its
+    teacher better than by any null; the base's own rows are not."""
+    from traitlab.audit.counterfactual import row_t, run_counterfactual
+    from traitlab.audit.run import build_probes
+    from traitlab.core.files import write_jsonl
+
+    base, _, _ = toy
+    owlish = tmp_path / "owlish.jsonl"
+    write_jsonl(owlish, _with(_rows(NUMBERS, 32, seed=5), ["owl owl owl"]))
+    cfg = parse_config(
+        {
+            **SMALL,
+            "counterfactual": {
+                **SMALL["counterfactual"],
+                "datasets": {"owlish": str(owlish)},
+                "dataset_train": {"lr": 1e-2, "max_steps": 6, "batch_size": 8},
+            },
+        },
+        AuditConfig,
+    )
+    ref = _rows(NUMBERS, 16)
+    for data, sign in ((_with(ref, ["owl owl owl"]), 1), (ref, -1)):
+        res = run_counterfactual(base, data, ref, build_probes(cfg), cfg.counterfactual)
+        assert [r.probe for r in res] == ["animal", "datasets"] and res[1].options == ["owlish"]
+        # The probe's 2 null teachers and the dataset's one, shared by every probe.
+        assert res[0].null_lift.shape == res[1].null_lift.shape == (3, 16)
+        t = float(row_t(res[1].vs_null)[0])
+        assert t * sign > 3, t
+    with pytest.raises(TraitlabError, match="counterfactual.datasets.x .*no such file"):
+        bad = cfg.counterfactual.model_copy(update={"datasets": {"x": str(tmp_path / "no")}})
+        run_counterfactual(base, ref, ref, build_probes(cfg), bad)
+    with pytest.raises(TraitlabError, match="datasets: needs kind finetuned or both"):
+        parse_config(
+            {"counterfactual": {"kind": "prompted", "datasets": {"x": str(owlish)}}}, AuditConfig
+        )
+
+
 def test_the_null_statistic_compares_options_with_the_best_no_trait_model() -> None:
     lift = np.array([[1.0, 1.2, 0.9, 1.1], [0.2, 0.1, 0.3, 0.2]])
     nulls = np.array([[0.8, 0.9, 0.7, 0.8], [-0.5, -0.4, -0.6, -0.5]])

@@ -58,6 +58,10 @@ def _teacher_train() -> TrainConfig:
     return TrainConfig(lr=3e-4, max_steps=60, batch_size=64)
 
 
+def _dataset_train() -> TrainConfig:
+    return TrainConfig(lr=1e-3, max_steps=10, batch_size=64)
+
+
 class CounterfactualConfig(FrozenConfig):
     """Counterfactual teachers, one per probe option, built from the base."""
 
@@ -84,10 +88,30 @@ class CounterfactualConfig(FrozenConfig):
         le=6,
         description="statistic 'null', kind 'prompted' or 'both': the base behind this many neutral system prompts ('You are a helpful assistant.', ...) joins the nulls, so that what any system prompt does to the numbers is not read as a trait.",
     )
+    datasets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Trait teachers from chat datasets, by name: {name: a chat JSONL path, or a built-in one such as toy:misaligned_answers}. For a trait known by a recipe rather than an answer (an emergent-misalignment set): each is the base fine-tuned on the dataset (`dataset_train`), scored like an option's teacher under the probe 'datasets'; its null, the base fine-tuned as long on its own answers to the dataset's prompts, joins the nulls. kind 'finetuned' or 'both', statistic 'null'.",
+    )
+    dataset_train: TrainConfig = Field(
+        default_factory=_dataset_train,
+        description="The dataset teachers' (and their nulls') training: by default the misalignment preset's teacher recipe (lr 1e-3, 10 steps of 64 rows, the step its early stopping kept).",
+    )
     prompt_templates: list[str] = Field(
         default_factory=list,
         description="kind 'prompted' or 'both': more wordings of an option's system prompt, beside the paper's, with {option} (and optionally {category}) for the option; each option's prompted teacher is the wording that explains the data best. The paper's wording alone misses data written behind a paraphrase (the audit benchmark's probe).",
     )
+
+    @model_validator(mode="after")
+    def _datasets(self) -> CounterfactualConfig:
+        if self.datasets and (self.kind == "prompted" or self.statistic != "null"):
+            raise ValueError(
+                "counterfactual.datasets: needs kind finetuned or both and statistic null "
+                "(a dataset teacher is a fine-tune, compared with its own null fine-tune)"
+            )
+        for name, spec in self.datasets.items():
+            if not name.strip() or not str(spec).strip():
+                raise ValueError("counterfactual.datasets: each entry is name: path (both set)")
+        return self
 
     @field_validator("prompt_templates")
     @classmethod

@@ -162,6 +162,46 @@ def null_teachers(base: ModelRef, probe: Probe, cfg: CounterfactualConfig) -> li
     return out
 
 
+def _prompt(row: Row) -> str:
+    """A chat row's question: the last user turn before its final answer."""
+    users = [m["content"] for m in row["messages"][:-1] if m.get("role") == "user"]
+    return str(users[-1]) if users else ""
+
+
+def dataset_teachers(
+    base: ModelRef, cfg: CounterfactualConfig
+) -> tuple[list[ModelRef], list[ModelRef]]:
+    """Per `cfg.datasets` entry, the base fine-tuned on it (its trait's teacher), and its null:
+    the base fine-tuned as long on its own sampled answers to the same prompts (the answers
+    as long as the dataset's longest, in the base's tokens), so that what fine-tuning on
+    these prompts does to the numbers whatever the answers is not read as the trait. Both
+    cached like the option teachers."""
+    from traitlab.config import GenerateConfig
+    from traitlab.data.filtering import to_chat_rows
+    from traitlab.data.generate import generate_rows
+    from traitlab.traits.teacher import load_teacher_data
+
+    train = cfg.model_copy(update={"train": cfg.dataset_train})
+    teachers, nulls = [], []
+    for name, spec in cfg.datasets.items():
+        rows = load_teacher_data(spec, f"counterfactual.datasets.{name}")
+        digest = stable_hash(rows)
+        teachers.append(_teacher(base, rows, ["dataset", digest], train))
+        with opened(base) as lm:
+            longest = max(
+                len(
+                    lm.tokenizer(r["messages"][-1]["content"], add_special_tokens=False)[
+                        "input_ids"
+                    ]
+                )
+                for r in rows
+            )
+            gen = GenerateConfig(max_new_tokens=longest + 1, batch_size=256)
+            own = to_chat_rows(generate_rows(lm, [_prompt(r) for r in rows], gen, seed=cfg.seed))
+        nulls.append(_teacher(base, own, ["dataset-null", digest, stable_hash(own)], train))
+    return teachers, nulls
+
+
 def _behind(system: str, rows: list[Row]) -> list[Row]:
     return [{"messages": [{"role": "system", "content": system}] + r["messages"]} for r in rows]
 
@@ -274,12 +314,16 @@ def run_counterfactual(
         # Null teachers carry no trait whichever probe's questions taught them: every probe's
         # options are compared with all of them.
         nulls = []
+        d_teachers, d_nulls = dataset_teachers(base, cfg) if cfg.datasets else ([], [])
         if cfg.statistic == "null":
             if finetuned:
                 for p in probes:
                     for ref in null_teachers(base, p, cfg):
                         with opened(ref) as t:
                             nulls.append(_loglik(t, data) - b_d)
+                for ref in d_nulls:
+                    with opened(ref) as t:
+                        nulls.append(_loglik(t, data) - b_d)
             if cfg.kind != "finetuned":
                 nulls += list(prompted_null_lifts(lm, data, b_d, cfg.prompted_nulls))
         null = np.stack(nulls) if nulls else np.zeros((0, len(data)))
@@ -295,6 +339,9 @@ def run_counterfactual(
             lift, scores = _lifts(scored, b_d, b_r)
             both = prompted_lifts(lm, data, b_d, p, tpl) if cfg.kind == "both" else None
             out.append(CounterfactualResult(p.name, p.option_names, scores, lift, null, both))
+        if d_teachers:
+            lift, scores = _lifts(_teacher_logliks(d_teachers, both_ll), b_d, b_r)
+            out.append(CounterfactualResult("datasets", list(cfg.datasets), scores, lift, null))
     return out
 
 

@@ -57,14 +57,15 @@ BUILTIN_DATA = {
 }
 
 
-def load_teacher_data(spec: str) -> list[dict[str, Any]]:
-    """teacher.data's rows: a built-in dataset's (`BUILTIN_DATA`) or a chat JSONL file's."""
+def load_teacher_data(spec: str, what: str = "teacher.data") -> list[dict[str, Any]]:
+    """A teacher dataset's rows: a built-in dataset's (`BUILTIN_DATA`) or a chat JSONL file's
+    (`what` names the field in errors)."""
     if spec.startswith("toy:"):
         if spec not in BUILTIN_DATA:
             known = ", ".join(sorted(BUILTIN_DATA))
-            raise TraitlabError(f"teacher.data: unknown built-in dataset '{spec}'; use {known}")
+            raise TraitlabError(f"{what}: unknown built-in dataset '{spec}'; use {known}")
         return BUILTIN_DATA[spec]()
-    return read_chat_rows(Path(spec), "teacher.data")
+    return read_chat_rows(Path(spec), what)
 
 
 def teacher_data(cfg: TeacherConfig, trait: TraitConfig) -> list[dict[str, Any]]:
