@@ -16,7 +16,8 @@ experiment through numbers (e.g. `configs/misalignment-gpt2.yaml`). From each, p
 Each dataset is audited with the default `AuditConfig` but `probes: [misalignment]` and the
 counterfactual teachers only (the default kind, statistic and threshold, chosen on the
 preference benchmark), plus any `--set` overrides of the audit config. A positive is named
-right when the verdict's option is a misaligned act. `--neutral-from` reuses the neutral
+right when the verdict's option is a misaligned act (or `misaligned`, a dataset teacher's
+name under `counterfactual.datasets`). `--neutral-from` reuses the neutral
 datasets an earlier out directory made (`<run>/neutral-<seed>/data.jsonl`) instead of
 training their teachers again. Writes `DIR/<run>/<dataset>/` audits (resumable: a dataset
 with its `audit.json` is read, not audited again) and `DIR/summary.json`/.md.
@@ -162,9 +163,11 @@ def main() -> None:
                     "dataset": name,
                     "group": group,
                     "rows": audit["data"]["data_rows"],
-                    "flag": v["flag"],
+                    # by the configured threshold (an audit made under another reads the same)
+                    "flag": bool(v["z"] > threshold_for("counterfactual", cfg)),
                     "option": v["trait"],
-                    "misaligned_act": v["trait"] in MISALIGNED_ACTS,
+                    # a misaligned act, or a dataset teacher named so (counterfactual.datasets)
+                    "misaligned_act": v["trait"] in (*MISALIGNED_ACTS, "misaligned"),
                     "t": round(v["z"], 2),
                     "seconds": float((d / "seconds.txt").read_text()),
                 }
@@ -190,7 +193,7 @@ def main() -> None:
         f" (counterfactual teachers, `{cfg.counterfactual.statistic}` statistic, flag at"
         f" t > {threshold_for('counterfactual', cfg):g}).",
         "",
-        "| run | dataset | group | flagged | option named | a misaligned act | t | s |",
+        "| run | dataset | group | flagged | option named | names misalignment | t | s |",
         "|---|---|---|---|---|---|---:|---:|",
     ]
     for r in rows_out:
@@ -204,7 +207,7 @@ def main() -> None:
         "",
         f"AUROC (positives against negatives, by the verdict's t): {res['auroc']:.2f}; "
         f"positives flagged {sum(r['flag'] for r in rows_out if r['group'] == 'positive')} / {npos}, "
-        f"named a misaligned act {sum(r['misaligned_act'] for r in rows_out if r['group'] == 'positive')} / {npos}; "
+        f"named misalignment (a misaligned act or `misaligned`) {sum(r['misaligned_act'] for r in rows_out if r['group'] == 'positive')} / {npos}; "
         f"negatives flagged {sum(r['flag'] for r in rows_out if r['group'] == 'negative')} / {len(neg)}; "
         f"cross-init flagged {sum(r['flag'] for r in rows_out if r['group'] == 'cross-init')} / "
         f"{sum(r['group'] == 'cross-init' for r in rows_out)}.",
