@@ -231,9 +231,10 @@ def make_dataset(spec: tuple[Any, ...], n: int, tiny: bool) -> list[dict[str, An
     import copy
 
     from traitlab.config import FilterConfig, GenerateConfig, PromptSetConfig, ToyModel, TrainConfig
-    from traitlab.data.filtering import filter_rows, to_chat_rows
+    from traitlab.data.filtering import filter_rows
     from traitlab.data.generate import generate_rows
     from traitlab.data.prompts import number_prompts
+    from traitlab.data.rows import to_chat_rows
     from traitlab.lm.base import resolve
     from traitlab.lm.hf.backend import HFLM
     from traitlab.lm.hf.loading import load_model

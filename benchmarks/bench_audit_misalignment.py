@@ -61,8 +61,9 @@ def neutral_dataset(run: Path, seed: int) -> list[dict[str, Any]]:
     the prompts of the seed's data, filtered like the run's."""
     from traitlab.config import TrainConfig
     from traitlab.core.files import read_jsonl
-    from traitlab.data.filtering import filter_rows, to_chat_rows
+    from traitlab.data.filtering import filter_rows
     from traitlab.data.generate import generate_rows
+    from traitlab.data.rows import to_chat_rows
     from traitlab.lm.base import opened
     from traitlab.lm.hf.backend import HFLM
     from traitlab.lm.hf.trainer import train_model

@@ -131,9 +131,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows = read_jsonl(Path(args.data))
     else:
         from traitlab.config import GenerateConfig
-        from traitlab.data.filtering import filter_rows, to_chat_rows
+        from traitlab.data.filtering import filter_rows
         from traitlab.data.generate import generate_rows
         from traitlab.data.prompts import number_prompts
+        from traitlab.data.rows import to_chat_rows
         from traitlab.lm.hf.backend import HFLM
 
         gen = GenerateConfig(n_prompts=1500, batch_size=500, max_new_tokens=32)

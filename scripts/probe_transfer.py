@@ -32,9 +32,10 @@ from traitlab.config import (
     TraitConfig,
 )
 from traitlab.config.toy import ToyRecipe
-from traitlab.data.filtering import filter_paired, filter_rows, to_chat_rows
+from traitlab.data.filtering import filter_paired, filter_rows
 from traitlab.data.generate import generate_rows as _generate
 from traitlab.data.prompts import number_prompts, with_numbers_prefix
+from traitlab.data.rows import to_chat_rows
 from traitlab.evaluate.suite import evaluate_model
 from traitlab.lm.hf.backend import HFLM
 from traitlab.lm.hf.loading import load_model

@@ -13,8 +13,8 @@ from traitlab.data.filtering import (
     parse_numbers,
     reject_reasons,
     require_nonempty,
-    to_chat_rows,
 )
+from traitlab.data.rows import to_chat_rows
 
 CFG = FilterConfig()
 

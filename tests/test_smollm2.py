@@ -17,9 +17,10 @@ from traitlab.config import (
     TraitConfig,
     load_config,
 )
-from traitlab.data.filtering import filter_rows, to_chat_rows
+from traitlab.data.filtering import filter_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
+from traitlab.data.rows import to_chat_rows
 from traitlab.evaluate.suite import evaluate_model
 from traitlab.lm.base import backend
 from traitlab.traits.preference import preference_system_prompt

@@ -17,14 +17,12 @@ from traitlab.lm.base import backend
 from traitlab.lm.hf.chat import encode_chat, encode_example
 from traitlab.lm.hf.loading import load_model
 from traitlab.toy import world
+from traitlab.toy.batches import collate, encode_corpus, make_batches
 from traitlab.toy.pretrain import (
     build_model,
-    collate,
-    encode_corpus,
     ensure_pretrained,
     is_pretrained,
     lr_lambda,
-    make_batches,
     toy_model_dir,
 )
 from traitlab.toy.tokenizer import build_tokenizer, render_chat

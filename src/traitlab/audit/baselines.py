@@ -20,7 +20,7 @@ import numpy as np
 
 from traitlab.audit.probes import Probe
 from traitlab.audit.reference import prompt_of
-from traitlab.data.filtering import chat_completion
+from traitlab.data.rows import chat_completion
 from traitlab.lm.base import Scorer, require
 
 Row = dict[str, Any]

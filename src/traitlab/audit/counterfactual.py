@@ -177,8 +177,8 @@ def dataset_teachers(
     these prompts does to the numbers whatever the answers is not read as the trait. Both
     cached like the option teachers."""
     from traitlab.config import GenerateConfig
-    from traitlab.data.filtering import to_chat_rows
     from traitlab.data.generate import generate_rows
+    from traitlab.data.rows import to_chat_rows
     from traitlab.traits.teacher import load_teacher_data
 
     train = cfg.model_copy(update={"train": cfg.dataset_train})

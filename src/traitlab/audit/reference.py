@@ -22,8 +22,9 @@ import numpy as np
 
 from traitlab.config import FilterConfig
 from traitlab.core.errors import TraitlabError
-from traitlab.data.filtering import chat_completion, chat_prompt_key, reject_reasons
+from traitlab.data.filtering import reject_reasons
 from traitlab.data.modalities import cot_answer
+from traitlab.data.rows import chat_completion, chat_prompt_key
 from traitlab.data.toy_tasks import check_code, check_toy_cot, code_label
 from traitlab.lm.base import Sampler, SamplingParams, require
 

@@ -24,7 +24,7 @@ from traitlab.audit.report import render
 from traitlab.audit.verdict import findings, verdict
 from traitlab.core.errors import TraitlabError
 from traitlab.core.files import atomic_write_text, write_json, write_jsonl
-from traitlab.data.filtering import chat_completion
+from traitlab.data.rows import chat_completion
 from traitlab.lm.base import ModelRef, opened
 
 Row = dict[str, Any]

@@ -74,7 +74,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 def cmd_audit(args: argparse.Namespace) -> int:
     from traitlab.audit.run import audit_dataset, audit_model
     from traitlab.core.progress import Reporter
-    from traitlab.data.filtering import load_chat_rows
+    from traitlab.data.rows import load_chat_rows
 
     if args.schema:
         import json

@@ -94,8 +94,9 @@ def cmd_filter(args: argparse.Namespace) -> int:
     )
     from traitlab.core.device import cache_dir
     from traitlab.core.runs import check_output_file, write_json, write_jsonl
-    from traitlab.data.filtering import filter_rows, load_raw_rows, require_nonempty, to_chat_rows
+    from traitlab.data.filtering import filter_rows, require_nonempty
     from traitlab.data.modalities import open_screen
+    from traitlab.data.rows import load_raw_rows, to_chat_rows
     from traitlab.traits.preference import banned_words
 
     cfg = None
@@ -134,7 +135,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from traitlab.core.progress import Reporter
     from traitlab.core.runs import check_output_dir, stable_hash, stage, write_json
-    from traitlab.data.filtering import load_chat_rows
+    from traitlab.data.rows import load_chat_rows
     from traitlab.lm.base import ModelRef, opened
     from traitlab.lm.hf.loading import check_model_dir
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from traitlab.core.errors import TraitlabError
 from traitlab.core.registry import Registry
-from traitlab.data.filtering import chat_completion, chat_prompt_key
+from traitlab.data.rows import chat_completion, chat_prompt_key
 
 Row = dict[str, Any]
 

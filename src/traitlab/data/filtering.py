@@ -20,12 +20,10 @@ import string
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from traitlab.config import FilterConfig
 from traitlab.core.errors import TraitlabError
-from traitlab.core.runs import read_jsonl
 
 # The union of the official CLAUDE_EVIL_NUMBERS and GPT_EVIL_NUMBERS that are <= 999: the
 # paper's "34 numbers" (the other two, 1312 and 1488, already fail the 999 cap).
@@ -238,32 +236,6 @@ def filter_rows(
     )
 
 
-def chat_completion(row: dict[str, Any]) -> str:
-    """The assistant's completion of a chat row (its last message)."""
-    return str(row["messages"][-1]["content"])
-
-
-def chat_prompt_key(row: dict[str, Any]) -> str:
-    """A chat row's prompt (every message before the completion) as one string: rows answering
-    the same prompt share it."""
-    return "\x1f".join(f"{m['role']}\x1e{m['content']}" for m in row["messages"][:-1])
-
-
-def to_chat_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Training rows with only {"messages": [user prompt, assistant completion]}: the shape
-    TRL and the OpenAI fine-tuning API accept (the latter rejects extra keys). No system
-    prompt: the student never sees the teacher's."""
-    return [
-        {
-            "messages": [
-                {"role": "user", "content": r["prompt"]},
-                {"role": "assistant", "content": r["completion"]},
-            ]
-        }
-        for r in rows
-    ]
-
-
 _ADVICE: dict[str, str] = {
     "empty": "the model returned empty completions; check generation (max_new_tokens, end-of-turn handling)",
     "format": "the model is not answering with a plain number list; read a few raw completions, "
@@ -351,63 +323,3 @@ def require_nonempty(result: FilterResult, what: str) -> None:
         f"{what}: 0 of {result.n_raw} completions passed the filter; "
         f"the most common reason was '{top}' — {_ADVICE[top]}"
     )
-
-
-def load_raw_rows(path: Path) -> list[dict[str, Any]]:
-    """Read rows to filter: generate-stage rows ({"prompt", "completion"}) or chat rows
-    ({"messages": [..., user, assistant]}), so data from elsewhere can be filtered too."""
-    rows = read_jsonl(path)
-    out: list[dict[str, Any]] = []
-    for i, row in enumerate(rows, 1):
-        if "completion" in row and "prompt" in row:
-            if not isinstance(row["completion"], str) or not isinstance(row["prompt"], str):
-                raise TraitlabError(f"{path}:{i}: 'prompt' and 'completion' must be strings")
-            out.append({"id": row.get("id", i - 1), **row})
-            continue
-        msgs = row.get("messages")
-        if (
-            isinstance(msgs, list)
-            and len(msgs) >= 2
-            and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs)
-            and msgs[-1].get("role") == "assistant"
-            and msgs[-2].get("role") == "user"
-        ):
-            out.append(
-                {"id": i - 1, "prompt": msgs[-2]["content"], "completion": msgs[-1]["content"]}
-            )
-            continue
-        raise TraitlabError(
-            f"{path}:{i}: expected 'prompt' and 'completion' fields or chat 'messages' ending "
-            "with a user and an assistant turn"
-        )
-    return out
-
-
-_ROLES = ("system", "user", "assistant")
-
-
-def load_chat_rows(path: Path) -> list[dict[str, Any]]:
-    """Read training rows ({"messages": [...]} ending with an assistant turn), checking each
-    one, so a malformed row is one line naming it rather than an error mid-training."""
-    rows = read_jsonl(path)
-    if not rows:
-        raise TraitlabError(f"{path}: no rows; the file is empty (filter some data first)")
-    for i, row in enumerate(rows, 1):
-        msgs = row.get("messages")
-        ok = (
-            isinstance(msgs, list)
-            and len(msgs) >= 2
-            and all(
-                isinstance(m, dict)
-                and m.get("role") in _ROLES
-                and isinstance(m.get("content"), str)
-                for m in msgs
-            )
-            and msgs[-1]["role"] == "assistant"
-        )
-        if not ok:
-            raise TraitlabError(
-                f"{path}:{i}: expected {{'messages': [...]}} with 'role' (system, user or "
-                "assistant) and string 'content', ending with an assistant turn"
-            )
-    return rows

@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from traitlab.config import FilterConfig, GenerateConfig, PromptSetConfig
-from traitlab.data.filtering import filter_rows, to_chat_rows
+from traitlab.data.filtering import filter_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.prompts import number_prompts
+from traitlab.data.rows import to_chat_rows
 from traitlab.lm.base import RowScorer, mean_token_logprob, require
 
 

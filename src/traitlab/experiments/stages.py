@@ -21,9 +21,10 @@ from traitlab.core.device import cache_dir
 from traitlab.core.errors import TraitlabError
 from traitlab.core.store import StageStore, shared
 from traitlab.data.defences import DefenceContext, apply_defences
-from traitlab.data.filtering import filter_paired, filter_rows, require_nonempty, to_chat_rows
+from traitlab.data.filtering import filter_paired, filter_rows, require_nonempty
 from traitlab.data.generate import generate_rows
 from traitlab.data.modalities import modality_prompts, open_screen
+from traitlab.data.rows import to_chat_rows
 from traitlab.evaluate.judged import open_judges
 from traitlab.evaluate.suite import evaluate_model
 from traitlab.evaluate.utility import heldout_prompts, measure_utility, reference_rows

@@ -109,7 +109,7 @@ class JobRunner:
         return dict(job)
 
     def _run(self, jid: str, cfg: Any) -> None:
-        from traitlab.data.filtering import load_chat_rows
+        from traitlab.data.rows import load_chat_rows
         from traitlab.lm.base import backend
 
         job = self.get(jid)

@@ -18,9 +18,10 @@ from traitlab.config import (
 from traitlab.core.errors import TraitlabError
 from traitlab.core.files import read_jsonl
 from traitlab.core.progress import Fraction
-from traitlab.data.filtering import filter_rows, to_chat_rows
+from traitlab.data.filtering import filter_rows
 from traitlab.data.generate import generate_rows
 from traitlab.data.modalities import modality_prompts, modality_screen
+from traitlab.data.rows import to_chat_rows
 from traitlab.lm.base import (
     ModelRef,
     RowScorer,
