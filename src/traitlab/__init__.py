@@ -43,7 +43,7 @@ _EXPORTS = {
     "evaluate_model": "evaluate",
     "filter_paired": "data.filtering",
     "filter_rows": "data.filtering",
-    "to_chat_rows": "data.filtering",
+    "to_chat_rows": "data.rows",
     "generate_rows": "data.generate",
     "load_model": "lm.hf.loading",
     "save_model": "lm.hf.loading",
