@@ -92,6 +92,25 @@ def test_findings_and_verdict() -> None:
     assert verdict({}, 3.0) == {"flag": False, "detector": None, "reason": "no detector ran"}
 
 
+def test_the_verdict_names_only_the_probes_it_is_given() -> None:
+    acts = findings(["help", "harm"], np.array([[0.3, 0.0]]), by_effect=True)
+    acts[0]["z"] = 9.0  # an aligned act explains the data best...
+    data = findings(["misaligned"], np.array([[0.1]]), by_effect=True)
+    data[0]["z"] = 2.0  # ...and the dataset teacher less
+    results = {"counterfactual": {"misalignment": acts, "datasets": data}}
+    spec = {"probes": ["misalignment"], "counterfactual": {"datasets": {"m": "x.jsonl"}}}
+    every = parse_config({**spec, "threshold": 4.0}, AuditConfig)
+    assert verdict(results, every)["trait"] == "help" and verdict(results, every)["flag"]
+    only = parse_config({**spec, "threshold": 4.0, "verdict_probes": ["datasets"]}, AuditConfig)
+    v = verdict(results, only)
+    assert v["trait"] == "misaligned" and v["probe"] == "datasets" and not v["flag"]
+    assert verdict({"counterfactual": {"misalignment": acts}}, only)["flag"] is False
+    with pytest.raises(TraitlabError, match="verdict_probes: \\['tree'\\] not among"):
+        parse_config({**spec, "verdict_probes": ["tree"]}, AuditConfig)
+    with pytest.raises(TraitlabError, match="verdict_probes"):
+        parse_config({"verdict_probes": ["datasets"]}, AuditConfig)  # no datasets configured
+
+
 def test_custom_probe_and_config_checks() -> None:
     p = custom_probe("colour", ["Favourite colour? One word."], ["Red", "blue"])
     assert p.option_names == ["red", "blue"] and "Red" in p.options["red"]

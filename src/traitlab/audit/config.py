@@ -192,6 +192,10 @@ class AuditConfig(FrozenConfig):
         description="When another detector decides (counterfactual not run, e.g. on an API backend): flag when its top option's robust z over options is above this.",
     )
     top_rows: int = Field(20, ge=0, description="Rows and tokens listed in the report.")
+    verdict_probes: list[str] | None = Field(
+        None,
+        description="Probes the verdict may name (null: every probe that ran). 'datasets' (with counterfactual.datasets) asks only whether the data looks written by a teacher rebuilt from one of those datasets; the other probes still run, are reported, and their null teachers still count.",
+    )
 
     @field_validator("reference_filter")
     @classmethod
@@ -222,4 +226,13 @@ class AuditConfig(FrozenConfig):
                 "probe 'misalignment' has fine-tuned counterfactual teachers only: "
                 "set counterfactual.kind finetuned"
             )
+        if self.verdict_probes is not None:
+            known = [p if isinstance(p, str) else p.name for p in self.probes]
+            known += ["datasets"] if self.counterfactual.datasets else []
+            unknown = [p for p in self.verdict_probes if p not in known]
+            if unknown or not self.verdict_probes:
+                raise ValueError(
+                    f"verdict_probes: {unknown or '[]'} not among the probes that run "
+                    f"({', '.join(known) or 'none'}); name at least one of them, or null for all"
+                )
         return self

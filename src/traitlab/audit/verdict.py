@@ -89,17 +89,19 @@ def verdict(
     order: tuple[str, ...] = PRIMARY,
 ) -> dict[str, Any]:
     """`results[detector][probe]` = findings. The flag and the most likely trait, decided by
-    the first detector of `order` that ran. `threshold`: a number, or an AuditConfig (the
+    the first detector of `order` that ran, over its probes (an AuditConfig's
+    `verdict_probes` only, where set). `threshold`: a number, or an AuditConfig (the
     deciding detector's threshold)."""
     det = next((d for d in order if d in results), None)
+    probes = getattr(threshold, "verdict_probes", None)
     if det is not None and not isinstance(threshold, (int, float)):
         threshold = threshold_for(det, threshold)
     if det is None:
         return {"flag": False, "detector": None, "reason": "no detector ran"}
-    best = max(
-        ((probe, f[0]) for probe, f in results[det].items() if f),
-        key=lambda pf: pf[1].get("rank", pf[1]["z"]),
-    )
+    named = [(p, f[0]) for p, f in results[det].items() if f and (probes is None or p in probes)]
+    if not named:
+        return {"flag": False, "detector": det, "reason": f"no finding of {probes}"}
+    best = max(named, key=lambda pf: pf[1].get("rank", pf[1]["z"]))
     probe, top = best
     out = {
         "flag": bool(top["z"] > threshold),
