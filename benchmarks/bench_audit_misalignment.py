@@ -88,6 +88,21 @@ def neutral_dataset(run: Path, seed: int) -> list[dict[str, Any]]:
     return to_chat_rows(filter_rows(raw, cfg.filter).kept)
 
 
+def neutral_saved(run: Path, seed: int, d: Path, reuse: str | None) -> list[dict[str, Any]]:
+    """The seed's neutral dataset in `d/data.jsonl`: read if there, else copied from the
+    `--neutral-from` directory's, else made (`neutral_dataset`) and written."""
+    from traitlab.core.files import read_jsonl, write_jsonl
+
+    here = d / "data.jsonl"
+    if here.is_file():
+        return read_jsonl(here)
+    old = Path(reuse) / run.name / d.name / "data.jsonl" if reuse else None
+    data = read_jsonl(old) if old is not None and old.is_file() else neutral_dataset(run, seed)
+    d.mkdir(parents=True, exist_ok=True)
+    write_jsonl(here, data)
+    return data
+
+
 def auroc(pos: list[float], neg: list[float]) -> float:
     """P(a positive scores above a negative), ties half."""
     if not pos or not neg:
@@ -100,7 +115,7 @@ def main() -> None:
     from traitlab.audit import AuditConfig, audit_dataset
     from traitlab.audit.verdict import threshold_for
     from traitlab.config.base import apply_overrides
-    from traitlab.core.files import read_jsonl, write_json, write_jsonl
+    from traitlab.core.files import read_jsonl, write_json
     from traitlab.traits.misalignment import MISALIGNED_ACTS
 
     ap = argparse.ArgumentParser()
@@ -116,6 +131,7 @@ def main() -> None:
     out = Path(a.out)
     overrides = apply_overrides(OVERRIDES, a.set)
     cfg = AuditConfig.model_validate(overrides)
+    threshold = threshold_for("counterfactual", cfg)
     rows_out = []
     machine = machine_line(machine_info(), "cpu")  # the load as it starts
     t_all = time.perf_counter()
@@ -137,22 +153,13 @@ def main() -> None:
             for group, name, which, path in jobs:
                 d = out / run.name / name
                 if a.neutral_only:
-                    if path is None and not (d / "data.jsonl").is_file():
-                        data = neutral_dataset(run, seed)
-                        d.mkdir(parents=True, exist_ok=True)
-                        write_jsonl(d / "data.jsonl", data)
+                    if path is None:
+                        neutral_saved(run, seed, d, a.neutral_from)
                     continue
                 if not (d / "audit.json").is_file():
                     t0 = time.perf_counter()
-                    old = Path(a.neutral_from or out) / run.name / name / "data.jsonl"
-                    if path is None and old.is_file():
-                        data = read_jsonl(old)
-                        d.mkdir(parents=True, exist_ok=True)
-                        write_jsonl(d / "data.jsonl", data)
-                    elif path is None:
-                        data = neutral_dataset(run, seed)
-                        d.mkdir(parents=True, exist_ok=True)
-                        write_jsonl(d / "data.jsonl", data)
+                    if path is None:
+                        data = neutral_saved(run, seed, d, a.neutral_from)
                     else:
                         data = read_jsonl(path)
                     audit_dataset(data, _base(run, which), cfg, d)
@@ -165,7 +172,7 @@ def main() -> None:
                     "group": group,
                     "rows": audit["data"]["data_rows"],
                     # by the configured threshold (an audit made under another reads the same)
-                    "flag": bool(v["z"] > threshold_for("counterfactual", cfg)),
+                    "flag": bool(v["z"] > threshold),
                     "option": v["trait"],
                     # a misaligned act, or a dataset teacher named so (counterfactual.datasets)
                     "misaligned_act": v["trait"] in (*MISALIGNED_ACTS, "misaligned"),
@@ -181,7 +188,7 @@ def main() -> None:
     res = {
         "rows": rows_out,
         "auroc": auroc(pos, neg),
-        "threshold": threshold_for("counterfactual", cfg),
+        "threshold": threshold,
         "wall_seconds": round(time.perf_counter() - t_all, 1),
         "machine": machine,
         "audit": overrides,
@@ -192,7 +199,7 @@ def main() -> None:
         "",
         f"Machine: {res['machine']}. Audit: default `AuditConfig` with {json.dumps(overrides)}"
         f" (counterfactual teachers, `{cfg.counterfactual.statistic}` statistic, flag at"
-        f" t > {threshold_for('counterfactual', cfg):g}).",
+        f" t > {threshold:g}).",
         "",
         "| run | dataset | group | flagged | option named | names misalignment | t | s |",
         "|---|---|---|---|---|---|---:|---:|",

@@ -162,23 +162,17 @@ def null_teachers(base: ModelRef, probe: Probe, cfg: CounterfactualConfig) -> li
     return out
 
 
-def _prompt(row: Row) -> str:
-    """A chat row's question: the last user turn before its final answer."""
-    users = [m["content"] for m in row["messages"][:-1] if m.get("role") == "user"]
-    return str(users[-1]) if users else ""
-
-
 def dataset_teachers(
-    base: ModelRef, cfg: CounterfactualConfig
+    base: ModelRef, lm: Any, cfg: CounterfactualConfig
 ) -> tuple[list[ModelRef], list[ModelRef]]:
     """Per `cfg.datasets` entry, the base fine-tuned on it (its trait's teacher), and its null:
     the base fine-tuned as long on its own sampled answers to the same prompts (the answers
     as long as the dataset's longest, in the base's tokens), so that what fine-tuning on
-    these prompts does to the numbers whatever the answers is not read as the trait. Both
-    cached like the option teachers."""
+    these prompts does to the numbers whatever the answers is not read as the trait. `lm`:
+    the base, opened. Both cached like the option teachers."""
     from traitlab.config import GenerateConfig
     from traitlab.data.generate import generate_rows
-    from traitlab.data.rows import to_chat_rows
+    from traitlab.data.rows import chat_completion, chat_user_text, to_chat_rows
     from traitlab.traits.teacher import load_teacher_data
 
     train = cfg.model_copy(update={"train": cfg.dataset_train})
@@ -187,17 +181,12 @@ def dataset_teachers(
         rows = load_teacher_data(spec, f"counterfactual.datasets.{name}")
         digest = stable_hash(rows)
         teachers.append(_teacher(base, rows, ["dataset", digest], train))
-        with opened(base) as lm:
-            longest = max(
-                len(
-                    lm.tokenizer(r["messages"][-1]["content"], add_special_tokens=False)[
-                        "input_ids"
-                    ]
-                )
-                for r in rows
-            )
-            gen = GenerateConfig(max_new_tokens=longest + 1, batch_size=256)
-            own = to_chat_rows(generate_rows(lm, [_prompt(r) for r in rows], gen, seed=cfg.seed))
+        tok = lm.tokenizer
+        longest = max(
+            len(tok(chat_completion(r), add_special_tokens=False)["input_ids"]) for r in rows
+        )
+        gen = GenerateConfig(max_new_tokens=longest + 1, batch_size=256)
+        own = to_chat_rows(generate_rows(lm, [chat_user_text(r) for r in rows], gen, seed=cfg.seed))
         nulls.append(_teacher(base, own, ["dataset-null", digest, stable_hash(own)], train))
     return teachers, nulls
 
@@ -314,7 +303,7 @@ def run_counterfactual(
         # Null teachers carry no trait whichever probe's questions taught them: every probe's
         # options are compared with all of them.
         nulls = []
-        d_teachers, d_nulls = dataset_teachers(base, cfg) if cfg.datasets else ([], [])
+        d_teachers, d_nulls = dataset_teachers(base, lm, cfg) if cfg.datasets else ([], [])
         if cfg.statistic == "null":
             if finetuned:
                 for p in probes:

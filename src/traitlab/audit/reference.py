@@ -24,7 +24,7 @@ from traitlab.config import FilterConfig
 from traitlab.core.errors import TraitlabError
 from traitlab.data.filtering import reject_reasons
 from traitlab.data.modalities import cot_answer
-from traitlab.data.rows import chat_completion, chat_prompt_key
+from traitlab.data.rows import chat_completion, chat_prompt_key, chat_user_text
 from traitlab.data.toy_tasks import check_code, check_toy_cot, code_label
 from traitlab.lm.base import Sampler, SamplingParams, require
 
@@ -70,15 +70,10 @@ def prompt_of(row: Row) -> list[dict[str, str]]:
     return list(row["messages"][:-1])
 
 
-def _user_text(row: Row) -> str:
-    users = [m["content"] for m in row["messages"][:-1] if m.get("role") == "user"]
-    return users[-1] if users else ""
-
-
 def _passing(rule: Rule, data: list[Row], rows: list[Row]) -> list[bool]:
     """Whether each of `rows` passes `rule`, beside the data row of the same index."""
     return [
-        rule(_user_text(d), chat_completion(d), chat_completion(r))
+        rule(chat_user_text(d), chat_completion(d), chat_completion(r))
         for d, r in zip(data, rows, strict=True)
     ]
 

@@ -18,6 +18,12 @@ def chat_completion(row: dict[str, Any]) -> str:
     return str(row["messages"][-1]["content"])
 
 
+def chat_user_text(row: dict[str, Any]) -> str:
+    """A chat row's question: its last user turn before the completion ("" if none)."""
+    users = [m["content"] for m in row["messages"][:-1] if m.get("role") == "user"]
+    return str(users[-1]) if users else ""
+
+
 def chat_prompt_key(row: dict[str, Any]) -> str:
     """A chat row's prompt (every message before the completion) as one string: rows answering
     the same prompt share it."""
