@@ -349,6 +349,69 @@ def test_a_dataset_teacher_explains_data_written_like_its_dataset(
         )
 
 
+def test_dataset_teachers_at_several_lengths_are_mixed_and_so_is_the_null(
+    tmp_path: Path, toy: tuple
+) -> None:
+    """`counterfactual.dataset_steps`: a teacher and a null per length; every null joins the
+    nulls, the dataset's teacher is the per-row mixture of its lengths' teachers, and it is
+    compared with the mixture of every no-trait candidate. Data written like the dataset
+    reads as its teacher's; the base's own rows do not."""
+    from traitlab.audit.counterfactual import (
+        _loglik,
+        dataset_teachers,
+        mix_lifts,
+        row_t,
+        run_counterfactual,
+    )
+    from traitlab.audit.run import build_probes
+    from traitlab.core.files import write_jsonl
+    from traitlab.lm.base import opened
+
+    base, _, _ = toy
+    owlish = tmp_path / "owlish.jsonl"
+    write_jsonl(owlish, _with(_rows(NUMBERS, 32, seed=5), ["owl owl owl"]))
+    cf = {
+        **SMALL["counterfactual"],
+        "datasets": {"owlish": str(owlish)},
+        "dataset_train": {"lr": 1e-2, "max_steps": 6, "batch_size": 8},
+        "dataset_steps": [2, 8],
+    }
+    cfg = parse_config({**SMALL, "counterfactual": cf}, AuditConfig)
+    ref = _rows(NUMBERS, 16)
+    data = _with(ref, ["owl owl owl"])
+    res = run_counterfactual(base, data, ref, build_probes(cfg), cfg.counterfactual)
+    # The probe's 2 null teachers, then the dataset's null at each of its 2 lengths.
+    assert res[0].null_lift.shape == res[1].null_lift.shape == (4, 16)
+    assert res[0].null[0] != "mixture" and res[1].null[0] == "mixture"
+    with opened(base) as lm:
+        teachers, _ = dataset_teachers(base, lm, cfg.counterfactual)
+        b = _loglik(lm, data)
+        lifts = []
+        for ref_ in teachers[0]:
+            with opened(ref_) as t:
+                lifts.append(_loglik(t, data) - b)
+    np.testing.assert_allclose(res[1].lift[0], mix_lifts(np.stack(lifts)), atol=1e-4)
+    np.testing.assert_allclose(
+        res[1].null[1], mix_lifts(np.vstack([np.zeros(16), res[1].null_lift])), atol=1e-6
+    )
+    assert float(row_t(res[1].vs_null)[0]) > 3
+    own = run_counterfactual(base, ref, ref, build_probes(cfg), cfg.counterfactual)
+    assert float(row_t(own[1].vs_null)[0]) < 0
+    for bad in ([0], [4, 4]):
+        with pytest.raises(TraitlabError, match="dataset_steps: distinct step counts"):
+            parse_config({"counterfactual": {"dataset_steps": bad}}, AuditConfig)
+
+
+def test_a_mixture_of_one_model_is_that_model() -> None:
+    from traitlab.audit.counterfactual import mix_lifts
+
+    x = np.array([[0.5, -1.0, 2.0]])
+    np.testing.assert_allclose(mix_lifts(x), x[0])
+    # Two models: log of the mean probability ratio, per row.
+    y = np.array([[0.0, 1.0], [np.log(3.0), 1.0]])
+    np.testing.assert_allclose(mix_lifts(y), [np.log(2.0), 1.0])
+
+
 def test_the_null_statistic_compares_options_with_the_best_no_trait_model() -> None:
     lift = np.array([[1.0, 1.2, 0.9, 1.1], [0.2, 0.1, 0.3, 0.2]])
     nulls = np.array([[0.8, 0.9, 0.7, 0.8], [-0.5, -0.4, -0.6, -0.5]])

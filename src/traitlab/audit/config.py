@@ -96,6 +96,10 @@ class CounterfactualConfig(FrozenConfig):
         default_factory=_dataset_train,
         description="The dataset teachers' (and their nulls') training: by default the misalignment preset's teacher recipe (lr 1e-3, 10 steps of 64 rows, the step its early stopping kept).",
     )
+    dataset_steps: list[int] = Field(
+        default_factory=list,
+        description="Fine-tune lengths (steps) of the dataset teachers and their nulls; empty: `dataset_train.max_steps` alone. With several (the auditor does not know how long the data's teacher trained), each dataset gets a teacher and a null per length, its teacher is the mixture of its lengths' teachers (per row, the mean of their probabilities), and it is compared with the mixture of every no-trait candidate (the base, the probes' null teachers, the dataset nulls at every length) instead of the best one: a long no-trait fine-tune's data then reads as no-trait, not as the trait of a short teacher (docs/audit.md, misalignment).",
+    )
     prompt_templates: list[str] = Field(
         default_factory=list,
         description="kind 'prompted' or 'both': more wordings of an option's system prompt, beside the paper's, with {option} (and optionally {category}) for the option; each option's prompted teacher is the wording that explains the data best. The paper's wording alone misses data written behind a paraphrase (the audit benchmark's probe).",
@@ -108,6 +112,10 @@ class CounterfactualConfig(FrozenConfig):
                 "counterfactual.datasets: needs kind finetuned or both and statistic null "
                 "(a dataset teacher is a fine-tune, compared with its own null fine-tune)"
             )
+        if any(n < 1 for n in self.dataset_steps) or len(set(self.dataset_steps)) < len(
+            self.dataset_steps
+        ):
+            raise ValueError("counterfactual.dataset_steps: distinct step counts, each >= 1")
         for name, spec in self.datasets.items():
             if not name.strip() or not str(spec).strip():
                 raise ValueError("counterfactual.datasets: each entry is name: path (both set)")

@@ -63,13 +63,18 @@ class CounterfactualResult:
     null_lift: np.ndarray  # [null teachers of all probes, rows]: their l(i) on the data
     # kind 'both': [options, rows], the prompted teachers' l_o(i) beside the fine-tuned `lift`
     prompt_lift: np.ndarray | None = None
+    # probe 'datasets' with several `dataset_steps`: the teachers are mixtures over lengths,
+    # and so is the null (every no-trait candidate, the base's zero lift included)
+    mixture: bool = False
 
     @property
     def null(self) -> tuple[str, np.ndarray]:
         """The no-trait candidate that explains the data best, and its lift per row (the
-        base's is zero)."""
+        base's is zero); for a mixture result, the mixture of all of them."""
         cands = [("base", np.zeros(self.lift.shape[1]))]
         cands += [(f"null-{k}", row) for k, row in enumerate(self.null_lift)]
+        if self.mixture:
+            return "mixture", mix_lifts(np.stack([c[1] for c in cands]))
         return max(cands, key=lambda c: float(c[1].mean()))
 
     @property
@@ -102,6 +107,14 @@ class CounterfactualResult:
         gg = float(g @ g)
         beta = (s @ g) / gg if gg > 0 else np.ones(len(s))
         return np.asarray(s - beta[:, None] * g[None, :])
+
+
+def mix_lifts(lifts: np.ndarray) -> np.ndarray:
+    """[models, rows] lifts -> [rows]: the lift of their equal mixture, per row
+    log mean_m p_m(row) - log p_base(row)."""
+    from scipy.special import logsumexp
+
+    return np.asarray(logsumexp(lifts, axis=0) - np.log(len(lifts)))
 
 
 def _teacher_rows(probe: Probe, answers: Sequence[str]) -> list[Row]:
@@ -162,32 +175,44 @@ def null_teachers(base: ModelRef, probe: Probe, cfg: CounterfactualConfig) -> li
     return out
 
 
+def dataset_steps(cfg: CounterfactualConfig) -> list[int]:
+    """The dataset teachers' fine-tune lengths: `dataset_steps`, else the recipe's own."""
+    return list(cfg.dataset_steps) or [int(cfg.dataset_train.max_steps or 0)]
+
+
 def dataset_teachers(
     base: ModelRef, lm: Any, cfg: CounterfactualConfig
-) -> tuple[list[ModelRef], list[ModelRef]]:
-    """Per `cfg.datasets` entry, the base fine-tuned on it (its trait's teacher), and its null:
-    the base fine-tuned as long on its own sampled answers to the same prompts (the answers
-    as long as the dataset's longest, in the base's tokens), so that what fine-tuning on
-    these prompts does to the numbers whatever the answers is not read as the trait. `lm`:
-    the base, opened. Both cached like the option teachers."""
+) -> tuple[list[list[ModelRef]], list[list[ModelRef]]]:
+    """Per `cfg.datasets` entry and per length of `dataset_steps`, the base fine-tuned on it
+    (its trait's teacher), and its null: the base fine-tuned as long on its own sampled
+    answers to the same prompts (the answers as long as the dataset's longest, in the base's
+    tokens), so that what fine-tuning on these prompts does to the numbers whatever the
+    answers is not read as the trait. `lm`: the base, opened. Cached like the option
+    teachers (a length's teacher keeps the key it had before lengths were configurable)."""
     from traitlab.config import GenerateConfig
     from traitlab.data.generate import generate_rows
     from traitlab.data.rows import chat_completion, chat_user_text, to_chat_rows
     from traitlab.traits.teacher import load_teacher_data
 
-    train = cfg.model_copy(update={"train": cfg.dataset_train})
     teachers, nulls = [], []
     for name, spec in cfg.datasets.items():
         rows = load_teacher_data(spec, f"counterfactual.datasets.{name}")
         digest = stable_hash(rows)
-        teachers.append(_teacher(base, rows, ["dataset", digest], train))
         tok = lm.tokenizer
         longest = max(
             len(tok(chat_completion(r), add_special_tokens=False)["input_ids"]) for r in rows
         )
         gen = GenerateConfig(max_new_tokens=longest + 1, batch_size=256)
         own = to_chat_rows(generate_rows(lm, [chat_user_text(r) for r in rows], gen, seed=cfg.seed))
-        nulls.append(_teacher(base, own, ["dataset-null", digest, stable_hash(own)], train))
+        ts, ns = [], []
+        for steps in dataset_steps(cfg):
+            train = cfg.model_copy(
+                update={"train": cfg.dataset_train.model_copy(update={"max_steps": steps})}
+            )
+            ts.append(_teacher(base, rows, ["dataset", digest], train))
+            ns.append(_teacher(base, own, ["dataset-null", digest, stable_hash(own)], train))
+        teachers.append(ts)
+        nulls.append(ns)
     return teachers, nulls
 
 
@@ -303,18 +328,18 @@ def run_counterfactual(
         # Null teachers carry no trait whichever probe's questions taught them: every probe's
         # options are compared with all of them.
         nulls = []
-        d_teachers, d_nulls = dataset_teachers(base, lm, cfg) if cfg.datasets else ([], [])
-        if cfg.statistic == "null":
-            if finetuned:
-                for p in probes:
-                    for ref in null_teachers(base, p, cfg):
-                        with opened(ref) as t:
-                            nulls.append(_loglik(t, data) - b_d)
-                for ref in d_nulls:
+        if cfg.statistic == "null" and finetuned:
+            for p in probes:
+                for ref in null_teachers(base, p, cfg):
                     with opened(ref) as t:
                         nulls.append(_loglik(t, data) - b_d)
-            if cfg.kind != "finetuned":
-                nulls += list(prompted_null_lifts(lm, data, b_d, cfg.prompted_nulls))
+        d_teachers, d_nulls = dataset_teachers(base, lm, cfg) if cfg.datasets else ([], [])
+        for lengths in d_nulls:
+            for ref in lengths:
+                with opened(ref) as t:
+                    nulls.append(_loglik(t, data) - b_d)
+        if cfg.statistic == "null" and cfg.kind != "finetuned":
+            nulls += list(prompted_null_lifts(lm, data, b_d, cfg.prompted_nulls))
         null = np.stack(nulls) if nulls else np.zeros((0, len(data)))
         out = []
         for p in probes:
@@ -329,8 +354,17 @@ def run_counterfactual(
             both = prompted_lifts(lm, data, b_d, p, tpl) if cfg.kind == "both" else None
             out.append(CounterfactualResult(p.name, p.option_names, scores, lift, null, both))
         if d_teachers:
-            lift, scores = _lifts(_teacher_logliks(d_teachers, both_ll), b_d, b_r)
-            out.append(CounterfactualResult("datasets", list(cfg.datasets), scores, lift, null))
+            # Each dataset's teacher: its one length's, or with several lengths the mixture
+            # of them (how long the data's teacher trained is unknown), per row.
+            per = [_lifts(_teacher_logliks(ts, both_ll), b_d, b_r) for ts in d_teachers]
+            lift = np.stack([mix_lifts(lf) for lf, _ in per])
+            scores = np.stack([mix_lifts(lf) - mix_lifts(lf - sc) for lf, sc in per])
+            mixture = len(dataset_steps(cfg)) > 1
+            out.append(
+                CounterfactualResult(
+                    "datasets", list(cfg.datasets), scores, lift, null, None, mixture
+                )
+            )
     return out
 
 
