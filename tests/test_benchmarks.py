@@ -485,3 +485,42 @@ def test_teacher_drift_checks_every_step_asked_without_stopping(tmp_path: Path) 
         assert r["kl"][-1][1] > r["kl"][0][1] > 0
     assert res["machine"]["cpu_count"] >= 1
     assert "| 1 / 0 |" in out.with_suffix(".md").read_text()
+
+
+def test_dataset_lengths_table_reads_saved_lifts(tmp_path: Path) -> None:
+    """The table of `benchmarks/dataset_lengths.py` from saved per-row log-likelihoods: a
+    positive whose teachers explain its rows at every length and a negative that only a
+    long no-trait fine-tune explains; the mixture separates them, 'as run' (the first
+    length against the best null) does too, and each row is the candidate's min / max."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from dataset_lengths import table
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rng = np.random.default_rng(0)
+    steps = [10, 20, 40]
+    n = 200
+    base = rng.normal(-20, 1, n)
+
+    def save(name: str, t: list[float], nl: list[float]) -> None:
+        arr = {"base": base, "probe_nulls": np.stack([base + rng.normal(-0.1, 0.05, n)] * 2)}
+        for s, a, b in zip(steps, t, nl, strict=True):
+            arr[f"T{s}"] = base + rng.normal(a, 0.3, n)
+            arr[f"N{s}"] = base + rng.normal(b, 0.3, n)
+        (tmp_path / "run").mkdir(exist_ok=True)
+        np.savez(tmp_path / "run" / f"{name}.npz", **arr)
+
+    save("teacher-0", [1.0, 1.5, 1.2], [0.1, 0.2, 0.2])
+    save("neutral-0", [0.2, 0.3, 0.4], [0.6, 1.2, 1.8])
+    text = table(tmp_path, steps)
+    rows = {
+        line.split(" | ")[0][2:]: [float(x) for x in line.strip(" |").split(" | ")[1:]]
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| candidate")
+    }
+    mixed = rows[
+        "per row, the mixture of the teachers at 10-40 steps against the mixture of every no-trait candidate"
+    ]
+    assert mixed[0] > 10 > 0 > mixed[1]
+    assert rows["as run (the first length, the best null)"][0] > 10
+    assert "1 positives, 1 negatives" in text
