@@ -158,16 +158,21 @@ def counterfactual_teachers(
     return out
 
 
-def null_teachers(base: ModelRef, probe: Probe, cfg: CounterfactualConfig) -> list[ModelRef]:
+def null_teachers(
+    base: ModelRef, probe: Probe, cfg: CounterfactualConfig, lm: Any = None
+) -> list[ModelRef]:
     """`cfg.null_teachers` base copies fine-tuned like the option teachers on the probe's
     questions answered by the base's own sampled answers: fine-tunes without a trait (a
-    prompted audit's nulls are `prompted_null_lifts`)."""
+    prompted audit's nulls are `prompted_null_lifts`). `lm`: the base, if already opened."""
     if not cfg.null_teachers:
         return []
     from traitlab.audit.probes import probe_table
 
-    with opened(base) as lm:
+    if lm is not None:
         probs = probe_table(lm, probe)
+    else:
+        with opened(base) as lm:
+            probs = probe_table(lm, probe)
     out = []
     for k in range(cfg.null_teachers):
         answers = null_answers(probs, probe, seed=cfg.seed + k)
@@ -330,7 +335,7 @@ def run_counterfactual(
         nulls = []
         if cfg.statistic == "null" and finetuned:
             for p in probes:
-                for ref in null_teachers(base, p, cfg):
+                for ref in null_teachers(base, p, cfg, lm):
                     with opened(ref) as t:
                         nulls.append(_loglik(t, data) - b_d)
         d_teachers, d_nulls = dataset_teachers(base, lm, cfg) if cfg.datasets else ([], [])
