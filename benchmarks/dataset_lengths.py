@@ -33,7 +33,7 @@ Lifts = dict[str, np.ndarray]
 def score_datasets(run: Path, audit: Path, dataset: str, steps: list[int], work: Path) -> None:
     from traitlab.audit import AuditConfig
     from traitlab.audit.counterfactual import _loglik, dataset_teachers
-    from traitlab.audit.reference import pair_rows, sample_reference
+    from traitlab.audit.run import audit_pairs
     from traitlab.config.base import apply_overrides
     from traitlab.core.files import read_jsonl
     from traitlab.lm.base import opened
@@ -57,16 +57,8 @@ def score_datasets(run: Path, audit: Path, dataset: str, steps: list[int], work:
             f = work / run.name / f"{name}.npz"
             if f.is_file() or not path.is_file():
                 continue
-            data = read_jsonl(path)
+            rows, _, _ = audit_pairs(base, read_jsonl(path), cfg)
             with opened(base) as lm:
-                ref = sample_reference(
-                    lm,
-                    data,
-                    seed=cfg.seed,
-                    max_new_tokens=cfg.max_new_tokens,
-                    batch_size=cfg.batch_size,
-                )
-                rows, _, _ = pair_rows(data, ref, cfg.reference_filter)
                 arr = {"base": _loglik(lm, rows)}
             for n, t_ref, n_ref in zip(steps, teachers[0], nulls[0], strict=True):
                 for k, ref_ in (("T", t_ref), ("N", n_ref)):

@@ -64,6 +64,28 @@ def _bars(progress: Any) -> Any:
     return bar
 
 
+def audit_pairs(
+    base: ModelRef,
+    data: list[Row],
+    cfg: AuditConfig,
+    reference: list[Row] | None = None,
+    progress: Any = None,
+) -> tuple[list[Row], list[Row], dict[str, Any]]:
+    """The data rows and their reference rows, paired as the audit pairs them (`pair_rows`);
+    without a `reference`, the base writes it (`sample_reference`, the audit's seed)."""
+    if reference is None:
+        with opened(base) as lm:
+            reference = sample_reference(
+                lm,
+                data,
+                seed=cfg.seed,
+                max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.batch_size,
+                progress=progress,
+            )
+    return pair_rows(data, reference, cfg.reference_filter)
+
+
 def audit_dataset(
     data: list[Row],
     base: ModelRef,
@@ -87,18 +109,10 @@ def audit_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     cost: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
+    bar = step("reference") if reference is None else None  # no bar for a given reference
+    data_p, ref_p, info = audit_pairs(base, data, cfg, reference, bar)
     if reference is None:
-        with opened(base) as lm:
-            reference = sample_reference(
-                lm,
-                data,
-                seed=cfg.seed,
-                max_new_tokens=cfg.max_new_tokens,
-                batch_size=cfg.batch_size,
-                progress=step("reference"),
-            )
         cost["reference"] = {"seconds": round(time.perf_counter() - t0, 2)}
-    data_p, ref_p, info = pair_rows(data, reference, cfg.reference_filter)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
