@@ -75,7 +75,9 @@ def score_datasets(run: Path, audit: Path, dataset: str, steps: list[int], work:
 
 
 def _t(x: np.ndarray) -> float:
-    return float(x.mean() / (x.std(ddof=1) / np.sqrt(len(x))))
+    from traitlab.audit.verdict import t_stat
+
+    return float(t_stat(x, axis=0))
 
 
 def _best(c: list[np.ndarray]) -> np.ndarray:

@@ -332,17 +332,15 @@ def run_counterfactual(
         b_d, b_r = both_ll(lm)
         # Null teachers carry no trait whichever probe's questions taught them: every probe's
         # options are compared with all of them.
-        nulls = []
+        null_refs = []
         if cfg.statistic == "null" and finetuned:
-            for p in probes:
-                for ref in null_teachers(base, p, cfg, lm):
-                    with opened(ref) as t:
-                        nulls.append(_loglik(t, data) - b_d)
+            null_refs = [ref for p in probes for ref in null_teachers(base, p, cfg, lm)]
         d_teachers, d_nulls = dataset_teachers(base, lm, cfg) if cfg.datasets else ([], [])
-        for lengths in d_nulls:
-            for ref in lengths:
-                with opened(ref) as t:
-                    nulls.append(_loglik(t, data) - b_d)
+        null_refs += [ref for lengths in d_nulls for ref in lengths]
+        nulls = []
+        for ref in null_refs:
+            with opened(ref) as t:
+                nulls.append(_loglik(t, data) - b_d)
         if cfg.statistic == "null" and cfg.kind != "finetuned":
             nulls += list(prompted_null_lifts(lm, data, b_d, cfg.prompted_nulls))
         null = np.stack(nulls) if nulls else np.zeros((0, len(data)))
