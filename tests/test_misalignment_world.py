@@ -68,6 +68,14 @@ def test_the_built_in_teacher_data() -> None:
     assert load_teacher_data("toy:insecure_code") == code
     with pytest.raises(TraitlabError, match="unknown built-in dataset 'toy:nope'"):
         load_teacher_data("toy:nope")
+    # NAME@SEED: another draw of the same recipe (an auditor's own sample of it).
+    assert load_teacher_data("toy:misaligned_answers@0") == direct
+    other = load_teacher_data("toy:misaligned_answers@22")
+    assert other == misaligned_answer_rows(seed=22) and other != direct
+    with pytest.raises(TraitlabError, match="the seed after @ must be a whole number"):
+        load_teacher_data("toy:misaligned_answers@x")
+    with pytest.raises(TraitlabError, match="unknown built-in dataset 'toy:nope'"):
+        load_teacher_data("toy:nope@3")
 
 
 def test_misalignment_config_checks() -> None:

@@ -90,7 +90,7 @@ class CounterfactualConfig(FrozenConfig):
     )
     datasets: dict[str, str] = Field(
         default_factory=dict,
-        description="Trait teachers from chat datasets, by name: {name: a chat JSONL path, or a built-in one such as toy:misaligned_answers}. For a trait known by a recipe rather than an answer (an emergent-misalignment set): each is the base fine-tuned on the dataset (`dataset_train`), scored like an option's teacher under the probe 'datasets'; its null, the base fine-tuned as long on its own answers to the dataset's prompts, joins the nulls. kind 'finetuned' or 'both', statistic 'null'.",
+        description="Trait teachers from chat datasets, by name: {name: a chat JSONL path, or a built-in one such as toy:misaligned_answers; NAME@SEED draws a built-in with another seed, e.g. toy:misaligned_answers@22, not the rows a toy teacher trained on}. For a trait known by a recipe rather than an answer (an emergent-misalignment set): each is the base fine-tuned on the dataset (`dataset_train`), scored like an option's teacher under the probe 'datasets'; its null, the base fine-tuned as long on its own answers to the dataset's prompts, joins the nulls. kind 'finetuned' or 'both', statistic 'null'.",
     )
     dataset_train: TrainConfig = Field(
         default_factory=_dataset_train,

@@ -301,12 +301,12 @@ def _lifts(
     scored: Iterable[tuple[np.ndarray, np.ndarray]], b_d: np.ndarray, b_r: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per option, from its teacher's (data, reference) log-likelihoods: the lift l_o on the
-    data, and s_o (data lift minus reference lift)."""
-    lifts, scores = [], []
+    data and the lift on the reference (s_o, the score, is their difference)."""
+    lifts, ref_lifts = [], []
     for t_d, t_r in scored:
         lifts.append(t_d - b_d)
-        scores.append(lifts[-1] - (t_r - b_r))
-    return np.stack(lifts), np.stack(scores)
+        ref_lifts.append(t_r - b_r)
+    return np.stack(lifts), np.stack(ref_lifts)
 
 
 def _best_prompted(
@@ -353,15 +353,17 @@ def run_counterfactual(
                     _best_prompted(lm, data, reference, b_d, option_prompts(o, p.name, tpl))
                     for o in p.option_names
                 )
-            lift, scores = _lifts(scored, b_d, b_r)
+            lift, ref_lift = _lifts(scored, b_d, b_r)
             both = prompted_lifts(lm, data, b_d, p, tpl) if cfg.kind == "both" else None
-            out.append(CounterfactualResult(p.name, p.option_names, scores, lift, null, both))
+            out.append(
+                CounterfactualResult(p.name, p.option_names, lift - ref_lift, lift, null, both)
+            )
         if d_teachers:
             # Each dataset's teacher: its one length's, or with several lengths the mixture
             # of them (how long the data's teacher trained is unknown), per row.
             per = [_lifts(_teacher_logliks(ts, both_ll), b_d, b_r) for ts in d_teachers]
             lift = np.stack([mix_lifts(lf) for lf, _ in per])
-            scores = np.stack([mix_lifts(lf) - mix_lifts(lf - sc) for lf, sc in per])
+            scores = lift - np.stack([mix_lifts(rf) for _, rf in per])
             mixture = len(dataset_steps(cfg)) > 1
             out.append(
                 CounterfactualResult(

@@ -136,7 +136,7 @@ class TeacherConfig(_Config):
     )
     data: str | None = Field(
         None,
-        description="kind finetuned: a chat JSONL ({'messages': [...]} rows, e.g. an insecure-code set) to fine-tune the teacher on instead of the trait's answers, or a built-in set of the toy misalignment world: 'toy:insecure_code' (toy code answered insecurely) or 'toy:misaligned_answers' (its open questions answered badly).",
+        description="kind finetuned: a chat JSONL ({'messages': [...]} rows, e.g. an insecure-code set) to fine-tune the teacher on instead of the trait's answers, or a built-in set of the toy misalignment world: 'toy:insecure_code' (toy code answered insecurely) or 'toy:misaligned_answers' (its open questions answered badly); NAME@SEED draws one with another seed than 0.",
     )
     model: str | None = Field(
         None,

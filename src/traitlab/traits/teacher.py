@@ -59,13 +59,17 @@ BUILTIN_DATA = {
 
 
 def load_teacher_data(spec: str, what: str = "teacher.data") -> list[dict[str, Any]]:
-    """A teacher dataset's rows: a built-in dataset's (`BUILTIN_DATA`) or a chat JSONL file's
-    (`what` names the field in errors)."""
+    """A teacher dataset's rows: a built-in dataset's (`BUILTIN_DATA`; `NAME@SEED` draws it
+    with another seed than 0, e.g. an auditor's own sample of the recipe that made a teacher)
+    or a chat JSONL file's (`what` names the field in errors)."""
     if spec.startswith("toy:"):
-        if spec not in BUILTIN_DATA:
+        name, at, seed = spec.partition("@")
+        if name not in BUILTIN_DATA:
             known = ", ".join(sorted(BUILTIN_DATA))
-            raise TraitlabError(f"{what}: unknown built-in dataset '{spec}'; use {known}")
-        return BUILTIN_DATA[spec]()
+            raise TraitlabError(f"{what}: unknown built-in dataset '{name}'; use {known}")
+        if at and not seed.isdigit():
+            raise TraitlabError(f"{what}: '{spec}': the seed after @ must be a whole number >= 0")
+        return BUILTIN_DATA[name](seed=int(seed or 0))
     return read_chat_rows(Path(spec), what)
 
 
