@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from traitlab.audit.rows import token_logprobs
-from traitlab.audit.screen import (
-    _adam_scale_rows,
+from traitlab.audit.gradients import (
     adam_scale,
+    adam_scale_rows,
     chunk_gradient,
     pair_delta,
 )
+from traitlab.audit.rows import token_logprobs
 from traitlab.core.errors import TraitlabError
 from traitlab.lm.hf.pairs import check_pairs, encode_pairs, make_pair, pair_logliks
 from traitlab.toy.tokenizer import build_tokenizer
@@ -132,7 +132,7 @@ def test_the_screens_one_pass_gradient_and_scale_equal_the_two_pass_ones(tok: An
     assert n == 10 and float((_flat(both) - want).norm() / want.norm()) < 1e-4
     # The scale: the same student batches (8 data rows, then the same prompts' 8 references).
     got_s = _flat(adam_scale(model, tok, pairs[:16], batch_size=8))
-    want_s = _flat(_adam_scale_rows(model, tok, data[:16], ref[:16], batch_size=8, max_len=1024))
+    want_s = _flat(adam_scale_rows(model, tok, data[:16], ref[:16], batch_size=8, max_len=1024))
     assert float(((got_s - want_s) / want_s).abs().max()) < 1e-3
 
 
