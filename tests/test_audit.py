@@ -538,7 +538,8 @@ def test_screen_predicts_a_small_sgd_step(toy: tuple) -> None:
     it; docs/audit.md.)"""
     import copy
 
-    from traitlab.audit.screen import _params, _tables, chunk_gradient
+    from traitlab.audit.gradients import chunk_gradient, trainable_params
+    from traitlab.audit.screen import _tables
 
     _, model, tok = toy
     probes = [builtin_probe("animal", 4)]
@@ -556,7 +557,7 @@ def test_screen_predicts_a_small_sgd_step(toy: tuple) -> None:
     ]
     stepped = copy.deepcopy(model)
     with torch.no_grad():
-        for (_, p), u in zip(_params(stepped), g, strict=True):
+        for (_, p), u in zip(trainable_params(stepped), g, strict=True):
             p.add_(u, alpha=1e-3)
     real = (_tables(stepped, tok, probes, 100) - _tables(model, tok, probes, 100)) / 1e-3
     assert np.corrcoef(pred, real)[0, 1] > 0.95
