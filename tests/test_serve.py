@@ -14,7 +14,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
 
 
-def start_server(*extra: str, cache: Path) -> tuple[subprocess.Popen[str], str]:
+def start_server(*extra: str, cache: Path) -> tuple[subprocess.Popen[str], str, deque[str]]:
     cmd = [sys.executable, "-m", "traitlab", "serve", str(TINY), "--port", "0", "--quiet"]
     env = {**ENV, "TRAITLAB_CACHE": str(cache)}
     proc = subprocess.Popen(
@@ -37,6 +39,11 @@ def start_server(*extra: str, cache: Path) -> tuple[subprocess.Popen[str], str]:
     m = re.search(r"at (http://\S+/v1)", line)
     assert m, line + (proc.stdout.read() if proc.poll() is not None else "")
     url = m.group(1)
+    # Keep reading what the server writes (its last lines kept for a failure's message): an
+    # undrained pipe fills (64 KiB; each injected dropped connection logs a traceback) and
+    # then blocks the server mid-request, which hung the fault test in CI.
+    tail: deque[str] = deque(maxlen=50)
+    threading.Thread(target=tail.extend, args=(proc.stdout,), daemon=True).start()
     import openai
 
     client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
@@ -46,7 +53,7 @@ def start_server(*extra: str, cache: Path) -> tuple[subprocess.Popen[str], str]:
             break
         except Exception:
             time.sleep(0.1)
-    return proc, url
+    return proc, url, tail
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +63,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(cache: Path) -> Iterator[str]:
-    proc, url = start_server(cache=cache)
+    proc, url, _ = start_server(cache=cache)
     yield url
     proc.terminate()
     proc.wait(timeout=30)
@@ -98,7 +105,7 @@ def test_the_tiny_experiment_runs_through_the_api_and_matches_the_local_run(
 
 
 def test_faults_and_two_kills_lose_nothing_and_double_nothing(cache: Path, tmp_path: Path) -> None:
-    proc, url = start_server(
+    proc, url, log = start_server(
         "--fail-rate", "0.2", "--drop-connection", "0.1", "--latency", "0.01", cache=cache
     )
     try:
@@ -125,9 +132,13 @@ def test_faults_and_two_kills_lose_nothing_and_double_nothing(cache: Path, tmp_p
             client.wait()
             assert not (out / "DONE").exists()
         r = subprocess.run(
-            [sys.executable, "-m", "traitlab", *args], capture_output=True, text=True, env=env
+            [sys.executable, "-m", "traitlab", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
         )
-        assert r.returncode == 0, r.stderr
+        assert r.returncode == 0, r.stderr + "".join(log)
         for which in ("teacher", "control"):
             rows = [json.loads(x) for x in (out / "seed-0" / f"gen-{which}" / "raw.jsonl").open()]
             ids = [row["id"] for row in rows]
