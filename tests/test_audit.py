@@ -362,6 +362,7 @@ def test_dataset_teachers_at_several_lengths_are_mixed_and_so_is_the_null(
         mix_lifts,
         row_t,
         run_counterfactual,
+        statistic,
     )
     from traitlab.audit.run import build_probes
     from traitlab.core.files import write_jsonl
@@ -397,9 +398,23 @@ def test_dataset_teachers_at_several_lengths_are_mixed_and_so_is_the_null(
     assert float(row_t(res[1].vs_null)[0]) > 3
     own = run_counterfactual(base, ref, ref, build_probes(cfg), cfg.counterfactual)
     assert float(row_t(own[1].vs_null)[0]) < 0
+    # dataset_compare 'best': per row the best length's teacher minus the best no-trait
+    # candidate, shifted by the margin in the statistic (the same cached teachers).
+    cf_best = {**cf, "dataset_compare": "best", "dataset_margin": 0.25}
+    best_cfg = parse_config({**SMALL, "counterfactual": cf_best}, AuditConfig).counterfactual
+    best = run_counterfactual(base, data, ref, build_probes(cfg), best_cfg)
+    assert best[1].null[0] == "best" and best[0].null[0] not in ("best", "mixture")
+    np.testing.assert_allclose(best[1].lift[0], np.max(lifts, axis=0), atol=1e-4)
+    np.testing.assert_allclose(
+        best[1].null[1], np.vstack([np.zeros(16), best[1].null_lift]).max(axis=0), atol=1e-6
+    )
+    np.testing.assert_allclose(statistic(best[1], best_cfg), best[1].vs_null + 0.25)
+    np.testing.assert_allclose(statistic(best[0], best_cfg), best[0].vs_null)
     for bad in ([0], [4, 4]):
         with pytest.raises(TraitlabError, match="dataset_steps: distinct step counts"):
             parse_config({"counterfactual": {"dataset_steps": bad}}, AuditConfig)
+    with pytest.raises(TraitlabError, match="dataset_margin: only with dataset_compare 'best'"):
+        parse_config({"counterfactual": {"dataset_margin": 0.3}}, AuditConfig)
 
 
 def test_a_mixture_of_one_model_is_that_model() -> None:

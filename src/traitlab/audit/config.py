@@ -100,6 +100,15 @@ class CounterfactualConfig(FrozenConfig):
         default_factory=list,
         description="Fine-tune lengths (steps) of the dataset teachers and their nulls; empty: `dataset_train.max_steps` alone. With several (the auditor does not know how long the data's teacher trained), each dataset gets a teacher and a null per length, its teacher is the mixture of its lengths' teachers (per row, the mean of their probabilities), and it is compared with the mixture of every no-trait candidate (the base, the probes' null teachers, the dataset nulls at every length) instead of the best one: a long no-trait fine-tune's data then reads as no-trait, not as the trait of a short teacher (docs/audit.md, misalignment).",
     )
+    dataset_compare: Literal["mixture", "best"] = Field(
+        "mixture",
+        description="With several `dataset_steps`, how each row's teachers and no-trait candidates are combined: 'mixture' (as above, per row the mean of their probabilities, each side paying log n for its n models) or 'best' (per row the best teacher length minus the best no-trait candidate, no mixture: separated every seen GPT-2 dataset where 'mixture' did not; docs/audit.md, the eighth split). 'best' takes the maximum over more no-trait models than teachers, so it wants `dataset_margin`.",
+    )
+    dataset_margin: float = Field(
+        0.0,
+        ge=0,
+        description="dataset_compare 'best': nats per row the best teacher may trail the best no-trait candidate and still count as explaining the data (added to each row's value before its t; with `threshold: 0` the flag is a mean above -margin). 0.33 was fixed on the 72 seen GPT-2 datasets (docs/audit.md).",
+    )
     prompt_templates: list[str] = Field(
         default_factory=list,
         description="kind 'prompted' or 'both': more wordings of an option's system prompt, beside the paper's, with {option} (and optionally {category}) for the option; each option's prompted teacher is the wording that explains the data best. The paper's wording alone misses data written behind a paraphrase (the audit benchmark's probe).",
@@ -116,6 +125,8 @@ class CounterfactualConfig(FrozenConfig):
             self.dataset_steps
         ):
             raise ValueError("counterfactual.dataset_steps: distinct step counts, each >= 1")
+        if self.dataset_margin and self.dataset_compare != "best":
+            raise ValueError("counterfactual.dataset_margin: only with dataset_compare 'best'")
         for name, spec in self.datasets.items():
             if not name.strip() or not str(spec).strip():
                 raise ValueError("counterfactual.datasets: each entry is name: path (both set)")

@@ -34,7 +34,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -63,18 +63,19 @@ class CounterfactualResult:
     null_lift: np.ndarray  # [null teachers of all probes, rows]: their l(i) on the data
     # kind 'both': [options, rows], the prompted teachers' l_o(i) beside the fine-tuned `lift`
     prompt_lift: np.ndarray | None = None
-    # probe 'datasets' with several `dataset_steps`: the teachers are mixtures over lengths,
-    # and so is the null (every no-trait candidate, the base's zero lift included)
-    mixture: bool = False
+    # probe 'datasets' with several `dataset_steps` (`dataset_compare`): the teachers are
+    # combined over lengths per row, and so is the null, over every no-trait candidate (the
+    # base's zero lift included): 'mixture' (mean probability) or 'best' (the maximum)
+    combine: Literal["one", "mixture", "best"] = "one"
 
     @property
     def null(self) -> tuple[str, np.ndarray]:
         """The no-trait candidate that explains the data best, and its lift per row (the
-        base's is zero); for a mixture result, the mixture of all of them."""
+        base's is zero); for a combined result, all of them combined per row."""
         cands = [("base", np.zeros(self.lift.shape[1]))]
         cands += [(f"null-{k}", row) for k, row in enumerate(self.null_lift)]
-        if self.mixture:
-            return "mixture", mix_lifts(np.stack([c[1] for c in cands]))
+        if self.combine != "one":
+            return self.combine, combine_lifts(np.stack([c[1] for c in cands]), self.combine)
         return max(cands, key=lambda c: float(c[1].mean()))
 
     @property
@@ -115,6 +116,12 @@ def mix_lifts(lifts: np.ndarray) -> np.ndarray:
     from scipy.special import logsumexp
 
     return np.asarray(logsumexp(lifts, axis=0) - np.log(len(lifts)))
+
+
+def combine_lifts(lifts: np.ndarray, how: str) -> np.ndarray:
+    """[models, rows] lifts -> [rows]: their 'mixture' (`mix_lifts`) or, 'best', the
+    largest per row (the model that explains each row best, whichever it is)."""
+    return mix_lifts(lifts) if how == "mixture" else np.asarray(lifts.max(axis=0))
 
 
 def _teacher_rows(probe: Probe, answers: Sequence[str]) -> list[Row]:
@@ -359,23 +366,24 @@ def run_counterfactual(
                 CounterfactualResult(p.name, p.option_names, lift - ref_lift, lift, null, both)
             )
         if d_teachers:
-            # Each dataset's teacher: its one length's, or with several lengths the mixture
-            # of them (how long the data's teacher trained is unknown), per row.
+            # Each dataset's teacher: its one length's, or with several lengths them all
+            # combined per row (how long the data's teacher trained is unknown).
+            how = cfg.dataset_compare if len(dataset_steps(cfg)) > 1 else "one"
             per = [_lifts(_teacher_logliks(ts, both_ll), b_d, b_r) for ts in d_teachers]
-            lift = np.stack([mix_lifts(lf) for lf, _ in per])
-            scores = lift - np.stack([mix_lifts(rf) for _, rf in per])
-            mixture = len(dataset_steps(cfg)) > 1
+            lift = np.stack([combine_lifts(lf, how) for lf, _ in per])
+            scores = lift - np.stack([combine_lifts(rf, how) for _, rf in per])
             out.append(
-                CounterfactualResult(
-                    "datasets", list(cfg.datasets), scores, lift, null, None, mixture
-                )
+                CounterfactualResult("datasets", list(cfg.datasets), scores, lift, null, None, how)
             )
     return out
 
 
 def statistic(r: CounterfactualResult, cfg: CounterfactualConfig) -> np.ndarray:
-    """[options, rows]: the per-row values the configured statistic takes its t over."""
-    return r.vs_null if cfg.statistic == "null" else r.contrast
+    """[options, rows]: the per-row values the configured statistic takes its t over (with
+    `dataset_compare: best`, the datasets' values are shifted by `dataset_margin`)."""
+    if cfg.statistic != "null":
+        return r.contrast
+    return r.vs_null + (cfg.dataset_margin if r.combine == "best" else 0.0)
 
 
 def save_scores(results: Sequence[CounterfactualResult], path: Path) -> None:
