@@ -40,8 +40,8 @@ def start_server(*extra: str, cache: Path) -> tuple[subprocess.Popen[str], str, 
     assert m, line + (proc.stdout.read() if proc.poll() is not None else "")
     url = m.group(1)
     # Keep reading what the server writes (its last lines kept for a failure's message): an
-    # undrained pipe fills (64 KiB; each injected dropped connection logs a traceback) and
-    # then blocks the server mid-request, which hung the fault test in CI.
+    # undrained pipe fills (64 KiB; injected dropped connections each log a line, once a
+    # traceback) and then blocks the server mid-request, which hung the fault test in CI.
     tail: deque[str] = deque(maxlen=50)
     threading.Thread(target=tail.extend, args=(proc.stdout,), daemon=True).start()
     import openai
@@ -143,6 +143,9 @@ def test_faults_and_two_kills_lose_nothing_and_double_nothing(cache: Path, tmp_p
             rows = [json.loads(x) for x in (out / "seed-0" / f"gen-{which}" / "raw.jsonl").open()]
             ids = [row["id"] for row in rows]
             assert sorted(ids) == list(range(160)), which  # each prompt exactly once
+        # The drops reached the client as cut connections, logged in one line each.
+        said = "".join(log)
+        assert "returned without completing response" in said and "Traceback" not in said, said
     finally:
         proc.terminate()
         proc.wait(timeout=30)

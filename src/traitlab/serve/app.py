@@ -309,7 +309,9 @@ class FaultInjector:
             return
         if r < self.fail_rate + self.drop:
             self.counts["dropped"] += 1
-            # Promise a body, send part of it and stop: the client sees the connection cut.
+            # Promise a body, send part of it and return: uvicorn closes the connection (one
+            # log line, "returned without completing response"; raising here logged a whole
+            # traceback per drop) and the client sees it cut.
             await send(
                 {
                     "type": "http.response.start",
@@ -321,7 +323,7 @@ class FaultInjector:
                 }
             )
             await send({"type": "http.response.body", "body": b'{"id": "cut', "more_body": True})
-            raise ConnectionAbortedError("injected dropped connection")
+            return
         await self.app(scope, receive, send)
 
 
