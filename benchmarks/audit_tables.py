@@ -31,7 +31,7 @@ def saved_results(audit_dir: Path, drop_prompted: int | None = None) -> list[Any
     teachers of every probe pooled, as the audit pools them). `drop_prompted`: a `kind: both`
     audit's count of prompted nulls (saved after the fine-tuned ones), dropped with the
     prompted teachers: what `kind: finetuned` would have scored."""
-    from traitlab.audit.counterfactual import CounterfactualResult
+    from traitlab.audit.lifts import CounterfactualResult
 
     f = audit_dir / "counterfactual.npz"
     if not f.is_file():
@@ -65,8 +65,8 @@ def saved_score(
     """A counterfactual statistic's top option, recomputed from the saved per-row scores
     with this code: both statistics come from one set of teachers and rows."""
     from traitlab.audit.config import CounterfactualConfig
-    from traitlab.audit.counterfactual import row_t
-    from traitlab.audit.counterfactual import statistic as stat_of
+    from traitlab.audit.lifts import row_t
+    from traitlab.audit.lifts import statistic as stat_of
     from traitlab.audit.verdict import findings, verdict
 
     res = saved_results(audit_dir, drop_prompted)

@@ -87,7 +87,7 @@ def _best(c: list[np.ndarray]) -> np.ndarray:
 def candidates(steps: list[int]) -> dict[str, Callable[[Lifts, Lifts, list[np.ndarray]], float]]:
     """Ways to score one dataset from its teachers' (T) and nulls' (N) lifts per length and
     the other no-trait lifts (the base's zeros, the probe's nulls): name -> t."""
-    from traitlab.audit.counterfactual import mix_lifts
+    from traitlab.audit.lifts import mix_lifts
 
     first = str(steps[0])
     grids = [steps[:k] for k in range(3, len(steps) + 1)]

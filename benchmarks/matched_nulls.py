@@ -27,7 +27,7 @@ from audit_tables import saved_results  # noqa: E402
 def _top(per_probe: dict[str, tuple[Any, np.ndarray, list[str]]]) -> dict[str, Any]:
     """The audit's verdict over probes of {probe: (result, values [options, rows], kinds)}:
     the option with the largest mean, its t over rows, and the kind its teacher was."""
-    from traitlab.audit.counterfactual import row_t
+    from traitlab.audit.lifts import row_t
     from traitlab.audit.verdict import findings, verdict
 
     probes = {
@@ -43,7 +43,7 @@ def matched(r: Any, n_prompted: int) -> tuple[np.ndarray, list[str]]:
     """[options, rows] and kinds: each option's teachers against the nulls of their own kind
     (the fine-tuned nulls first, the prompted ones last, as the audit saves them), the kind
     that leads its null by more counting."""
-    from traitlab.audit.counterfactual import CounterfactualResult
+    from traitlab.audit.lifts import CounterfactualResult
 
     n_ft = len(r.null_lift) - n_prompted
     ft = CounterfactualResult(r.probe, r.options, r.scores, r.lift, r.null_lift[:n_ft]).vs_null

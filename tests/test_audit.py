@@ -16,7 +16,8 @@ import torch
 from htmlparse import Tables
 from traitlab.audit import AuditConfig, audit_dataset, audit_model
 from traitlab.audit.config import DEFAULT_T
-from traitlab.audit.counterfactual import CounterfactualResult, null_answers
+from traitlab.audit.counterfactual import null_answers
+from traitlab.audit.lifts import CounterfactualResult
 from traitlab.audit.probes import builtin_probe, custom_probe
 from traitlab.audit.reference import pair_rows
 from traitlab.audit.screen import directional_derivative, first_order_screen
@@ -292,7 +293,8 @@ def test_canary_null_trains_on_a_second_reference(tmp_path: Path, toy: tuple) ->
 
 
 def test_counterfactual_scores_are_zero_on_the_reference_itself(toy: tuple) -> None:
-    from traitlab.audit.counterfactual import row_t, run_counterfactual
+    from traitlab.audit.counterfactual import run_counterfactual
+    from traitlab.audit.lifts import row_t
     from traitlab.audit.run import build_probes
 
     base, _, _ = toy
@@ -314,7 +316,8 @@ def test_a_dataset_teacher_explains_data_written_like_its_dataset(
     own (probe 'datasets'), and its null, the base fine-tuned as long on its own answers to
     the dataset's prompts, joins the nulls. Data written like the dataset is explained by its
     teacher better than by any null; the base's own rows are not."""
-    from traitlab.audit.counterfactual import row_t, run_counterfactual
+    from traitlab.audit.counterfactual import run_counterfactual
+    from traitlab.audit.lifts import row_t
     from traitlab.audit.run import build_probes
     from traitlab.core.files import write_jsonl
 
@@ -356,14 +359,8 @@ def test_dataset_teachers_at_several_lengths_are_mixed_and_so_is_the_null(
     nulls, the dataset's teacher is the per-row mixture of its lengths' teachers, and it is
     compared with the mixture of every no-trait candidate. Data written like the dataset
     reads as its teacher's; the base's own rows do not."""
-    from traitlab.audit.counterfactual import (
-        _loglik,
-        dataset_teachers,
-        mix_lifts,
-        row_t,
-        run_counterfactual,
-        statistic,
-    )
+    from traitlab.audit.counterfactual import _loglik, dataset_teachers, run_counterfactual
+    from traitlab.audit.lifts import mix_lifts, row_t, statistic
     from traitlab.audit.run import build_probes
     from traitlab.core.files import write_jsonl
     from traitlab.lm.base import opened
@@ -418,7 +415,7 @@ def test_dataset_teachers_at_several_lengths_are_mixed_and_so_is_the_null(
 
 
 def test_a_mixture_of_one_model_is_that_model() -> None:
-    from traitlab.audit.counterfactual import mix_lifts
+    from traitlab.audit.lifts import mix_lifts
 
     x = np.array([[0.5, -1.0, 2.0]])
     np.testing.assert_allclose(mix_lifts(x), x[0])

@@ -60,9 +60,7 @@ def test_round_trip_through_yaml() -> None:
 
 # MNIST configs have their own schema (tests/test_mnist*.py), sweeps and audits theirs.
 EXPERIMENT_CONFIGS = sorted(
-    p
-    for p in (ROOT / "configs").rglob("*.yaml")
-    if not {"mnist", "sweeps", "audit"} & set(p.parts)
+    p for p in (ROOT / "configs").rglob("*.yaml") if not {"mnist", "sweeps", "audit"} & set(p.parts)
 )
 SWEEP_CONFIGS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
 AUDIT_CONFIGS = sorted((ROOT / "configs" / "audit").glob("*.yaml"))

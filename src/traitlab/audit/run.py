@@ -119,19 +119,20 @@ def audit_dataset(
         canary_dir = Path(tmp) / "canary"
         if "counterfactual" in cfg.detectors:
             from traitlab.audit import counterfactual as cf
+            from traitlab.audit import lifts
 
             t = time.perf_counter()
             res_c = cf.run_counterfactual(
                 base, data_p, ref_p, probes, cfg.counterfactual, progress=step("teachers")
             )
-            stat = {r.probe: cf.statistic(r, cfg.counterfactual) for r in res_c}
+            stat = {r.probe: lifts.statistic(r, cfg.counterfactual) for r in res_c}
             # 'null': the option whose teacher explains the data best (largest mean log-ratio
             # over the null) is the likely trait, and its t decides the flag; a t alone would
             # favour a teacher that explains less but more evenly (ft-cat: dolphin).
             null = cfg.counterfactual.statistic == "null"
             results["counterfactual"] = {
                 r.probe: findings(
-                    r.options, stat[r.probe].T, z=cf.row_t(stat[r.probe]), by_effect=null
+                    r.options, stat[r.probe].T, z=lifts.row_t(stat[r.probe]), by_effect=null
                 )
                 for r in res_c
             }
@@ -149,7 +150,7 @@ def audit_dataset(
                 extra["counterfactual"]["kinds"] = {
                     r.probe: dict(zip(r.options, r.kinds, strict=True)) for r in res_c
                 }
-            cf.save_scores(res_c, out_dir / "counterfactual.npz")
+            lifts.save_scores(res_c, out_dir / "counterfactual.npz")
         if "canary" in cfg.detectors:
             t = time.perf_counter()
             data_c, ref_c, null_c = data_p, ref_p, None
