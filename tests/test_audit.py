@@ -407,6 +407,11 @@ def test_dataset_teachers_at_several_lengths_are_mixed_and_so_is_the_null(
     )
     np.testing.assert_allclose(statistic(best[1], best_cfg), best[1].vs_null + 0.25)
     np.testing.assert_allclose(statistic(best[0], best_cfg), best[0].vs_null)
+    # ... and with one length too (the margin is never dropped silently).
+    one_cfg = best_cfg.model_copy(update={"dataset_steps": [8]})
+    one = run_counterfactual(base, data, ref, build_probes(cfg), one_cfg)
+    assert one[1].null[0] == "best"
+    np.testing.assert_allclose(one[1].lift[0], lifts[1], atol=1e-4)
     for bad in ([0], [4, 4]):
         with pytest.raises(TraitlabError, match="dataset_steps: distinct step counts"):
             parse_config({"counterfactual": {"dataset_steps": bad}}, AuditConfig)

@@ -102,7 +102,7 @@ class CounterfactualConfig(FrozenConfig):
     )
     dataset_compare: Literal["mixture", "best"] = Field(
         "mixture",
-        description="With several `dataset_steps`, how each row's teachers and no-trait candidates are combined: 'mixture' (as above, per row the mean of their probabilities, each side paying log n for its n models) or 'best' (per row the best teacher length minus the best no-trait candidate, no mixture: separated every seen GPT-2 dataset where 'mixture' did not; docs/audit.md, the eighth split). 'best' takes the maximum over more no-trait models than teachers, so it wants `dataset_margin`.",
+        description="How each row's dataset teachers and no-trait candidates are combined: 'mixture' (with several `dataset_steps`, as above: per row the mean of their probabilities, each side paying log n for its n models; with one length, the teacher against the single no-trait candidate with the best mean) or 'best' (with any number of lengths, per row the best teacher length minus the best no-trait candidate, no mixture: separated every seen GPT-2 dataset where 'mixture' did not; docs/audit.md, the eighth split). 'best' takes the maximum over more no-trait models than teachers, so it wants `dataset_margin`.",
     )
     dataset_margin: float = Field(
         0.0,

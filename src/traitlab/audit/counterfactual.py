@@ -295,7 +295,8 @@ def run_counterfactual(
         if d_teachers:
             # Each dataset's teacher: its one length's, or with several lengths them all
             # combined per row (how long the data's teacher trained is unknown).
-            how = cfg.dataset_compare if len(dataset_steps(cfg)) > 1 else "one"
+            several = len(dataset_steps(cfg)) > 1
+            how = "best" if cfg.dataset_compare == "best" else ("mixture" if several else "one")
             per = [_lifts(_teacher_logliks(ts, both_ll), b_d, b_r) for ts in d_teachers]
             lift = np.stack([combine_lifts(lf, how) for lf, _ in per])
             scores = lift - np.stack([combine_lifts(rf, how) for _, rf in per])
