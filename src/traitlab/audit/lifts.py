@@ -84,7 +84,8 @@ def mix_lifts(lifts: np.ndarray) -> np.ndarray:
 
 def combine_lifts(lifts: np.ndarray, how: str) -> np.ndarray:
     """[models, rows] lifts -> [rows]: their 'mixture' (`mix_lifts`) or, 'best', the
-    largest per row (the model that explains each row best, whichever it is)."""
+    largest per row (the model that explains each row best, whichever it is); 'one' is a
+    single model, itself."""
     return mix_lifts(lifts) if how == "mixture" else np.asarray(lifts.max(axis=0))
 
 
