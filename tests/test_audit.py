@@ -747,6 +747,31 @@ def test_cli_audits_a_dataset_end_to_end(tmp_path: Path) -> None:
     )
 
 
+def test_cli_runs_the_shipped_misalignment_config(tmp_path: Path) -> None:
+    """`--config configs/audit/misalignment.yaml` as the README gives it, on a tiny base of
+    the misalignment world (only the act teachers' training shortened): the verdict comes
+    from the dataset teacher, each row's best teacher length against its best no-trait
+    model. The path, not the detector's power: this 120-step base's own answers are so poor
+    that its nulls explain even aligned answers worse than the dataset teacher does (they
+    are flagged too); the benchmark splits measure power (docs/audit.md)."""
+    from traitlab.config.toy import tiny_recipe
+    from traitlab.traits.misalignment import misaligned_answer_rows
+
+    persona = resolve(ToyModel(toy=tiny_recipe(persona_frac=0.3, pretrain_steps=120)))
+    data = _write(tmp_path / "d.jsonl", misaligned_answer_rows(48, seed=5))
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "audit" / "misalignment.yaml"
+    args = [str(data), "--base", persona.id, "--out", str(tmp_path / "a"), "--quiet"]
+    args += ["--config", str(cfg), "--set", "counterfactual.train.max_steps=2"]
+    args += ["--set", "n_questions=3", "--set", "reference_filter=none"]
+    r = _run(*args)
+    assert r.returncode == 0, r.stderr
+    a = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert a["config"]["counterfactual"]["dataset_compare"] == "best"
+    assert a["counterfactual"]["null"]["datasets"] == "best"
+    v = a["verdict"]
+    assert v["flag"] and (v["probe"], v["trait"]) == ("datasets", "misaligned"), v
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [
