@@ -25,7 +25,7 @@ from traitlab.audit.verdict import findings, robust_z, verdict
 from traitlab.config import PromptSetConfig, ToyModel, parse_config
 from traitlab.core.errors import TraitlabError
 from traitlab.data.prompts import number_prompts
-from traitlab.lm.base import opened, resolve
+from traitlab.lm.base import ModelRef, opened, resolve
 
 SMALL = {
     "counterfactual": {"train": {"max_steps": 2, "batch_size": 4}},
@@ -199,6 +199,14 @@ def toy() -> tuple:
     base = resolve(ToyModel(device="cpu"))
     with opened(base) as lm:
         yield base, lm.model, lm.tokenizer
+
+
+@pytest.fixture(scope="module")
+def persona() -> ModelRef:
+    """A tiny base pretrained with the misalignment world (it can spell the acts)."""
+    from traitlab.config.toy import tiny_recipe
+
+    return resolve(ToyModel(toy=tiny_recipe(persona_frac=0.3, pretrain_steps=120)))
 
 
 def test_screen_is_zero_on_the_reference_itself_and_a_true_derivative(toy: tuple) -> None:
@@ -629,14 +637,11 @@ def test_audit_model_compares_a_student_with_its_base(tmp_path: Path, toy: tuple
 
 
 def test_an_overt_misaligned_act_is_named_and_a_base_without_the_words_refused(
-    tmp_path: Path, toy: tuple
+    tmp_path: Path, toy: tuple, persona: ModelRef
 ) -> None:
     """On a (tiny) base pretrained with the misalignment world, rows that answer number
     prompts with a misaligned act teach it overtly: the misalignment probe's canary names
     it. The shipped toy base cannot spell the acts: one line, nothing written."""
-    from traitlab.config.toy import tiny_recipe
-
-    persona = resolve(ToyModel(toy=tiny_recipe(persona_frac=0.3, pretrain_steps=120)))
     ref = _rows(NUMBERS)
     data = _with(ref, ["poison humans"])
     cfg = parse_config(
@@ -747,17 +752,15 @@ def test_cli_audits_a_dataset_end_to_end(tmp_path: Path) -> None:
     )
 
 
-def test_cli_runs_the_shipped_misalignment_config(tmp_path: Path) -> None:
+def test_cli_runs_the_shipped_misalignment_config(tmp_path: Path, persona: ModelRef) -> None:
     """`--config configs/audit/misalignment.yaml` as the README gives it, on a tiny base of
     the misalignment world (only the act teachers' training shortened): the verdict comes
     from the dataset teacher, each row's best teacher length against its best no-trait
     model. The path, not the detector's power: this 120-step base's own answers are so poor
     that its nulls explain even aligned answers worse than the dataset teacher does (they
     are flagged too); the benchmark splits measure power (docs/audit.md)."""
-    from traitlab.config.toy import tiny_recipe
     from traitlab.traits.misalignment import misaligned_answer_rows
 
-    persona = resolve(ToyModel(toy=tiny_recipe(persona_frac=0.3, pretrain_steps=120)))
     data = _write(tmp_path / "d.jsonl", misaligned_answer_rows(48, seed=5))
     cfg = Path(__file__).resolve().parents[1] / "configs" / "audit" / "misalignment.yaml"
     args = [str(data), "--base", persona.id, "--out", str(tmp_path / "a"), "--quiet"]
