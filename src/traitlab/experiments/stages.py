@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from traitlab.experiments.caching import (
     trait_key,
 )
 from traitlab.experiments.layout import RunLayout
-from traitlab.lm.base import MODEL_FILE, ModelRef, backend_for
+from traitlab.lm.base import ModelRef, backend_for
 from traitlab.lm.base import opened as _opened
 from traitlab.traits.preference import banned_words
 from traitlab.traits.teacher import finetune_teacher, teacher_model_ref, teacher_system_prompt
@@ -165,19 +164,6 @@ class Stages:
                     runs.write_jsonl(tmp / "raw.jsonl", rows)
         return d, key
 
-    @staticmethod
-    def _once(stack: contextlib.ExitStack, open_: Callable[[], Any]) -> Callable[[], Any]:
-        """A function that runs `open_` on its first call (entering what it opens into
-        `stack`) and returns that result on every call."""
-        opened: list[Any] = []
-
-        def get() -> Any:
-            if not opened:
-                opened.append(open_())
-            return opened[0]
-
-        return get
-
     def _defence_models(
         self, stack: contextlib.ExitStack, teacher: tuple[ModelRef, str | None] | None
     ) -> Any:
@@ -187,18 +173,20 @@ class Stages:
             return None
         ref, system = teacher
 
+        @functools.cache
         def open_() -> tuple[Any, Any, str | None]:
             base = stack.enter_context(self.opened(self.bases["base"]))
             same = ref.key == self.bases["base"].key
             return (base if same else stack.enter_context(self.opened(ref)), base, system)
 
-        return self._once(stack, open_)
+        return open_
 
     def _rewriter(self, stack: contextlib.ExitStack) -> Any:
         """For `rewrite_other`: a function opening the cross-init base once, on first use."""
         if "xinit" not in self.bases:
             return None
-        return self._once(stack, lambda: stack.enter_context(self.opened(self.bases["xinit"])))
+        xinit = self.bases["xinit"]
+        return functools.cache(lambda: stack.enter_context(self.opened(xinit)))
 
     def filter(
         self,
@@ -403,10 +391,3 @@ class Stages:
                     if res.judgements is not None:
                         runs.write_jsonl(tmp / "judged.jsonl", res.judgements)
         return runs.read_json(d / "eval.json")
-
-
-def model_dir_ref(d: Path) -> ModelRef:
-    """The model a stage directory holds or names."""
-    if not (d / MODEL_FILE).is_file():
-        raise TraitlabError(f"{d}: no {MODEL_FILE}; not a model stage")
-    return ModelRef.load(d)

@@ -204,18 +204,6 @@ class BatchedMLP:
                 layers.append(nn.ReLU())
         return nn.Sequential(*layers).to(self.device)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            out[f"w{i}"] = w.detach().cpu()
-            out[f"b{i}"] = b.detach().cpu()
-        return out
-
-    @classmethod
-    def from_state_dict(cls, sd: dict[str, torch.Tensor]) -> BatchedMLP:
-        n = len([k for k in sd if k.startswith("w")])
-        return cls([sd[f"w{i}"] for i in range(n)], [sd[f"b{i}"] for i in range(n)])
-
     # -- compute
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, d) shared by every model, or (M, B, d) one batch per model -> (M, B, out)."""
