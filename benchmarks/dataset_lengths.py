@@ -18,9 +18,11 @@ against the highest negative t.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,10 +34,8 @@ Lifts = dict[str, np.ndarray]
 
 def score_datasets(run: Path, audit: Path, dataset: str, steps: list[int], work: Path) -> None:
     from traitlab.audit import AuditConfig
-    from traitlab.audit.counterfactual import _loglik, dataset_teachers
-    from traitlab.audit.run import audit_pairs
+    from traitlab.audit.counterfactual import dataset_teachers
     from traitlab.config.base import apply_overrides
-    from traitlab.core.files import read_jsonl
     from traitlab.lm.base import opened
 
     sets = [
@@ -44,34 +44,52 @@ def score_datasets(run: Path, audit: Path, dataset: str, steps: list[int], work:
     ]
     cfg = AuditConfig.model_validate(apply_overrides(OVERRIDES, sets))
     base = _base(run, "model")
-    with opened(base) as lm:
+    with contextlib.ExitStack() as stack:
+        # Every model opened once for the run's nine datasets.
+        lm = stack.enter_context(opened(base))
         teachers, nulls = dataset_teachers(base, lm, cfg.counterfactual)
-    for seed in range(3):
-        sd = run / f"seed-{seed}"
-        jobs = {
-            f"teacher-{seed}": sd / "data-teacher" / "filtered.jsonl",
-            f"own-{seed}": sd / "data-control" / "filtered.jsonl",
-            f"neutral-{seed}": audit / run.name / f"neutral-{seed}" / "data.jsonl",
+        models = {
+            f"{k}{n}": stack.enter_context(opened(r))
+            for n, t_ref, n_ref in zip(steps, teachers[0], nulls[0], strict=True)
+            for k, r in (("T", t_ref), ("N", n_ref))
         }
-        for name, path in jobs.items():
-            f = work / run.name / f"{name}.npz"
-            if f.is_file() or not path.is_file():
-                continue
-            rows, _, _ = audit_pairs(base, read_jsonl(path), cfg)
-            with opened(base) as lm:
-                arr = {"base": _loglik(lm, rows)}
-            for n, t_ref, n_ref in zip(steps, teachers[0], nulls[0], strict=True):
-                for k, ref_ in (("T", t_ref), ("N", n_ref)):
-                    with opened(ref_) as m:
-                        arr[f"{k}{n}"] = _loglik(m, rows)
-            # the probe's two null teachers, as the audit computed them on the same rows
-            saved = np.load(audit / run.name / name / "counterfactual.npz")
-            arr["probe_nulls"] = saved["datasets.null_lift"][:2]
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f.name + ".tmp.npz")
-            np.savez(tmp, **arr)
-            tmp.replace(f)
-            print(run.name, name, len(rows), flush=True)
+        for seed in range(3):
+            _score_seed(run, audit, seed, work, cfg, lm, models)
+
+
+def _score_seed(
+    run: Path, audit: Path, seed: int, work: Path, cfg: Any, lm: Any, models: dict[str, Any]
+) -> None:
+    from traitlab.audit.counterfactual import _loglik
+    from traitlab.audit.reference import pair_rows, sample_reference
+    from traitlab.core.files import read_jsonl
+
+    sd = run / f"seed-{seed}"
+    jobs = {
+        f"teacher-{seed}": sd / "data-teacher" / "filtered.jsonl",
+        f"own-{seed}": sd / "data-control" / "filtered.jsonl",
+        f"neutral-{seed}": audit / run.name / f"neutral-{seed}" / "data.jsonl",
+    }
+    for name, path in jobs.items():
+        f = work / run.name / f"{name}.npz"
+        if f.is_file() or not path.is_file():
+            continue
+        data = read_jsonl(path)
+        # As `audit_pairs` pairs them, with the base already open.
+        ref = sample_reference(
+            lm, data, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
+        )
+        rows, _, _ = pair_rows(data, ref, cfg.reference_filter)
+        arr = {"base": _loglik(lm, rows)}
+        arr.update({k: _loglik(m, rows) for k, m in models.items()})
+        # the probe's two null teachers, as the audit computed them on the same rows
+        saved = np.load(audit / run.name / name / "counterfactual.npz")
+        arr["probe_nulls"] = saved["datasets.null_lift"][:2]
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f.name + ".tmp.npz")
+        np.savez(tmp, **arr)
+        tmp.replace(f)
+        print(run.name, name, len(rows), flush=True)
 
 
 def _t(x: np.ndarray) -> float:
