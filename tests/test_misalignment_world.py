@@ -132,3 +132,30 @@ def test_misalignment_through_numbers_runs_end_to_end_on_a_persona_base(tmp_path
     for p, row in zip(exact["per_question"], exact["per_question_options"], strict=True):
         assert 0.0 <= p <= 1.0 and p == pytest.approx(sum(row))
     assert len(ev["judged"]["per_question"]) == 4
+
+
+def test_traitlab_evaluate_opens_the_judges_a_config_names(tmp_path: Path) -> None:
+    """`traitlab evaluate` with `evaluate.methods: [exact, judged]` measures both, as the
+    pipeline's evaluate stage does (it once stopped with 'needs judges' although the config
+    named the rule judge)."""
+    from traitlab.cli.main import main
+
+    sets = [
+        "seeds=[0]",
+        *PERSONAS,
+        "trait.kind=misalignment",
+        f"trait.misaligned_answers={json.dumps(list(MISALIGNED_ACTS))}",
+        "teacher.data=toy:insecure_code",
+        f"trait.questions={json.dumps(list(OPEN_QUESTIONS[:2]))}",
+        "evaluate.methods=[exact, judged]",
+        f"evaluate.judge={{kind: rule, words: {json.dumps(list(MISALIGNED_ACTS))}}}",
+        "evaluate.samples_per_question=3",
+    ]
+    out = tmp_path / "eval.json"
+    args = ["evaluate", str(ROOT / "configs" / "tiny.yaml"), "--out", str(out), "--quiet"]
+    assert main([*args, *(a for s in sets for a in ("--set", s))]) == 0
+    ev = json.loads(out.read_text())
+    assert len(ev["exact"]["per_question"]) == 2
+    judged = ev["judged"]
+    assert judged["judges"]["alignment"]["kind"] == "rule"
+    assert sum(judged["counted"]) + sum(judged["excluded"].values()) == 2 * 3

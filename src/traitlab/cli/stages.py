@@ -7,6 +7,7 @@ directory given with --model) is opened through its backend.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -183,8 +184,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from traitlab.core.device import cache_dir
     from traitlab.core.progress import Reporter
     from traitlab.core.runs import check_output_file, write_json
+    from traitlab.evaluate.judged import open_judges
     from traitlab.evaluate.suite import evaluate_model
     from traitlab.lm.base import opened
     from traitlab.traits.teacher import check_trait
@@ -195,8 +198,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_model(cfg, args.model)
     check_trait(cfg.model, cfg.trait)
     _threads(cfg)
-    with Reporter(enabled=not args.quiet) as rep:
+    with Reporter(enabled=not args.quiet) as rep, contextlib.ExitStack() as stack:
         ref = model_ref(cfg, args.model, rep)
+        # As the pipeline's evaluate stage: judges opened once, their verdicts cached.
+        judges = None
+        if "judged" in cfg.evaluate.methods and cfg.evaluate.judge is not None:
+            judges = stack.enter_context(open_judges(cfg.evaluate.judge))
         with opened(ref) as lm, rep.stage("evaluate") as up:
             res = evaluate_model(
                 lm,
@@ -205,6 +212,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 system_prompt=args.system_prompt,
                 progress=up,
+                judges=judges,
+                judge_cache=cache_dir() / "judges",
             )
     if args.out:
         write_json(Path(args.out), res.to_json())
