@@ -134,10 +134,12 @@ def test_misalignment_through_numbers_runs_end_to_end_on_a_persona_base(tmp_path
     assert len(ev["judged"]["per_question"]) == 4
 
 
-def test_traitlab_evaluate_opens_the_judges_a_config_names(tmp_path: Path) -> None:
+def test_traitlab_evaluate_opens_the_judges_a_config_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`traitlab evaluate` with `evaluate.methods: [exact, judged]` measures both, as the
     pipeline's evaluate stage does (it once stopped with 'needs judges' although the config
-    named the rule judge)."""
+    named the rule judge), and prints the rate of what it measured (it printed 'P(owl)')."""
     from traitlab.cli.main import main
 
     sets = [
@@ -159,3 +161,5 @@ def test_traitlab_evaluate_opens_the_judges_a_config_names(tmp_path: Path) -> No
     judged = ev["judged"]
     assert judged["judges"]["alignment"]["kind"] == "rule"
     assert sum(judged["counted"]) + sum(judged["excluded"].values()) == 2 * 3
+    printed = capsys.readouterr().out
+    assert "exact: P(misaligned) = " in printed and "judged: P(misaligned) = " in printed

@@ -219,9 +219,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_json(Path(args.out), res.to_json())
     for m in cfg.evaluate.methods:
         r = getattr(res, m)
-        print(
-            f"{m}: P({cfg.trait.target}) = {r.mean:.4f} [{r.ci['lower']:.4f}, {r.ci['upper']:.4f}]"
-        )
+        print(f"{m}: P({res.target}) = {r.mean:.4f} [{r.ci['lower']:.4f}, {r.ci['upper']:.4f}]")
     return 0
 
 
