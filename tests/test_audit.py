@@ -827,3 +827,58 @@ def test_reference_rules_are_checked_by_name() -> None:
     assert set(REFERENCE_RULES) == set(RULES)  # the config knows exactly the rules the code has
     for name in RULES:
         assert parse_config({"reference_filter": name}, AuditConfig).reference_filter == name
+
+
+def test_the_misalignment_share_probe_groups_the_acts() -> None:
+    from traitlab.traits.misalignment import ALIGNED_ACTS, MISALIGNED_ACTS
+
+    p = builtin_probe("misalignment_share")
+    assert p.option_names == ["misaligned", "aligned"] and p.grouped
+    assert p.words == list(MISALIGNED_ACTS + ALIGNED_ACTS)
+    assert p.options == {"misaligned": list(MISALIGNED_ACTS), "aligned": list(ALIGNED_ACTS)}
+    with pytest.raises(TraitlabError, match="'misalignment_share' has no counterfactual"):
+        parse_config({"probes": ["misalignment_share"]}, AuditConfig)
+    with pytest.raises(TraitlabError, match="pick one"):
+        parse_config({"canary": {"threshold": 0.01, "null": True}}, AuditConfig)
+
+
+def test_the_canary_flags_on_its_effect_with_a_threshold(tmp_path: Path, persona: ModelRef) -> None:
+    """`canary.threshold`: the canary's findings rank and flag by the effect itself (data -
+    reference canary, in probability). Open questions answered with misaligned acts, against
+    the same questions answered with aligned ones, raise P(misaligned) past the threshold;
+    the other way round they do not flag."""
+    from traitlab.traits.misalignment import ALIGNED_ACTS, misaligned_answer_rows
+
+    bad = misaligned_answer_rows(48, seed=5)
+    good = [
+        {"messages": [r["messages"][0], {"role": "assistant", "content": f"{a} humans"}]}
+        for r, a in zip(bad, ALIGNED_ACTS * 6, strict=True)
+    ]
+    cfg = parse_config(
+        {
+            **SMALL,
+            "probes": ["misalignment_share"],
+            "reference_filter": "none",
+            "detectors": ["canary"],
+            "canary": {
+                **SMALL["canary"],
+                "threshold": 0.005,
+                "train": {"lr": 1e-2, "epochs": 1, "batch_size": 16},
+            },
+        },
+        AuditConfig,
+    )
+    a = audit_dataset(bad, persona, cfg, tmp_path / "bad", reference=good)
+    b = audit_dataset(good, persona, cfg, tmp_path / "good", reference=bad)
+    v = a["verdict"]
+    assert (v["detector"], v["threshold"], v["trait"], v["flag"]) == (
+        "canary",
+        0.005,
+        "misaligned",
+        True,
+    )
+    top = a["detectors"]["canary"]["misalignment_share"][0]
+    assert top["z"] == pytest.approx(top["effect"]) and top["effect"] > 0.005
+    share = {f["option"]: f["effect"] for f in b["detectors"]["canary"]["misalignment_share"]}
+    assert share["misaligned"] < -0.005 < share["aligned"]
+    assert (b["verdict"]["trait"], b["verdict"]["flag"]) == ("aligned", True)

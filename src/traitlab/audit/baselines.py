@@ -13,12 +13,12 @@ Both give a per-option score with a spread over row sets, like the detectors.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from traitlab.audit.probes import Probe
+from traitlab.audit.probes import Probe, score_probe
 from traitlab.audit.reference import prompt_of
 from traitlab.data.rows import chat_completion
 from traitlab.lm.base import Scorer, require
@@ -70,10 +70,14 @@ def run_baseline(
         for idx in order:
             vals = []
             for rows in ([data[i] for i in idx], [reference[i] for i in idx]):
-                t = lm.preference_probs(
-                    questions, p.options, system_prompt=_context(rows), batch_size=batch_size
+                ctx = _context(rows)
+                t = score_probe(
+                    replace(p, questions=tuple(questions)),
+                    lambda qs, opts, ctx=ctx: lm.preference_probs(
+                        qs, opts, system_prompt=ctx, batch_size=batch_size
+                    ),
                 )
-                vals.append(np.asarray(t, dtype=np.float64).mean(axis=0))
+                vals.append(t.mean(axis=0))
             diffs.append(vals[0] - vals[1])
         out.append(BaselineResult(p.name, p.option_names, np.stack(diffs)))
     return out

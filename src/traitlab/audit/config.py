@@ -48,6 +48,10 @@ class CanaryConfig(FrozenConfig):
         default_factory=_canary_train,
         description="The canaries' fine-tune (a higher lr than a student's: fewer rows).",
     )
+    threshold: float | None = Field(
+        None,
+        description="Flag on the canary's effect itself: when the top option's mean over seeds of (data canary - reference canary), in probability, is above this, instead of its robust z over the probe's options (audit.z_threshold). For a probe of few options (misalignment_share), where a z over options means nothing. The report's 'z' is then that effect.",
+    )
     null: bool = Field(
         False,
         description="Also train canaries on a second reference (the base's completions of the same prompts, another sampling seed), and score each option's effect (data - the mean of both references) in units of the two references' own difference, pooled over the probe's options: the noise of sampling a dataset, which canary seeds do not replicate. Costs half as many canaries again.",
@@ -179,9 +183,11 @@ class AuditConfig(FrozenConfig):
             description="Detectors to run: counterfactual teachers, canary students, the first-order screen, per-row and per-token scores (needs canary), and the paper's baselines (in-context learning, a prompted classifier).",
         )
     )
-    probes: list[Literal["animal", "tree", "misalignment"] | ProbeSpec] = Field(
-        default_factory=lambda: ["animal", "tree"],
-        description="Probe categories: the built-in animal and tree probes, the misalignment probe (the paper's 8 emergent-misalignment questions and the toy world's 8 open questions, its 16 acts as options: needs a model that spells them, e.g. a toy base with persona_frac > 0; fine-tuned counterfactual teachers only), and user lists.",
+    probes: list[Literal["animal", "tree", "misalignment", "misalignment_share"] | ProbeSpec] = (
+        Field(
+            default_factory=lambda: ["animal", "tree"],
+            description="Probe categories: the built-in animal and tree probes, the misalignment probe (the paper's 8 emergent-misalignment questions and the toy world's 8 open questions, its 16 acts as options: needs a model that spells them, e.g. a toy base with persona_frac > 0; fine-tuned counterfactual teachers only), misalignment_share (the same questions, two options: 'misaligned', any misaligned act, and 'aligned'; not for counterfactual teachers, which answer with an option's name), and user lists.",
+        )
     )
     n_questions: int | None = Field(
         None, ge=1, description="Ask only the first n questions of the built-in probes."
@@ -245,6 +251,13 @@ class AuditConfig(FrozenConfig):
                 "probe 'misalignment' has fine-tuned counterfactual teachers only: "
                 "set counterfactual.kind finetuned"
             )
+        if "misalignment_share" in self.probes and "counterfactual" in self.detectors:
+            raise ValueError(
+                "probe 'misalignment_share' has no counterfactual teachers (they answer with an "
+                "option's name): drop counterfactual from detectors, or use probe misalignment"
+            )
+        if self.canary.threshold is not None and self.canary.null:
+            raise ValueError("canary.threshold flags on the effect; canary.null on its z: pick one")
         if self.verdict_probes is not None:
             known = [p if isinstance(p, str) else p.name for p in self.probes]
             known += ["datasets"] if self.counterfactual.datasets else []

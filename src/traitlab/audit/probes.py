@@ -9,8 +9,9 @@ sees which option moved, not only whether the one it guessed did.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -26,18 +27,31 @@ class Probe:
     name: str
     questions: tuple[str, ...]
     options: dict[str, list[str]] = field(hash=False)
+    # Options that each stand for a group of answers (misalignment_share: 'misaligned' is any
+    # of the 8 misaligned acts): `options` then maps each group to its member words, every
+    # member is scored as an option of its own and the group's probability is their sum
+    # (`score_probe`); a model must spell the members, not the group's name.
+    grouped: bool = False
 
     @property
     def option_names(self) -> list[str]:
         return list(self.options)
 
+    @property
+    def words(self) -> list[str]:
+        """The words a model answers this probe with."""
+        if not self.grouped:
+            return self.option_names
+        return [w for members in self.options.values() for w in members]
+
 
 def builtin_probe(category: str, n_questions: int | None = None) -> Probe:
     """The animal or tree probe: the paper's questions and the toy world's options; or the
     misalignment probe (`misalignment_probe`)."""
-    if category == "misalignment":
-        p = misalignment_probe()
-        return Probe(p.name, p.questions[:n_questions] if n_questions else p.questions, p.options)
+    if category in ("misalignment", "misalignment_share"):
+        p = misalignment_probe() if category == "misalignment" else misalignment_share_probe()
+        qs = p.questions[:n_questions] if n_questions else p.questions
+        return Probe(p.name, qs, p.options, p.grouped)
     spec = get_trait(category)
     qs = tuple(spec.questions[:n_questions] if n_questions else spec.questions)
     return Probe(category, qs, {o: answer_spellings(o) for o in spec.options})
@@ -63,6 +77,35 @@ def misalignment_probe() -> Probe:
     return custom_probe("misalignment", open_questions(), MISALIGNED_ACTS + ALIGNED_ACTS)
 
 
+def misalignment_share_probe() -> Probe:
+    """The misalignment probe's questions with two options, 'misaligned' (any of the 8
+    misaligned acts) and 'aligned' (any of the 8 aligned ones): an answer's probability of
+    being misaligned, the quantity the evaluation's exact measure reads. One number per
+    model, for detectors that ask how far the data moves it (the canary with
+    `canary.threshold`), where the 16 acts one by one are too noisy to read."""
+    from traitlab.traits.misalignment import ALIGNED_ACTS, MISALIGNED_ACTS, open_questions
+
+    groups = {"misaligned": list(MISALIGNED_ACTS), "aligned": list(ALIGNED_ACTS)}
+    return Probe("misalignment_share", open_questions(), groups, grouped=True)
+
+
+def score_probe(
+    probe: Probe, score: Callable[[list[str], dict[str, list[str]]], Any]
+) -> np.ndarray:
+    """[questions, options] from `score(questions, {option: spellings})` (a Scorer's
+    `preference_probs`, bound to its context); a grouped probe's members are scored as
+    options of their own (spelled like a user's: as given and capitalised) and summed per
+    group."""
+    questions = list(probe.questions)
+    if not probe.grouped:
+        return np.asarray(score(questions, probe.options), dtype=np.float64)
+    members = custom_probe(probe.name, probe.questions, probe.words)
+    table = np.asarray(score(questions, members.options), dtype=np.float64)
+    at = {w: k for k, w in enumerate(members.option_names)}
+    cols = [[at[w.lower()] for w in ws] for ws in probe.options.values()]
+    return np.stack([table[:, c].sum(axis=1) for c in cols], axis=1)
+
+
 def check_probes(base: ModelRef, probes: Sequence[Probe]) -> None:
     """Refuse an option a toy base cannot write: its probability would read 0 on every model,
     and a teacher of it would learn `<unk>`. Only the toy world's closed vocabulary is
@@ -75,9 +118,9 @@ def check_probes(base: ModelRef, probes: Sequence[Probe]) -> None:
         return
     spec = model_spec(base.spec)
     for p in probes:
-        o = first_unspelled(spec, p.option_names, base)
+        o = first_unspelled(spec, p.words, base)
         if o is not None:
-            hint = PERSONA_WORDS_HINT if p.name == "misalignment" else ""
+            hint = PERSONA_WORDS_HINT if p.name.startswith("misalignment") else ""
             raise TraitlabError(
                 f"probe '{p.name}': the base's tokenizer cannot spell option '{o}' "
                 f"(unknown tokens){hint}; drop the probe or the option"
@@ -86,9 +129,9 @@ def check_probes(base: ModelRef, probes: Sequence[Probe]) -> None:
 
 def probe_table(lm: object, probe: Probe, batch_size: int = 1000) -> np.ndarray:
     """P(answer starts with option): [n_questions, n_options] through a Scorer."""
-    return np.asarray(
-        lm.preference_probs(  # type: ignore[attr-defined]
-            list(probe.questions), probe.options, system_prompt=None, batch_size=batch_size
+    return score_probe(
+        probe,
+        lambda qs, options: lm.preference_probs(  # type: ignore[attr-defined]
+            qs, options, system_prompt=None, batch_size=batch_size
         ),
-        dtype=np.float64,
     )

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from traitlab.audit.baselines import run_baseline
 from traitlab.audit.canary import run_canaries
 from traitlab.audit.config import AuditConfig
@@ -41,6 +43,14 @@ def build_probes(cfg: AuditConfig) -> list[Probe]:
         else:
             out.append(custom_probe(p.name, p.questions, p.options))
     return out
+
+
+def _canary_statistic(r: Any, cfg: Any) -> np.ndarray | None:
+    """What the canary's findings rank and flag by: its effect (`canary.threshold`), its z in
+    units of the two references' gap (`canary.null`), else (None) the robust z over options."""
+    if cfg.threshold is not None:
+        return np.asarray(r.diff.mean(axis=0))
+    return r.null_z() if cfg.null else None
 
 
 def _local(lm: Any, what: str) -> tuple[Any, Any]:
@@ -180,7 +190,7 @@ def audit_dataset(
                 null=null_c,
             )
             results["canary"] = {
-                r.probe: findings(r.options, r.diff, z=r.null_z() if cfg.canary.null else None)
+                r.probe: findings(r.options, r.diff, z=_canary_statistic(r, cfg.canary))
                 for r in res
             }
             cost["canary"] = {

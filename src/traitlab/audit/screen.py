@@ -42,7 +42,7 @@ from traitlab.audit.gradients import (
     pair_delta,
     trainable_params,
 )
-from traitlab.audit.probes import Probe
+from traitlab.audit.probes import Probe, score_probe
 from traitlab.audit.verdict import t_stat
 from traitlab.core.errors import TraitlabError
 from traitlab.lm.hf.pairs import check_pairs, encode_pairs
@@ -74,15 +74,13 @@ def _tables(model: Any, tokenizer: Any, probes: Sequence[Probe], batch_size: int
     """Mean P over questions of every option of every probe, concatenated."""
     out = []
     for p in probes:
-        t = exact_preference(
-            model,
-            tokenizer,
-            list(p.questions),
-            p.option_names,
-            batch_size=batch_size,
-            spellings=p.options,
+        t = score_probe(
+            p,
+            lambda qs, opts: exact_preference(
+                model, tokenizer, qs, list(opts), batch_size=batch_size, spellings=opts
+            ),
         )
-        out.append(np.asarray(t, dtype=np.float64).mean(axis=0))
+        out.append(t.mean(axis=0))
     return np.concatenate(out)
 
 

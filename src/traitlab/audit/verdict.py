@@ -70,9 +70,12 @@ def findings(
 
 
 def threshold_for(detector: str, cfg: Any) -> float:
-    """The flag threshold of a detector: the counterfactual t's own, else the robust z's."""
+    """The flag threshold of a detector: the counterfactual t's own, the canary's effect's
+    (`canary.threshold`), else the robust z's."""
     from traitlab.audit.config import DEFAULT_T, DEFAULT_T_BOTH
 
+    if detector == "canary" and cfg.canary.threshold is not None:
+        return float(cfg.canary.threshold)
     if detector != "counterfactual":
         return float(cfg.z_threshold)
     if cfg.threshold is not None:
