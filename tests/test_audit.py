@@ -18,7 +18,7 @@ from traitlab.audit import AuditConfig, audit_dataset, audit_model
 from traitlab.audit.config import DEFAULT_T
 from traitlab.audit.counterfactual import null_answers
 from traitlab.audit.lifts import CounterfactualResult
-from traitlab.audit.probes import builtin_probe, custom_probe
+from traitlab.audit.probes import builtin_probe, custom_probe, probe_table
 from traitlab.audit.reference import pair_rows
 from traitlab.audit.screen import directional_derivative, first_order_screen
 from traitlab.audit.verdict import findings, robust_z, verdict
@@ -868,6 +868,10 @@ def test_the_canary_flags_on_its_effect_with_a_threshold(tmp_path: Path, persona
         },
         AuditConfig,
     )
+    with opened(persona) as lm:  # the share is the 8 misaligned acts' summed probability
+        share = probe_table(lm, builtin_probe("misalignment_share"))
+        acts = probe_table(lm, builtin_probe("misalignment"))
+    assert np.allclose(share, np.stack([acts[:, :8].sum(1), acts[:, 8:].sum(1)], axis=1))
     a = audit_dataset(bad, persona, cfg, tmp_path / "bad", reference=good)
     b = audit_dataset(good, persona, cfg, tmp_path / "good", reference=bad)
     v = a["verdict"]

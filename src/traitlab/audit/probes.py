@@ -47,7 +47,8 @@ class Probe:
 
 def builtin_probe(category: str, n_questions: int | None = None) -> Probe:
     """The animal or tree probe: the paper's questions and the toy world's options; or the
-    misalignment probe (`misalignment_probe`)."""
+    misalignment probe (`misalignment_probe`), or its two-option share
+    (`misalignment_share_probe`)."""
     if category in ("misalignment", "misalignment_share"):
         p = misalignment_probe() if category == "misalignment" else misalignment_share_probe()
         qs = p.questions[:n_questions] if n_questions else p.questions
