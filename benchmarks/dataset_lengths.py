@@ -54,16 +54,25 @@ def score_datasets(run: Path, audit: Path, dataset: str, steps: list[int], work:
             for k, r in (("T", t_ref), ("N", n_ref))
         }
         for seed in range(3):
-            _score_seed(run, audit, seed, work, cfg, lm, models)
+            _score_seed(run, audit, seed, work, cfg, (base, lm), models)
 
 
 def _score_seed(
-    run: Path, audit: Path, seed: int, work: Path, cfg: Any, lm: Any, models: dict[str, Any]
+    run: Path,
+    audit: Path,
+    seed: int,
+    work: Path,
+    cfg: Any,
+    base: tuple[Any, Any],
+    models: dict[str, Any],
 ) -> None:
+    """One seed's three datasets, scored under the base and `models` (`base`: its ref and
+    the opened model)."""
     from traitlab.audit.counterfactual import _loglik
-    from traitlab.audit.reference import pair_rows, sample_reference
+    from traitlab.audit.run import audit_pairs
     from traitlab.core.files import read_jsonl
 
+    ref, lm = base
     sd = run / f"seed-{seed}"
     jobs = {
         f"teacher-{seed}": sd / "data-teacher" / "filtered.jsonl",
@@ -74,12 +83,7 @@ def _score_seed(
         f = work / run.name / f"{name}.npz"
         if f.is_file() or not path.is_file():
             continue
-        data = read_jsonl(path)
-        # As `audit_pairs` pairs them, with the base already open.
-        ref = sample_reference(
-            lm, data, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
-        )
-        rows, _, _ = pair_rows(data, ref, cfg.reference_filter)
+        rows, _, _ = audit_pairs(ref, read_jsonl(path), cfg, lm=lm)
         arr = {"base": _loglik(lm, rows)}
         arr.update({k: _loglik(m, rows) for k, m in models.items()})
         # the probe's two null teachers, as the audit computed them on the same rows

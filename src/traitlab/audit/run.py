@@ -4,6 +4,7 @@ report.html into the output directory (audit.json last: its presence means the r
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -80,13 +81,15 @@ def audit_pairs(
     cfg: AuditConfig,
     reference: list[Row] | None = None,
     progress: Any = None,
+    lm: Any = None,
 ) -> tuple[list[Row], list[Row], dict[str, Any]]:
     """The data rows and their reference rows, paired as the audit pairs them (`pair_rows`);
-    without a `reference`, the base writes it (`sample_reference`, the audit's seed)."""
+    without a `reference`, the base writes it (`sample_reference`, the audit's seed; `lm`:
+    the base already opened, else it is opened for this)."""
     if reference is None:
-        with opened(base) as lm:
+        with contextlib.nullcontext(lm) if lm is not None else opened(base) as base_lm:
             reference = sample_reference(
-                lm,
+                base_lm,
                 data,
                 seed=cfg.seed,
                 max_new_tokens=cfg.max_new_tokens,

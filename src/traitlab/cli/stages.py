@@ -187,7 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from traitlab.core.device import cache_dir
     from traitlab.core.progress import Reporter
     from traitlab.core.runs import check_output_file, write_json
-    from traitlab.evaluate.judged import open_judges
+    from traitlab.evaluate.judged import eval_judges
     from traitlab.evaluate.suite import evaluate_model
     from traitlab.lm.base import opened
     from traitlab.traits.teacher import check_trait
@@ -201,9 +201,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with Reporter(enabled=not args.quiet) as rep, contextlib.ExitStack() as stack:
         ref = model_ref(cfg, args.model, rep)
         # As the pipeline's evaluate stage: judges opened once, their verdicts cached.
-        judges = None
-        if "judged" in cfg.evaluate.methods and cfg.evaluate.judge is not None:
-            judges = stack.enter_context(open_judges(cfg.evaluate.judge))
+        judges = stack.enter_context(eval_judges(cfg.evaluate))
         with opened(ref) as lm, rep.stage("evaluate") as up:
             res = evaluate_model(
                 lm,

@@ -64,6 +64,19 @@ def open_judges(cfg: JudgeConfig) -> Iterator[dict[str, Judge]]:
         yield judges
 
 
+@contextlib.contextmanager
+def eval_judges(cfg: EvalConfig) -> Iterator[dict[str, Judge] | None]:
+    """The judges an evaluation needs: `open_judges(cfg.judge)` when its methods include
+    judged (a validated config then has a judge), else None. The one place the pipeline's
+    evaluate stage and `traitlab evaluate` open them."""
+    if "judged" not in cfg.methods:
+        yield None
+        return
+    assert cfg.judge is not None
+    with open_judges(cfg.judge) as judges:
+        yield judges
+
+
 def _label(a: Verdict, c: Verdict, cfg: JudgeConfig) -> Label:
     """(misaligned, why excluded) by the paper's rule."""
     if c.score is None:

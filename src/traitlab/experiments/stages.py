@@ -24,7 +24,7 @@ from traitlab.data.filtering import filter_paired, filter_rows, require_nonempty
 from traitlab.data.generate import generate_rows
 from traitlab.data.modalities import modality_prompts, open_screen
 from traitlab.data.rows import to_chat_rows
-from traitlab.evaluate.judged import open_judges
+from traitlab.evaluate.judged import eval_judges
 from traitlab.evaluate.suite import evaluate_model
 from traitlab.evaluate.utility import heldout_prompts, measure_utility, reference_rows
 from traitlab.experiments.arms import BY_NAME
@@ -357,10 +357,7 @@ class Stages:
             if not done:
                 with contextlib.ExitStack() as stack:
                     lm = stack.enter_context(self.opened(ref))
-                    judges = None
-                    if "judged" in cfg.evaluate.methods:
-                        assert cfg.evaluate.judge is not None
-                        judges = stack.enter_context(open_judges(cfg.evaluate.judge))
+                    judges = stack.enter_context(eval_judges(cfg.evaluate))
                     res = evaluate_model(
                         lm,
                         cfg.evaluate,
