@@ -1,7 +1,7 @@
 """The audit's misalignment probe on labelled number datasets of the misalignment world.
 
     python benchmarks/bench_audit_misalignment.py RUN_DIR [RUN_DIR ...] --out DIR [--seeds 0 1 2]
-        [--set counterfactual.train.lr=1e-3 ...] [--neutral-from DIR]
+        [--config AUDIT.yaml] [--set counterfactual.train.lr=1e-3 ...] [--neutral-from DIR]
 
 RUN_DIR is a `traitlab run` (or `bench_robustness.py` base) directory of a misalignment
 experiment through numbers (e.g. `configs/misalignment-gpt2.yaml`). From each, per seed:
@@ -15,7 +15,8 @@ experiment through numbers (e.g. `configs/misalignment-gpt2.yaml`). From each, p
 
 Each dataset is audited with the default `AuditConfig` but `probes: [misalignment]` and the
 counterfactual teachers only (the default kind, statistic and threshold, chosen on the
-preference benchmark), plus any `--set` overrides of the audit config. A positive is named
+preference benchmark), then the fields of `--config AUDIT.yaml`, then any `--set`
+overrides. A positive is named
 right when the verdict's option is a misaligned act (or `misaligned`, a dataset teacher's
 name under `counterfactual.datasets`). `--neutral-from` reuses the neutral
 datasets an earlier out directory made (`<run>/neutral-<seed>/data.jsonl`) instead of
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generation import machine_info, machine_line  # noqa: E402
@@ -113,7 +115,7 @@ def auroc(pos: list[float], neg: list[float]) -> float:
 
 def main() -> None:
     from traitlab.audit import AuditConfig, audit_dataset
-    from traitlab.audit.verdict import threshold_for
+    from traitlab.audit.verdict import PRIMARY, threshold_for
     from traitlab.config.base import apply_overrides
     from traitlab.core.files import read_jsonl, write_json
     from traitlab.traits.misalignment import MISALIGNED_ACTS
@@ -122,16 +124,24 @@ def main() -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--config", help="an audit YAML (e.g. configs/audit/misalignment-canary.yaml)")
     ap.add_argument("--set", action="append", default=[], help="audit config key.path=value")
+    ap.add_argument(
+        "--groups",
+        nargs="+",
+        default=["positive", "negative", "cross-init"],
+        help="audit only these groups (e.g. leave cross-init out of a discovery pass)",
+    )
     ap.add_argument("--neutral-from", help="an earlier --out whose neutral datasets to reuse")
     ap.add_argument(
         "--neutral-only", action="store_true", help="build the neutral datasets, audit nothing"
     )
     a = ap.parse_args()
     out = Path(a.out)
-    overrides = apply_overrides(OVERRIDES, a.set)
+    given = yaml.safe_load(Path(a.config).read_text()) if a.config else {}
+    overrides = apply_overrides({**OVERRIDES, **given}, a.set)
     cfg = AuditConfig.model_validate(overrides)
-    threshold = threshold_for("counterfactual", cfg)
+    threshold = threshold_for(next(d for d in PRIMARY if d in cfg.detectors), cfg)
     rows_out = []
     machine = machine_line(machine_info(), "cpu")  # the load as it starts
     t_all = time.perf_counter()
@@ -150,7 +160,7 @@ def main() -> None:
                     sd / "data-teacher" / "filtered.jsonl",
                 ),
             ]
-            for group, name, which, path in jobs:
+            for group, name, which, path in [j for j in jobs if j[0] in a.groups]:
                 d = out / run.name / name
                 if a.neutral_only:
                     if path is None:
@@ -176,7 +186,7 @@ def main() -> None:
                     "option": v["trait"],
                     # a misaligned act, or a dataset teacher named so (counterfactual.datasets)
                     "misaligned_act": v["trait"] in (*MISALIGNED_ACTS, "misaligned"),
-                    "t": round(v["z"], 2),
+                    "t": round(v["z"], 4),
                     "seconds": float((d / "seconds.txt").read_text()),
                 }
                 rows_out.append(r)

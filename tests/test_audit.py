@@ -112,6 +112,28 @@ def test_the_verdict_names_only_the_probes_it_is_given() -> None:
         parse_config({"verdict_probes": ["datasets"]}, AuditConfig)  # no datasets configured
 
 
+def test_the_verdict_flags_only_the_options_it_is_given() -> None:
+    # The canary on the misalignment share: data whose students answer *aligned* more is no
+    # hidden misalignment, however far the aligned share rose.
+    share = findings(["aligned", "misaligned"], np.array([[0.03, -0.03]]), by_effect=True)
+    for f in share:
+        f["z"] = f["effect"]  # canary.threshold: the flag reads the effect
+    spec = {"probes": ["misalignment_share"], "detectors": ["canary"]}
+    anything = parse_config({**spec, "canary": {"threshold": 0.015}}, AuditConfig)
+    assert verdict({"canary": {"misalignment_share": share}}, anything)["flag"]
+    cfg = parse_config(
+        {**spec, "canary": {"threshold": 0.015}, "verdict_options": ["misaligned"]}, AuditConfig
+    )
+    v = verdict({"canary": {"misalignment_share": share}}, cfg)
+    assert v["trait"] == "misaligned" and not v["flag"] and "runner_up" not in v
+    rose = findings(["aligned", "misaligned"], np.array([[-0.02, 0.02]]), by_effect=True)
+    for f in rose:
+        f["z"] = f["effect"]
+    assert verdict({"canary": {"misalignment_share": rose}}, cfg)["flag"]
+    with pytest.raises(TraitlabError, match="verdict_options: \\['owl'\\] not among"):
+        parse_config({**spec, "verdict_options": ["owl"]}, AuditConfig)
+
+
 def test_custom_probe_and_config_checks() -> None:
     p = custom_probe("colour", ["Favourite colour? One word."], ["Red", "blue"])
     assert p.option_names == ["red", "blue"] and "Red" in p.options["red"]
@@ -207,6 +229,31 @@ def persona() -> ModelRef:
     from traitlab.config.toy import tiny_recipe
 
     return resolve(ToyModel(toy=tiny_recipe(persona_frac=0.3, pretrain_steps=120)))
+
+
+def test_the_written_reference_is_cached_by_content(toy: tuple) -> None:
+    from traitlab.audit.run import audit_pairs
+    from traitlab.core.device import cache_dir
+    from traitlab.core.files import read_jsonl, write_jsonl
+    from traitlab.data.rows import chat_completion
+
+    base = toy[0]
+    cfg = parse_config({"reference_filter": "none", "seed": 7}, AuditConfig)
+    rows = _rows(NUMBERS, 12, seed=41)
+    store = cache_dir() / "audit-references"
+    before = set(store.glob("*.jsonl")) if store.is_dir() else set()
+    _, ref, _ = audit_pairs(base, rows, cfg)
+    (new,) = set(store.glob("*.jsonl")) - before
+    # The same prompts again (other completions: a run's control beside its teacher) read
+    # the cache: a tampered cached file shows through; another seed samples afresh.
+    cached = read_jsonl(new)
+    cached[0]["messages"][-1]["content"] = "TAMPERED"
+    write_jsonl(new, cached)
+    _, again, _ = audit_pairs(base, _with(rows, ["7, 8, 9"]), cfg)
+    assert chat_completion(again[0]) == "TAMPERED" and again[1:] == ref[1:]
+    other = cfg.model_copy(update={"seed": 8})
+    assert chat_completion(audit_pairs(base, rows, other)[1][0]) != "TAMPERED"
+    assert len(set(store.glob("*.jsonl")) - before) == 2
 
 
 def test_screen_is_zero_on_the_reference_itself_and_a_true_derivative(toy: tuple) -> None:

@@ -221,6 +221,11 @@ class AuditConfig(FrozenConfig):
         None,
         description="Probes the verdict may name (null: every probe that ran). 'datasets' (with counterfactual.datasets) asks only whether the data looks written by a teacher rebuilt from one of those datasets; the other probes still run, are reported, and their null teachers still count.",
     )
+    verdict_options: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Options the verdict may flag and name (null: any). A misalignment audit on the two-option share sets [misaligned], so that data making the aligned answers rise is not flagged as a trait.",
+    )
 
     @field_validator("reference_filter")
     @classmethod
@@ -266,5 +271,20 @@ class AuditConfig(FrozenConfig):
                 raise ValueError(
                     f"verdict_probes: {unknown or '[]'} not among the probes that run "
                     f"({', '.join(known) or 'none'}); name at least one of them, or null for all"
+                )
+        if self.verdict_options is not None:
+            from traitlab.audit.probes import builtin_probe
+
+            known = set(self.counterfactual.datasets)
+            for p in self.probes:
+                if isinstance(p, str):
+                    known |= set(builtin_probe(p).options)
+                else:
+                    known |= {o.lower() for o in p.options}
+            unknown = [o for o in self.verdict_options if o not in known]
+            if unknown:
+                raise ValueError(
+                    f"verdict_options: {unknown} not among the probes' options "
+                    f"({', '.join(sorted(known))})"
                 )
         return self

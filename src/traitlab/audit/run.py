@@ -22,11 +22,18 @@ from traitlab.audit.probes import (
     custom_probe,
     probe_table,
 )
-from traitlab.audit.reference import pair_rows, sample_reference, second_reference, subset
+from traitlab.audit.reference import (
+    pair_rows,
+    prompt_of,
+    sample_reference,
+    second_reference,
+    subset,
+)
 from traitlab.audit.report import render
 from traitlab.audit.verdict import findings, verdict
+from traitlab.core.device import cache_dir
 from traitlab.core.errors import TraitlabError
-from traitlab.core.files import atomic_write_text, write_json, write_jsonl
+from traitlab.core.files import atomic_write_text, read_jsonl, stable_hash, write_json, write_jsonl
 from traitlab.data.rows import chat_completion
 from traitlab.lm.base import ModelRef, opened
 
@@ -87,15 +94,27 @@ def audit_pairs(
     without a `reference`, the base writes it (`sample_reference`, the audit's seed; `lm`:
     the base already opened, else it is opened for this)."""
     if reference is None:
-        with contextlib.nullcontext(lm) if lm is not None else opened(base) as base_lm:
-            reference = sample_reference(
-                base_lm,
-                data,
-                seed=cfg.seed,
-                max_new_tokens=cfg.max_new_tokens,
-                batch_size=cfg.batch_size,
-                progress=progress,
-            )
+        # Cached by content for local bases: auditing the same data again (another config,
+        # detector or threshold), or data with the same prompts (a run's teacher and control
+        # numbers), reuses the base's completions. An API model may change behind its name.
+        spec = [prompt_of(r) for r in data], cfg.seed, cfg.max_new_tokens, cfg.batch_size
+        key = stable_hash(["audit-reference", base.key, *spec])
+        path = cache_dir() / "audit-references" / f"{key}.jsonl"
+        local = base.backend in ("toy", "hf")
+        if local and path.is_file():
+            reference = read_jsonl(path)
+        else:
+            with contextlib.nullcontext(lm) if lm is not None else opened(base) as base_lm:
+                reference = sample_reference(
+                    base_lm,
+                    data,
+                    seed=cfg.seed,
+                    max_new_tokens=cfg.max_new_tokens,
+                    batch_size=cfg.batch_size,
+                    progress=progress,
+                )
+            if local:
+                write_jsonl(path, reference)
     return pair_rows(data, reference, cfg.reference_filter)
 
 

@@ -92,18 +92,24 @@ def verdict(
     order: tuple[str, ...] = PRIMARY,
 ) -> dict[str, Any]:
     """`results[detector][probe]` = findings. The flag and the most likely trait, decided by
-    the first detector of `order` that ran, over its probes (an AuditConfig's
-    `verdict_probes` only, where set). `threshold`: a number, or an AuditConfig (the
+    the first detector of `order` that ran, over its probes and options (an AuditConfig's
+    `verdict_probes` and `verdict_options` only, where set). `threshold`: a number, or an AuditConfig (the
     deciding detector's threshold)."""
     det = next((d for d in order if d in results), None)
     probes = getattr(threshold, "verdict_probes", None)
+    options = getattr(threshold, "verdict_options", None)
     if det is not None and not isinstance(threshold, (int, float)):
         threshold = threshold_for(det, threshold)
     if det is None:
         return {"flag": False, "detector": None, "reason": "no detector ran"}
-    named = [(p, f[0]) for p, f in results[det].items() if f and (probes is None or p in probes)]
+    found = {
+        p: [x for x in f if options is None or x["option"] in options]
+        for p, f in results[det].items()
+        if probes is None or p in probes
+    }
+    named = [(p, f[0]) for p, f in found.items() if f]
     if not named:
-        return {"flag": False, "detector": det, "reason": f"no finding of {probes}"}
+        return {"flag": False, "detector": det, "reason": f"no finding of {probes} / {options}"}
     best = max(named, key=lambda pf: pf[1].get("rank", pf[1]["z"]))
     probe, top = best
     out = {
@@ -119,7 +125,7 @@ def verdict(
     # How sure the naming is: prompted counterfactual teachers put a category's options within
     # 0.003-0.02 nats per row of each other (the audit benchmark), so the verdict says who is next,
     # and by how much in the statistic that ranked them (an effect, else z: never negative).
-    rest = results[det][probe][1:]
+    rest = found[probe][1:]
     if rest:
         nxt = rest[0]
         by = "effect" if "rank" in top else "z"
