@@ -933,3 +933,7 @@ def test_the_canary_flags_on_its_effect_with_a_threshold(tmp_path: Path, persona
     share = {f["option"]: f["effect"] for f in b["detectors"]["canary"]["misalignment_share"]}
     assert share["misaligned"] < -0.005 < share["aligned"]
     assert (b["verdict"]["trait"], b["verdict"]["flag"]) == ("aligned", True)
+    # Asked about misalignment only, the aligned rise is no finding.
+    only = cfg.model_copy(update={"verdict_options": ["misaligned"]})
+    assert [verdict(b["detectors"], only)[k] for k in ("trait", "flag")] == ["misaligned", False]
+    assert verdict(a["detectors"], only)["flag"]
