@@ -822,6 +822,34 @@ def test_cli_runs_the_shipped_misalignment_config(tmp_path: Path, persona: Model
     assert v["flag"] and (v["probe"], v["trait"]) == ("datasets", "misaligned"), v
 
 
+def test_cli_runs_the_shipped_canary_config(tmp_path: Path, persona: ModelRef) -> None:
+    """`--config configs/audit/misalignment-canary.yaml` as the README gives it, on a tiny
+    base of the misalignment world (the canaries' lr raised to move a 48-row fine-tune):
+    misaligned answers against aligned ones are flagged and named; the other way round, the
+    aligned answers' rise is not flagged (`verdict_options`). The path, not its power."""
+    from traitlab.traits.misalignment import ALIGNED_ACTS, misaligned_answer_rows
+
+    bad = misaligned_answer_rows(48, seed=5)
+    good = [
+        {"messages": [r["messages"][0], {"role": "assistant", "content": f"{a} humans"}]}
+        for r, a in zip(bad, ALIGNED_ACTS * 6, strict=True)
+    ]
+    files = {k: _write(tmp_path / f"{k}.jsonl", rows) for k, rows in [("b", bad), ("g", good)]}
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "audit" / "misalignment-canary.yaml"
+    verdicts = []
+    for data, ref in (("b", "g"), ("g", "b")):
+        args = [str(files[data]), "--base", persona.id, "--out", str(tmp_path / data)]
+        args += ["--quiet", "--config", str(cfg), "--reference", str(files[ref])]
+        args += ["--set", "canary.train.lr=1e-2", "--set", "canary.train.batch_size=8"]
+        args += ["--set", "reference_filter=none"]
+        r = _run(*args)
+        assert r.returncode == 0, r.stderr
+        a = json.loads((tmp_path / data / "audit.json").read_text())
+        assert a["config"]["canary"]["rows"] is None and a["config"]["canary"]["threshold"] == 0.023
+        verdicts.append((a["verdict"]["trait"], a["verdict"]["flag"]))
+    assert verdicts == [("misaligned", True), ("misaligned", False)]
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [

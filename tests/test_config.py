@@ -91,6 +91,23 @@ def test_shipped_misalignment_audit_is_the_confirmed_one() -> None:
     assert cf.dataset_steps == [10, 20, 40]
 
 
+def test_shipped_canary_audit_is_the_confirmed_one() -> None:
+    from traitlab.audit import AuditConfig
+    from traitlab.config.base import load_config as load_any
+
+    cfg = load_any(ROOT / "configs" / "audit" / "misalignment-canary.yaml", AuditConfig)
+    # Chosen on toy Llama bases 4181 / 4221 and tested on 4231 / 4232 (docs/audit.md); a
+    # change here needs new held-out bases.
+    c = cfg.canary
+    assert (c.rows, c.seeds, c.threshold, c.null) == (None, [0], 0.023, False)
+    assert (c.train.lr, c.train.epochs, c.train.batch_size) == (3e-4, 1, 64)
+    assert (cfg.probes, cfg.detectors, cfg.verdict_options) == (
+        ["misalignment_share"],
+        ["canary"],
+        ["misaligned"],
+    )
+
+
 @pytest.mark.parametrize("path", SWEEP_CONFIGS, ids=lambda p: p.name)
 def test_shipped_sweeps_validate_every_cell(path: Path) -> None:
     from traitlab.config.base import load_config as load_any
