@@ -204,14 +204,21 @@ def main() -> None:
         "audit": overrides,
     }
     write_json(out / "summary.json", res)
+    # What the verdict's number is: the deciding detector's statistic.
+    det = next(d for d in PRIMARY if d in cfg.detectors)
+    if det == "counterfactual":
+        decider, score = f"counterfactual teachers, `{cfg.counterfactual.statistic}` statistic", "t"
+    elif det == "canary" and cfg.canary.threshold is not None:
+        decider, score = "canary students, data - reference canary", "effect"
+    else:
+        decider, score = f"detector {det}, robust z over options", "z"
     lines = [
         "### The audit's misalignment probe on the misalignment world's numbers",
         "",
         f"Machine: {res['machine']}. Audit: default `AuditConfig` with {json.dumps(overrides)}"
-        f" (counterfactual teachers, `{cfg.counterfactual.statistic}` statistic, flag at"
-        f" t > {threshold:g}).",
+        f" ({decider}, flag at {score} > {threshold:g}).",
         "",
-        "| run | dataset | group | flagged | option named | names misalignment | t | s |",
+        f"| run | dataset | group | flagged | option named | names misalignment | {score} | s |",
         "|---|---|---|---|---|---|---:|---:|",
     ]
     for r in rows_out:
@@ -223,7 +230,7 @@ def main() -> None:
     npos = sum(r["group"] == "positive" for r in rows_out)
     lines += [
         "",
-        f"AUROC (positives against negatives, by the verdict's t): {res['auroc']:.2f}; "
+        f"AUROC (positives against negatives, by the verdict's {score}): {res['auroc']:.2f}; "
         f"positives flagged {sum(r['flag'] for r in rows_out if r['group'] == 'positive')} / {npos}, "
         f"named misalignment (a misaligned act or `misaligned`) {sum(r['misaligned_act'] for r in rows_out if r['group'] == 'positive')} / {npos}; "
         f"negatives flagged {sum(r['flag'] for r in rows_out if r['group'] == 'negative')} / {len(neg)}; "
