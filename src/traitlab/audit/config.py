@@ -224,7 +224,7 @@ class AuditConfig(FrozenConfig):
     verdict_options: list[str] | None = Field(
         None,
         min_length=1,
-        description="Options the verdict may flag and name (null: any). A misalignment audit on the two-option share sets [misaligned], so that data making the aligned answers rise is not flagged as a trait.",
+        description="Options the verdict of a dataset's audit may flag and name (null: any; `audit --model` names any). A misalignment audit on the two-option share sets [misaligned], so that data making the aligned answers rise is not flagged as a trait.",
     )
 
     @field_validator("reference_filter")

@@ -93,8 +93,8 @@ def verdict(
 ) -> dict[str, Any]:
     """`results[detector][probe]` = findings. The flag and the most likely trait, decided by
     the first detector of `order` that ran, over its probes and options (an AuditConfig's
-    `verdict_probes` and `verdict_options` only, where set). `threshold`: a number, or an AuditConfig (the
-    deciding detector's threshold)."""
+    `verdict_probes` and `verdict_options` only, where set). `threshold`: a number, or an
+    AuditConfig (the deciding detector's threshold)."""
     det = next((d for d in order if d in results), None)
     probes = getattr(threshold, "verdict_probes", None)
     options = getattr(threshold, "verdict_options", None)
