@@ -141,7 +141,8 @@ def main() -> None:
     given = yaml.safe_load(Path(a.config).read_text()) if a.config else {}
     overrides = apply_overrides({**OVERRIDES, **given}, a.set)
     cfg = AuditConfig.model_validate(overrides)
-    threshold = threshold_for(next(d for d in PRIMARY if d in cfg.detectors), cfg)
+    det = next(d for d in PRIMARY if d in cfg.detectors)  # the one whose verdict counts
+    threshold = threshold_for(det, cfg)
     rows_out = []
     machine = machine_line(machine_info(), "cpu")  # the load as it starts
     t_all = time.perf_counter()
@@ -205,7 +206,6 @@ def main() -> None:
     }
     write_json(out / "summary.json", res)
     # What the verdict's number is: the deciding detector's statistic.
-    det = next(d for d in PRIMARY if d in cfg.detectors)
     if det == "counterfactual":
         decider, score = f"counterfactual teachers, `{cfg.counterfactual.statistic}` statistic", "t"
     elif det == "canary" and cfg.canary.threshold is not None:

@@ -54,7 +54,7 @@ def score_datasets(run: Path, audit: Path, dataset: str, steps: list[int], work:
             for k, r in (("T", t_ref), ("N", n_ref))
         }
         for seed in range(3):
-            _score_seed(run, audit, seed, work, cfg, (base, lm), models)
+            _score_seed(run, audit, seed, work, cfg, base, lm, models)
 
 
 def _score_seed(
@@ -63,16 +63,16 @@ def _score_seed(
     seed: int,
     work: Path,
     cfg: Any,
-    base: tuple[Any, Any],
+    ref: Any,
+    lm: Any,
     models: dict[str, Any],
 ) -> None:
-    """One seed's three datasets, scored under the base and `models` (`base`: its ref and
-    the opened model)."""
+    """One seed's three datasets, scored under the base (`ref`, opened as `lm`) and
+    `models`."""
     from traitlab.audit.counterfactual import _loglik
     from traitlab.audit.run import audit_pairs
     from traitlab.core.files import read_jsonl
 
-    ref, lm = base
     sd = run / f"seed-{seed}"
     jobs = {
         f"teacher-{seed}": sd / "data-teacher" / "filtered.jsonl",

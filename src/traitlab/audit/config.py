@@ -273,14 +273,10 @@ class AuditConfig(FrozenConfig):
                     f"({', '.join(known) or 'none'}); name at least one of them, or null for all"
                 )
         if self.verdict_options is not None:
-            from traitlab.audit.probes import builtin_probe
+            from traitlab.audit.probes import build_probes
 
             known = set(self.counterfactual.datasets)
-            for p in self.probes:
-                if isinstance(p, str):
-                    known |= set(builtin_probe(p).options)
-                else:
-                    known |= {o.lower() for o in p.options}
+            known |= {o for probe in build_probes(self) for o in probe.option_names}
             unknown = [o for o in self.verdict_options if o not in known]
             if unknown:
                 raise ValueError(

@@ -58,6 +58,17 @@ def builtin_probe(category: str, n_questions: int | None = None) -> Probe:
     return Probe(category, qs, {o: answer_spellings(o) for o in spec.options})
 
 
+def build_probes(cfg: Any) -> list[Probe]:
+    """The probes an AuditConfig names: built-in categories and user lists."""
+    out = []
+    for p in cfg.probes:
+        if isinstance(p, str):
+            out.append(builtin_probe(p, cfg.n_questions))
+        else:
+            out.append(custom_probe(p.name, p.questions, p.options))
+    return out
+
+
 def custom_probe(name: str, questions: Sequence[str], options: Sequence[str]) -> Probe:
     """A user's probe: free questions, options spelled as given (plus their capitalisations)."""
     if not questions or not options:

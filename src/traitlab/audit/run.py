@@ -16,10 +16,8 @@ from traitlab.audit.baselines import run_baseline
 from traitlab.audit.canary import run_canaries
 from traitlab.audit.config import AuditConfig
 from traitlab.audit.probes import (
-    Probe,
-    builtin_probe,
+    build_probes,
     check_probes,
-    custom_probe,
     probe_table,
 )
 from traitlab.audit.reference import (
@@ -41,16 +39,6 @@ Row = dict[str, Any]
 SCHEMA_VERSION = 1
 # Detectors that read token log-probabilities or gradients of the weights themselves.
 LOCAL_ONLY = ("counterfactual", "screen", "rows")
-
-
-def build_probes(cfg: AuditConfig) -> list[Probe]:
-    out = []
-    for p in cfg.probes:
-        if isinstance(p, str):
-            out.append(builtin_probe(p, cfg.n_questions))
-        else:
-            out.append(custom_probe(p.name, p.questions, p.options))
-    return out
 
 
 def _canary_statistic(r: Any, cfg: Any) -> np.ndarray | None:
