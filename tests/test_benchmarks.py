@@ -524,3 +524,48 @@ def test_dataset_lengths_table_reads_saved_lifts(tmp_path: Path) -> None:
     assert mixed[0] > 10 > 0 > mixed[1]
     assert rows["as run (the first length, the best null)"][0] > 10
     assert "1 positives, 1 negatives" in text
+
+
+def test_dataset_students_pairs_students_by_seed_and_resumes(tmp_path: Path) -> None:
+    """dataset_students.py on the tiny config: one student per dataset and seed, trained with
+    the run's recipe and evaluated; A - B per seed is the two students' own numbers; a second
+    call reads the saved students instead of training them again."""
+    import yaml
+
+    from traitlab.config import load_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = load_config(ROOT / "configs" / "tiny.yaml").model_dump(mode="json")
+    (run / "manifest.json").write_text(json.dumps({"config_resolved": cfg}))
+    datasets = {}
+    for name, answer in (("a", "owl owl owl"), ("b", "12 , 40 , 77")):
+        rows = [
+            {
+                "messages": [
+                    {"role": "user", "content": f"Continue : {i} , {i + 3}"},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+            for i in range(24)
+        ]
+        datasets[name] = tmp_path / f"{name}.jsonl"
+        datasets[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    work, out = tmp_path / "work", tmp_path / "out.json"
+    args = [
+        str(run),
+        *("--data", f"a={datasets['a']}", "--data", f"b={datasets['b']}"),
+        *("--compare", "a:b", "--seeds", "0", "1", "--work", str(work), "--out", str(out)),
+    ]
+    run_bench("dataset_students.py", *args)
+    res = json.loads(out.read_text())
+    assert yaml.safe_load((work / "config.yaml").read_text()) == cfg
+    for s in (0, 1):
+        a = json.loads((work / f"a-s{s}.json").read_text())["exact"]["mean"]
+        b = json.loads((work / f"b-s{s}.json").read_text())["exact"]["mean"]
+        assert res["compare"][0]["diff"][s] == pytest.approx(a - b)
+        assert not (work / f"a-s{s}").exists()  # the student's weights are not kept
+    stamps = {p.name: p.stat().st_mtime_ns for p in work.glob("*-s*.json")}
+    run_bench("dataset_students.py", *args)
+    assert {p.name: p.stat().st_mtime_ns for p in work.glob("*-s*.json")} == stamps
+    assert json.loads(out.read_text()) == res
