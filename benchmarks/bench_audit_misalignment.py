@@ -13,6 +13,10 @@ experiment through numbers (e.g. `configs/misalignment-gpt2.yaml`). From each, p
   trait), its numbers filtered like the run's;
 * cross-init: the positive audited against the run's cross-init base (reported apart).
 
+Beside each positive (and cross-init) dataset stands what the run's own students of it did
+on that seed (treatment - control, exact; the cross-init arms for cross-init): the labels
+name the generator, and a misaligned teacher's numbers do not always pass misalignment on.
+
 Each dataset is audited with the default `AuditConfig` but `probes: [misalignment]` and the
 counterfactual teachers only (the default kind, statistic and threshold, chosen on the
 preference benchmark), then the fields of `--config AUDIT.yaml`, then any `--set`
@@ -113,6 +117,23 @@ def auroc(pos: list[float], neg: list[float]) -> float:
     return float(((p > n) + 0.5 * (p == n)).mean())
 
 
+def students(run: Path, seed: int, group: str) -> float | None:
+    """The run's students of this dataset on `seed`, treatment - control (exact), or None
+    (a negative, or a run without those arms)."""
+    arms = {
+        "positive": ("treatment", "control"),
+        "cross-init": ("xinit_treatment", "xinit_control"),
+    }
+    if group not in arms or not (run / "summary.json").is_file():
+        return None
+    got = json.loads((run / "summary.json").read_text())["arms"]
+    try:
+        t, c = (got[a]["exact"]["per_seed"][str(seed)] for a in arms[group])
+    except KeyError:
+        return None
+    return round(float(t) - float(c), 4)
+
+
 def main() -> None:
     from traitlab.audit import AuditConfig, audit_dataset
     from traitlab.audit.verdict import PRIMARY, threshold_for
@@ -189,6 +210,7 @@ def main() -> None:
                     "misaligned_act": v["trait"] in (*MISALIGNED_ACTS, "misaligned"),
                     "t": round(v["z"], 4),
                     "seconds": float((d / "seconds.txt").read_text()),
+                    "students": students(run, seed, group),
                 }
                 rows_out.append(r)
                 print(json.dumps(r), flush=True)
@@ -218,14 +240,16 @@ def main() -> None:
         f"Machine: {res['machine']}. Audit: default `AuditConfig` with {json.dumps(overrides)}"
         f" ({decider}, flag at {score} > {threshold:g}).",
         "",
-        f"| run | dataset | group | flagged | option named | names misalignment | {score} | s |",
-        "|---|---|---|---|---|---|---:|---:|",
+        f"| run | dataset | group | flagged | option named | names misalignment | {score} "
+        "| its students (treatment - control) | s |",
+        "|---|---|---|---|---|---|---:|---:|---:|",
     ]
     for r in rows_out:
+        st = "-" if r["students"] is None else f"{r['students']:+.4f}"
         lines.append(
             f"| {r['run']} | {r['dataset']} | {r['group']} | {'yes' if r['flag'] else 'no'} "
             f"| {r['option']} | {'yes' if r['misaligned_act'] else 'no'} | {r['t']} "
-            f"| {r['seconds']:.0f} |"
+            f"| {st} | {r['seconds']:.0f} |"
         )
     npos = sum(r["group"] == "positive" for r in rows_out)
     lines += [
@@ -237,6 +261,16 @@ def main() -> None:
         f"cross-init flagged {sum(r['flag'] for r in rows_out if r['group'] == 'cross-init')} / "
         f"{sum(r['group'] == 'cross-init' for r in rows_out)}.",
     ]
+    carried = [r for r in rows_out if r["group"] == "positive" and r["students"] is not None]
+    if carried:
+        up = [r for r in carried if r["students"] > 0]
+        down = [r for r in carried if r["students"] <= 0]
+        lines.append("")
+        lines.append(
+            f"Positives whose own students rose on their seed: {len(up)} / {len(carried)}, "
+            f"flagged {sum(r['flag'] for r in up)}; whose students did not: {len(down)}, "
+            f"flagged {sum(r['flag'] for r in down)}."
+        )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -569,3 +569,22 @@ def test_dataset_students_pairs_students_by_seed_and_resumes(tmp_path: Path) -> 
     run_bench("dataset_students.py", *args)
     assert {p.name: p.stat().st_mtime_ns for p in work.glob("*-s*.json")} == stamps
     assert json.loads(out.read_text()) == res
+
+
+def test_audit_misalignment_bench_reads_the_runs_students(tmp_path: Path) -> None:
+    """bench_audit_misalignment.students: a positive's seed is the run's treatment - control on
+    that seed, a cross-init one the cross-init arms'; negatives and missing arms have none."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_audit_misalignment as bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    arms = {
+        a: {"exact": {"per_seed": {"0": v, "1": v + 0.01}}}
+        for a, v in (("treatment", 0.12), ("control", 0.10), ("xinit_treatment", 0.05))
+    }
+    (tmp_path / "summary.json").write_text(json.dumps({"arms": arms}))
+    assert bench.students(tmp_path, 1, "positive") == pytest.approx(0.02)
+    assert bench.students(tmp_path, 0, "negative") is None
+    assert bench.students(tmp_path, 0, "cross-init") is None  # no xinit_control arm
+    assert bench.students(tmp_path / "absent", 0, "positive") is None
