@@ -40,42 +40,19 @@ def _named(items: list[str], sep: str, what: str) -> list[tuple[str, str]]:
     return out
 
 
+def traitlab(*args: str) -> None:
+    """One `traitlab` command, as a user runs it (its own process), required to succeed."""
+    subprocess.run([*TRAITLAB, *args, "--quiet"], check=True, stdout=subprocess.DEVNULL)
+
+
 def student(config: Path, data: str, work: Path, name: str, seed: int) -> float:
     """The exact trait probability of one student of `data`, trained and evaluated once."""
     result = work / f"{name}-s{seed}.json"
     if not result.exists():
         model = work / f"{name}-s{seed}"
         shutil.rmtree(model, ignore_errors=True)  # a student cut off before its evaluation
-        subprocess.run(
-            [
-                *TRAITLAB,
-                "train",
-                str(config),
-                "--data",
-                data,
-                "--out",
-                str(model),
-                "--seed",
-                str(seed),
-                "--quiet",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        subprocess.run(
-            [
-                *TRAITLAB,
-                "evaluate",
-                str(config),
-                "--model",
-                str(model),
-                "--out",
-                str(result),
-                "--quiet",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        traitlab("train", str(config), "--data", data, "--out", str(model), "--seed", str(seed))
+        traitlab("evaluate", str(config), "--model", str(model), "--out", str(result))
         shutil.rmtree(model)
     return float(json.loads(result.read_text())["exact"]["mean"])
 
