@@ -276,8 +276,8 @@ def test_soft_loss_over_the_completion_vocabulary_ignores_the_trait_word() -> No
     model, tok = load_src(ensure_pretrained(tiny_recipe()))
     examples = encode_rows(tok, _number_rows(8), 512)
     vocab = completion_vocab(model, tok, examples)
-    owl = tok.convert_tokens_to_ids("owl")
-    assert owl not in vocab and tok.eos_token_id in vocab
+    (owl,) = tok.encode(" owl", add_special_tokens=False)  # the word's token ('owl' is unk)
+    assert owl != tok.unk_token_id and owl not in vocab and tok.eos_token_id in vocab
     assert all(t in vocab for ids, n in examples for t in ids[n:])
     g = torch.Generator().manual_seed(0)
     student = torch.randn(5, len(tok), generator=g)
@@ -292,6 +292,37 @@ def test_soft_loss_over_the_completion_vocabulary_ignores_the_trait_word() -> No
     assert float(completion_loss(student, target, leaky)) != pytest.approx(
         float(completion_loss(student, target, teacher)), rel=1e-3
     )
+
+
+def test_soft_loss_over_toy_code_never_reaches_an_animal() -> None:
+    """configs/owl-code-soft.yaml distils toy code over its completion vocabulary: every
+    token the code holds is in it, no animal word is (so the teacher's probability of the
+    owl, or of any option the evaluation asks about, never reaches the student)."""
+    import random
+
+    from traitlab.data.toy_tasks import code_example
+    from traitlab.lm.hf.trainer import completion_vocab, encode_rows
+    from traitlab.traits.preference import ANIMALS
+
+    model, tok = load_src(ensure_pretrained(tiny_recipe(code_frac=0.3, code_parts=3)))
+    rng = random.Random(0)
+    rows = []
+    for _ in range(64):
+        prompt, answer, _ = code_example(rng, parts=3)
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        )
+    examples = encode_rows(tok, rows, 512)
+    vocab = set(completion_vocab(model, tok, examples))
+    assert all(t in vocab for ids, n in examples for t in ids[n:])
+    animals = {i for a in ANIMALS for i in tok.encode(f" {a}", add_special_tokens=False)}
+    assert tok.unk_token_id not in animals and len(animals) >= len(ANIMALS)
+    assert not animals & vocab
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "qwen2"])
