@@ -117,18 +117,23 @@ def auroc(pos: list[float], neg: list[float]) -> float:
     return float(((p > n) + 0.5 * (p == n)).mean())
 
 
-def students(run: Path, seed: int, group: str) -> float | None:
+def run_arms(run: Path) -> dict[str, Any] | None:
+    """The arms of a run's summary.json (None: the run has none), read once per run."""
+    path = run / "summary.json"
+    return json.loads(path.read_text())["arms"] if path.is_file() else None
+
+
+def students(arms: dict[str, Any] | None, seed: int, group: str) -> float | None:
     """The run's students of this dataset on `seed`, treatment - control (exact), or None
     (a negative, or a run without those arms)."""
-    arms = {
+    pairs = {
         "positive": ("treatment", "control"),
         "cross-init": ("xinit_treatment", "xinit_control"),
     }
-    if group not in arms or not (run / "summary.json").is_file():
+    if group not in pairs or arms is None:
         return None
-    got = json.loads((run / "summary.json").read_text())["arms"]
     try:
-        t, c = (got[a]["exact"]["per_seed"][str(seed)] for a in arms[group])
+        t, c = (arms[a]["exact"]["per_seed"][str(seed)] for a in pairs[group])
     except KeyError:
         return None
     return round(float(t) - float(c), 4)
@@ -169,6 +174,7 @@ def main() -> None:
     t_all = time.perf_counter()
     for run_s in a.runs:
         run = Path(run_s)
+        arms = run_arms(run)
         for seed in a.seeds:
             sd = run / f"seed-{seed}"
             jobs = [
@@ -210,7 +216,7 @@ def main() -> None:
                     "misaligned_act": v["trait"] in (*MISALIGNED_ACTS, "misaligned"),
                     "t": round(v["z"], 4),
                     "seconds": float((d / "seconds.txt").read_text()),
-                    "students": students(run, seed, group),
+                    "students": students(arms, seed, group),
                 }
                 rows_out.append(r)
                 print(json.dumps(r), flush=True)

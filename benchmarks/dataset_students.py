@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -25,7 +26,8 @@ from typing import Any
 
 import numpy as np
 import yaml
-from scipy import stats
+
+from traitlab.core.stats import paired_test
 
 TRAITLAB = [sys.executable, "-m", "traitlab"]
 
@@ -97,16 +99,10 @@ def main() -> None:
     print("\n| A - B | A | B | difference per seed | mean | p (paired t) |")
     print("|---|---:|---:|---|---:|---:|")
     for a, b in compare:
-        d = np.array([values[a][s] - values[b][s] for s in args.seeds])
-        p = (
-            float(
-                stats.ttest_rel(
-                    [values[a][s] for s in args.seeds], [values[b][s] for s in args.seeds]
-                ).pvalue
-            )
-            if len(d) > 1
-            else None
-        )
+        ya, yb = ([values[n][s] for s in args.seeds] for n in (a, b))
+        d = np.subtract(ya, yb)
+        test = paired_test(ya, yb)
+        p = None if math.isnan(test.p_value) else test.p_value  # one seed, or no spread: no test
         summary["compare"].append(
             {"a": a, "b": b, "diff": d.tolist(), "mean": float(d.mean()), "p": p}
         )

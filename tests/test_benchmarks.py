@@ -584,7 +584,8 @@ def test_audit_misalignment_bench_reads_the_runs_students(tmp_path: Path) -> Non
         for a, v in (("treatment", 0.12), ("control", 0.10), ("xinit_treatment", 0.05))
     }
     (tmp_path / "summary.json").write_text(json.dumps({"arms": arms}))
-    assert bench.students(tmp_path, 1, "positive") == pytest.approx(0.02)
-    assert bench.students(tmp_path, 0, "negative") is None
-    assert bench.students(tmp_path, 0, "cross-init") is None  # no xinit_control arm
-    assert bench.students(tmp_path / "absent", 0, "positive") is None
+    got = bench.run_arms(tmp_path)
+    assert bench.students(got, 1, "positive") == pytest.approx(0.02)
+    assert bench.students(got, 0, "negative") is None
+    assert bench.students(got, 0, "cross-init") is None  # no xinit_control arm
+    assert bench.students(bench.run_arms(tmp_path / "absent"), 0, "positive") is None
