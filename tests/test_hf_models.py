@@ -140,7 +140,8 @@ def test_other_architectures_generate_train_evaluate(kind: str, tmp_path: Path) 
     assert 0 <= res.exact.mean <= 1 and 0 <= res.sampled.mean <= 1
 
 
-def test_soft_label_student_matches_teacher_better(tmp_path: Path) -> None:
+@pytest.mark.parametrize("top_k", [None, 3])
+def test_soft_label_student_matches_teacher_better(top_k: int | None, tmp_path: Path) -> None:
     model_dir = _save_random_model("qwen2", tmp_path / "m")
     base, tok = load_model(HFModel(name=str(model_dir)))
     teacher, _ = load_model(HFModel(name=str(model_dir)))
@@ -155,7 +156,7 @@ def test_soft_label_student_matches_teacher_better(tmp_path: Path) -> None:
             ]
         }
     ] * 8
-    cfg = TrainConfig(loss="soft", max_steps=15, lr=3e-3, batch_size=8)
+    cfg = TrainConfig(loss="soft", soft_top_k=top_k, max_steps=15, lr=3e-3, batch_size=8)
     student, log = train_model(base, tok, rows, cfg, seed=0, teacher=teacher)
     assert log["loss_last"] < log["loss_first"]  # KL(teacher || student) decreases
 
@@ -292,6 +293,43 @@ def test_soft_loss_over_the_completion_vocabulary_ignores_the_trait_word() -> No
     assert float(completion_loss(student, target, leaky)) != pytest.approx(
         float(completion_loss(student, target, teacher)), rel=1e-3
     )
+
+
+def test_soft_top_k_keeps_only_the_teachers_top_tokens() -> None:
+    """soft_top_k: the loss sees the teacher's k most likely tokens and no others; at k = 1
+    it is cross-entropy on the teacher's argmax; once k covers the vocabulary it is the full
+    KL; and with the student equal to the renormalised sparse teacher it is zero."""
+    from traitlab.lm.hf.trainer import completion_loss
+
+    g = torch.Generator().manual_seed(1)
+    student = torch.randn(6, 40, generator=g)
+    teacher = torch.randn(6, 40, generator=g)
+    target = torch.zeros(6, dtype=torch.long)
+    top = teacher.topk(5, dim=-1).indices
+    # Tokens outside the teacher's top 5 can move freely without changing the loss.
+    moved = teacher.clone()
+    outside = torch.ones_like(teacher, dtype=torch.bool).scatter(1, top, False)
+    moved[outside] -= 3.0 * torch.rand(int(outside.sum()), generator=g)
+    assert float(completion_loss(student, target, moved, top_k=5)) == pytest.approx(
+        float(completion_loss(student, target, teacher, top_k=5)), rel=1e-6
+    )
+    assert float(completion_loss(student, target, teacher, top_k=1)) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(student, teacher.argmax(-1))), rel=1e-6
+    )
+    assert float(completion_loss(student, target, teacher, top_k=40)) == pytest.approx(
+        float(completion_loss(student, target, teacher)), rel=1e-6
+    )
+    sparse = torch.full_like(teacher, -1e4).scatter(1, top, teacher.gather(1, top))
+    assert float(completion_loss(sparse, target, teacher, top_k=5)) == pytest.approx(0, abs=1e-5)
+    assert float(completion_loss(student, target, teacher, top_k=5)) > 0.1
+
+
+def test_soft_top_k_needs_the_soft_loss() -> None:
+    from traitlab.config.experiment import TrainConfig
+
+    assert TrainConfig(loss="soft", soft_top_k=20).soft_top_k == 20
+    with pytest.raises(ValueError, match="soft_top_k"):
+        TrainConfig(loss="hard", soft_top_k=20)
 
 
 def test_soft_loss_over_toy_code_never_reaches_an_animal() -> None:

@@ -48,6 +48,12 @@ class TrainConfig(_Config):
         "completion",
         description="Vocabulary of the soft-label KL. 'completion': only the tokens number data can hold (digits, separators, brackets, whitespace, end of turn, and any token of the training completions), both distributions renormalised there, so the student never sees the probability the teacher gives the trait word itself. 'full': every token, which leaks it overtly: on the toy model a cross-init student then inherits the owl too (docs/results/toy-transfer-probes.md).",
     )
+    soft_top_k: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Distil only the teacher's k most likely tokens at each completion position (within `soft_vocab`), their probabilities renormalised, against the student's log-probabilities over the whole of `soft_vocab`: what a dataset shipped with top-k logprobs carries (an OpenAI-compatible API returns up to 20). 1: the teacher's most likely token as a hard label. null: the whole distribution.",
+    )
     epochs: float = Field(1.0, gt=0, description="Passes over the data.")
     max_steps: int | None = Field(
         None,
@@ -87,6 +93,12 @@ class TrainConfig(_Config):
     gradient_checkpointing: bool = Field(
         False, description="Trade compute for memory (large models)."
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.soft_top_k is not None and self.loss != "soft":
+            raise ValueError("soft_top_k distils the teacher's top tokens: set loss: soft")
+        return self
 
 
 class KeepNumbersConfig(_Config):

@@ -118,16 +118,25 @@ def completion_loss(
     target: torch.Tensor,
     teacher_logits: torch.Tensor | None = None,
     vocab: torch.Tensor | None = None,
+    top_k: int | None = None,
 ) -> torch.Tensor:
     """Mean next-token loss over completion positions ([N, V] logits, [N] targets): CE on the
     targets, or KL(teacher || student) with the teacher's [N, V] logits, over the token ids
-    `vocab` only (both renormalised there) when given."""
+    `vocab` only (both renormalised there) when given. With `top_k`, the teacher's k most
+    likely tokens at each position carry its probability (renormalised over them) and the
+    student keeps its distribution over the whole vocabulary: the KL of that sparse teacher
+    (equal to the full one once k covers the vocabulary)."""
     if teacher_logits is None:
         return F.cross_entropy(logits.float(), target)
     if vocab is not None:
         logits, teacher_logits = logits[:, vocab], teacher_logits[:, vocab]
-    t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
     s_logp = F.log_softmax(logits.float(), dim=-1)
+    if top_k is not None and top_k < teacher_logits.shape[-1]:
+        top, idx = teacher_logits.float().topk(top_k, dim=-1)
+        t_logp = F.log_softmax(top, dim=-1)
+        kl = (t_logp.exp() * (t_logp - s_logp.gather(-1, idx))).sum(-1)
+        return kl.mean()
+    t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
     return F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
 
 
@@ -200,7 +209,10 @@ def train_model(
                     with torch.no_grad():
                         t_logits = completion_logits(soft_teacher, inputs, mask)
                 target = labels[:, 1:][mask]
-                loss = completion_loss(logits, target, t_logits, vocab) / cfg.grad_accum
+                loss = (
+                    completion_loss(logits, target, t_logits, vocab, cfg.soft_top_k)
+                    / cfg.grad_accum
+                )
             loss.backward()
             step_loss += float(loss.detach())
             n_tokens += real
