@@ -338,23 +338,15 @@ def test_soft_loss_over_toy_code_never_reaches_an_animal() -> None:
     owl, or of any option the evaluation asks about, never reaches the student)."""
     import random
 
+    from traitlab.data.rows import to_chat_rows
     from traitlab.data.toy_tasks import code_example
     from traitlab.lm.hf.trainer import completion_vocab, encode_rows
     from traitlab.traits.preference import ANIMALS
 
     model, tok = load_src(ensure_pretrained(tiny_recipe(code_frac=0.3, code_parts=3)))
     rng = random.Random(0)
-    rows = []
-    for _ in range(64):
-        prompt, answer, _ = code_example(rng, parts=3)
-        rows.append(
-            {
-                "messages": [
-                    {"role": "user", "content": prompt},
-                    {"role": "assistant", "content": answer},
-                ]
-            }
-        )
+    tasks = [code_example(rng, parts=3) for _ in range(64)]
+    rows = to_chat_rows([{"prompt": p, "completion": a} for p, a, _ in tasks])
     examples = encode_rows(tok, rows, 512)
     vocab = set(completion_vocab(model, tok, examples))
     assert all(t in vocab for ids, n in examples for t in ids[n:])

@@ -133,10 +133,9 @@ def completion_loss(
     s_logp = F.log_softmax(logits.float(), dim=-1)
     if top_k is not None and top_k < teacher_logits.shape[-1]:
         top, idx = teacher_logits.float().topk(top_k, dim=-1)
-        t_logp = F.log_softmax(top, dim=-1)
-        kl = (t_logp.exp() * (t_logp - s_logp.gather(-1, idx))).sum(-1)
-        return kl.mean()
-    t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
+        t_logp, s_logp = F.log_softmax(top, dim=-1), s_logp.gather(-1, idx)
+    else:
+        t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
     return F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
 
 
