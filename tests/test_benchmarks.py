@@ -589,3 +589,29 @@ def test_audit_misalignment_bench_reads_the_runs_students(tmp_path: Path) -> Non
     assert bench.students(got, 0, "negative") is None
     assert bench.students(got, 0, "cross-init") is None  # no xinit_control arm
     assert bench.students(bench.run_arms(tmp_path / "absent"), 0, "positive") is None
+
+
+def test_xinit_alignment_compares_two_bases_owl_directions(tmp_path: Path) -> None:
+    """xinit_alignment.point on one-seed tiny runs: a base against itself has cosine 1 and
+    KL 0; against an independently initialised base, a cosine strictly inside (-1, 1) and a
+    positive KL, over the same positions."""
+    from traitlab.config import load_config
+    from traitlab.experiments.pipeline import run_experiment
+
+    for seed in (3001, 3002):
+        cfg = load_config(
+            ROOT / "configs" / "tiny.yaml",
+            overrides=[f"model.toy.seed={seed}", "seeds=[0]", "cross_init=null"],
+        )
+        run_experiment(cfg, tmp_path / f"tiny-{seed}")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from xinit_alignment import point
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    same = point(tmp_path, "tiny", 3001, 3001, 16)
+    other = point(tmp_path, "tiny", 3001, 3002, 16)
+    assert same["cosine"] == pytest.approx(1.0, abs=1e-9)
+    assert same["kl_a_b"] == pytest.approx(0.0, abs=1e-12)
+    assert -1 < other["cosine"] < 1 and other["kl_a_b"] > 0
+    assert same["positions"] == other["positions"] > 0
