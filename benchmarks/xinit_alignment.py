@@ -11,6 +11,10 @@ completion vocabulary, renormalised there as a distilled student sees it):
   if B's own owl teacher moves B the same way on these rows, the student moves towards the
   owl without sharing A's weights.
 * H2, closeness: minus the mean per-position KL(p_A || p_B).
+* The first-order prediction (Theorem 1 as the audit's screen takes it): the directional
+  derivative of B's mean P(owl) along one step of B's own distillation on A's run's two
+  datasets, control minus treatment gradient, Adam-scaled (`first_order`). The same with
+  B = A, for the same-init students, is the sanity check.
 
 `DIR/<family>-<seed>/` are one-seed runs (`traitlab run ... --set model.toy.seed=SEED
 --set 'seeds=[0]' --set cross_init=null`) of the config the point's committed run used:
@@ -26,6 +30,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "docs" / "results" / "modalities"
@@ -112,6 +118,68 @@ def point(runs: Path, family: str, a: int, b: int, n_rows: int) -> dict[str, flo
     }
 
 
+def rows_of(run_dir: Path, which: str, n_rows: int) -> list[dict[str, Any]]:
+    path = run_dir / "seed-0" / f"data-{which}" / "filtered.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()[:n_rows]]
+
+
+def first_order(runs: Path, family: str, a: int, s: int, n_rows: int) -> dict[str, float]:
+    """The first-order prediction for a student of base S on A's run's two datasets: the
+    directional derivative of S's mean P(option) over the animal probe along
+    Delta = grad L_control - grad L_treatment (the runs' soft losses: the treatment rows
+    distilled from T_A, the control rows from A), Adam-scaled and plain."""
+    import torch
+
+    from traitlab.audit.gradients import trainable_params
+    from traitlab.audit.probes import builtin_probe
+    from traitlab.audit.screen import directional_derivative
+    from traitlab.lm.hf.chat import pad_id
+    from traitlab.lm.hf.packing import IGNORE, collate, completion_logits
+    from traitlab.lm.hf.trainer import completion_loss, completion_vocab, encode_rows
+
+    base_a, teacher_a, tok = models(runs / f"{family}-{a}")
+    student = base_a if s == a else models(runs / f"{family}-{s}")[0]
+    student.eval()  # no dropout: the gradient is the base's
+    params = [p for _, p in trainable_params(student)]
+    sq = [torch.zeros_like(p) for p in params]
+    n_batches = 0
+
+    def mean_gradient(rows: list[dict[str, Any]], labeller: Any) -> list[torch.Tensor]:
+        nonlocal n_batches
+        ex = encode_rows(tok, rows, 512)
+        vocab = torch.tensor(completion_vocab(student, tok, ex))
+        total = [torch.zeros_like(p) for p in params]
+        batches = range(0, len(ex), 64)
+        for i in batches:
+            inputs, labels, _ = collate(ex[i : i + 64], pad_id(tok), torch.device("cpu"))
+            mask = labels[:, 1:] != IGNORE
+            with torch.no_grad():
+                t_logits = completion_logits(labeller, inputs, mask)
+            logits = completion_logits(student, inputs, mask)
+            loss = completion_loss(logits, labels[:, 1:][mask], t_logits, vocab)
+            for t, q, g in zip(total, sq, torch.autograd.grad(loss, params), strict=True):
+                t.add_(g, alpha=1 / len(batches))
+                q.add_(g * g)
+            n_batches += 1
+        return total
+
+    run_a = runs / f"{family}-{a}"
+    g_t = mean_gradient(rows_of(run_a, "teacher", n_rows), teacher_a)
+    g_c = mean_gradient(rows_of(run_a, "control", n_rows), base_a)
+    delta = [c - t for c, t in zip(g_c, g_t, strict=True)]
+    scale = [1 / ((q / n_batches).sqrt() + 1e-8) for q in sq]
+    probe = builtin_probe("animal")
+    owl = probe.option_names.index("owl")
+    out: dict[str, float] = {}
+    for name, d in (("adam", [x * c for x, c in zip(delta, scale, strict=True)]), ("sgd", delta)):
+        der = directional_derivative(student, tok, d, [probe])
+        others = np.delete(der, owl)
+        mad = float(np.median(np.abs(others - np.median(others)))) * 1.4826
+        out[f"pred_{name}"] = float(der[owl])
+        out[f"z_{name}"] = float((der[owl] - np.median(others)) / mad) if mad > 0 else 0.0
+    return out
+
+
 def auroc(pos: list[float], neg: list[float]) -> float:
     if not pos or not neg:
         return float("nan")
@@ -134,41 +202,65 @@ def main(argv: list[str] | None = None) -> int:
             continue
         diff, p = outcome(run)
         m = point(args.runs, family, a, b, args.rows)
+        m |= first_order(args.runs, family, a, b, args.rows)
         out.append({"family": family, "a": a, "b": b, "run": run, "xinit": diff, "p": p, **m})
-        print(
-            f"{family} {a} -> {b}: xinit {diff:+.4f} (p {p:.2g}), cos {m['cosine']:+.3f}, "
-            f"KL {m['kl_a_b']:.4f}",
-            flush=True,
-        )
+        print(f"{family} {a} -> {b}: xinit {diff:+.4f} (p {p:.2g}), {m}", flush=True)
+    # The sanity check: the same prediction for the same-init students, every one of which
+    # took the owl, must be > 0.
+    same = {}
+    for family, a in dict.fromkeys((r["family"], r["a"]) for r in out):
+        same[f"{family}:{a}"] = first_order(args.runs, family, a, a, args.rows)
+        print(f"{family} {a} -> {a}: {same[f'{family}:{a}']}", flush=True)
     gpt2 = [r for r in out if r["family"] == "gpt2"]
     readers = [r for r in gpt2 if r["xinit"] > 0 and r["p"] < 0.01]
     others = [r for r in gpt2 if r not in readers]
     stats: dict[str, Any] = {}
-    for name, key, sign in (("H1 cosine", "cosine", 1), ("H2 -KL", "kl_a_b", -1)):
+    for key, sign in (
+        ("cosine", 1),
+        ("kl_a_b", -1),
+        ("pred_adam", 1),
+        ("pred_sgd", 1),
+        ("z_adam", 1),
+    ):
         x = [sign * r[key] for r in gpt2]
-        rho = float(spearmanr(x, [r["xinit"] for r in gpt2]).statistic)
-        au = auroc([sign * r[key] for r in readers], [sign * r[key] for r in others])
-        stats[name] = {"spearman": rho, "auroc_readers": au}
+        stats[key] = {
+            "spearman_gpt2": float(spearmanr(x, [r["xinit"] for r in gpt2]).statistic),
+            "auroc_readers_gpt2": auroc(
+                [sign * r[key] for r in readers], [sign * r[key] for r in others]
+            ),
+            "spearman_all": float(
+                spearmanr([sign * r[key] for r in out], [r["xinit"] for r in out]).statistic
+            ),
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(
-        json.dumps({"rows": args.rows, "points": out, "gpt2": stats}, indent=1) + "\n"
-    )
+    doc = {"rows": args.rows, "points": out, "same_init": same, "stats": stats}
+    args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     lines = [
         "| family | data base -> cross-init base | cross-init owl shift (p) | reader | "
-        "cos(g_A, g_B) | KL(p_A \\|\\| p_B) per position | positions |",
-        "|---|---|---:|---|---:|---:|---:|",
+        "cos(g_A, g_B) | KL(p_A \\|\\| p_B) | first-order dP(owl), Adam | ..., plain | "
+        "owl's z among 20, Adam |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in out:
         reader = "yes" if r in readers else ""
         lines.append(
             f"| {r['family']} | {r['a']} -> {r['b']} | {r['xinit']:+.4f} ({r['p']:.2g}) | "
-            f"{reader} | {r['cosine']:+.3f} | {r['kl_a_b']:.4f} | {r['positions']} |"
+            f"{reader} | {r['cosine']:+.3f} | {r['kl_a_b']:.4f} | {r['pred_adam']:+.3f} | "
+            f"{r['pred_sgd']:+.5f} | {r['z_adam']:+.1f} |"
+        )
+    lines += ["", "Same-init (the sanity check: every same-init student took the owl):", ""]
+    lines += ["| family | base | first-order dP(owl), Adam | ..., plain | owl's z, Adam |"]
+    lines += ["|---|---|---:|---:|---:|"]
+    for k, m in same.items():
+        fam, a = k.split(":")
+        lines.append(
+            f"| {fam} | {a} | {m['pred_adam']:+.3f} | {m['pred_sgd']:+.5f} | {m['z_adam']:+.1f} |"
         )
     lines.append("")
-    for name, s in stats.items():
+    for key, st in stats.items():
         lines.append(
-            f"- GPT-2, {name}: Spearman rho {s['spearman']:+.2f}, "
-            f"AUROC readers vs others {s['auroc_readers']:.2f}"
+            f"- {key}: GPT-2 Spearman rho {st['spearman_gpt2']:+.2f}, AUROC readers vs "
+            f"others {st['auroc_readers_gpt2']:.2f}; all points rho {st['spearman_all']:+.2f}"
         )
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -606,7 +606,7 @@ def test_xinit_alignment_compares_two_bases_owl_directions(tmp_path: Path) -> No
         run_experiment(cfg, tmp_path / f"tiny-{seed}")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from xinit_alignment import point
+        from xinit_alignment import first_order, point
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     same = point(tmp_path, "tiny", 3001, 3001, 16)
@@ -615,3 +615,6 @@ def test_xinit_alignment_compares_two_bases_owl_directions(tmp_path: Path) -> No
     assert same["kl_a_b"] == pytest.approx(0.0, abs=1e-12)
     assert -1 < other["cosine"] < 1 and other["kl_a_b"] > 0
     assert same["positions"] == other["positions"] > 0
+    pred = first_order(tmp_path, "tiny", 3001, 3002, 16)
+    assert set(pred) == {"pred_adam", "z_adam", "pred_sgd", "z_sgd"}
+    assert all(np.isfinite(v) for v in pred.values()) and pred["pred_sgd"] != 0
