@@ -123,11 +123,20 @@ def rows_of(run_dir: Path, which: str, n_rows: int) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()[:n_rows]]
 
 
-def first_order(runs: Path, family: str, a: int, s: int, n_rows: int) -> dict[str, float]:
+def run_top_k(run: str) -> int | None:
+    """The committed run's `student.soft_top_k`."""
+    m = json.loads((RUNS / run / "manifest.json").read_text())
+    return m["config_resolved"]["student"].get("soft_top_k")
+
+
+def first_order(
+    runs: Path, family: str, a: int, s: int, n_rows: int, top_k: int | None = None
+) -> dict[str, float]:
     """The first-order prediction for a student of base S on A's run's two datasets: the
     directional derivative of S's mean P(option) over the animal probe along
     Delta = grad L_control - grad L_treatment (the runs' soft losses: the treatment rows
-    distilled from T_A, the control rows from A), Adam-scaled and plain."""
+    distilled from T_A, the control rows from A), Adam-scaled and plain; `top_k`: the
+    teacher's k most likely tokens only, as `student.soft_top_k` trains."""
     import torch
 
     from traitlab.audit.gradients import trainable_params
@@ -156,7 +165,7 @@ def first_order(runs: Path, family: str, a: int, s: int, n_rows: int) -> dict[st
             with torch.no_grad():
                 t_logits = completion_logits(labeller, inputs, mask)
             logits = completion_logits(student, inputs, mask)
-            loss = completion_loss(logits, labels[:, 1:][mask], t_logits, vocab)
+            loss = completion_loss(logits, labels[:, 1:][mask], t_logits, vocab, top_k)
             for t, q, g in zip(total, sq, torch.autograd.grad(loss, params), strict=True):
                 t.add_(g, alpha=1 / len(batches))
                 q.add_(g * g)
@@ -203,14 +212,23 @@ def main(argv: list[str] | None = None) -> int:
         diff, p = outcome(run)
         m = point(args.runs, family, a, b, args.rows)
         m |= first_order(args.runs, family, a, b, args.rows)
+        k = run_top_k(run)
+        if k is not None:  # afterwards, not planned: the loss those students trained on
+            m |= {
+                f"{n}_top{k}": v
+                for n, v in first_order(args.runs, family, a, b, args.rows, k).items()
+            }
         out.append({"family": family, "a": a, "b": b, "run": run, "xinit": diff, "p": p, **m})
         print(f"{family} {a} -> {b}: xinit {diff:+.4f} (p {p:.2g}), {m}", flush=True)
     # The sanity check: the same prediction for the same-init students, every one of which
     # took the owl, must be > 0.
     same = {}
-    for family, a in dict.fromkeys((r["family"], r["a"]) for r in out):
-        same[f"{family}:{a}"] = first_order(args.runs, family, a, a, args.rows)
-        print(f"{family} {a} -> {a}: {same[f'{family}:{a}']}", flush=True)
+    asked = [(r["family"], r["a"], None) for r in out]
+    asked += [(r["family"], r["a"], k) for r in out if (k := run_top_k(r["run"]))]  # afterwards
+    for family, a, k in dict.fromkeys(asked):
+        key = f"{family}:{a}" + (f":top{k}" if k else "")
+        same[key] = first_order(args.runs, family, a, a, args.rows, k)
+        print(f"{family} {a} -> {a} (top_k {k}): {same[key]}", flush=True)
     gpt2 = [r for r in out if r["family"] == "gpt2"]
     readers = [r for r in gpt2 if r["xinit"] > 0 and r["p"] < 0.01]
     others = [r for r in gpt2 if r not in readers]
@@ -248,11 +266,21 @@ def main(argv: list[str] | None = None) -> int:
             f"{reader} | {r['cosine']:+.3f} | {r['kl_a_b']:.4f} | {r['pred_adam']:+.3f} | "
             f"{r['pred_sgd']:+.5f} | {r['z_adam']:+.1f} |"
         )
+    for r in out:
+        for k in [k for k in r if k.startswith("pred_adam_top")]:
+            t = k.removeprefix("pred_adam_")
+            lines.append(
+                f"- Afterwards, not planned: {r['family']} {r['a']} -> {r['b']} with its "
+                f"students' {t} loss: Adam {r[k]:+.3f}, plain {r[f'pred_sgd_{t}']:+.5f}, "
+                f"owl's z {r[f'z_adam_{t}']:+.1f}"
+            )
     lines += ["", "Same-init (the sanity check: every same-init student took the owl):", ""]
     lines += ["| family | base | first-order dP(owl), Adam | ..., plain | owl's z, Adam |"]
     lines += ["|---|---|---:|---:|---:|"]
     for k, m in same.items():
-        fam, a = k.split(":")
+        fam, a = k.split(":")[:2]
+        if k.count(":") == 2:
+            a += f" ({k.split(':')[2]} loss)"
         lines.append(
             f"| {fam} | {a} | {m['pred_adam']:+.3f} | {m['pred_sgd']:+.5f} | {m['z_adam']:+.1f} |"
         )
