@@ -251,9 +251,36 @@ def main(argv: list[str] | None = None) -> int:
             ),
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"rows": args.rows, "points": out, "same_init": same, "stats": stats}
+    import subprocess
+
+    import torch
+    import transformers
+
+    from traitlab.core.runs import machine_info
+
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    machine = machine_info() | {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    doc = {
+        "rows": args.rows,
+        "commit": commit,
+        "machine": machine,
+        "points": out,
+        "same_init": same,
+        "stats": stats,
+    }
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     lines = [
+        f"`python benchmarks/xinit_alignment.py --rows {args.rows}` at {commit}: the first "
+        f"{args.rows} filtered seed-0 rows of each data base's run; seed-0 teachers. Machine: "
+        f"{machine['cpu']}, {machine['cpu_count']} cores, {machine['torch_threads']} torch "
+        f"threads, torch {machine['torch']}, transformers {machine['transformers']}. The plan "
+        "and its reading: docs/results/modalities/discovery.md.",
+        "",
         "| family | data base -> cross-init base | cross-init owl shift (p) | reader | "
         "cos(g_A, g_B) | KL(p_A \\|\\| p_B) | first-order dP(owl), Adam | ..., plain | "
         "owl's z among 20, Adam |",
