@@ -137,6 +137,35 @@ def first_order(
     Delta = grad L_control - grad L_treatment (the runs' soft losses: the treatment rows
     distilled from T_A, the control rows from A), Adam-scaled and plain; `top_k`: the
     teacher's k most likely tokens only, as `student.soft_top_k` trains."""
+    run_a = runs / f"{family}-{a}"
+    base_a, teacher_a, tok = models(run_a)
+    student = base_a if s == a else models(runs / f"{family}-{s}")[0]
+    return step_prediction(run_a, base_a, teacher_a, tok, student, n_rows, top_k)
+
+
+def first_order_at(run_dir: Path, arm: str, n_rows: int, top_k: int | None) -> dict[str, float]:
+    """`first_order` at a run's trained seed-0 student of `arm` (e.g. `xinit_control`)
+    instead of at a base, on the same run's two datasets."""
+    from traitlab.config import ExperimentConfig
+    from traitlab.lm.hf.loading import load_model
+
+    base_a, teacher_a, tok = models(run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    cfg = ExperimentConfig.model_validate(manifest["config_resolved"])
+    student, _ = load_model(cfg.model, source=str(run_dir / "seed-0" / f"student-{arm}"))
+    return step_prediction(run_dir, base_a, teacher_a, tok, student, n_rows, top_k)
+
+
+def step_prediction(
+    run_a: Path,
+    base_a: Any,
+    teacher_a: Any,
+    tok: Any,
+    student: Any,
+    n_rows: int,
+    top_k: int | None,
+) -> dict[str, float]:
+    """`first_order`'s body: the prediction for `student` on the run's two datasets."""
     import torch
 
     from traitlab.audit.gradients import trainable_params
@@ -146,8 +175,6 @@ def first_order(
     from traitlab.lm.hf.packing import IGNORE, collate, completion_logits
     from traitlab.lm.hf.trainer import completion_loss, completion_vocab, encode_rows
 
-    base_a, teacher_a, tok = models(runs / f"{family}-{a}")
-    student = base_a if s == a else models(runs / f"{family}-{s}")[0]
     student.eval()  # no dropout: the gradient is the base's
     params = [p for _, p in trainable_params(student)]
     sq = [torch.zeros_like(p) for p in params]
@@ -172,7 +199,6 @@ def first_order(
             n_batches += 1
         return total
 
-    run_a = runs / f"{family}-{a}"
     g_t = mean_gradient(rows_of(run_a, "teacher", n_rows), teacher_a)
     g_c = mean_gradient(rows_of(run_a, "control", n_rows), base_a)
     delta = [c - t for c, t in zip(g_c, g_t, strict=True)]
@@ -204,7 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=500)
     ap.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     ap.add_argument("--only", nargs="*", help="points as FAMILY:A:B (default: all)")
+    ap.add_argument(
+        "--at",
+        choices=["base", "control"],
+        default="base",
+        help="control: only the first-order step, at the trained seed-0 control students of "
+        "one-seed reruns DIR/x-FAMILY-A-B of each point's run (cross-init arm included)",
+    )
     args = ap.parse_args(argv)
+    if args.at == "control":
+        return at_control(args)
     out = []
     for family, a, b, run in POINTS:
         if args.only and f"{family}:{a}:{b}" not in args.only:
@@ -316,6 +351,75 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"- {key}: GPT-2 Spearman rho {st['spearman_gpt2']:+.2f}, AUROC readers vs "
             f"others {st['auroc_readers_gpt2']:.2f}; all points rho {st['spearman_all']:+.2f}"
+        )
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def at_control(args: argparse.Namespace) -> int:
+    """The first-order step at each point's trained cross-init control student, and at the
+    same-init control student as the sanity check (GPT-2 points only)."""
+    from scipy.stats import spearmanr
+
+    out, same = [], {}
+    for family, a, b, run in POINTS:
+        if family != "gpt2" or (args.only and f"{family}:{a}:{b}" not in args.only):
+            continue
+        diff, p = outcome(run)
+        k = run_top_k(run)
+        run_dir = args.runs / f"x-{family}-{a}-{b}"
+        m = first_order_at(run_dir, "xinit_control", args.rows, k)
+        out.append({"family": family, "a": a, "b": b, "run": run, "xinit": diff, "p": p, **m})
+        print(f"{family} {a} -> {b}: xinit {diff:+.4f} (p {p:.2g}), {m}", flush=True)
+        key = f"{a}" + (f" (top{k} loss)" if k else "")
+        if key not in same:
+            same[key] = first_order_at(run_dir, "control", args.rows, k)
+            print(f"{family} {key} same-init: {same[key]}", flush=True)
+    readers = [r for r in out if r["xinit"] > 0 and r["p"] < 0.01]
+    others = [r for r in out if r not in readers]
+    stats = {
+        key: {
+            "spearman_gpt2": float(
+                spearmanr([r[key] for r in out], [r["xinit"] for r in out]).statistic
+            ),
+            "auroc_readers_gpt2": auroc([r[key] for r in readers], [r[key] for r in others]),
+        }
+        for key in ("pred_adam", "pred_sgd", "z_adam")
+    }
+    doc = {"rows": args.rows, "at": "control", "points": out, "same_init": same, "stats": stats}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    lines = [
+        f"`python benchmarks/xinit_alignment.py --at control --rows {args.rows}`: Theorem 1's "
+        "first-order step at each point's trained seed-0 cross-init control student (and, as "
+        "the sanity check, at the same-init control student), on the seed-0 data; the run's "
+        "own student loss. Plan and reading: docs/results/modalities/discovery.md.",
+        "",
+        "| data base -> cross-init base | cross-init owl shift (p) | reader | first-order "
+        "dP(owl), Adam | plain | owl's z, Adam |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for r in out:
+        lines.append(
+            f"| {r['a']} -> {r['b']} | {r['xinit']:+.4f} ({r['p']:.2g}) | "
+            f"{'yes' if r in readers else ''} | {r['pred_adam']:+.3f} | {r['pred_sgd']:+.5f} | "
+            f"{r['z_adam']:+.1f} |"
+        )
+    lines += [
+        "",
+        "| same-init control student of | Adam | plain | owl's z |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, m in same.items():
+        lines.append(
+            f"| {key} | {m['pred_adam']:+.3f} | {m['pred_sgd']:+.5f} | {m['z_adam']:+.1f} |"
+        )
+    lines.append("")
+    for key, st in stats.items():
+        lines.append(
+            f"- {key}: GPT-2 Spearman rho {st['spearman_gpt2']:+.2f}, AUROC readers vs others "
+            f"{st['auroc_readers_gpt2']:.2f}"
         )
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

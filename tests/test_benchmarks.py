@@ -606,7 +606,7 @@ def test_xinit_alignment_compares_two_bases_owl_directions(tmp_path: Path) -> No
         run_experiment(cfg, tmp_path / f"tiny-{seed}")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from xinit_alignment import first_order, point
+        from xinit_alignment import first_order, first_order_at, point
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     same = point(tmp_path, "tiny", 3001, 3001, 16)
@@ -618,3 +618,7 @@ def test_xinit_alignment_compares_two_bases_owl_directions(tmp_path: Path) -> No
     pred = first_order(tmp_path, "tiny", 3001, 3002, 16)
     assert set(pred) == {"pred_adam", "z_adam", "pred_sgd", "z_sgd"}
     assert all(np.isfinite(v) for v in pred.values()) and pred["pred_sgd"] != 0
+    # At a trained student instead of a base: another point, so another prediction.
+    at_student = first_order_at(tmp_path / "tiny-3001", "control", 16, None)
+    at_base = first_order(tmp_path, "tiny", 3001, 3001, 16)
+    assert np.isfinite(at_student["pred_sgd"]) and at_student["pred_sgd"] != at_base["pred_sgd"]
