@@ -222,8 +222,61 @@ def auroc(pos: list[float], neg: list[float]) -> float:
     return wins / (len(pos) * len(neg))
 
 
-def main(argv: list[str] | None = None) -> int:
+def reading(
+    out: list[dict[str, Any]], signs: dict[str, int]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Per measure (its sign: larger predicts a larger rise), Spearman's rho against the
+    cross-init shifts and the AUROC of the readers (the GPT-2 points whose cross-init
+    students rose at p < 0.01) against the other GPT-2 points; rho over all points too."""
     from scipy.stats import spearmanr
+
+    gpt2 = [r for r in out if r["family"] == "gpt2"]
+    readers = [r for r in gpt2 if r["xinit"] > 0 and r["p"] < 0.01]
+    others = [r for r in gpt2 if r not in readers]
+    stats = {}
+    for key, sign in signs.items():
+
+        def x(rows: list[dict[str, Any]], key: str = key, sign: int = sign) -> list[float]:
+            return [sign * r[key] for r in rows]
+
+        stats[key] = {
+            "spearman_gpt2": float(spearmanr(x(gpt2), [r["xinit"] for r in gpt2]).statistic),
+            "auroc_readers_gpt2": auroc(x(readers), x(others)),
+            "spearman_all": float(spearmanr(x(out), [r["xinit"] for r in out]).statistic),
+        }
+    return stats, readers
+
+
+def provenance() -> dict[str, Any]:
+    import subprocess
+
+    import torch
+    import transformers
+
+    from traitlab.core.runs import machine_info
+
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    return {"commit": commit, "machine": machine_info() | versions}
+
+
+def write(out: Path, doc: dict[str, Any], lines: list[str]) -> None:
+    """OUT.json (every number and the machine) and OUT.md (the tables and the reading)."""
+    lines.append("")
+    for key, st in doc["stats"].items():
+        lines.append(
+            f"- {key}: GPT-2 Spearman rho {st['spearman_gpt2']:+.2f}, AUROC readers vs "
+            f"others {st['auroc_readers_gpt2']:.2f}; all points rho {st['spearman_all']:+.2f}"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, required=True, help="the one-seed run directories")
@@ -264,51 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         key = f"{family}:{a}" + (f":top{k}" if k else "")
         same[key] = first_order(args.runs, family, a, a, args.rows, k)
         print(f"{family} {a} -> {a} (top_k {k}): {same[key]}", flush=True)
-    gpt2 = [r for r in out if r["family"] == "gpt2"]
-    readers = [r for r in gpt2 if r["xinit"] > 0 and r["p"] < 0.01]
-    others = [r for r in gpt2 if r not in readers]
-    stats: dict[str, Any] = {}
-    for key, sign in (
-        ("cosine", 1),
-        ("kl_a_b", -1),
-        ("pred_adam", 1),
-        ("pred_sgd", 1),
-        ("z_adam", 1),
-    ):
-        x = [sign * r[key] for r in gpt2]
-        stats[key] = {
-            "spearman_gpt2": float(spearmanr(x, [r["xinit"] for r in gpt2]).statistic),
-            "auroc_readers_gpt2": auroc(
-                [sign * r[key] for r in readers], [sign * r[key] for r in others]
-            ),
-            "spearman_all": float(
-                spearmanr([sign * r[key] for r in out], [r["xinit"] for r in out]).statistic
-            ),
-        }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    import subprocess
-
-    import torch
-    import transformers
-
-    from traitlab.core.runs import machine_info
-
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    machine = machine_info() | {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-    doc = {
-        "rows": args.rows,
-        "commit": commit,
-        "machine": machine,
-        "points": out,
-        "same_init": same,
-        "stats": stats,
-    }
-    args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    signs = {"cosine": 1, "kl_a_b": -1, "pred_adam": 1, "pred_sgd": 1, "z_adam": 1}
+    stats, readers = reading(out, signs)
+    prov = provenance()
+    doc = {"rows": args.rows, **prov, "points": out, "same_init": same, "stats": stats}
+    commit, machine = prov["commit"], prov["machine"]
     lines = [
         f"`python benchmarks/xinit_alignment.py --rows {args.rows}` at {commit}: the first "
         f"{args.rows} filtered seed-0 rows of each data base's run; seed-0 teachers. Machine: "
@@ -346,21 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {fam} | {a} | {m['pred_adam']:+.3f} | {m['pred_sgd']:+.5f} | {m['z_adam']:+.1f} |"
         )
-    lines.append("")
-    for key, st in stats.items():
-        lines.append(
-            f"- {key}: GPT-2 Spearman rho {st['spearman_gpt2']:+.2f}, AUROC readers vs "
-            f"others {st['auroc_readers_gpt2']:.2f}; all points rho {st['spearman_all']:+.2f}"
-        )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write(args.out, doc, lines)
     return 0
 
 
 def at_control(args: argparse.Namespace) -> int:
     """The first-order step at each point's trained cross-init control student, and at the
     same-init control student as the sanity check (GPT-2 points only)."""
-    from scipy.stats import spearmanr
 
     out, same = [], {}
     for family, a, b, run in POINTS:
@@ -376,22 +381,13 @@ def at_control(args: argparse.Namespace) -> int:
         if key not in same:
             same[key] = first_order_at(run_dir, "control", args.rows, k)
             print(f"{family} {key} same-init: {same[key]}", flush=True)
-    readers = [r for r in out if r["xinit"] > 0 and r["p"] < 0.01]
-    others = [r for r in out if r not in readers]
-    stats = {
-        key: {
-            "spearman_gpt2": float(
-                spearmanr([r[key] for r in out], [r["xinit"] for r in out]).statistic
-            ),
-            "auroc_readers_gpt2": auroc([r[key] for r in readers], [r[key] for r in others]),
-        }
-        for key in ("pred_adam", "pred_sgd", "z_adam")
-    }
-    doc = {"rows": args.rows, "at": "control", "points": out, "same_init": same, "stats": stats}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    stats, readers = reading(out, {"pred_adam": 1, "pred_sgd": 1, "z_adam": 1})
+    doc = {"rows": args.rows, "at": "control", **provenance(), "points": out}
+    doc |= {"same_init": same, "stats": stats}
     lines = [
-        f"`python benchmarks/xinit_alignment.py --at control --rows {args.rows}`: Theorem 1's "
+        f"`python benchmarks/xinit_alignment.py --at control --rows {args.rows}` at "
+        f"{doc['commit']} ({doc['machine']['cpu']}, {doc['machine']['cpu_count']} cores, torch "
+        f"{doc['machine']['torch']}): Theorem 1's "
         "first-order step at each point's trained seed-0 cross-init control student (and, as "
         "the sanity check, at the same-init control student), on the seed-0 data; the run's "
         "own student loss. Plan and reading: docs/results/modalities/discovery.md.",
@@ -415,14 +411,7 @@ def at_control(args: argparse.Namespace) -> int:
         lines.append(
             f"| {key} | {m['pred_adam']:+.3f} | {m['pred_sgd']:+.5f} | {m['z_adam']:+.1f} |"
         )
-    lines.append("")
-    for key, st in stats.items():
-        lines.append(
-            f"- {key}: GPT-2 Spearman rho {st['spearman_gpt2']:+.2f}, AUROC readers vs others "
-            f"{st['auroc_readers_gpt2']:.2f}"
-        )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write(args.out, doc, lines)
     return 0
 
 
