@@ -17,8 +17,11 @@ completion vocabulary, renormalised there as a distilled student sees it):
   B = A, for the same-init students, is the sanity check.
 
 `DIR/<family>-<seed>/` are one-seed runs (`traitlab run ... --set model.toy.seed=SEED
---set 'seeds=[0]' --set cross_init=null`) of the config the point's committed run used:
-their seed-0 teacher is the teacher of that run. The outcome of each point, the cross-init
+--set 'seeds=[0]' --set cross_init=null`) of the config the point's committed run used
+(gpt2: configs/owl-code-soft-gpt2.yaml, llama: configs/owl-code-soft.yaml; `soft_top_k`
+changes only students): their seed-0 teacher is the teacher of that run. `--at control`
+reads `DIR/x-<family>-<A>-<B>/` instead: the same with the cross-init arm and the run's
+`student.soft_top_k`, whose seed-0 students are the committed run's. The outcome of each point, the cross-init
 students' owl shift, is read from the committed run's `summary.json` in
 docs/results/modalities/. The plan and its reading rule: docs/results/modalities/discovery.md.
 """
