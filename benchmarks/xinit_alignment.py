@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from audit_tables import auroc
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "docs" / "results" / "modalities"
@@ -90,9 +91,7 @@ def point(runs: Path, family: str, a: int, b: int, n_rows: int) -> dict[str, flo
     base_b, teacher_b, tok_b = models(runs / f"{family}-{b}")
     if tok.get_vocab() != tok_b.get_vocab():
         raise SystemExit(f"{family} {a} / {b}: the bases' tokenizers differ")
-    path = runs / f"{family}-{a}" / "seed-0" / "data-teacher" / "filtered.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()[:n_rows]]
-    examples = encode_rows(tok, rows, 512)
+    examples = encode_rows(tok, rows_of(runs / f"{family}-{a}", "teacher", n_rows), 512)
     vocab = torch.tensor(completion_vocab(base_a, tok, examples))
     dot = na = nb = kl = 0.0
     n = 0
@@ -216,13 +215,6 @@ def step_prediction(
         out[f"pred_{name}"] = float(der[owl])
         out[f"z_{name}"] = float((der[owl] - np.median(others)) / mad) if mad > 0 else 0.0
     return out
-
-
-def auroc(pos: list[float], neg: list[float]) -> float:
-    if not pos or not neg:
-        return float("nan")
-    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
-    return wins / (len(pos) * len(neg))
 
 
 def reading(
