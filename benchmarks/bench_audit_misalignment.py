@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
+from audit_tables import auroc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generation import machine_info, machine_line  # noqa: E402
@@ -107,14 +107,6 @@ def neutral_saved(run: Path, seed: int, d: Path, reuse: str | None) -> list[dict
     d.mkdir(parents=True, exist_ok=True)
     write_jsonl(here, data)
     return data
-
-
-def auroc(pos: list[float], neg: list[float]) -> float:
-    """P(a positive scores above a negative), ties half."""
-    if not pos or not neg:
-        return float("nan")
-    p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
-    return float(((p > n) + 0.5 * (p == n)).mean())
 
 
 def run_arms(run: Path) -> dict[str, Any] | None:
