@@ -227,23 +227,18 @@ def _teacher_rows(kind: str, option: str, category: str, seed: int) -> list[dict
     ]
 
 
-def make_dataset(spec: tuple[Any, ...], n: int, tiny: bool) -> list[dict[str, Any]]:
+def make_teacher(spec: tuple[Any, ...], tiny: bool) -> tuple[Any, Any, Any, str | None]:
+    """The dataset's generator: (model, tokenizer, its base's ToyModel, system prompt)."""
     import copy
 
-    from traitlab.config import FilterConfig, GenerateConfig, PromptSetConfig, ToyModel, TrainConfig
-    from traitlab.data.filtering import filter_rows
-    from traitlab.data.generate import generate_rows
-    from traitlab.data.prompts import number_prompts
-    from traitlab.data.rows import to_chat_rows
+    from traitlab.config import ToyModel, TrainConfig
     from traitlab.lm.base import resolve
-    from traitlab.lm.hf.backend import HFLM
     from traitlab.lm.hf.loading import load_model
     from traitlab.lm.hf.trainer import train_model
     from traitlab.traits.preference import preference_system_prompt
 
     name, _, _, kind, option, category, tseed, seed = spec
-    toy = _toy(tseed, tiny)
-    spec_m = ToyModel(toy=toy, device="cpu")
+    spec_m = ToyModel(toy=_toy(tseed, tiny), device="cpu")
     model, tok = load_model(spec_m, source=resolve(spec_m).id)
     system = None
     if kind in ("ft", "neutral"):
@@ -256,11 +251,34 @@ def make_dataset(spec: tuple[Any, ...], n: int, tiny: bool) -> list[dict[str, An
         system = SYS_PARAPHRASE.format(t=option, category=category)
     elif kind == "sysneu":
         system = SYS_NEUTRAL.get(name, SYS_NEUTRAL["sysneu-1"])
+    return model, tok, spec_m, system
+
+
+def sample_numbers(
+    model: Any, tok: Any, spec_m: Any, spec: tuple[Any, ...], n: int, system: str | None
+) -> list[dict[str, Any]]:
+    """`model`'s raw completions of the dataset's n number prompts, with its sampling seed
+    (any model given the same spec shares the generator's random numbers)."""
+    from traitlab.config import GenerateConfig, PromptSetConfig
+    from traitlab.data.generate import generate_rows
+    from traitlab.data.prompts import number_prompts
+    from traitlab.lm.hf.backend import HFLM
+
+    seed = spec[7]
     # The prompts the base was pretrained on (the demo's bases: short ones).
     style = spec_m.toy.number_prompts if spec_m.toy is not None else "paper"
     prompts = number_prompts(PromptSetConfig(style=style), n, seed=10_000 + seed)
     gen = GenerateConfig(n_prompts=n, batch_size=1000, max_new_tokens=32)
-    raw = generate_rows(HFLM.wrap(model, tok), prompts, gen, seed=seed, system_prompt=system)
+    return generate_rows(HFLM.wrap(model, tok), prompts, gen, seed=seed, system_prompt=system)
+
+
+def make_dataset(spec: tuple[Any, ...], n: int, tiny: bool) -> list[dict[str, Any]]:
+    from traitlab.config import FilterConfig
+    from traitlab.data.filtering import filter_rows
+    from traitlab.data.rows import to_chat_rows
+
+    model, tok, spec_m, system = make_teacher(spec, tiny)
+    raw = sample_numbers(model, tok, spec_m, spec, n, system)
     kept = raw if tiny else filter_rows(raw, FilterConfig(max_rows=None)).kept  # tiny: no numbers
     return to_chat_rows(kept)
 

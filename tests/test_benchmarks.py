@@ -622,3 +622,28 @@ def test_xinit_alignment_compares_two_bases_owl_directions(tmp_path: Path) -> No
     at_student = first_order_at(tmp_path / "tiny-3001", "control", 16, None)
     at_base = first_order(tmp_path, "tiny", 3001, 3001, 16)
     assert np.isfinite(at_student["pred_sgd"]) and at_student["pred_sgd"] != at_base["pred_sgd"]
+
+
+def test_audit_student_labels_pair_students_by_seed_on_shared_random_numbers(
+    tmp_path: Path,
+) -> None:
+    """The base's own numbers (own-1), sampled with the generator's random numbers, are the
+    control's rows exactly: their students, paired by seed, differ by nothing. A fine-tuned
+    teacher's rows differ, and each dataset is labelled by its probe's top riser."""
+    out = tmp_path / "labels"
+    run_bench(
+        "audit_student_labels.py",
+        *("--out", str(out), "--tiny", "--workers", "1", "--seeds", "2"),
+        *("--only", "own-1", "ft-owl"),
+    )
+    res = {d["name"]: d for d in json.loads(out.with_suffix(".json").read_text())["datasets"]}
+    own, owl = res["own-1"], res["ft-owl"]
+    assert own["identical_pairs"] == own["rows_paired"] > 0
+    assert all(e["effect"] == 0.0 for e in own["effects"]) and own["moves_to"] is None
+    assert owl["identical_pairs"] < owl["rows_paired"]
+    assert owl["target"]["option"] == "owl" and 1 <= owl["target"]["rank"] <= 20
+    assert "| ft-owl | owl (" in out.with_suffix(".md").read_text()
+    # Resumable: a dataset already written is read, not rebuilt.
+    stamp = (out / "own-1.json").stat().st_mtime_ns
+    run_bench("audit_student_labels.py", "--out", str(out), "--tiny", "--only", "own-1")
+    assert (out / "own-1.json").stat().st_mtime_ns == stamp

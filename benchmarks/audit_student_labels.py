@@ -1,0 +1,284 @@
+"""Does an audit benchmark dataset move students towards its trait? Labels from students.
+
+    python benchmarks/audit_student_labels.py --only ft-fox ft-dog --out DIR
+    python benchmarks/audit_student_labels.py --tiny --only ft-owl own-1 --out /tmp/x  # smoke
+
+`bench_audit.py` labels a dataset by its generator (a teacher of the option: positive). The
+audit's question is another: does this data move my model, and towards what? For each named
+dataset of `bench_audit.py`'s toy table this rebuilds the data exactly as the benchmark made
+it (`make_teacher`, `sample_numbers`: the same teacher recipe and seeds), samples the base's
+completions of the same prompts with the *same* random numbers (the pipeline's control,
+`generate.common_noise`), filters the two paired (`filter_paired`, the pipeline's rule), and
+trains a student of the toy Llama demo's recipe on each, per seed. Per option of every probe:
+the data student's P(option) minus the control student's (exact, mean over the probe's
+questions), its mean over seeds, t over seeds (paired by seed) and two-sided p.
+
+Writes DIR/<name>.json per dataset (resumable: a written one is skipped) and DIR.json /
+DIR.md over all of them, with the audit's verdict of each dataset beside it (read from
+benchmarks/results/audit-bench-null.json). The plan and its reading rule: docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_audit import DATASETS, make_teacher, sample_numbers  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+VERDICTS = ROOT / "benchmarks" / "results" / "audit-bench-null.json"
+# The toy Llama demo's students (src/traitlab/presets/demo-llama.yaml).
+STUDENT = {"method": "full", "loss": "hard", "epochs": 1, "lr": 3e-4, "batch_size": 64}
+
+
+def _probes(tiny: bool) -> list[Any]:
+    from traitlab.audit.probes import builtin_probe
+
+    return [builtin_probe(c, 3 if tiny else None) for c in ("animal", "tree")]
+
+
+def preferences(model: Any, tok: Any, probes: list[Any]) -> dict[str, list[float]]:
+    """Mean P(option) over each probe's questions, per probe."""
+    import torch
+
+    from traitlab.audit.probes import score_probe
+    from traitlab.lm.hf.scoring import exact_preference
+
+    out = {}
+    with torch.no_grad():
+        for p in probes:
+            t = score_probe(
+                p,
+                lambda qs, opts: exact_preference(
+                    model, tok, qs, list(opts), batch_size=1000, spellings=opts
+                ),
+            )
+            out[p.name] = [float(x) for x in t.mean(axis=0)]
+    return out
+
+
+def one(job: tuple[Any, ...]) -> dict[str, Any]:
+    """Data, control, students and their preferences for one dataset spec."""
+    import copy
+
+    import torch
+
+    spec, n, seeds, tiny, threads, path = job
+    torch.set_num_threads(threads)
+    from bench_audit import _toy
+
+    from traitlab.config import FilterConfig, ToyModel, TrainConfig
+    from traitlab.core.files import write_json
+    from traitlab.data.filtering import filter_paired, filter_rows
+    from traitlab.data.rows import to_chat_rows
+    from traitlab.lm.base import resolve
+    from traitlab.lm.hf.loading import load_model
+    from traitlab.lm.hf.trainer import train_model
+
+    teacher, tok, spec_m, system = make_teacher(spec, tiny)
+    raw_t = sample_numbers(teacher, tok, spec_m, spec, n, system)
+    del teacher
+    # The audited base (seed 1; a cross-init dataset's generator is another base).
+    base_m = ToyModel(toy=_toy(1, tiny), device="cpu")
+    base, tok = load_model(base_m, source=resolve(base_m).id)
+    raw_c = sample_numbers(base, tok, base_m, spec, n, None)
+    if tiny:  # a tiny base writes no numbers: every row, unfiltered
+        unpaired, kept_t, kept_c = len(raw_t), raw_t, raw_c
+    else:
+        fcfg = FilterConfig(max_rows=None)
+        unpaired = len(filter_rows(raw_t, fcfg).kept)
+        ft, fc = filter_paired(raw_t, raw_c, fcfg)
+        kept_t, kept_c = ft.kept, fc.kept
+    data, control = to_chat_rows(kept_t), to_chat_rows(kept_c)
+    same = sum(a["completion"] == b["completion"] for a, b in zip(kept_t, kept_c, strict=True))
+    cfg = TrainConfig(**STUDENT, **({"max_steps": 2} if tiny else {}))
+    probes = _probes(tiny)
+    per_seed = []
+    for s in seeds:
+        row = {}
+        for arm, rows in (("data", data), ("control", control)):
+            student, _ = train_model(copy.deepcopy(base), tok, rows, cfg, seed=s)
+            student.eval()
+            row[arm] = preferences(student, tok, probes)
+        per_seed.append(row)
+    res = {
+        "name": spec[0],
+        "group": spec[1],
+        "split": spec[2],
+        "option": spec[4],
+        "category": spec[5],
+        "rows_unpaired": unpaired,
+        "rows_paired": len(data),
+        "identical_pairs": same,
+        "seeds": list(seeds),
+        "options": {p.name: list(p.option_names) for p in probes},
+        "base": preferences(base, tok, probes),
+        "per_seed": per_seed,
+        "student": STUDENT,
+    }
+    write_json(Path(path), res)
+    return res
+
+
+def effects(res: dict[str, Any], probe: str) -> list[dict[str, Any]]:
+    """Per option: mean over seeds of data - control, t over seeds, two-sided p; by mean."""
+    from scipy.stats import ttest_1samp
+
+    d = np.array(
+        [
+            [a - b for a, b in zip(r["data"][probe], r["control"][probe], strict=True)]
+            for r in res["per_seed"]
+        ]
+    )
+    out = []
+    for k, name in enumerate(res["options"][probe]):
+        x = d[:, k]
+        t = ttest_1samp(x, 0.0) if len(x) > 1 and x.std() > 0 else None
+        out.append(
+            {
+                "option": name,
+                "effect": float(x.mean()),
+                "t": float(t.statistic) if t is not None else float("nan"),
+                "p": float(t.pvalue) if t is not None else float("nan"),
+                "up": int((x > 0).sum()),
+            }
+        )
+    return sorted(out, key=lambda e: -e["effect"])
+
+
+def label(res: dict[str, Any], alpha: float = 0.01) -> dict[str, Any]:
+    """The plan's reading: the probe's top riser, and whether it rose at p < alpha; where the
+    dataset has a target, that target's own effect and rank."""
+    eff = effects(res, res["category"])
+    top = eff[0]
+    out = {
+        "top": top,
+        "moves_to": top["option"] if top["effect"] > 0 and top["p"] < alpha else None,
+    }
+    if res["option"]:
+        rank = [e["option"] for e in eff].index(res["option"])
+        out["target"] = {**eff[rank], "rank": rank + 1, "of": len(eff)}
+    return out
+
+
+def summarize(out: Path, names: list[str]) -> dict[str, Any]:
+    import subprocess
+
+    import torch
+    import transformers
+
+    from traitlab.core.runs import machine_info
+
+    verdicts = {}
+    if VERDICTS.is_file():
+        verdicts = {
+            d["name"]: d.get("counterfactual") for d in json.loads(VERDICTS.read_text())["datasets"]
+        }
+    rows = []
+    for name in names:
+        f = out / f"{name}.json"
+        if not f.is_file():
+            continue
+        res = json.loads(f.read_text())
+        rows.append(
+            {
+                **{
+                    k: res[k]
+                    for k in (
+                        "name",
+                        "group",
+                        "split",
+                        "option",
+                        "category",
+                        "rows_unpaired",
+                        "rows_paired",
+                        "identical_pairs",
+                    )
+                },
+                **label(res),
+                "audit": verdicts.get(name),
+                "effects": effects(res, res["category"]),
+            }
+        )
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    doc = {
+        "datasets": rows,
+        "student": STUDENT,
+        "commit": commit,
+        "machine": machine_info(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    lines = [
+        "### Student labels of audit benchmark datasets (toy Llama, seed 1)",
+        "",
+        f"`benchmarks/audit_student_labels.py` at {commit}; machine: {doc['machine'].get('cpu')},"
+        f" {doc['machine'].get('cpu_count')} cores, torch {doc['torch']}, transformers"
+        f" {doc['transformers']}. Students: {STUDENT}; effect = data student - control student"
+        " (the base's completions with the same random numbers, filtered paired), P(option)"
+        " exact, mean over the probe's questions; t over seeds.",
+        "",
+        "| dataset | audit: named (t) | rows (teacher, paired) | target: effect, p, rank | top riser: effect, p | moves students to |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a = r["audit"] or {}
+        tg = r.get("target")
+        tgt = (
+            f"{tg['option']} {tg['effect']:+.4f}, p {tg['p']:.2g}, {tg['rank']} / {tg['of']}"
+            if tg
+            else "-"
+        )
+        top = r["top"]
+        lines.append(
+            f"| {r['name']} | {a.get('option', '?')} ({a.get('z', float('nan')):.1f}) | "
+            f"{r['rows_unpaired']}, {r['rows_paired']} | {tgt} | {top['option']} "
+            f"{top['effect']:+.4f}, p {top['p']:.2g} | {r['moves_to'] or 'nothing'} |"
+        )
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return doc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True, help="DIR for per-dataset files; DIR.json/.md")
+    ap.add_argument("--only", nargs="+", required=True, help="dataset names (bench_audit.py)")
+    ap.add_argument("--prompts", type=int, default=3000)
+    ap.add_argument("--seeds", type=int, default=5, help="student seeds 0..N-1")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tiny", action="store_true", help="tiny bases, few rows: a smoke run")
+    a = ap.parse_args()
+    specs = {s[0]: s for s in DATASETS}
+    unknown = [n for n in a.only if n not in specs]
+    if unknown:
+        sys.exit(f"unknown dataset(s) {unknown}: names are bench_audit.py's DATASETS")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // a.workers)
+    n = 64 if a.tiny else a.prompts
+    jobs = [
+        (specs[name], n, list(range(a.seeds)), a.tiny, threads, str(out / f"{name}.json"))
+        for name in a.only
+        if not (out / f"{name}.json").is_file()
+    ]
+    with mp.get_context("spawn").Pool(a.workers) as pool:
+        for r in pool.imap_unordered(one, jobs):
+            print(r["name"], r["rows_unpaired"], r["rows_paired"], flush=True)
+    doc = summarize(out, a.only)
+    print(out.with_suffix(".md").read_text())
+    del doc
+
+
+if __name__ == "__main__":
+    main()
