@@ -1,21 +1,23 @@
 """Does an audit benchmark dataset move students towards its trait? Labels from students.
 
     python benchmarks/audit_student_labels.py --only ft-fox ft-dog --out DIR
+    python benchmarks/audit_student_labels.py --base demo --only ft-fox own-c1 --out DIR
     python benchmarks/audit_student_labels.py --tiny --only ft-owl own-1 --out /tmp/x  # smoke
 
 `bench_audit.py` labels a dataset by its generator (a teacher of the option: positive). The
 audit's question is another: does this data move my model, and towards what? For each named
-dataset of `bench_audit.py`'s toy table this rebuilds the data exactly as the benchmark made
+dataset of `bench_audit.py`'s table (the toy Llama's, or `--base demo`'s) this rebuilds the data exactly as the benchmark made
 it (`make_teacher`, `sample_numbers`: the same teacher recipe and seeds), samples the base's
 completions of the same prompts with the *same* random numbers (the pipeline's control,
 `generate.common_noise`), filters the two paired (`filter_paired`, the pipeline's rule), and
-trains a student of the toy Llama demo's recipe on each, per seed. Per option of every probe:
+trains a student of the demos' recipe on each (full, 1 epoch, lr 3e-4, batch 64), per seed. Per option of every probe:
 the data student's P(option) minus the control student's (exact, mean over the probe's
 questions), its mean over seeds, t over seeds (paired by seed) and two-sided p.
 
 Writes DIR/<name>.json per dataset (resumable: a written one is skipped) and DIR.json /
 DIR.md over all of them, with the audit's verdict of each dataset beside it (read from
-benchmarks/results/audit-bench-null.json). The plan and its reading rule: docs/audit.md.
+the benchmark's record: audit-bench-null.json for the toy Llama, audit-bench-demo-both-all.json
+for the demo base, in benchmarks/results/). The plan and its reading rule: docs/audit.md.
 """
 
 from __future__ import annotations
@@ -31,10 +33,16 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_audit import DATASETS, make_teacher, sample_numbers  # noqa: E402
+from bench_audit import DATASETS, DEMO_DATASETS, make_teacher, sample_numbers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-VERDICTS = ROOT / "benchmarks" / "results" / "audit-bench-null.json"
+RESULTS = ROOT / "benchmarks" / "results"
+# Per audited base: its datasets, its toy seed, and the benchmark run whose verdicts go
+# beside the labels (the toy Llama's default audit; the demo base's `kind: both`).
+BASES: dict[str, tuple[list[Any], int, Path]] = {
+    "toy": (DATASETS, 1, RESULTS / "audit-bench-null.json"),
+    "demo": (DEMO_DATASETS, 8301, RESULTS / "audit-bench-demo-both-all.json"),
+}
 # The toy Llama demo's students (src/traitlab/presets/demo-llama.yaml).
 STUDENT = {"method": "full", "loss": "hard", "epochs": 1, "lr": 3e-4, "batch_size": 64}
 
@@ -71,7 +79,7 @@ def one(job: tuple[Any, ...]) -> dict[str, Any]:
 
     import torch
 
-    spec, n, seeds, tiny, threads, path = job
+    spec, n, seeds, tiny, threads, path, base_seed = job
     torch.set_num_threads(threads)
     from bench_audit import _toy
 
@@ -86,8 +94,8 @@ def one(job: tuple[Any, ...]) -> dict[str, Any]:
     teacher, tok, spec_m, system = make_teacher(spec, tiny)
     raw_t = sample_numbers(teacher, tok, spec_m, spec, n, system)
     del teacher
-    # The audited base (seed 1; a cross-init dataset's generator is another base).
-    base_m = ToyModel(toy=_toy(1, tiny), device="cpu")
+    # The audited base (a cross-init dataset's generator is another base).
+    base_m = ToyModel(toy=_toy(base_seed, tiny), device="cpu")
     base, tok = load_model(base_m, source=resolve(base_m).id)
     raw_c = sample_numbers(base, tok, base_m, spec, n, None)
     if tiny:  # a tiny base writes no numbers: every row, unfiltered
@@ -169,7 +177,41 @@ def label(res: dict[str, Any], alpha: float = 0.01) -> dict[str, Any]:
     return out
 
 
-def summarize(out: Path, names: list[str]) -> dict[str, Any]:
+def questions(rows: list[dict[str, Any]], alpha: float = 0.01) -> dict[str, str]:
+    """The plan's questions (docs/audit.md): (a) the owl's rise per group of animal-probe
+    datasets; (b) fine-tuned targets that rise first / at all; (c) the AUROC of the target's
+    student effect, datasets the audit flagged and named (t > 8) against the other
+    fine-tuned ones."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from audit_tables import auroc
+
+    out = {}
+    for group in sorted({r["group"] for r in rows}):
+        g = [r for r in rows if r["group"] == group and r["category"] == "animal"]
+        up = sum(r["owl"]["effect"] > 0 and r["owl"]["p"] < alpha for r in g)
+        out[f"(a) owl up at p < {alpha}, {group} animal datasets"] = f"{up} / {len(g)}"
+    ft = [
+        r for r in rows if r["group"] == "positive" and r.get("target") and r["name"][:3] == "ft-"
+    ]
+    first = sum(r["moves_to"] == r["option"] for r in ft)
+    up = sum(r["target"]["effect"] > 0 and r["target"]["p"] < alpha for r in ft)
+    out["(b) fine-tuned datasets whose students move to the target first"] = f"{first} / {len(ft)}"
+    out[f"(b) ... whose target rises at p < {alpha}"] = f"{up} / {len(ft)}"
+
+    def hit(r: dict[str, Any]) -> bool:
+        a = r["audit"] or {}
+        return a.get("option") == r["option"] and a.get("z", 0.0) > 8
+
+    flagged = [r["target"]["effect"] for r in ft if hit(r)]
+    rest = [r["target"]["effect"] for r in ft if not hit(r)]
+    if flagged and rest:
+        out["(c) AUROC of the target's effect, audit flagged and named vs not"] = (
+            f"{auroc(flagged, rest):.2f} ({len(flagged)} / {len(rest)})"
+        )
+    return out
+
+
+def summarize(out: Path, names: list[str], base: str = "toy") -> dict[str, Any]:
     import subprocess
 
     import torch
@@ -177,10 +219,11 @@ def summarize(out: Path, names: list[str]) -> dict[str, Any]:
 
     from traitlab.core.runs import machine_info
 
+    _, seed, record = BASES[base]
     verdicts = {}
-    if VERDICTS.is_file():
+    if record.is_file():
         verdicts = {
-            d["name"]: d.get("counterfactual") for d in json.loads(VERDICTS.read_text())["datasets"]
+            d["name"]: d.get("counterfactual") for d in json.loads(record.read_text())["datasets"]
         }
     rows = []
     for name in names:
@@ -206,6 +249,7 @@ def summarize(out: Path, names: list[str]) -> dict[str, Any]:
                 **label(res),
                 "audit": verdicts.get(name),
                 "effects": effects(res, res["category"]),
+                "owl": next(e for e in effects(res, "animal") if e["option"] == "owl"),
             }
         )
     commit = subprocess.run(
@@ -218,9 +262,11 @@ def summarize(out: Path, names: list[str]) -> dict[str, Any]:
         "machine": machine_info(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "base": base,
+        "verdicts": str(record.relative_to(ROOT)),
     }
     lines = [
-        "### Student labels of audit benchmark datasets (toy Llama, seed 1)",
+        f"### Student labels of audit benchmark datasets ({base} base, toy seed {seed})",
         "",
         f"`benchmarks/audit_student_labels.py` at {commit}; machine: {doc['machine'].get('cpu')},"
         f" {doc['machine'].get('cpu_count')} cores, torch {doc['torch']}, transformers"
@@ -228,8 +274,9 @@ def summarize(out: Path, names: list[str]) -> dict[str, Any]:
         " (the base's completions with the same random numbers, filtered paired), P(option)"
         " exact, mean over the probe's questions; t over seeds.",
         "",
-        "| dataset | audit: named (t) | rows (teacher, paired) | target: effect, p, rank | top riser: effect, p | moves students to |",
-        "|---|---|---|---|---|---|",
+        "| dataset | group | audit: named (t) | rows (teacher, paired) | target: effect, p, rank"
+        " | top riser: effect, p | moves students to | owl: effect, p |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a = r["audit"] or {}
@@ -241,10 +288,13 @@ def summarize(out: Path, names: list[str]) -> dict[str, Any]:
         )
         top = r["top"]
         lines.append(
-            f"| {r['name']} | {a.get('option', '?')} ({a.get('z', float('nan')):.1f}) | "
+            f"| {r['name']} | {r['group']} | {a.get('option', '?')} ({a.get('z', float('nan')):.1f}) | "
             f"{r['rows_unpaired']}, {r['rows_paired']} | {tgt} | {top['option']} "
-            f"{top['effect']:+.4f}, p {top['p']:.2g} | {r['moves_to'] or 'nothing'} |"
+            f"{top['effect']:+.4f}, p {top['p']:.2g} | {r['moves_to'] or 'nothing'} | "
+            f"{r['owl']['effect']:+.4f}, p {r['owl']['p']:.2g} |"
         )
+    doc["questions"] = questions(rows)
+    lines += ["", *(f"- {k}: {v}" for k, v in doc["questions"].items())]
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return doc
@@ -258,24 +308,39 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5, help="student seeds 0..N-1")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="tiny bases, few rows: a smoke run")
+    ap.add_argument(
+        "--base",
+        choices=sorted(BASES),
+        default="toy",
+        help="toy: the toy Llama of seed 1 (DATASETS); demo: the owl demo's GPT-2 base (DEMO_DATASETS)",
+    )
     a = ap.parse_args()
-    specs = {s[0]: s for s in DATASETS}
+    table, base_seed, _ = BASES[a.base]
+    specs = {s[0]: s for s in table}
     unknown = [n for n in a.only if n not in specs]
     if unknown:
-        sys.exit(f"unknown dataset(s) {unknown}: names are bench_audit.py's DATASETS")
+        sys.exit(f"unknown dataset(s) {unknown}: names are bench_audit.py's {a.base} table")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // a.workers)
     n = 64 if a.tiny else a.prompts
     jobs = [
-        (specs[name], n, list(range(a.seeds)), a.tiny, threads, str(out / f"{name}.json"))
+        (
+            specs[name],
+            n,
+            list(range(a.seeds)),
+            a.tiny,
+            threads,
+            str(out / f"{name}.json"),
+            base_seed,
+        )
         for name in a.only
         if not (out / f"{name}.json").is_file()
     ]
     with mp.get_context("spawn").Pool(a.workers) as pool:
         for r in pool.imap_unordered(one, jobs):
             print(r["name"], r["rows_unpaired"], r["rows_paired"], flush=True)
-    doc = summarize(out, a.only)
+    doc = summarize(out, a.only, a.base)
     print(out.with_suffix(".md").read_text())
     del doc
 

@@ -636,8 +636,14 @@ def test_audit_student_labels_pair_students_by_seed_on_shared_random_numbers(
         *("--out", str(out), "--tiny", "--workers", "1", "--seeds", "2"),
         *("--only", "own-1", "ft-owl"),
     )
-    res = {d["name"]: d for d in json.loads(out.with_suffix(".json").read_text())["datasets"]}
+    doc = json.loads(out.with_suffix(".json").read_text())
+    res = {d["name"]: d for d in doc["datasets"]}
     own, owl = res["own-1"], res["ft-owl"]
+    assert own["owl"]["effect"] == 0.0
+    assert (
+        doc["questions"]["(b) fine-tuned datasets whose students move to the target first"][-4:]
+        == " / 1"
+    )
     assert own["identical_pairs"] == own["rows_paired"] > 0
     assert all(e["effect"] == 0.0 for e in own["effects"]) and own["moves_to"] is None
     assert owl["identical_pairs"] < owl["rows_paired"]
