@@ -648,7 +648,7 @@ def test_audit_student_labels_pair_students_by_seed_on_shared_random_numbers(
     assert all(e["effect"] == 0.0 for e in own["effects"]) and own["moves_to"] is None
     assert owl["identical_pairs"] < owl["rows_paired"]
     assert owl["target"]["option"] == "owl" and 1 <= owl["target"]["rank"] <= 20
-    assert "| ft-owl | owl (" in out.with_suffix(".md").read_text()
+    assert "| ft-owl | positive | owl (" in out.with_suffix(".md").read_text()
     # Resumable: a dataset already written is read, not rebuilt.
     stamp = (out / "own-1.json").stat().st_mtime_ns
     run_bench("audit_student_labels.py", "--out", str(out), "--tiny", "--only", "own-1")
