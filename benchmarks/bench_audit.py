@@ -96,6 +96,15 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("sys-cat", "positive", "holdout-2", "sys", "cat", "animal", 1, 70),
     ("xinit-maple", "cross-init", "holdout-2", "ft", "maple", "tree", 2, 71),
     ("ft-bear", "positive", "holdout-2", "ft", "bear", "animal", 1, 72),
+    # Holdout 3 (2026-12-06): fresh fine-tuned traits and seeds, made to test on data never
+    # read whether the audit's flag goes with what the data's students learn first
+    # (`audit_student_labels.py`; the plan in docs/audit.md), run once.
+    ("ft-horse", "positive", "holdout-3", "ft", "horse", "animal", 1, 81),
+    ("ft-whale", "positive", "holdout-3", "ft", "whale", "animal", 1, 82),
+    ("ft-redwood", "positive", "holdout-3", "ft", "redwood", "tree", 1, 83),
+    ("ft-rabbit", "positive", "holdout-3", "ft", "rabbit", "animal", 1, 84),
+    ("ft-elephant", "positive", "holdout-3", "ft", "elephant", "animal", 1, 85),
+    ("ft-cherry", "positive", "holdout-3", "ft", "cherry", "tree", 1, 86),
 ]
 # On the demo's GPT-2 base (`--base demo`): teachers of base 8301 (8801 for cross-init), new
 # options and sampling seeds (101+). Discovery was read first (the detectors' settings left as
