@@ -211,7 +211,9 @@ def questions(rows: list[dict[str, Any]], alpha: float = 0.01) -> dict[str, str]
     return out
 
 
-def summarize(out: Path, names: list[str], base: str = "toy") -> dict[str, Any]:
+def summarize(
+    out: Path, names: list[str], base: str = "toy", record: Path | None = None
+) -> dict[str, Any]:
     import subprocess
 
     import torch
@@ -219,7 +221,8 @@ def summarize(out: Path, names: list[str], base: str = "toy") -> dict[str, Any]:
 
     from traitlab.core.runs import machine_info
 
-    _, seed, record = BASES[base]
+    _, seed, default = BASES[base]
+    record = record or default
     verdicts = {}
     if record.is_file():
         verdicts = {
@@ -263,7 +266,9 @@ def summarize(out: Path, names: list[str], base: str = "toy") -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "base": base,
-        "verdicts": str(record.relative_to(ROOT)),
+        "verdicts": str(record.resolve().relative_to(ROOT))
+        if record.resolve().is_relative_to(ROOT)
+        else str(record),
     }
     lines = [
         f"### Student labels of audit benchmark datasets ({base} base, toy seed {seed})",
@@ -314,6 +319,12 @@ def main() -> None:
         default="toy",
         help="toy: the toy Llama of seed 1 (DATASETS); demo: the owl demo's GPT-2 base (DEMO_DATASETS)",
     )
+    ap.add_argument(
+        "--verdicts",
+        type=Path,
+        help="a bench_audit.py audit-bench.json whose verdicts go beside the labels"
+        " (default: the base's committed record)",
+    )
     a = ap.parse_args()
     table, base_seed, _ = BASES[a.base]
     specs = {s[0]: s for s in table}
@@ -340,7 +351,7 @@ def main() -> None:
     with mp.get_context("spawn").Pool(a.workers) as pool:
         for r in pool.imap_unordered(one, jobs):
             print(r["name"], r["rows_unpaired"], r["rows_paired"], flush=True)
-    doc = summarize(out, a.only, a.base)
+    doc = summarize(out, a.only, a.base, a.verdicts)
     print(out.with_suffix(".md").read_text())
     del doc
 

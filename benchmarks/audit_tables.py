@@ -16,9 +16,18 @@ from typing import Any
 
 import numpy as np
 
-# "holdouts": both holdouts, every dataset made after the 'null' statistic was chosen.
+# "holdouts": every holdout, every dataset made after the 'null' statistic was chosen.
 # "probe": datasets that test one question apart (a paraphrased teacher prompt); not in "all".
-SPLITS = ("discovery", "confirmation", "holdout", "holdout-2", "holdout-3", "holdouts", "all", "probe")
+SPLITS = (
+    "discovery",
+    "confirmation",
+    "holdout",
+    "holdout-2",
+    "holdout-3",
+    "holdouts",
+    "all",
+    "probe",
+)
 # The counterfactual teachers' first statistic, recomputed from an audit's saved scores.
 SHARED = "counterfactual-shared"
 # A `kind: both` audit's fine-tuned teachers and fine-tuned nulls alone: `kind: finetuned`
