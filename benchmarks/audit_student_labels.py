@@ -6,18 +6,20 @@
 
 `bench_audit.py` labels a dataset by its generator (a teacher of the option: positive). The
 audit's question is another: does this data move my model, and towards what? For each named
-dataset of `bench_audit.py`'s table (the toy Llama's, or `--base demo`'s) this rebuilds the data exactly as the benchmark made
-it (`make_teacher`, `sample_numbers`: the same teacher recipe and seeds), samples the base's
-completions of the same prompts with the *same* random numbers (the pipeline's control,
-`generate.common_noise`), filters the two paired (`filter_paired`, the pipeline's rule), and
-trains a student of the demos' recipe on each (full, 1 epoch, lr 3e-4, batch 64), per seed. Per option of every probe:
-the data student's P(option) minus the control student's (exact, mean over the probe's
-questions), its mean over seeds, t over seeds (paired by seed) and two-sided p.
+dataset of `bench_audit.py`'s table (the toy Llama's, or `--base demo`'s) this rebuilds the
+data exactly as the benchmark made it (`make_teacher`, `sample_numbers`: the same teacher
+recipe and seeds), samples the base's completions of the same prompts with the *same* random
+numbers (the pipeline's control, `generate.common_noise`), filters the two paired
+(`filter_paired`, the pipeline's rule), and trains a student of the demos' recipe on each
+(full, 1 epoch, lr 3e-4, batch 64), per seed. Per option of every probe: the data student's
+P(option) minus the control student's (exact, mean over the probe's questions), its mean over
+seeds, t over seeds (paired by seed) and two-sided p.
 
 Writes DIR/<name>.json per dataset (resumable: a written one is skipped) and DIR.json /
-DIR.md over all of them, with the audit's verdict of each dataset beside it (read from
-the benchmark's record: audit-bench-null.json for the toy Llama, audit-bench-demo-both-all.json
-for the demo base, in benchmarks/results/). The plan and its reading rule: docs/audit.md.
+DIR.md over all of them, with the audit's verdict of each dataset beside it (read from the
+benchmark's record: audit-bench-null.json for the toy Llama, audit-bench-demo-both-all.json
+for the demo base, in benchmarks/results/; `--verdicts` for another). The plan and its
+reading rule: docs/audit.md.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_audit import DATASETS, DEMO_DATASETS, make_teacher, sample_numbers  # noqa: E402
+from audit_tables import auroc  # noqa: E402
+from bench_audit import DATASETS, DEMO_DATASETS, _toy, make_teacher, sample_numbers  # noqa: E402
+from bench_generation import provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -43,7 +47,8 @@ BASES: dict[str, tuple[list[Any], int, Path]] = {
     "toy": (DATASETS, 1, RESULTS / "audit-bench-null.json"),
     "demo": (DEMO_DATASETS, 8301, RESULTS / "audit-bench-demo-both-all.json"),
 }
-# The toy Llama demo's students (src/traitlab/presets/demo-llama.yaml).
+# The demos' students (src/traitlab/presets/demo.yaml and demo-llama.yaml; without `packing`,
+# which gives the same loss).
 STUDENT = {"method": "full", "loss": "hard", "epochs": 1, "lr": 3e-4, "batch_size": 64}
 
 
@@ -81,8 +86,6 @@ def one(job: tuple[Any, ...]) -> dict[str, Any]:
 
     spec, n, seeds, tiny, threads, path, base_seed = job
     torch.set_num_threads(threads)
-    from bench_audit import _toy
-
     from traitlab.config import FilterConfig, ToyModel, TrainConfig
     from traitlab.core.files import write_json
     from traitlab.data.filtering import filter_paired, filter_rows
@@ -162,17 +165,17 @@ def effects(res: dict[str, Any], probe: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda e: -e["effect"])
 
 
-def label(res: dict[str, Any], alpha: float = 0.01) -> dict[str, Any]:
-    """The plan's reading: the probe's top riser, and whether it rose at p < alpha; where the
-    dataset has a target, that target's own effect and rank."""
-    eff = effects(res, res["category"])
+def label(eff: list[dict[str, Any]], option: str, alpha: float = 0.01) -> dict[str, Any]:
+    """The plan's reading of a dataset's `effects` on its own probe: the top riser, and
+    whether it rose at p < alpha; where the dataset has a target `option`, its effect and
+    rank."""
     top = eff[0]
     out = {
         "top": top,
         "moves_to": top["option"] if top["effect"] > 0 and top["p"] < alpha else None,
     }
-    if res["option"]:
-        rank = [e["option"] for e in eff].index(res["option"])
+    if option:
+        rank = [e["option"] for e in eff].index(option)
         out["target"] = {**eff[rank], "rank": rank + 1, "of": len(eff)}
     return out
 
@@ -182,9 +185,6 @@ def questions(rows: list[dict[str, Any]], alpha: float = 0.01) -> dict[str, str]
     datasets; (b) fine-tuned targets that rise first / at all; (c) the AUROC of the target's
     student effect, datasets the audit flagged and named (t > 8) against the other
     fine-tuned ones."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from audit_tables import auroc
-
     out = {}
     for group in sorted({r["group"] for r in rows}):
         g = [r for r in rows if r["group"] == group and r["category"] == "animal"]
@@ -214,13 +214,6 @@ def questions(rows: list[dict[str, Any]], alpha: float = 0.01) -> dict[str, str]
 def summarize(
     out: Path, names: list[str], base: str = "toy", record: Path | None = None
 ) -> dict[str, Any]:
-    import subprocess
-
-    import torch
-    import transformers
-
-    from traitlab.core.runs import machine_info
-
     _, seed, default = BASES[base]
     record = record or default
     verdicts = {}
@@ -234,6 +227,7 @@ def summarize(
         if not f.is_file():
             continue
         res = json.loads(f.read_text())
+        eff = effects(res, res["category"])
         rows.append(
             {
                 **{
@@ -249,22 +243,18 @@ def summarize(
                         "identical_pairs",
                     )
                 },
-                **label(res),
+                **label(eff, res["option"]),
                 "audit": verdicts.get(name),
-                "effects": effects(res, res["category"]),
+                "effects": eff,
                 "owl": next(e for e in effects(res, "animal") if e["option"] == "owl"),
             }
         )
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    prov = provenance()
+    commit, machine = prov["commit"], prov["machine"]
     doc = {
         "datasets": rows,
         "student": STUDENT,
-        "commit": commit,
-        "machine": machine_info(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **prov,
         "base": base,
         "verdicts": str(record.resolve().relative_to(ROOT))
         if record.resolve().is_relative_to(ROOT)
@@ -273,9 +263,9 @@ def summarize(
     lines = [
         f"### Student labels of audit benchmark datasets ({base} base, toy seed {seed})",
         "",
-        f"`benchmarks/audit_student_labels.py` at {commit}; machine: {doc['machine'].get('cpu')},"
-        f" {doc['machine'].get('cpu_count')} cores, torch {doc['torch']}, transformers"
-        f" {doc['transformers']}. Students: {STUDENT}; effect = data student - control student"
+        f"`benchmarks/audit_student_labels.py` at {commit}; machine: {machine['cpu']},"
+        f" {machine['cpu_count']} cores, torch {machine['torch']}, transformers"
+        f" {machine['transformers']}. Students: {STUDENT}; effect = data student - control student"
         " (the base's completions with the same random numbers, filtered paired), P(option)"
         " exact, mean over the probe's questions; t over seeds.",
         "",

@@ -58,6 +58,18 @@ def machine_info(record: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+def provenance() -> dict[str, Any]:
+    """The commit this checkout is at (short) and the run manifest's machine record with this
+    venv's torch and transformers: what a diagnostic's result file is stamped with."""
+    import transformers
+
+    from traitlab.core.runs import git_commit
+
+    commit = git_commit(Path(__file__).resolve().parent)["commit"] or "unknown"
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    return {"commit": commit[:7], "machine": run_machine_info() | versions}
+
+
 def machine_line(info: dict[str, Any], device: str) -> str:
     caveat = (
         f"**contended: load average {info['load_avg_1m_at_start']} on {info['cores']} cores, "

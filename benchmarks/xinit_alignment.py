@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from audit_tables import auroc
+from bench_generation import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "docs" / "results" / "modalities"
@@ -240,21 +241,6 @@ def reading(
             "spearman_all": float(spearmanr(x(out), [r["xinit"] for r in out]).statistic),
         }
     return stats, readers
-
-
-def provenance() -> dict[str, Any]:
-    import subprocess
-
-    import torch
-    import transformers
-
-    from traitlab.core.runs import machine_info
-
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
-    return {"commit": commit, "machine": machine_info() | versions}
 
 
 def write(out: Path, doc: dict[str, Any], lines: list[str]) -> None:
