@@ -24,6 +24,7 @@ SPLITS = (
     "holdout",
     "holdout-2",
     "holdout-3",
+    "holdout-4",
     "holdouts",
     "all",
     "probe",

@@ -105,6 +105,19 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("ft-rabbit", "positive", "holdout-3", "ft", "rabbit", "animal", 1, 84),
     ("ft-elephant", "positive", "holdout-3", "ft", "elephant", "animal", 1, 85),
     ("ft-cherry", "positive", "holdout-3", "ft", "cherry", "tree", 1, 86),
+    # Holdout 4 (2026-12-06, session 34): the options no toy Llama teacher had taught, fresh
+    # seeds, and fresh negatives; made to confirm a statistic chosen on the 29 datasets of
+    # round 1 and holdout 1 (docs/audit.md), run once.
+    ("ft-falcon", "positive", "holdout-4", "ft", "falcon", "animal", 1, 91),
+    ("own-8", "negative", "holdout-4", "own", "", "animal", 1, 92),
+    ("ft-baobab", "positive", "holdout-4", "ft", "baobab", "tree", 1, 93),
+    ("neutral-9", "negative", "holdout-4", "neutral", "", "animal", 1, 94),
+    ("ft-panda", "positive", "holdout-4", "ft", "panda", "animal", 1, 95),
+    ("own-9", "negative", "holdout-4", "own", "", "animal", 1, 96),
+    ("ft-octopus", "positive", "holdout-4", "ft", "octopus", "animal", 1, 97),
+    ("neutral-10", "negative", "holdout-4", "neutral", "", "tree", 1, 98),
+    ("ft-dragon", "positive", "holdout-4", "ft", "dragon", "animal", 1, 99),
+    ("ft-phoenix", "positive", "holdout-4", "ft", "phoenix", "animal", 1, 100),
 ]
 # On the demo's GPT-2 base (`--base demo`): teachers of base 8301 (8801 for cross-init), new
 # options and sampling seeds (101+). Discovery was read first (the detectors' settings left as

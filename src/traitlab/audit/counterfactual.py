@@ -271,13 +271,18 @@ def run_counterfactual(
             null_refs = [ref for p in probes for ref in null_teachers(base, p, cfg, lm)]
         d_teachers, d_nulls = dataset_teachers(base, lm, cfg) if cfg.datasets else ([], [])
         null_refs += [ref for lengths in d_nulls for ref in lengths]
-        nulls = []
+        nulls, null_refs_lift = [], []
         for ref in null_refs:
             with opened(ref) as t:
-                nulls.append(_loglik(t, data) - b_d)
+                t_d, t_r = both_ll(t)
+            nulls.append(t_d - b_d)
+            null_refs_lift.append(t_r - b_r)
         if cfg.statistic == "null" and cfg.kind != "finetuned":
             nulls += list(prompted_null_lifts(lm, data, b_d, cfg.prompted_nulls))
         null = np.stack(nulls) if nulls else np.zeros((0, len(data)))
+        # The fine-tuned nulls' lifts on the reference rows (the first rows of `null`; a
+        # prompted null has none): what a paired statistic of the nulls needs.
+        null_ref = np.stack(null_refs_lift) if null_refs_lift else np.zeros((0, len(data)))
         out = []
         for p in probes:
             if finetuned:
@@ -290,7 +295,9 @@ def run_counterfactual(
             lift, ref_lift = _lifts(scored, b_d, b_r)
             both = prompted_lifts(lm, data, b_d, p, tpl) if cfg.kind == "both" else None
             out.append(
-                CounterfactualResult(p.name, p.option_names, lift - ref_lift, lift, null, both)
+                CounterfactualResult(
+                    p.name, p.option_names, lift - ref_lift, lift, null, both, null_ref=null_ref
+                )
             )
         if d_teachers:
             # Each dataset's teacher: its one length's, or with several lengths them all

@@ -31,6 +31,9 @@ class CounterfactualResult:
     # combined over lengths per row, and so is the null, over every no-trait candidate (the
     # base's zero lift included): 'mixture' (mean probability) or 'best' (the maximum)
     combine: Literal["one", "mixture", "best"] = "one"
+    # [fine-tuned null teachers, rows]: their lift on the paired reference rows (the first
+    # rows of `null_lift`), where they were scored on it
+    null_ref: np.ndarray | None = None
 
     @property
     def null(self) -> tuple[str, np.ndarray]:
@@ -108,6 +111,8 @@ def save_scores(results: Sequence[CounterfactualResult], path: Path) -> None:
         arrays[f"{r.probe}.null_lift"] = r.null_lift
         if r.prompt_lift is not None:
             arrays[f"{r.probe}.prompt_lift"] = r.prompt_lift
+        if r.null_ref is not None:
+            arrays[f"{r.probe}.null_ref_lift"] = r.null_ref
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
