@@ -362,6 +362,9 @@ def test_counterfactual_scores_are_zero_on_the_reference_itself(toy: tuple) -> N
     # The null teachers are fine-tunes too: they move the rows' likelihood like the option
     # teachers do, and each differs from the base.
     assert np.all(np.abs(res[0].null_lift).sum(axis=1) > 0)
+    # Scored on the reference rows too: here the same rows, so the same lifts.
+    assert res[0].null_ref is not None
+    np.testing.assert_allclose(res[0].null_ref, res[0].null_lift, atol=1e-4)
 
 
 def test_a_dataset_teacher_explains_data_written_like_its_dataset(
@@ -740,7 +743,7 @@ def test_audit_runs_on_a_tiny_random_hf_model(tmp_path: Path) -> None:
     # Every per-row score is saved as plain arrays (no pickle) beside audit.json.
     z = np.load(tmp_path / "out" / "counterfactual.npz", allow_pickle=False)
     assert z["animal.lift"].shape == (len(z["animal.options"]), 16)
-    assert z["animal.null_lift"].shape == (2, 16)
+    assert z["animal.null_lift"].shape == z["animal.null_ref_lift"].shape == (2, 16)
     assert a["counterfactual"]["null"]["animal"] in ("base", "null-0", "null-1")
 
 
