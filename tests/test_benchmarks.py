@@ -653,3 +653,51 @@ def test_audit_student_labels_pair_students_by_seed_on_shared_random_numbers(
     stamp = (out / "own-1.json").stat().st_mtime_ns
     run_bench("audit_student_labels.py", "--out", str(out), "--tiny", "--only", "own-1")
     assert (out / "own-1.json").stat().st_mtime_ns == stamp
+
+
+def test_audit_candidates_name_the_teacher_whose_shift_the_data_carry(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import audit_candidates as ac
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rng = np.random.default_rng(0)
+    rows = 400
+    r = rng.normal(0, 1, (3, rows))  # each teacher's lift on the base's own rows
+    s = rng.normal(0, 0.2, (3, rows))
+    s[1] += 0.5  # teacher "b" explains the data rows better than their references
+    m = rng.normal(0, 1, (2, rows))
+    n = m + rng.normal(0, 0.2, (2, rows))  # the nulls: no better on the data
+    np.savez(
+        tmp_path / "counterfactual.npz",
+        **{
+            "animal.options": np.array(["a", "b", "c"]),
+            "animal.scores": s,
+            "animal.lift": s + r,
+            "animal.null_lift": n,
+            "animal.null_ref_lift": m,
+        },
+    )
+    arrays = ac.load(tmp_path)
+    for name in ac.CANDIDATES:
+        score, option, probe = ac.top(arrays, name)
+        assert (option, probe) == ("b", "animal"), name
+    # A null teacher that carries the same shift explains it away under `paired`.
+    np.savez(
+        tmp_path / "counterfactual.npz",
+        **{
+            "animal.options": np.array(["a", "b", "c"]),
+            "animal.scores": s,
+            "animal.lift": s + r,
+            "animal.null_lift": np.vstack([m[0] + s[1], n[1]]),
+            "animal.null_ref_lift": m,
+        },
+    )
+    assert ac.top(ac.load(tmp_path), "paired")[0] < 3
+    per = [
+        {"group": "positive", "option": "b", "x": (9.0, "b", "animal")},
+        {"group": "positive", "option": "c", "x": (9.0, "b", "animal")},
+        {"group": "negative", "option": "", "x": (2.0, "a", "animal")},
+    ]
+    m_ = ac.metrics(per, "x", threshold=8.0)
+    assert (m_["auroc"], m_["top1"], m_["flagged_named"], m_["false_positives"]) == (1.0, 1, 1, 0)

@@ -1,0 +1,206 @@
+"""Candidate statistics for the counterfactual teachers, scored from saved audits.
+
+    python benchmarks/audit_candidates.py BENCH_DIR --discovery discovery confirmation \
+        --confirmation holdout-2 holdout-3 holdout-4 --out benchmarks/results/audit-candidates
+
+Reads each `bench_audit.py` dataset's `counterfactual.npz` (it needs the null teachers'
+reference lifts, `<probe>.null_ref_lift`, saved since 2026-12-06) and scores every candidate
+of docs/audit.md's plan (session 34). Per row i of the data: l_o the option teacher's lift
+on the data row, r_o on its paired reference row, s_o = l_o - r_o; n_k, m_k a null teacher's
+lifts on the two rows. Each candidate gives per option a value per row; the option it names
+and its score are the largest over both probes (the t over rows, or the mean for `*-mean`
+candidates, in hundredths). Thresholds come from the discovery split by the plan's rule (the
+highest negative + 1, rounded up to 0.5); the confirmation splits are scored with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from audit_tables import auroc  # noqa: E402
+
+Arrays = dict[str, Any]
+
+
+def _t(x: np.ndarray) -> np.ndarray:
+    sd = x.std(axis=1, ddof=1)
+    return np.asarray(x.mean(axis=1) / np.where(sd > 0, sd, np.inf) * np.sqrt(x.shape[1]))
+
+
+def _regress_out(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """x with each row's least-squares loading on g removed."""
+    gg = float(g @ g)
+    beta = (x @ g) / gg if gg > 0 else np.zeros(len(x))
+    return np.asarray(x - beta[:, None] * g[None, :])
+
+
+def _best(rows: np.ndarray) -> np.ndarray:
+    return np.asarray(rows[int(np.argmax(rows.mean(axis=1)))])
+
+
+def _null(a: Arrays) -> np.ndarray:
+    cands = np.vstack([np.zeros((1, a["l"].shape[1])), a["N"]])
+    return np.asarray(a["l"] - _best(cands)[None])
+
+
+def _shared(a: Arrays) -> np.ndarray:
+    return _regress_out(a["s"], a["s"].mean(axis=0))
+
+
+def _paired(a: Arrays) -> np.ndarray:
+    cands = np.vstack([np.zeros((1, a["s"].shape[1])), a["N"] - a["M"]])
+    return np.asarray(a["s"] - _best(cands)[None])
+
+
+def _cnull(a: Arrays) -> np.ndarray:
+    return _regress_out(a["s"], (a["N"] - a["M"]).mean(axis=0))
+
+
+def _scaled(a: Arrays) -> tuple[np.ndarray, np.ndarray]:
+    """Each teacher's paired lift over the spread of its lift on the base's own (reference)
+    rows: options, nulls."""
+    zo = a["s"] / a["r"].std(axis=1, ddof=1)[:, None]
+    zn = (a["N"] - a["M"]) / a["M"].std(axis=1, ddof=1)[:, None]
+    return zo, zn
+
+
+def _pcos(a: Arrays) -> np.ndarray:
+    zo, zn = _scaled(a)
+    return np.asarray(zo - _best(zn)[None])
+
+
+def _ccos(a: Arrays) -> np.ndarray:
+    zo, zn = _scaled(a)
+    return _regress_out(zo, zn.mean(axis=0))
+
+
+# name -> (values per option and row, how the option is named and scored)
+CANDIDATES: dict[str, tuple[Callable[[Arrays], np.ndarray], str]] = {
+    "null": (_null, "mean-then-t"),
+    "shared": (_shared, "t"),
+    "paired": (_paired, "mean-then-t"),
+    "cnull": (_cnull, "mean-then-t"),
+    "paired-mean": (_paired, "mean"),
+    "cnull-mean": (_cnull, "mean"),
+    "pcos": (_pcos, "mean-then-t"),
+    "pcos-mean": (_pcos, "mean"),
+    "ccos": (_ccos, "mean-then-t"),
+}
+
+
+def load(audit_dir: Path) -> dict[str, Arrays]:
+    z = np.load(audit_dir / "counterfactual.npz", allow_pickle=False)
+    out = {}
+    for p in sorted({k.split(".")[0] for k in z.files}):
+        s, lift = z[f"{p}.scores"], z[f"{p}.lift"]
+        out[p] = {
+            "options": [str(o) for o in z[f"{p}.options"]],
+            "s": s,
+            "l": lift,
+            "r": lift - s,
+            "N": z[f"{p}.null_lift"][: len(z[f"{p}.null_ref_lift"])],
+            "M": z[f"{p}.null_ref_lift"],
+        }
+    return out
+
+
+def top(arrays: dict[str, Arrays], name: str) -> tuple[float, str, str]:
+    """(score, option, probe) a candidate's verdict would name."""
+    fn, how = CANDIDATES[name]
+    best: tuple[float, str, str] | None = None
+    for probe, a in arrays.items():
+        v = fn(a)
+        mean, t = v.mean(axis=1), _t(v)
+        k = int(np.argmax(t if how == "t" else mean))
+        score = float(mean[k] * 100 if how == "mean" else t[k])
+        if best is None or score > best[0]:
+            best = (score, a["options"][k], probe)
+    assert best is not None
+    return best
+
+
+def metrics(per: list[dict[str, Any]], name: str, threshold: float) -> dict[str, Any]:
+    pos = [r for r in per if r["group"] == "positive"]
+    neg = [r for r in per if r["group"] == "negative"]
+    return {
+        "auroc": auroc([r[name][0] for r in pos], [r[name][0] for r in neg]),
+        "positives": len(pos),
+        "negatives": len(neg),
+        "top1": sum(r[name][1] == r["option"] for r in pos),
+        "flagged_named": sum(r[name][1] == r["option"] and r[name][0] > threshold for r in pos),
+        "false_positives": sum(r[name][0] > threshold for r in neg),
+    }
+
+
+def main() -> None:
+    from bench_audit import DATASETS
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bench_dir")
+    ap.add_argument("--discovery", nargs="+", required=True, help="splits thresholds come from")
+    ap.add_argument("--confirmation", nargs="*", default=[], help="splits scored with them")
+    ap.add_argument("--out", help="write OUT.json and OUT.md")
+    a = ap.parse_args()
+    root = Path(a.bench_dir)
+    splits = {"discovery": a.discovery, "confirmation": a.confirmation}
+    per = []
+    for spec in DATASETS:
+        part = next((k for k, v in splits.items() if spec[2] in v), None)
+        if part is None or not (root / spec[0] / "counterfactual.npz").is_file():
+            continue
+        arrays = load(root / spec[0])
+        row = {"name": spec[0], "group": spec[1], "split": spec[2], "option": spec[4]}
+        per.append(row | {"part": part} | {c: top(arrays, c) for c in CANDIDATES})
+    disc = [r for r in per if r["part"] == "discovery"]
+    out: dict[str, Any] = {"datasets": per, "candidates": {}}
+    for c in CANDIDATES:
+        neg = [r[c][0] for r in disc if r["group"] == "negative"]
+        thr = float(np.ceil((max(neg) + 1) * 2) / 2)
+        out["candidates"][c] = {"threshold": thr} | {
+            part: metrics([r for r in per if r["part"] == part], c, thr) for part in splits
+        }
+        h4 = [r for r in per if r["split"] == "holdout-4"]
+        if h4:
+            out["candidates"][c]["holdout-4"] = metrics(h4, c, thr)
+    text = render(out)
+    print(text)
+    if a.out:
+        Path(a.out + ".json").write_text(json.dumps(out, indent=1) + "\n")
+        Path(a.out + ".md").write_text(text)
+
+
+def render(out: dict[str, Any]) -> str:
+    lines = [
+        "| candidate | threshold | part | AUROC | top-1 | flagged and named | false positives |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for c, d in out["candidates"].items():
+        for part in ("discovery", "confirmation", "holdout-4"):
+            if part not in d or not d[part]["positives"]:
+                continue
+            m = d[part]
+            lines.append(
+                f"| {c} | {d['threshold']:g} | {part} | {m['auroc']:.2f} | {m['top1']} / "
+                f"{m['positives']} | {m['flagged_named']} / {m['positives']} | "
+                f"{m['false_positives']} / {m['negatives']} |"
+            )
+    lines += ["", "| dataset | split | option | " + " | ".join(out["candidates"]) + " |"]
+    lines.append("|---|---|---|" + "---|" * len(out["candidates"]))
+    for r in out["datasets"]:
+        cells = [f"{r[c][1]} {r[c][0]:.1f}" for c in out["candidates"]]
+        lines.append(
+            f"| {r['name']} | {r['split']} | {r['option'] or '-'} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
