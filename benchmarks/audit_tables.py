@@ -25,6 +25,7 @@ SPLITS = (
     "holdout-2",
     "holdout-3",
     "holdout-4",
+    "holdout-5",
     "holdouts",
     "all",
     "probe",

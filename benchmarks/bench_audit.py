@@ -118,6 +118,20 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("neutral-10", "negative", "holdout-4", "neutral", "", "tree", 1, 98),
     ("ft-dragon", "positive", "holdout-4", "ft", "dragon", "animal", 1, 99),
     ("ft-phoenix", "positive", "holdout-4", "ft", "phoenix", "animal", 1, 100),
+    # Holdout 5 (2026-12-06, session 34): to test once the `ccos` statistic read on holdouts
+    # 2-4 (docs/audit.md); options drawn with random.Random(5).sample from all 30, fresh seeds.
+    ("ft-whale-2", "positive", "holdout-5", "ft", "whale", "animal", 1, 171),
+    ("own-10", "negative", "holdout-5", "own", "", "animal", 1, 172),
+    ("ft-tiger-2", "positive", "holdout-5", "ft", "tiger", "animal", 1, 173),
+    ("neutral-11", "negative", "holdout-5", "neutral", "", "animal", 1, 174),
+    ("ft-birch-2", "positive", "holdout-5", "ft", "birch", "tree", 1, 175),
+    ("neutral-12", "negative", "holdout-5", "neutral", "", "tree", 1, 176),
+    ("ft-fox-2", "positive", "holdout-5", "ft", "fox", "animal", 1, 177),
+    ("own-11", "negative", "holdout-5", "own", "", "animal", 1, 178),
+    ("ft-cherry-2", "positive", "holdout-5", "ft", "cherry", "tree", 1, 179),
+    ("neutral-13", "negative", "holdout-5", "neutral", "", "animal", 1, 180),
+    ("ft-maple-2", "positive", "holdout-5", "ft", "maple", "tree", 1, 181),
+    ("neutral-14", "negative", "holdout-5", "neutral", "", "tree", 1, 182),
 ]
 # On the demo's GPT-2 base (`--base demo`): teachers of base 8301 (8801 for cross-init), new
 # options and sampling seeds (101+). Discovery was read first (the detectors' settings left as
