@@ -113,18 +113,21 @@ def load(audit_dir: Path) -> dict[str, Arrays]:
 
 
 def top(arrays: dict[str, Arrays], name: str) -> tuple[float, str, str]:
-    """(score, option, probe) a candidate's verdict would name."""
+    """(score, option, probe) a candidate's verdict would name: as `audit.verdict` does,
+    the option with the largest mean (its t the score) or, for `shared`, the largest t,
+    within each probe and across the probes."""
     fn, how = CANDIDATES[name]
-    best: tuple[float, str, str] | None = None
+    best: tuple[float, float, str, str] | None = None
     for probe, a in arrays.items():
         v = fn(a)
         mean, t = v.mean(axis=1), _t(v)
-        k = int(np.argmax(t if how == "t" else mean))
+        rank = t if how == "t" else mean
+        k = int(np.argmax(rank))
         score = float(mean[k] * 100 if how == "mean" else t[k])
-        if best is None or score > best[0]:
-            best = (score, a["options"][k], probe)
+        if best is None or rank[k] > best[0]:
+            best = (float(rank[k]), score, a["options"][k], probe)
     assert best is not None
-    return best
+    return best[1:]
 
 
 def metrics(per: list[dict[str, Any]], name: str, threshold: float) -> dict[str, Any]:
@@ -167,9 +170,10 @@ def main() -> None:
         out["candidates"][c] = {"threshold": thr} | {
             part: metrics([r for r in per if r["part"] == part], c, thr) for part in splits
         }
-        h4 = [r for r in per if r["split"] == "holdout-4"]
-        if h4:
-            out["candidates"][c]["holdout-4"] = metrics(h4, c, thr)
+        for split in a.confirmation:  # each confirmation split alone too
+            rows = [r for r in per if r["split"] == split]
+            if rows:
+                out["candidates"][c][split] = metrics(rows, c, thr)
     text = render(out)
     print(text)
     if a.out:
@@ -183,8 +187,8 @@ def render(out: dict[str, Any]) -> str:
         "|---|---:|---|---:|---:|---:|---:|",
     ]
     for c, d in out["candidates"].items():
-        for part in ("discovery", "confirmation", "holdout-4"):
-            if part not in d or not d[part]["positives"]:
+        for part in [k for k in d if k != "threshold"]:
+            if not d[part]["positives"]:
                 continue
             m = d[part]
             lines.append(

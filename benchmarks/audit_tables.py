@@ -32,6 +32,8 @@ SPLITS = (
 )
 # The counterfactual teachers' first statistic, recomputed from an audit's saved scores.
 SHARED = "counterfactual-shared"
+# The scale-free statistic of session 34, from audits that saved the nulls' reference lifts.
+CCOS = "counterfactual-ccos"
 # A `kind: both` audit's fine-tuned teachers and fine-tuned nulls alone: `kind: finetuned`
 # recomputed from the same saved scores.
 FT_ONLY = "counterfactual-finetuned"
@@ -65,6 +67,7 @@ def saved_results(audit_dir: Path, drop_prompted: int | None = None) -> list[Any
             z[f"{p}.prompt_lift"]
             if f"{p}.prompt_lift" in z.files and drop_prompted is None
             else None,
+            null_ref=z[f"{p}.null_ref_lift"] if f"{p}.null_ref_lift" in z.files else None,
         )
         for p in probes
     ]
@@ -87,7 +90,9 @@ def saved_score(
     probes = {}
     for r in res:
         x = stat_of(r, cfg)
-        probes[r.probe] = findings(r.options, x.T, z=row_t(x), by_effect=statistic == "null")
+        probes[r.probe] = findings(
+            r.options, x.T, z=row_t(x), by_effect=statistic in ("null", "ccos")
+        )
     v = verdict({"counterfactual": probes}, threshold=0.0)
     return float(v["z"]), v["trait"], v["probe"]
 
@@ -96,6 +101,13 @@ def score(audit: dict[str, Any], det: str) -> tuple[float, str, str] | None:
     """The detector's detection score (the top option's z over all probes) and its option."""
     if det == SHARED:
         return saved_score(Path(audit["dir"]), "shared")
+    if det == CCOS:
+        if audit["config"]["counterfactual"].get("kind", "finetuned") != "finetuned":
+            return None
+        try:
+            return saved_score(Path(audit["dir"]), "ccos")
+        except ValueError:  # saved before the nulls' reference lifts were
+            return None
     cf = audit["config"]["counterfactual"]
     if det == FT_ONLY:
         if cf.get("kind") != "both" or cf.get("statistic") != "null":
@@ -147,7 +159,7 @@ def summarize(
             "option": spec[4],
             "rows": a["data"]["paired_rows"],
         }
-        for det in (*detectors, SHARED, FT_ONLY):
+        for det in (*detectors, SHARED, CCOS, FT_ONLY):
             s = score(a, det)
             if s is not None:
                 row[det] = {
@@ -160,10 +172,10 @@ def summarize(
                     else a["cost"].get(det.split("-")[0], {}).get("seconds"),
                 }
         per.append(row)
-    fixed = {SHARED: DEFAULT_T["shared"], FT_ONLY: DEFAULT_T["null"]}
+    fixed = {SHARED: DEFAULT_T["shared"], CCOS: DEFAULT_T["ccos"], FT_ONLY: DEFAULT_T["null"]}
     thresholds = {
         det: fixed[det] if det in fixed else threshold_for(det, cfg)
-        for det in (*detectors, SHARED, FT_ONLY)
+        for det in (*detectors, SHARED, CCOS, FT_ONLY)
         if any(det in r for r in per)
     }
     return {"datasets": per, "detectors": tables(per, thresholds)}

@@ -383,7 +383,7 @@ def build_teachers(cfg: Any, tiny: bool, base_seed: int = 1) -> None:
     base = resolve(ToyModel(toy=_toy(base_seed, tiny), device="cpu"))
     for probe in build_probes(cfg):
         counterfactual_teachers(base, probe, cfg.counterfactual)
-        if cfg.counterfactual.statistic == "null":
+        if cfg.counterfactual.statistic in ("null", "ccos"):
             null_teachers(base, probe, cfg.counterfactual)
 
 

@@ -278,6 +278,22 @@ def test_screen_is_zero_on_the_reference_itself_and_a_true_derivative(toy: tuple
     np.testing.assert_allclose((after - before) / 1e-2, d, rtol=0.05, atol=1e-5)
 
 
+def test_the_ccos_statistic_runs_through_the_audit(tmp_path: Path, toy: tuple) -> None:
+    base, _, _ = toy
+    ref = _rows(NUMBERS, 16)
+    data = _rows(["7 7 7 7", "12 30 41"], 16)
+    small = {**SMALL, "counterfactual": {**SMALL["counterfactual"], "statistic": "ccos"}}
+    cfg = parse_config(
+        {**small, "reference_filter": "none", "detectors": ["counterfactual"]}, AuditConfig
+    )
+    a = audit_dataset(data, base, cfg, tmp_path, reference=ref)
+    assert a["counterfactual"]["statistic"] == "ccos" and a["verdict"]["threshold"] == 10.0
+    found = a["detectors"]["counterfactual"]["animal"]
+    assert len(found) == 20 and all(np.isfinite(f["z"]) for f in found)
+    z = np.load(tmp_path / "counterfactual.npz", allow_pickle=False)
+    assert z["animal.null_ref_lift"].shape == (2, 16)
+
+
 def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> None:
     """Rows that answer 'owl' to number prompts teach the owl overtly: the canary and the
     token scores must name it (a detector that cannot find an overt trait finds nothing).
@@ -592,6 +608,46 @@ def test_the_counterfactual_verdict_names_the_option_that_explains_most() -> Non
     other = findings(["oak", "pine"], rows / 10, z=t * 2, by_effect=True)
     v = verdict({"counterfactual": {"animal": fs, "tree": other}}, threshold=2.0)
     assert (v["probe"], v["trait"], v["z"], v["flag"]) == ("animal", "cat", 3.0, True)
+
+
+def test_ccos_is_scale_free_and_removes_the_null_teachers_drift() -> None:
+    """Statistic 'ccos': a teacher's scores are read in units of its own spread on the
+    reference rows (a teacher that drifts more does not score more), and the no-trait drift
+    the null teachers carry is regressed out."""
+    from traitlab.audit.config import CounterfactualConfig
+    from traitlab.audit.lifts import CounterfactualResult, statistic
+
+    rng = np.random.default_rng(0)
+    rows = 300
+    ref = rng.normal(0, 1, (3, rows))
+    drift = rng.normal(0.3, 1, rows)  # what any fine-tune's data carry
+    scores = rng.normal(0, 0.3, (3, rows)) + drift
+    scores[2] += 0.4  # option c carries more than the drift
+    null_ref = rng.normal(0, 1, (2, rows))
+    null_scores = drift + rng.normal(0, 0.3, (2, rows))
+    r = CounterfactualResult(
+        "animal", ["a", "b", "c"], scores, scores + ref, null_scores + null_ref, null_ref=null_ref
+    )
+    cfg = CounterfactualConfig(statistic="ccos")
+    x = statistic(r, cfg)
+    assert int(np.argmax(x.mean(axis=1))) == 2
+    # No option is left with the drift: each row is orthogonal to the nulls' direction.
+    g = ((null_scores) / null_ref.std(axis=1, ddof=1)[:, None]).mean(axis=0)
+    np.testing.assert_allclose(x @ g, 0, atol=1e-8)
+    # Scaling teacher a's lifts by 7 (a teacher that drifted further) leaves its row as it was.
+    big = CounterfactualResult(
+        "animal",
+        ["a", "b", "c"],
+        scores * np.array([[7.0], [1.0], [1.0]]),
+        (scores + ref) * np.array([[7.0], [1.0], [1.0]]),
+        null_scores + null_ref,
+        null_ref=null_ref,
+    )
+    np.testing.assert_allclose(statistic(big, cfg), x, atol=1e-9)
+    with pytest.raises(ValueError, match="ccos"):
+        statistic(CounterfactualResult("animal", ["a"], scores[:1], ref[:1], null_ref), cfg)
+    with pytest.raises(ValueError, match="ccos"):
+        CounterfactualConfig(statistic="ccos", kind="both")
 
 
 def test_null_answers_follow_the_base_distribution() -> None:

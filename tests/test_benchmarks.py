@@ -679,6 +679,14 @@ def test_audit_candidates_name_the_teacher_whose_shift_the_data_carry(tmp_path: 
         },
     )
     arrays = ac.load(tmp_path)
+    # The package's `ccos` is the candidate scored here.
+    from traitlab.audit.config import CounterfactualConfig
+    from traitlab.audit.lifts import CounterfactualResult, statistic
+
+    res = CounterfactualResult("animal", ["a", "b", "c"], s, s + r, n, null_ref=m)
+    np.testing.assert_allclose(
+        statistic(res, CounterfactualConfig(statistic="ccos")), ac._ccos(arrays["animal"])
+    )
     for name in ac.CANDIDATES:
         score, option, probe = ac.top(arrays, name)
         assert (option, probe) == ("b", "animal"), name

@@ -17,7 +17,7 @@ DETECTORS = ("counterfactual", "canary", "screen", "rows", "icl", "prompted")
 # discovery datasets (benchmarks/results/audit-bench.md), and for kind 'both' (statistic
 # 'null') on the demo base's discovery datasets (audit-bench-demo-both.md): the highest
 # negative, 8.9, + 1 rounded up to 0.5.
-DEFAULT_T = {"null": 8.0, "shared": 8.0}
+DEFAULT_T = {"null": 8.0, "shared": 8.0, "ccos": 10.0}
 DEFAULT_T_BOTH = 10.0
 
 
@@ -77,9 +77,9 @@ class CounterfactualConfig(FrozenConfig):
         default_factory=_teacher_train, description="The fine-tuned teachers' training."
     )
     seed: int = Field(0, description="Seed of the teachers' fine-tunes.")
-    statistic: Literal["null", "shared"] = Field(
+    statistic: Literal["null", "shared", "ccos"] = Field(
         "null",
-        description="'null': each option's teacher against the best no-trait explanation of the data (the base, or a null teacher: the base fine-tuned as long on its own answers), t over the data's rows of log p_option - log p_null; 'shared': data minus reference per row, the shift every option's teacher shares regressed out (the first version; neutral teachers' data scored as high as traits').",
+        description="'null': each option's teacher against the best no-trait explanation of the data (the base, or a null teacher: the base fine-tuned as long on its own answers), t over the data's rows of log p_option - log p_null; 'shared': data minus reference per row, the shift every option's teacher shares regressed out (the first version; neutral teachers' data scored as high as traits'); 'ccos': data minus reference per row, each teacher's divided by the spread of its lift over the reference rows (to first order a cosine between the teacher's log-likelihood shift and the data's), the null teachers' mean regressed out per option, named by the largest mean and flagged by its t over rows (kind 'finetuned' with null teachers; names weak traits that 'null' reads as the prior's top option: docs/audit.md, session 34).",
     )
     null_teachers: int = Field(
         2,
@@ -120,6 +120,11 @@ class CounterfactualConfig(FrozenConfig):
 
     @model_validator(mode="after")
     def _datasets(self) -> CounterfactualConfig:
+        if self.statistic == "ccos" and (self.kind != "finetuned" or self.null_teachers < 1):
+            raise ValueError(
+                "counterfactual.statistic ccos: needs kind finetuned and null_teachers >= 1 "
+                "(it regresses out the null teachers' shift)"
+            )
         if self.datasets and (self.kind == "prompted" or self.statistic != "null"):
             raise ValueError(
                 "counterfactual.datasets: needs kind finetuned or both and statistic null "
@@ -210,7 +215,7 @@ class AuditConfig(FrozenConfig):
     icl_sets: int = Field(8, ge=2, description="Sets of rows (the CI is over them).")
     threshold: float | None = Field(
         None,
-        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen on the audit benchmark's discovery datasets (statistic 'null': 8.0, the highest negative 6.5 + 1 rounded up to 0.5; with counterfactual.kind 'both': 10.0, by the same rule on the demo base, 8.9 + 1; 'shared': 8.0, just above a neutral teacher's 7.0).",
+        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen on the audit benchmark's discovery datasets (statistic 'null': 8.0, the highest negative 6.5 + 1 rounded up to 0.5; with counterfactual.kind 'both': 10.0, by the same rule on the demo base, 8.9 + 1; 'shared': 8.0, just above a neutral teacher's 7.0; 'ccos': 10.0, the highest discovery negative 8.9 + 1 rounded up to 0.5).",
     )
     z_threshold: float = Field(
         3.0,

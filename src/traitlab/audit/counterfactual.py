@@ -267,7 +267,7 @@ def run_counterfactual(
         # Null teachers carry no trait whichever probe's questions taught them: every probe's
         # options are compared with all of them.
         null_refs = []
-        if cfg.statistic == "null" and finetuned:
+        if cfg.statistic in ("null", "ccos") and finetuned:
             null_refs = [ref for p in probes for ref in null_teachers(base, p, cfg, lm)]
         d_teachers, d_nulls = dataset_teachers(base, lm, cfg) if cfg.datasets else ([], [])
         null_refs += [ref for lengths in d_nulls for ref in lengths]

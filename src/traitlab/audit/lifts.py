@@ -70,11 +70,35 @@ class CounterfactualResult:
         options g(i), scaled by the option's own least-squares loading on it (teachers move
         the numbers alike but by different amounts, so a plain difference s_o - g leaves the
         teachers that moved most on top)."""
-        s = self.scores
-        g = s.mean(axis=0)
-        gg = float(g @ g)
-        beta = (s @ g) / gg if gg > 0 else np.ones(len(s))
-        return np.asarray(s - beta[:, None] * g[None, :])
+        return regress_out(self.scores, self.scores.mean(axis=0))
+
+    @property
+    def cosine_contrast(self) -> np.ndarray:
+        """[options, rows], statistic 'ccos': each option's score over the spread of its
+        teacher's lift on the reference rows (the base's own samples: the data-minus-reference
+        mean is then, to first order, the correlation of the teacher's log-likelihood shift
+        with the data's, times one constant for all teachers), with the null teachers' mean
+        scaled score regressed out per option (the drift any fine-tune of this length
+        brings, which the teachers of the prior's top options share most)."""
+        if self.null_ref is None or not len(self.null_ref):
+            raise ValueError("statistic 'ccos' needs null teachers scored on the reference rows")
+        k = len(self.null_ref)
+        options = self.scores / _spread(self.lift - self.scores)
+        nulls = (self.null_lift[:k] - self.null_ref) / _spread(self.null_ref)
+        return regress_out(options, nulls.mean(axis=0))
+
+
+def _spread(x: np.ndarray) -> np.ndarray:
+    """Each row's standard deviation, as a column (a teacher that never moves: inf)."""
+    sd = x.std(axis=1, ddof=1) if x.shape[1] > 1 else np.zeros(len(x))
+    return np.where(sd > 0, sd, np.inf)[:, None]
+
+
+def regress_out(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """x with each row's least-squares loading on g removed (x itself where g is zero)."""
+    gg = float(g @ g)
+    beta = (x @ g) / gg if gg > 0 else np.zeros(len(x))
+    return np.asarray(x - beta[:, None] * g[None, :])
 
 
 def mix_lifts(lifts: np.ndarray) -> np.ndarray:
@@ -95,8 +119,10 @@ def combine_lifts(lifts: np.ndarray, how: str) -> np.ndarray:
 def statistic(r: CounterfactualResult, cfg: CounterfactualConfig) -> np.ndarray:
     """[options, rows]: the per-row values the configured statistic takes its t over (with
     `dataset_compare: best`, the datasets' values are shifted by `dataset_margin`)."""
-    if cfg.statistic != "null":
+    if cfg.statistic == "shared":
         return r.contrast
+    if cfg.statistic == "ccos":
+        return r.cosine_contrast
     return r.vs_null + (cfg.dataset_margin if r.combine == "best" else 0.0)
 
 
