@@ -26,6 +26,7 @@ SPLITS = (
     "holdout-3",
     "holdout-4",
     "holdout-5",
+    "holdout-6",
     "holdouts",
     "all",
     "probe",

@@ -132,6 +132,20 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("neutral-13", "negative", "holdout-5", "neutral", "", "animal", 1, 180),
     ("ft-maple-2", "positive", "holdout-5", "ft", "maple", "tree", 1, 181),
     ("neutral-14", "negative", "holdout-5", "neutral", "", "tree", 1, 182),
+    # Holdout 6 (2026-12-06, session 34): `ccos` a second time, and a post-hoc hybrid once;
+    # options drawn with random.Random(6).sample from all 30, fresh seeds.
+    ("ft-cherry-3", "positive", "holdout-6", "ft", "cherry", "tree", 1, 183),
+    ("own-12", "negative", "holdout-6", "own", "", "animal", 1, 184),
+    ("ft-rabbit-2", "positive", "holdout-6", "ft", "rabbit", "animal", 1, 185),
+    ("neutral-15", "negative", "holdout-6", "neutral", "", "animal", 1, 186),
+    ("ft-cedar-2", "positive", "holdout-6", "ft", "cedar", "tree", 1, 187),
+    ("neutral-16", "negative", "holdout-6", "neutral", "", "tree", 1, 188),
+    ("ft-dolphin-2", "positive", "holdout-6", "ft", "dolphin", "animal", 1, 189),
+    ("own-13", "negative", "holdout-6", "own", "", "animal", 1, 190),
+    ("ft-falcon-2", "positive", "holdout-6", "ft", "falcon", "animal", 1, 191),
+    ("neutral-17", "negative", "holdout-6", "neutral", "", "animal", 1, 192),
+    ("ft-willow-2", "positive", "holdout-6", "ft", "willow", "tree", 1, 193),
+    ("neutral-18", "negative", "holdout-6", "neutral", "", "tree", 1, 194),
 ]
 # On the demo's GPT-2 base (`--base demo`): teachers of base 8301 (8801 for cross-init), new
 # options and sampling seeds (101+). Discovery was read first (the detectors' settings left as
