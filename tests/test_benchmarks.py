@@ -687,7 +687,7 @@ def test_audit_candidates_name_the_teacher_whose_shift_the_data_carry(tmp_path: 
     np.testing.assert_allclose(
         statistic(res, CounterfactualConfig(statistic="ccos")), ac._ccos(arrays["animal"])
     )
-    for name in ac.CANDIDATES:
+    for name in ac.NAMES:
         score, option, probe = ac.top(arrays, name)
         assert (option, probe) == ("b", "animal"), name
     # A null teacher that carries the same shift explains it away under `paired`.
