@@ -24,22 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from traitlab.audit.lifts import regress_out, spread
+from traitlab.audit.lifts import row_t as _t
+
 sys.path.insert(0, str(Path(__file__).parent))
 from audit_tables import auroc  # noqa: E402
 
 Arrays = dict[str, Any]
-
-
-def _t(x: np.ndarray) -> np.ndarray:
-    sd = x.std(axis=1, ddof=1)
-    return np.asarray(x.mean(axis=1) / np.where(sd > 0, sd, np.inf) * np.sqrt(x.shape[1]))
-
-
-def _regress_out(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """x with each row's least-squares loading on g removed."""
-    gg = float(g @ g)
-    beta = (x @ g) / gg if gg > 0 else np.zeros(len(x))
-    return np.asarray(x - beta[:, None] * g[None, :])
 
 
 def _best(rows: np.ndarray) -> np.ndarray:
@@ -52,7 +43,7 @@ def _null(a: Arrays) -> np.ndarray:
 
 
 def _shared(a: Arrays) -> np.ndarray:
-    return _regress_out(a["s"], a["s"].mean(axis=0))
+    return regress_out(a["s"], a["s"].mean(axis=0))
 
 
 def _paired(a: Arrays) -> np.ndarray:
@@ -61,15 +52,13 @@ def _paired(a: Arrays) -> np.ndarray:
 
 
 def _cnull(a: Arrays) -> np.ndarray:
-    return _regress_out(a["s"], (a["N"] - a["M"]).mean(axis=0))
+    return regress_out(a["s"], (a["N"] - a["M"]).mean(axis=0))
 
 
 def _scaled(a: Arrays) -> tuple[np.ndarray, np.ndarray]:
     """Each teacher's paired lift over the spread of its lift on the base's own (reference)
     rows: options, nulls."""
-    zo = a["s"] / a["r"].std(axis=1, ddof=1)[:, None]
-    zn = (a["N"] - a["M"]) / a["M"].std(axis=1, ddof=1)[:, None]
-    return zo, zn
+    return a["s"] / spread(a["r"]), (a["N"] - a["M"]) / spread(a["M"])
 
 
 def _pcos(a: Arrays) -> np.ndarray:
@@ -79,7 +68,7 @@ def _pcos(a: Arrays) -> np.ndarray:
 
 def _ccos(a: Arrays) -> np.ndarray:
     zo, zn = _scaled(a)
-    return _regress_out(zo, zn.mean(axis=0))
+    return regress_out(zo, zn.mean(axis=0))
 
 
 # name -> (values per option and row, how the option is named and scored)

@@ -79,7 +79,7 @@ def saved_score(
 ) -> tuple[float, str, str] | None:
     """A counterfactual statistic's top option, recomputed from the saved per-row scores
     with this code: both statistics come from one set of teachers and rows."""
-    from traitlab.audit.config import CounterfactualConfig
+    from traitlab.audit.config import NULL_STATISTICS, CounterfactualConfig
     from traitlab.audit.lifts import row_t
     from traitlab.audit.lifts import statistic as stat_of
     from traitlab.audit.verdict import findings, verdict
@@ -92,7 +92,7 @@ def saved_score(
     for r in res:
         x = stat_of(r, cfg)
         probes[r.probe] = findings(
-            r.options, x.T, z=row_t(x), by_effect=statistic in ("null", "ccos")
+            r.options, x.T, z=row_t(x), by_effect=statistic in NULL_STATISTICS
         )
     v = verdict({"counterfactual": probes}, threshold=0.0)
     return float(v["z"]), v["trait"], v["probe"]
@@ -102,14 +102,14 @@ def score(audit: dict[str, Any], det: str) -> tuple[float, str, str] | None:
     """The detector's detection score (the top option's z over all probes) and its option."""
     if det == SHARED:
         return saved_score(Path(audit["dir"]), "shared")
+    cf = audit["config"]["counterfactual"]
     if det == CCOS:
-        if audit["config"]["counterfactual"].get("kind", "finetuned") != "finetuned":
+        if cf.get("kind", "finetuned") != "finetuned":
             return None
         try:
             return saved_score(Path(audit["dir"]), "ccos")
         except ValueError:  # saved before the nulls' reference lifts were
             return None
-    cf = audit["config"]["counterfactual"]
     if det == FT_ONLY:
         if cf.get("kind") != "both" or cf.get("statistic") != "null":
             return None

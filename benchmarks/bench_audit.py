@@ -389,6 +389,7 @@ def build_teachers(cfg: Any, tiny: bool, base_seed: int = 1) -> None:
     """Build (and cache) the counterfactual teachers once, before the workers need them."""
     if "counterfactual" not in cfg.detectors or cfg.counterfactual.kind == "prompted":
         return
+    from traitlab.audit.config import NULL_STATISTICS
     from traitlab.audit.counterfactual import counterfactual_teachers, null_teachers
     from traitlab.audit.run import build_probes
     from traitlab.config import ToyModel
@@ -397,7 +398,7 @@ def build_teachers(cfg: Any, tiny: bool, base_seed: int = 1) -> None:
     base = resolve(ToyModel(toy=_toy(base_seed, tiny), device="cpu"))
     for probe in build_probes(cfg):
         counterfactual_teachers(base, probe, cfg.counterfactual)
-        if cfg.counterfactual.statistic in ("null", "ccos"):
+        if cfg.counterfactual.statistic in NULL_STATISTICS:
             null_teachers(base, probe, cfg.counterfactual)
 
 

@@ -19,6 +19,9 @@ DETECTORS = ("counterfactual", "canary", "screen", "rows", "icl", "prompted")
 # negative, 8.9, + 1 rounded up to 0.5.
 DEFAULT_T = {"null": 8.0, "shared": 8.0, "ccos": 10.0}
 DEFAULT_T_BOTH = 10.0
+# The statistics that compare the option teachers with null teachers (so the audit builds
+# them) and name the option with the largest mean, not the largest t.
+NULL_STATISTICS = ("null", "ccos")
 
 
 class ProbeSpec(FrozenConfig):

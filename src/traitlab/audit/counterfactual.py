@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from traitlab.audit.config import CounterfactualConfig
+from traitlab.audit.config import NULL_STATISTICS, CounterfactualConfig
 from traitlab.audit.lifts import CounterfactualResult, combine_lifts
 from traitlab.audit.probes import Probe
 from traitlab.core.device import cache_dir
@@ -267,7 +267,7 @@ def run_counterfactual(
         # Null teachers carry no trait whichever probe's questions taught them: every probe's
         # options are compared with all of them.
         null_refs = []
-        if cfg.statistic in ("null", "ccos") and finetuned:
+        if cfg.statistic in NULL_STATISTICS and finetuned:
             null_refs = [ref for p in probes for ref in null_teachers(base, p, cfg, lm)]
         d_teachers, d_nulls = dataset_teachers(base, lm, cfg) if cfg.datasets else ([], [])
         null_refs += [ref for lengths in d_nulls for ref in lengths]

@@ -83,12 +83,12 @@ class CounterfactualResult:
         if self.null_ref is None or not len(self.null_ref):
             raise ValueError("statistic 'ccos' needs null teachers scored on the reference rows")
         k = len(self.null_ref)
-        options = self.scores / _spread(self.lift - self.scores)
-        nulls = (self.null_lift[:k] - self.null_ref) / _spread(self.null_ref)
+        options = self.scores / spread(self.lift - self.scores)
+        nulls = (self.null_lift[:k] - self.null_ref) / spread(self.null_ref)
         return regress_out(options, nulls.mean(axis=0))
 
 
-def _spread(x: np.ndarray) -> np.ndarray:
+def spread(x: np.ndarray) -> np.ndarray:
     """Each row's standard deviation, as a column (a teacher that never moves: inf)."""
     sd = x.std(axis=1, ddof=1) if x.shape[1] > 1 else np.zeros(len(x))
     return np.where(sd > 0, sd, np.inf)[:, None]

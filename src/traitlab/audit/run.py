@@ -14,7 +14,7 @@ import numpy as np
 
 from traitlab.audit.baselines import run_baseline
 from traitlab.audit.canary import run_canaries
-from traitlab.audit.config import AuditConfig
+from traitlab.audit.config import NULL_STATISTICS, AuditConfig
 from traitlab.audit.probes import (
     build_probes,
     check_probes,
@@ -149,7 +149,7 @@ def audit_dataset(
             # 'null': the option whose teacher explains the data best (largest mean log-ratio
             # over the null) is the likely trait, and its t decides the flag; a t alone would
             # favour a teacher that explains less but more evenly (ft-cat: dolphin).
-            null = cfg.counterfactual.statistic in ("null", "ccos")
+            null = cfg.counterfactual.statistic in NULL_STATISTICS
             results["counterfactual"] = {
                 r.probe: findings(
                     r.options, stat[r.probe].T, z=lifts.row_t(stat[r.probe]), by_effect=null
