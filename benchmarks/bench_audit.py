@@ -435,6 +435,11 @@ def main() -> None:
         help="more wordings of the prompted teachers' system prompt (counterfactual.prompt_templates)",
     )
     ap.add_argument(
+        "--cf-seed",
+        type=int,
+        help="the counterfactual teachers' fine-tuning seed (counterfactual.seed; default 0)",
+    )
+    ap.add_argument(
         "--base",
         choices=["toy", "demo", "demo-8406"],
         default="toy",
@@ -465,6 +470,8 @@ def main() -> None:
     if a.cf_kind is not None:
         # Merged: --tiny's short teachers stay short.
         overrides["counterfactual"] = {**overrides.get("counterfactual", {}), "kind": a.cf_kind}
+    if a.cf_seed is not None:
+        overrides["counterfactual"] = {**overrides.get("counterfactual", {}), "seed": a.cf_seed}
     if a.cf_templates:
         cf = overrides.get("counterfactual", {})
         overrides["counterfactual"] = {**cf, "prompt_templates": a.cf_templates}

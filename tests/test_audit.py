@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from htmlparse import Tables
 from traitlab.audit import AuditConfig, audit_dataset, audit_model
@@ -229,6 +230,25 @@ def persona() -> ModelRef:
     from traitlab.config.toy import tiny_recipe
 
     return resolve(ToyModel(toy=tiny_recipe(persona_frac=0.3, pretrain_steps=120)))
+
+
+def test_each_teacher_seed_is_its_own_cached_teacher(toy: tuple) -> None:
+    """`counterfactual.seed` changes the fine-tune, so it must change the cache key: a seed-1
+    audit that reused the seed-0 teachers would measure nothing new."""
+    from traitlab.audit.config import CounterfactualConfig
+    from traitlab.audit.counterfactual import counterfactual_teachers
+
+    questions = builtin_probe("animal").questions[:8]
+    probe = custom_probe("pair", questions, ["owl", "cat"])
+    small = {"train": {"max_steps": 2, "batch_size": 4}}  # 2 of 8 rows per step: seeds differ
+    zero = counterfactual_teachers(toy[0], probe, CounterfactualConfig(**small))
+    again = counterfactual_teachers(toy[0], probe, CounterfactualConfig(**small, seed=0))
+    one = counterfactual_teachers(toy[0], probe, CounterfactualConfig(**small, seed=1))
+    assert [t.key for t in zero] == [t.key for t in again]
+    assert not {t.key for t in zero} & {t.key for t in one}
+    w0 = load_file(Path(zero[0].id) / "model.safetensors")
+    w1 = load_file(Path(one[0].id) / "model.safetensors")
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)
 
 
 def test_the_written_reference_is_cached_by_content(toy: tuple) -> None:

@@ -68,8 +68,11 @@ def _teacher(
     base: ModelRef, rows: list[Row], tag: Sequence[Any], cfg: CounterfactualConfig
 ) -> ModelRef:
     # The tag is spliced into the key, so an option teacher keeps the key it had before null
-    # teachers shared this helper (cached teachers stay valid).
-    key = stable_hash(["cf-teacher", base.key, *tag, cfg.train.model_dump(mode="json")])
+    # teachers shared this helper (cached teachers stay valid). The fine-tuning seed changes
+    # the teacher, so it is part of the key; seed 0 is left out so that the teachers cached
+    # before it was keep their keys.
+    parts = ["cf-teacher", base.key, *tag, cfg.train.model_dump(mode="json")]
+    key = stable_hash(parts + ([f"seed={cfg.seed}"] if cfg.seed else []))
     d = cache_dir() / "audit-teachers" / key
     if not stage_done(d, key):
         with opened(base) as lm, stage(d, key) as tmp:
