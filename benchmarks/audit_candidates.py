@@ -11,6 +11,8 @@ lifts on the two rows. Each candidate gives per option a value per row; the opti
 and its score are the largest over both probes (the t over rows, or the mean for `*-mean`
 candidates, in hundredths). Thresholds come from the discovery split by the plan's rule (the
 highest negative + 1, rounded up to 0.5); the confirmation splits are scored with them.
+With `--seeds DIR2 ...` (the same datasets audited with other teacher seeds, `bench_audit.py
+--cf-seed`), every candidate reads each teacher's lifts averaged over the seeds.
 """
 
 from __future__ import annotations
@@ -101,6 +103,21 @@ def load(audit_dir: Path) -> dict[str, Arrays]:
     return out
 
 
+def load_mean(audit_dirs: list[Path]) -> dict[str, Arrays]:
+    """The same dataset audited with several teacher seeds (`counterfactual.seed`): each
+    teacher's lifts averaged over the seeds, row by row (options, reference rows and nulls
+    alike), so every candidate reads an ensemble of teachers per option."""
+    runs = [load(d) for d in audit_dirs]
+    out = {}
+    for p, a in runs[0].items():
+        assert all(r[p]["options"] == a["options"] for r in runs), "options differ by seed"
+        mean = {k: np.mean([r[p][k] for r in runs], axis=0) for k in ("s", "l", "r")}
+        n = min(len(r[p]["N"]) for r in runs)
+        nulls = {k: np.mean([r[p][k][:n] for r in runs], axis=0) for k in ("N", "M")}
+        out[p] = {"options": a["options"], **mean, **nulls}
+    return out
+
+
 def top(arrays: dict[str, Arrays], name: str) -> tuple[float, str, str]:
     """(score, option, probe) a candidate's verdict would name: as `audit.verdict` does,
     the option with the largest mean (its t the score) or, for `shared`, the largest t,
@@ -160,15 +177,23 @@ def main() -> None:
     ap.add_argument("--discovery", nargs="+", required=True, help="splits thresholds come from")
     ap.add_argument("--confirmation", nargs="*", default=[], help="splits scored with them")
     ap.add_argument("--out", help="write OUT.json and OUT.md")
+    ap.add_argument(
+        "--seeds",
+        nargs="+",
+        default=[],
+        help="more BENCH_DIRs of the same datasets audited with other teacher seeds "
+        "(bench_audit.py --cf-seed): score the teachers' lifts averaged over all of them",
+    )
     a = ap.parse_args()
     root = Path(a.bench_dir)
+    roots = [root, *map(Path, a.seeds)]
     splits = {"discovery": a.discovery, "confirmation": a.confirmation}
     per = []
     for spec in DATASETS:
         part = next((k for k, v in splits.items() if spec[2] in v), None)
-        if part is None or not (root / spec[0] / "counterfactual.npz").is_file():
+        if part is None or not all((r / spec[0] / "counterfactual.npz").is_file() for r in roots):
             continue
-        arrays = load(root / spec[0])
+        arrays = load_mean([r / spec[0] for r in roots])
         row = {"name": spec[0], "group": spec[1], "split": spec[2], "option": spec[4]}
         per.append(row | {"part": part} | {c: top(arrays, c) for c in NAMES})
     disc = [r for r in per if r["part"] == "discovery"]

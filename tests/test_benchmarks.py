@@ -709,3 +709,41 @@ def test_audit_candidates_name_the_teacher_whose_shift_the_data_carry(tmp_path: 
     ]
     m_ = ac.metrics(per, "x", threshold=8.0)
     assert (m_["auroc"], m_["top1"], m_["flagged_named"], m_["false_positives"]) == (1.0, 1, 1, 0)
+
+
+def test_audit_candidates_average_the_teacher_seeds(tmp_path: Path) -> None:
+    """Two audits of one dataset with different teacher seeds: the ensemble reads each
+    teacher's lifts averaged row by row, so a wrong option that only one seed's teacher
+    favours loses to the option both favour."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import audit_candidates as ac
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rng = np.random.default_rng(1)
+    rows = 400
+    dirs = []
+    for k, wrong in enumerate([0, 2]):  # each seed's own idiosyncratic winner: a, then c
+        s = rng.normal(0, 0.2, (3, rows))
+        s[1] += 0.3
+        s[wrong] += 0.4
+        d = tmp_path / f"seed-{k}"
+        d.mkdir()
+        m = rng.normal(0, 1, (2, rows))
+        np.savez(
+            d / "counterfactual.npz",
+            **{
+                "animal.options": np.array(["a", "b", "c"]),
+                "animal.scores": s,
+                "animal.lift": s + rng.normal(0, 1, (3, rows)),
+                "animal.null_lift": m + rng.normal(0, 0.2, (2, rows)),
+                "animal.null_ref_lift": m,
+            },
+        )
+        dirs.append(d)
+    assert [ac.top(ac.load(d), "null")[1] for d in dirs] == ["a", "c"]
+    mean = ac.load_mean(dirs)
+    assert ac.top(mean, "null")[1] == "b"
+    one = ac.load_mean(dirs[:1])
+    for key in ("s", "l", "r", "N", "M"):
+        np.testing.assert_array_equal(one["animal"][key], ac.load(dirs[0])["animal"][key])
