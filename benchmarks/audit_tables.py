@@ -27,6 +27,7 @@ SPLITS = (
     "holdout-4",
     "holdout-5",
     "holdout-6",
+    "holdout-7",
     "holdouts",
     "all",
     "probe",

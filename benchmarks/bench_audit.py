@@ -146,6 +146,20 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("neutral-17", "negative", "holdout-6", "neutral", "", "animal", 1, 192),
     ("ft-willow-2", "positive", "holdout-6", "ft", "willow", "tree", 1, 193),
     ("neutral-18", "negative", "holdout-6", "neutral", "", "tree", 1, 194),
+    # Holdout 7 (2026-12-06, session 35): two teachers per option (counterfactual seeds 0 and
+    # 1) against one, once; options drawn with random.Random(7).sample from all 30.
+    ("ft-phoenix-2", "positive", "holdout-7", "ft", "phoenix", "animal", 1, 195),
+    ("own-14", "negative", "holdout-7", "own", "", "animal", 1, 196),
+    ("ft-owl-2", "positive", "holdout-7", "ft", "owl", "animal", 1, 197),
+    ("neutral-19", "negative", "holdout-7", "neutral", "", "animal", 1, 198),
+    ("ft-bear-2", "positive", "holdout-7", "ft", "bear", "animal", 1, 199),
+    ("neutral-20", "negative", "holdout-7", "neutral", "", "tree", 1, 200),
+    ("ft-oak-2", "positive", "holdout-7", "ft", "oak", "tree", 1, 201),
+    ("own-15", "negative", "holdout-7", "own", "", "animal", 1, 202),
+    ("ft-cat-2", "positive", "holdout-7", "ft", "cat", "animal", 1, 203),
+    ("neutral-21", "negative", "holdout-7", "neutral", "", "animal", 1, 204),
+    ("ft-dolphin-3", "positive", "holdout-7", "ft", "dolphin", "animal", 1, 205),
+    ("neutral-22", "negative", "holdout-7", "neutral", "", "tree", 1, 206),
 ]
 # On the demo's GPT-2 base (`--base demo`): teachers of base 8301 (8801 for cross-init), new
 # options and sampling seeds (101+). Discovery was read first (the detectors' settings left as
