@@ -79,7 +79,10 @@ class CounterfactualConfig(FrozenConfig):
     train: TrainConfig = Field(
         default_factory=_teacher_train, description="The fine-tuned teachers' training."
     )
-    seed: int = Field(0, description="Seed of the teachers' fine-tunes.")
+    seed: int = Field(
+        0,
+        description="Seed of the teachers' fine-tunes and of the null teachers' sampled answers. With the default `train` (batch 64) every step sees all of a built-in probe's questions, so the option teachers do not depend on it; the null teachers do.",
+    )
     statistic: Literal["null", "shared", "ccos"] = Field(
         "null",
         description="'null': each option's teacher against the best no-trait explanation of the data (the base, or a null teacher: the base fine-tuned as long on its own answers), t over the data's rows of log p_option - log p_null; 'shared': data minus reference per row, the shift every option's teacher shares regressed out (the first version; neutral teachers' data scored as high as traits'); 'ccos': data minus reference per row, each teacher's divided by the spread of its lift over the reference rows (to first order a cosine between the teacher's log-likelihood shift and the data's), the null teachers' mean regressed out per option, named by the largest mean and flagged by its t over rows (kind 'finetuned' with null teachers; names weak traits that 'null' reads as the prior's top option, passed one fresh holdout and failed a second on a false positive: docs/audit.md, session 34).",
