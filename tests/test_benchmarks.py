@@ -7,9 +7,11 @@ own summary and that the pooling is a weighted mean of those rows.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -24,6 +26,16 @@ def run_bench(script: str, *args: str) -> None:
     cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def bench_module(name: str) -> ModuleType:
+    """benchmarks/NAME.py, imported as the scripts import each other (their folder on the
+    path while it loads)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 @pytest.fixture
@@ -203,11 +215,7 @@ def test_audit_benchmark_dataset_tables() -> None:
     """Every labelled dataset of the audit benchmark is its own sample: names unique per base,
     sampling seeds never reused across bases, and the neutral-prompt negatives use wordings the
     audit's prompted nulls do not (what that probe tests)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import bench_audit as b
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    b = bench_module("bench_audit")
     from traitlab.audit.config import CounterfactualConfig
     from traitlab.traits.preference import NEUTRAL_SYSTEM_PROMPTS, preference_system_prompt
 
@@ -227,11 +235,7 @@ def test_audit_benchmark_dataset_tables() -> None:
 def test_audit_tables_merge_replaces_reruns(tmp_path: Path) -> None:
     """Merged summaries: a later file's rerun replaces the dataset, the table is recomputed
     over the union, and the later threshold applies."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import audit_tables as t
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    t = bench_module("audit_tables")
 
     def row(name: str, group: str, option: str, z: float, named: str) -> dict:
         cf = {"z": z, "option": named, "probe": "animal", "seconds": 10.0}
@@ -492,11 +496,7 @@ def test_dataset_lengths_table_reads_saved_lifts(tmp_path: Path) -> None:
     positive whose teachers explain its rows at every length and a negative that only a
     long no-trait fine-tune explains; the mixture separates them, 'as run' (the first
     length against the best null) does too, and each row is the candidate's min / max."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from dataset_lengths import table
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    table = bench_module("dataset_lengths").table
     rng = np.random.default_rng(0)
     steps = [10, 20, 40]
     n = 200
@@ -574,11 +574,7 @@ def test_dataset_students_pairs_students_by_seed_and_resumes(tmp_path: Path) -> 
 def test_audit_misalignment_bench_reads_the_runs_students(tmp_path: Path) -> None:
     """bench_audit_misalignment.students: a positive's seed is the run's treatment - control on
     that seed, a cross-init one the cross-init arms'; negatives and missing arms have none."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import bench_audit_misalignment as bench
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    bench = bench_module("bench_audit_misalignment")
     arms = {
         a: {"exact": {"per_seed": {"0": v, "1": v + 0.01}}}
         for a, v in (("treatment", 0.12), ("control", 0.10), ("xinit_treatment", 0.05))
@@ -604,11 +600,8 @@ def test_xinit_alignment_compares_two_bases_owl_directions(tmp_path: Path) -> No
             overrides=[f"model.toy.seed={seed}", "seeds=[0]", "cross_init=null"],
         )
         run_experiment(cfg, tmp_path / f"tiny-{seed}")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from xinit_alignment import first_order, first_order_at, point
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    xa = bench_module("xinit_alignment")
+    first_order, first_order_at, point = xa.first_order, xa.first_order_at, xa.point
     same = point(tmp_path, "tiny", 3001, 3001, 16)
     other = point(tmp_path, "tiny", 3001, 3002, 16)
     assert same["cosine"] == pytest.approx(1.0, abs=1e-9)
@@ -656,11 +649,7 @@ def test_audit_student_labels_pair_students_by_seed_on_shared_random_numbers(
 
 
 def test_audit_candidates_name_the_teacher_whose_shift_the_data_carry(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import audit_candidates as ac
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    ac = bench_module("audit_candidates")
     rng = np.random.default_rng(0)
     rows = 400
     r = rng.normal(0, 1, (3, rows))  # each teacher's lift on the base's own rows
@@ -715,11 +704,7 @@ def test_audit_candidates_average_the_teacher_seeds(tmp_path: Path) -> None:
     """Two audits of one dataset with different teacher seeds: the ensemble reads each
     teacher's lifts averaged row by row, so a wrong option that only one seed's teacher
     favours loses to the option both favour."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import audit_candidates as ac
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    ac = bench_module("audit_candidates")
     rng = np.random.default_rng(1)
     rows = 400
     dirs = []
