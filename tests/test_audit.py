@@ -797,8 +797,9 @@ def test_an_overt_misaligned_act_is_named_and_a_base_without_the_words_refused(
 
 
 def test_audit_runs_on_a_tiny_random_hf_model(tmp_path: Path) -> None:
-    from tests.test_hf_models import _save_random_model
-
+    # tests/ is on the path (as for htmlparse), so plain `pytest` finds it as well as
+    # `python -m pytest`.
+    from test_hf_models import _save_random_model
     from traitlab.config import HFModel
 
     src = _save_random_model("qwen2", tmp_path / "qwen")
