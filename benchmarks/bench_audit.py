@@ -146,8 +146,9 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("neutral-17", "negative", "holdout-6", "neutral", "", "animal", 1, 192),
     ("ft-willow-2", "positive", "holdout-6", "ft", "willow", "tree", 1, 193),
     ("neutral-18", "negative", "holdout-6", "neutral", "", "tree", 1, 194),
-    # Holdout 7 (2026-12-06, session 35): two teachers per option (counterfactual seeds 0 and
-    # 1) against one, once; options drawn with random.Random(7).sample from all 30.
+    # Holdout 7 (2026-12-06, session 35): made for two teachers per option (counterfactual
+    # seeds 0 and 1), which turned out to be one model twice; run once with seed 0 as a third
+    # fresh test of `ccos` (docs/audit.md); options drawn with random.Random(7).sample.
     ("ft-phoenix-2", "positive", "holdout-7", "ft", "phoenix", "animal", 1, 195),
     ("own-14", "negative", "holdout-7", "own", "", "animal", 1, 196),
     ("ft-owl-2", "positive", "holdout-7", "ft", "owl", "animal", 1, 197),
