@@ -482,14 +482,10 @@ def main() -> None:
         overrides["detectors"] = a.detectors
     if a.z_threshold is not None:
         overrides["z_threshold"] = a.z_threshold
-    if a.cf_kind is not None:
+    flags = {"kind": a.cf_kind, "seed": a.cf_seed, "prompt_templates": a.cf_templates or None}
+    if cf := {k: v for k, v in flags.items() if v is not None}:
         # Merged: --tiny's short teachers stay short.
-        overrides["counterfactual"] = {**overrides.get("counterfactual", {}), "kind": a.cf_kind}
-    if a.cf_seed is not None:
-        overrides["counterfactual"] = {**overrides.get("counterfactual", {}), "seed": a.cf_seed}
-    if a.cf_templates:
-        cf = overrides.get("counterfactual", {})
-        overrides["counterfactual"] = {**cf, "prompt_templates": a.cf_templates}
+        overrides["counterfactual"] = {**overrides.get("counterfactual", {}), **cf}
     if a.canary_null:
         overrides["canary"] = {**overrides.get("canary", {}), "null": True}
     t0 = time.perf_counter()
