@@ -39,14 +39,8 @@ def bench_module(name: str) -> ModuleType:
 
 
 @pytest.fixture
-def bench_robustness():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import bench_robustness
-
-        yield bench_robustness
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+def bench_robustness() -> ModuleType:
+    return bench_module("bench_robustness")
 
 
 def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -> None:  # type: ignore[no-untyped-def]
