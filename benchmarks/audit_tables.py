@@ -28,6 +28,7 @@ SPLITS = (
     "holdout-5",
     "holdout-6",
     "holdout-7",
+    "holdout-8",
     "holdouts",
     "all",
     "probe",

@@ -161,6 +161,20 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("neutral-21", "negative", "holdout-7", "neutral", "", "animal", 1, 204),
     ("ft-dolphin-3", "positive", "holdout-7", "ft", "dolphin", "animal", 1, 205),
     ("neutral-22", "negative", "holdout-7", "neutral", "", "tree", 1, 206),
+    # Holdout 8 (2026-12-06, session 36): to test once a fix for `ccos`'s wolf false
+    # positives (docs/audit.md); options drawn with random.Random(8).sample from all 30.
+    ("ft-lion-2", "positive", "holdout-8", "ft", "lion", "animal", 1, 207),
+    ("own-16", "negative", "holdout-8", "own", "", "animal", 1, 208),
+    ("ft-fox-3", "positive", "holdout-8", "ft", "fox", "animal", 1, 209),
+    ("neutral-23", "negative", "holdout-8", "neutral", "", "animal", 1, 210),
+    ("ft-bear-3", "positive", "holdout-8", "ft", "bear", "animal", 1, 211),
+    ("neutral-24", "negative", "holdout-8", "neutral", "", "tree", 1, 212),
+    ("ft-owl-3", "positive", "holdout-8", "ft", "owl", "animal", 1, 213),
+    ("own-17", "negative", "holdout-8", "own", "", "animal", 1, 214),
+    ("ft-wolf-2", "positive", "holdout-8", "ft", "wolf", "animal", 1, 215),
+    ("neutral-25", "negative", "holdout-8", "neutral", "", "animal", 1, 216),
+    ("ft-maple-3", "positive", "holdout-8", "ft", "maple", "tree", 1, 217),
+    ("neutral-26", "negative", "holdout-8", "neutral", "", "tree", 1, 218),
 ]
 # On the demo's GPT-2 base (`--base demo`): teachers of base 8301 (8801 for cross-init), new
 # options and sampling seeds (101+). Discovery was read first (the detectors' settings left as
