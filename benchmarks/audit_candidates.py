@@ -118,12 +118,17 @@ def load_mean(audit_dirs: list[Path]) -> dict[str, Arrays]:
     return out
 
 
-def top(arrays: dict[str, Arrays], name: str) -> tuple[float, str, str]:
+def top(
+    arrays: dict[str, Arrays], name: str, calibration: dict[str, np.ndarray] | None = None
+) -> tuple[float, str, str]:
     """(score, option, probe) a candidate's verdict would name: as `audit.verdict` does,
     the option with the largest mean (its t the score) or, for `shared`, the largest t,
     within each probe and across the probes."""
     if name == HYBRID:
         return _hybrid(arrays)
+    if name == NCAL:
+        assert calibration is not None, "ncal needs --calibrate"
+        return _ncal(arrays, calibration)
     fn, how = CANDIDATES[name]
     best: tuple[float, float, str, str] | None = None
     for probe, a in arrays.items():
@@ -156,6 +161,29 @@ def _hybrid(arrays: dict[str, Arrays]) -> tuple[float, str, str]:
     return best[1:]
 
 
+# Tried in session 36 (docs/audit.md, holdout 8): `null`'s t of each option minus that
+# option's mean `null` t over no-trait teachers' datasets of the same base (the benchmark's
+# neutral datasets, `--calibrate`): what a fine-tune's numbers without a trait do to each
+# option, measured, instead of assumed to be the same for every option.
+NCAL = "ncal"
+
+
+def null_t(arrays: dict[str, Arrays]) -> dict[str, np.ndarray]:
+    """Per probe, `null`'s t of every option."""
+    return {p: _t(_null(a)) for p, a in arrays.items()}
+
+
+def _ncal(arrays: dict[str, Arrays], calibration: dict[str, np.ndarray]) -> tuple[float, str, str]:
+    best: tuple[float, str, str] | None = None
+    for probe, t in null_t(arrays).items():
+        v = t - calibration[probe]
+        k = int(np.argmax(v))
+        if best is None or v[k] > best[0]:
+            best = (float(v[k]), arrays[probe]["options"][k], probe)
+    assert best is not None
+    return best
+
+
 def metrics(per: list[dict[str, Any]], name: str, threshold: float) -> dict[str, Any]:
     pos = [r for r in per if r["group"] == "positive"]
     neg = [r for r in per if r["group"] == "negative"]
@@ -184,21 +212,37 @@ def main() -> None:
         help="more BENCH_DIRs of the same datasets audited with other teacher seeds "
         "(bench_audit.py --cf-seed): score the teachers' lifts averaged over all of them",
     )
+    ap.add_argument(
+        "--calibrate",
+        nargs="*",
+        default=[],
+        help="splits whose no-trait teachers' (neutral) datasets calibrate `ncal`: each "
+        "option's mean `null` t over them (a dataset among them leaves itself out)",
+    )
     a = ap.parse_args()
     root = Path(a.bench_dir)
     roots = [root, *map(Path, a.seeds)]
     splits = {"discovery": a.discovery, "confirmation": a.confirmation}
+    have = [s for s in DATASETS if all((r / s[0] / "counterfactual.npz").is_file() for r in roots)]
+    calib = {
+        s[0]: null_t(load_mean([r / s[0] for r in roots]))
+        for s in have
+        if s[2] in a.calibrate and s[3] == "neutral"
+    }
+    names = [*NAMES, NCAL] if calib else NAMES
     per = []
-    for spec in DATASETS:
+    for spec in have:
         part = next((k for k, v in splits.items() if spec[2] in v), None)
-        if part is None or not all((r / spec[0] / "counterfactual.npz").is_file() for r in roots):
+        if part is None:
             continue
         arrays = load_mean([r / spec[0] for r in roots])
+        others = [t for n, t in calib.items() if n != spec[0]]
+        mu = {p: np.mean([t[p] for t in others], axis=0) for p in arrays} if calib else None
         row = {"name": spec[0], "group": spec[1], "split": spec[2], "option": spec[4]}
-        per.append(row | {"part": part} | {c: top(arrays, c) for c in NAMES})
+        per.append(row | {"part": part} | {c: top(arrays, c, mu) for c in names})
     disc = [r for r in per if r["part"] == "discovery"]
     out: dict[str, Any] = {"datasets": per, "candidates": {}}
-    for c in NAMES:
+    for c in names:
         neg = [r[c][0] for r in disc if r["group"] == "negative"]
         thr = float(np.ceil((max(neg) + 1) * 2) / 2)
         out["candidates"][c] = {"threshold": thr} | {
