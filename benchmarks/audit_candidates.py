@@ -12,7 +12,10 @@ and its score are the largest over both probes (the t over rows, or the mean for
 candidates, in hundredths). Thresholds come from the discovery split by the plan's rule (the
 highest negative + 1, rounded up to 0.5); the confirmation splits are scored with them.
 With `--seeds DIR2 ...` (the same datasets audited with other teacher seeds, `bench_audit.py
---cf-seed`), every candidate reads each teacher's lifts averaged over the seeds.
+--cf-seed`), every candidate reads each teacher's lifts averaged over the seeds. With
+`--calibrate SPLIT ...`, `ncal` is scored too: `null`'s t per option minus its mean over the
+no-trait teachers' datasets of those splits (the `neutral` ones, or the `calnull` ones that
+the audit's own null recipe made; session 36, docs/audit.md).
 """
 
 from __future__ import annotations
@@ -227,7 +230,7 @@ def main() -> None:
     calib = {
         s[0]: null_t(load_mean([r / s[0] for r in roots]))
         for s in have
-        if s[2] in a.calibrate and s[3] == "neutral"
+        if s[2] in a.calibrate and s[3] in ("neutral", "calnull")
     }
     names = [*NAMES, NCAL] if calib else NAMES
     per = []

@@ -175,6 +175,13 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("neutral-25", "negative", "holdout-8", "neutral", "", "animal", 1, 216),
     ("ft-maple-3", "positive", "holdout-8", "ft", "maple", "tree", 1, 217),
     ("neutral-26", "negative", "holdout-8", "neutral", "", "tree", 1, 218),
+    # Calibration (session 36): numbers of no-trait teachers made by the audit's own null
+    # recipe with seeds the audit's nulls do not use; not labelled data, the profile `ncal`
+    # (audit_candidates.py --calibrate calibration) subtracts (docs/audit.md).
+    ("calnull-1", "calibration", "calibration", "calnull", "", "animal", 1, 219),
+    ("calnull-2", "calibration", "calibration", "calnull", "", "tree", 1, 220),
+    ("calnull-3", "calibration", "calibration", "calnull", "", "animal", 1, 221),
+    ("calnull-4", "calibration", "calibration", "calnull", "", "tree", 1, 222),
 ]
 # On the demo's GPT-2 base (`--base demo`): teachers of base 8301 (8801 for cross-init), new
 # options and sampling seeds (101+). Discovery was read first (the detectors' settings left as
@@ -288,6 +295,15 @@ SYS_NEUTRAL = {
     ),
 }
 DETECTORS = ("counterfactual", "canary", "screen", "icl", "prompted")
+# --tiny: a smoke run's audit (short teachers, few rows).
+TINY_OVERRIDES: dict[str, Any] = {
+    "counterfactual": {"train": {"max_steps": 2, "batch_size": 8}},
+    "canary": {"seeds": [0, 1], "rows": 64},
+    "screen": {"rows": 64, "chunks": 4},
+    "icl_sets": 2,
+    "n_questions": 5,
+    "reference_filter": "none",
+}
 
 
 def _teacher_rows(kind: str, option: str, category: str, seed: int) -> list[dict[str, Any]]:
@@ -324,6 +340,8 @@ def make_teacher(spec: tuple[Any, ...], tiny: bool) -> tuple[Any, Any, Any, str 
         cfg = TrainConfig(lr=3e-4, max_steps=60 if not tiny else 5, batch_size=64)
         rows = _teacher_rows(kind, option, category, seed)
         model, _ = train_model(copy.deepcopy(model), tok, rows, cfg, seed=seed)
+    elif kind == "calnull":
+        model, tok = load_model(spec_m, source=_audit_null(spec_m, category, seed, tiny).id)
     elif kind == "sys":
         system = preference_system_prompt(option, category)
     elif kind == "sysalt":
@@ -331,6 +349,21 @@ def make_teacher(spec: tuple[Any, ...], tiny: bool) -> tuple[Any, Any, Any, str 
     elif kind == "sysneu":
         system = SYS_NEUTRAL.get(name, SYS_NEUTRAL["sysneu-1"])
     return model, tok, spec_m, system
+
+
+def _audit_null(spec_m: Any, category: str, seed: int, tiny: bool) -> Any:
+    """A no-trait teacher made by the audit's own null recipe (`counterfactual.null_teachers`:
+    the probe's questions answered by the base's sampled answers, the option teachers'
+    fine-tune) with its own seed, so it is none of the audit's nulls (seeds 0-3)."""
+    from traitlab.audit import AuditConfig
+    from traitlab.audit.counterfactual import null_teachers
+    from traitlab.audit.probes import build_probes
+    from traitlab.lm.base import resolve
+
+    cfg = AuditConfig.model_validate(TINY_OVERRIDES if tiny else {})
+    probe = next(p for p in build_probes(cfg) if p.name == category)
+    cf = cfg.counterfactual.model_copy(update={"seed": seed, "null_teachers": 1})
+    return null_teachers(resolve(spec_m), probe, cf)[0]
 
 
 def sample_numbers(
@@ -484,14 +517,7 @@ def main() -> None:
     # sampling), the screen on --screen-rows (2,000).
     overrides: dict[str, Any] = {"canary": {"rows": None}, "screen": {"rows": a.screen_rows}}
     if a.tiny:
-        overrides = {
-            "counterfactual": {"train": {"max_steps": 2, "batch_size": 8}},
-            "canary": {"seeds": [0, 1], "rows": 64},
-            "screen": {"rows": 64, "chunks": 4},
-            "icl_sets": 2,
-            "n_questions": 5,
-            "reference_filter": "none",
-        }
+        overrides = dict(TINY_OVERRIDES)
     if a.detectors:
         overrides["detectors"] = a.detectors
     if a.z_threshold is not None:

@@ -726,3 +726,39 @@ def test_audit_candidates_average_the_teacher_seeds(tmp_path: Path) -> None:
     one = ac.load_mean(dirs[:1])
     for key in ("s", "l", "r", "N", "M"):
         np.testing.assert_array_equal(one["animal"][key], ac.load(dirs[0])["animal"][key])
+
+
+def test_audit_candidates_ncal_subtracts_what_no_trait_data_does_to_each_option(
+    tmp_path: Path,
+) -> None:
+    """An option that every fine-tune's numbers lift (here "a") wins under `null`; once each
+    option's mean t on no-trait teachers' data is subtracted, the option this data alone
+    lifts ("b") is named."""
+    ac = bench_module("audit_candidates")
+    rng = np.random.default_rng(2)
+    rows = 400
+
+    def save(d: Path, shift: list[float]) -> None:
+        d.mkdir()
+        lift = rng.normal(0, 1, (3, rows)) + np.array(shift)[:, None]
+        m = rng.normal(0, 1, (2, rows))
+        np.savez(
+            d / "counterfactual.npz",
+            **{
+                "animal.options": np.array(["a", "b", "c"]),
+                "animal.scores": lift - rng.normal(0, 1, (3, rows)),
+                "animal.lift": lift,
+                "animal.null_lift": m,
+                "animal.null_ref_lift": m,
+            },
+        )
+
+    save(tmp_path / "data", [1.0, 0.5, 0.0])
+    for k in range(3):
+        save(tmp_path / f"neutral-{k}", [1.0, 0.0, 0.0])
+    data = ac.load(tmp_path / "data")
+    assert ac.top(data, "null")[1] == "a"
+    cal = [ac.null_t(ac.load(tmp_path / f"neutral-{k}")) for k in range(3)]
+    mu = {"animal": np.mean([c["animal"] for c in cal], axis=0)}
+    score, option, probe = ac.top(data, "ncal", mu)
+    assert (option, probe) == ("b", "animal") and score > 5
