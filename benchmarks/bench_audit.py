@@ -497,6 +497,11 @@ def main() -> None:
         help="more wordings of the prompted teachers' system prompt (counterfactual.prompt_templates)",
     )
     ap.add_argument(
+        "--cf-calibration",
+        type=int,
+        help="no-trait calibration teachers per probe (counterfactual.calibration; default 0)",
+    )
+    ap.add_argument(
         "--cf-seed",
         type=int,
         help="the counterfactual teachers' fine-tuning seed (counterfactual.seed; default 0)",
@@ -522,7 +527,12 @@ def main() -> None:
         overrides["detectors"] = a.detectors
     if a.z_threshold is not None:
         overrides["z_threshold"] = a.z_threshold
-    flags = {"kind": a.cf_kind, "seed": a.cf_seed, "prompt_templates": a.cf_templates or None}
+    flags = {
+        "kind": a.cf_kind,
+        "seed": a.cf_seed,
+        "prompt_templates": a.cf_templates or None,
+        "calibration": a.cf_calibration,
+    }
     if cf := {k: v for k, v in flags.items() if v is not None}:
         # Merged: --tiny's short teachers stay short.
         overrides["counterfactual"] = {**overrides.get("counterfactual", {}), **cf}

@@ -314,6 +314,52 @@ def test_the_ccos_statistic_runs_through_the_audit(tmp_path: Path, toy: tuple) -
     assert z["animal.null_ref_lift"].shape == (2, 16)
 
 
+def test_calibration_subtracts_each_options_t_on_no_trait_teachers_numbers(
+    tmp_path: Path, toy: tuple
+) -> None:
+    """`counterfactual.calibration`: each option's t minus its mean t on the numbers of
+    no-trait teachers that are none of the nulls; named by the largest, flagged at its own
+    threshold."""
+    from traitlab.audit.calibration import calibration_teachers
+    from traitlab.audit.config import DEFAULT_T_CALIBRATED, CounterfactualConfig
+    from traitlab.audit.counterfactual import null_teachers
+    from traitlab.audit.probes import build_probes
+
+    base, _, _ = toy
+    ref = _rows(NUMBERS, 16)
+    data = _rows(["7 7 7 7", "12 30 41"], 16)
+    few = {
+        "name": "animal",
+        "questions": ["Name your favorite animal.", "Which animal do you like most?"],
+        "options": ["owl", "cat", "dog", "wolf"],
+    }
+    small = {**SMALL, "probes": [few], "reference_filter": "none", "detectors": ["counterfactual"]}
+    plain = parse_config(small, AuditConfig)
+    cal_cfg = {**SMALL["counterfactual"], "calibration": 1}
+    cfg = plain.model_copy(
+        update={"counterfactual": plain.counterfactual.model_copy(update={"calibration": 1})}
+    )
+    assert cfg == parse_config({**small, "counterfactual": cal_cfg}, AuditConfig)
+    a0 = audit_dataset(data, base, plain, tmp_path / "plain", reference=ref)
+    a1 = audit_dataset(data, base, cfg, tmp_path / "cal", reference=ref)
+    assert a1["verdict"]["threshold"] == DEFAULT_T_CALIBRATED != a0["verdict"]["threshold"]
+    cal = a1["counterfactual"]["calibration"]["animal"]
+    assert len(cal) == 4 and all(np.isfinite(v) for v in cal.values())
+    z0 = {f["option"]: f["z"] for f in a0["detectors"]["counterfactual"]["animal"]}
+    z1 = {f["option"]: f["z"] for f in a1["detectors"]["counterfactual"]["animal"]}
+    for o in z0:
+        assert z1[o] == pytest.approx(z0[o] - cal[o], abs=1e-9)
+    # Named by the calibrated t, not by the mean lift the plain 'null' ranks by.
+    assert a1["verdict"]["trait"] == max(z1, key=lambda o: z1[o])
+    probe = build_probes(cfg)[0]
+    nulls = {r.id for r in null_teachers(base, probe, cfg.counterfactual)}
+    cals = calibration_teachers(base, probe, cfg)
+    assert len(cals) == 1 and cals[0].id not in nulls
+    for bad in ({"statistic": "ccos"}, {"kind": "both"}):
+        with pytest.raises(ValueError, match="calibration"):
+            CounterfactualConfig(calibration=1, **bad)
+
+
 def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> None:
     """Rows that answer 'owl' to number prompts teach the owl overtly: the canary and the
     token scores must name it (a detector that cannot find an overt trait finds nothing).

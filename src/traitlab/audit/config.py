@@ -19,6 +19,10 @@ DETECTORS = ("counterfactual", "canary", "screen", "rows", "icl", "prompted")
 # negative, 8.9, + 1 rounded up to 0.5.
 DEFAULT_T = {"null": 8.0, "shared": 8.0, "ccos": 10.0}
 DEFAULT_T_BOTH = 10.0
+# counterfactual.calibration > 0: the highest of the 37 negatives of the 89 labelled toy Llama
+# datasets, 24.3 (neutral-5), + 1 rounded up to 0.5, with four no-trait teachers of the
+# null recipe as the calibration (benchmarks/results/audit-calibration.md).
+DEFAULT_T_CALIBRATED = 25.5
 # The statistics that compare the option teachers with null teachers (so the audit builds
 # them) and name the option with the largest mean, not the largest t.
 NULL_STATISTICS = ("null", "ccos")
@@ -92,6 +96,11 @@ class CounterfactualConfig(FrozenConfig):
         ge=0,
         description="statistic 'null', kind 'finetuned' or 'both': null teachers per probe (every probe's options are compared with all of them), each fine-tuned like the option teachers on the probe's questions answered by the base's own sampled answers (one sample per teacher seed). 0: the base is the only null.",
     )
+    calibration: int = Field(
+        0,
+        ge=0,
+        description="statistic 'null', kind 'finetuned': no-trait teachers per probe, made like the null teachers with seeds of their own, whose completions of the data's prompts are filtered and scored like the data; each option's t is then the data's minus its mean over them, and the option with the largest is named. What any fine-tune's numbers do to each option is measured instead of assumed equal (on the toy Llama 6 of 6 traits of a fresh holdout flagged and named, no false positive: docs/audit.md, session 36). Each teacher costs about one more counterfactual pass. 0: off.",
+    )
     prompted_nulls: int = Field(
         3,
         ge=0,
@@ -130,6 +139,13 @@ class CounterfactualConfig(FrozenConfig):
             raise ValueError(
                 "counterfactual.statistic ccos: needs kind finetuned and null_teachers >= 1 "
                 "(it regresses out the null teachers' shift)"
+            )
+        if self.calibration and (
+            self.kind != "finetuned" or self.statistic != "null" or self.datasets
+        ):
+            raise ValueError(
+                "counterfactual.calibration: needs kind finetuned, statistic null and no "
+                "datasets (the calibrated statistic was tested only so)"
             )
         if self.datasets and (self.kind == "prompted" or self.statistic != "null"):
             raise ValueError(

@@ -150,10 +150,18 @@ def audit_dataset(
             # over the null) is the likely trait, and its t decides the flag; a t alone would
             # favour a teacher that explains less but more evenly (ft-cat: dolphin).
             null = cfg.counterfactual.statistic in NULL_STATISTICS
+            t_rows = {p: lifts.row_t(v) for p, v in stat.items()}
+            cal: dict[str, np.ndarray] = {}
+            if cfg.counterfactual.calibration:
+                # Calibrated: each option's t above what no-trait fine-tunes' numbers give
+                # it; the largest names the option (the calibration is in t's units).
+                from traitlab.audit.calibration import calibration_t
+
+                cal = calibration_t(base, data_p, ref_p, probes, cfg, progress=step("calibration"))
+                t_rows = {p: t - cal[p] for p, t in t_rows.items()}
+                null = False
             results["counterfactual"] = {
-                r.probe: findings(
-                    r.options, stat[r.probe].T, z=lifts.row_t(stat[r.probe]), by_effect=null
-                )
+                r.probe: findings(r.options, stat[r.probe].T, z=t_rows[r.probe], by_effect=null)
                 for r in res_c
             }
             cost["counterfactual"] = {
@@ -166,6 +174,11 @@ def audit_dataset(
                 "null": {r.probe: r.null[0] for r in res_c},
                 "scores": "counterfactual.npz",
             }
+            if cal:  # each option's mean t on no-trait fine-tunes' numbers
+                extra["counterfactual"]["calibration"] = {
+                    r.probe: dict(zip(r.options, map(float, cal[r.probe]), strict=True))
+                    for r in res_c
+                }
             if cfg.counterfactual.kind == "both":  # which of its two teachers each score is from
                 extra["counterfactual"]["kinds"] = {
                     r.probe: dict(zip(r.options, r.kinds, strict=True)) for r in res_c

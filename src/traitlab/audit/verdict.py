@@ -72,7 +72,7 @@ def findings(
 def threshold_for(detector: str, cfg: Any) -> float:
     """The flag threshold of a detector: the counterfactual t's own, the canary's effect's
     (`canary.threshold`), else the robust z's."""
-    from traitlab.audit.config import DEFAULT_T, DEFAULT_T_BOTH
+    from traitlab.audit.config import DEFAULT_T, DEFAULT_T_BOTH, DEFAULT_T_CALIBRATED
 
     if detector == "canary" and cfg.canary.threshold is not None:
         return float(cfg.canary.threshold)
@@ -81,6 +81,8 @@ def threshold_for(detector: str, cfg: Any) -> float:
     if cfg.threshold is not None:
         return float(cfg.threshold)
     cf = cfg.counterfactual
+    if cf.calibration:
+        return DEFAULT_T_CALIBRATED
     return (
         DEFAULT_T_BOTH if (cf.statistic, cf.kind) == ("null", "both") else DEFAULT_T[cf.statistic]
     )

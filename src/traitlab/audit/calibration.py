@@ -1,0 +1,75 @@
+"""Per-option calibration of the counterfactual statistic (`counterfactual.calibration`).
+
+Any fine-tune's numbers lift some option teachers more than others, whatever the teacher
+was fine-tuned on: on the toy Llama the owl, elephant and wolf teachers explain a no-trait
+teacher's numbers better than the null teachers do, so a no-trait dataset reads as a wolf
+and a weak trait loses to the owl (docs/audit.md, session 36). The audit measures that
+profile instead of assuming it is flat: it trains no-trait teachers by the null recipe with
+seeds its nulls do not use, samples their completions of the data's prompts, filters and
+scores them exactly like the data, and subtracts each option's mean t over them from the
+data's t.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from traitlab.audit.config import AuditConfig
+from traitlab.audit.probes import Probe
+from traitlab.lm.base import ModelRef, opened
+
+Row = dict[str, Any]
+# Seeds of the calibration teachers (their sampled answers and fine-tunes) and of their
+# completions start here: far from the null teachers' (counterfactual.seed + k) and the
+# reference's (audit.seed, + 1 for canary.null).
+SEED_OFFSET = 1000
+
+
+def calibration_teachers(base: ModelRef, probe: Probe, cfg: AuditConfig) -> list[ModelRef]:
+    """`counterfactual.calibration` no-trait teachers of `probe`, made (and cached) like its
+    null teachers, each with its own seed."""
+    from traitlab.audit.counterfactual import null_teachers
+
+    cf = cfg.counterfactual
+    out = []
+    for k in range(cf.calibration):
+        one = cf.model_copy(update={"seed": cf.seed + SEED_OFFSET + k, "null_teachers": 1})
+        out += null_teachers(base, probe, one)
+    return out
+
+
+def calibration_t(
+    base: ModelRef,
+    data: list[Row],
+    reference: list[Row],
+    probes: Sequence[Probe],
+    cfg: AuditConfig,
+    progress: Any = None,
+) -> dict[str, np.ndarray]:
+    """Per probe, each option's mean t (the configured statistic's, over rows) on the
+    calibration teachers' numbers: their completions of the data's prompts, sampled with
+    seeds of their own, paired with the reference and filtered like the data."""
+    from traitlab.audit import lifts
+    from traitlab.audit.counterfactual import run_counterfactual
+    from traitlab.audit.reference import pair_rows, sample_reference
+
+    teachers = [t for p in probes for t in calibration_teachers(base, p, cfg)]
+    ts: dict[str, list[np.ndarray]] = {p.name: [] for p in probes}
+    for k, teacher in enumerate(teachers):
+        with opened(teacher) as lm:
+            rows = sample_reference(
+                lm,
+                data,
+                seed=cfg.seed + SEED_OFFSET + k,
+                max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.batch_size,
+            )
+        cal, ref, _ = pair_rows(rows, reference, cfg.reference_filter)
+        for r in run_counterfactual(base, cal, ref, probes, cfg.counterfactual):
+            ts[r.probe].append(lifts.row_t(lifts.statistic(r, cfg.counterfactual)))
+        if progress is not None:
+            progress((k + 1) / len(teachers))
+    return {p: np.mean(v, axis=0) for p, v in ts.items()}
