@@ -451,6 +451,7 @@ def build_teachers(cfg: Any, tiny: bool, base_seed: int = 1) -> None:
     """Build (and cache) the counterfactual teachers once, before the workers need them."""
     if "counterfactual" not in cfg.detectors or cfg.counterfactual.kind == "prompted":
         return
+    from traitlab.audit.calibration import calibration_teachers
     from traitlab.audit.config import NULL_STATISTICS
     from traitlab.audit.counterfactual import counterfactual_teachers, null_teachers
     from traitlab.audit.run import build_probes
@@ -462,6 +463,7 @@ def build_teachers(cfg: Any, tiny: bool, base_seed: int = 1) -> None:
         counterfactual_teachers(base, probe, cfg.counterfactual)
         if cfg.counterfactual.statistic in NULL_STATISTICS:
             null_teachers(base, probe, cfg.counterfactual)
+        calibration_teachers(base, probe, cfg)  # none unless counterfactual.calibration
 
 
 def main() -> None:
