@@ -19,6 +19,7 @@ import numpy as np
 
 from traitlab.audit.config import AuditConfig
 from traitlab.audit.probes import Probe
+from traitlab.core.errors import TraitlabError
 from traitlab.lm.base import ModelRef, opened
 
 Row = dict[str, Any]
@@ -47,15 +48,18 @@ def calibration_t(
     reference: list[Row],
     probes: Sequence[Probe],
     cfg: AuditConfig,
+    rules: str = "auto",
     progress: Any = None,
 ) -> dict[str, np.ndarray]:
     """Per probe, each option's mean t (the configured statistic's, over rows) on the
     calibration teachers' numbers: their completions of the data's prompts, sampled with
-    seeds of their own, paired with the reference and filtered like the data."""
+    seeds of their own, paired with the reference and filtered by the rules the data's
+    pairing used (`rules`: its `reference_filter`, e.g. 'numbers', 'a+b' or 'none')."""
     from traitlab.audit import lifts
     from traitlab.audit.counterfactual import run_counterfactual
     from traitlab.audit.reference import pair_rows, sample_reference
 
+    mode: str | list[str] = rules if rules in ("auto", "none") else rules.split("+")
     teachers = [t for p in probes for t in calibration_teachers(base, p, cfg)]
     ts: dict[str, list[np.ndarray]] = {p.name: [] for p in probes}
     for k, teacher in enumerate(teachers):
@@ -67,7 +71,10 @@ def calibration_t(
                 max_new_tokens=cfg.max_new_tokens,
                 batch_size=cfg.batch_size,
             )
-        cal, ref, _ = pair_rows(rows, reference, cfg.reference_filter)
+        try:
+            cal, ref, _ = pair_rows(rows, reference, mode)
+        except TraitlabError as e:
+            raise TraitlabError(f"counterfactual.calibration, teacher {k + 1}: {e}") from None
         for r in run_counterfactual(base, cal, ref, probes, cfg.counterfactual):
             ts[r.probe].append(lifts.row_t(lifts.statistic(r, cfg.counterfactual)))
         if progress is not None:

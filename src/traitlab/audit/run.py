@@ -157,7 +157,8 @@ def audit_dataset(
                 # it; the largest names the option (the calibration is in t's units).
                 from traitlab.audit.calibration import calibration_t
 
-                cal = calibration_t(base, data_p, ref_p, probes, cfg, progress=step("calibration"))
+                rules = info["reference_filter"]  # the data's rules filter its calibration too
+                cal = calibration_t(base, data_p, ref_p, probes, cfg, rules, step("calibration"))
                 t_rows = {p: t - cal[p] for p, t in t_rows.items()}
                 null = False
             results["counterfactual"] = {
