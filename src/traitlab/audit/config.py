@@ -20,8 +20,10 @@ DETECTORS = ("counterfactual", "canary", "screen", "rows", "icl", "prompted")
 DEFAULT_T = {"null": 8.0, "shared": 8.0, "ccos": 10.0}
 DEFAULT_T_BOTH = 10.0
 # counterfactual.calibration > 0: the highest of the 37 negatives of the 89 labelled toy Llama
-# datasets, 24.3 (neutral-5), + 1 rounded up to 0.5, with four no-trait teachers of the
-# null recipe as the calibration (benchmarks/results/audit-calibration.md).
+# datasets, 24.3 (neutral-5), + 1 rounded up to 0.5, with four no-trait teachers' datasets of
+# the null recipe as the calibration (benchmarks/results/audit-calibration.md). Provisional:
+# those datasets had more rows than some audited ones, which inflates the scores it was fitted
+# on; the audit calibrates on the data's own rows (docs/audit.md, session 36).
 DEFAULT_T_CALIBRATED = 25.5
 # The statistics that compare the option teachers with null teachers (so the audit builds
 # them) and name the option with the largest mean, not the largest t.
@@ -99,7 +101,7 @@ class CounterfactualConfig(FrozenConfig):
     calibration: int = Field(
         0,
         ge=0,
-        description="statistic 'null', kind 'finetuned': no-trait teachers per probe, made like the null teachers with seeds of their own, whose completions of the data's prompts are filtered and scored like the data; each option's t is then the data's minus its mean over them, and the option with the largest is named. What any fine-tune's numbers do to each option is measured instead of assumed equal (on the toy Llama 6 of 6 traits of a fresh holdout flagged and named, no false positive: docs/audit.md, session 36). Each teacher costs about one more counterfactual pass. 0: off.",
+        description="statistic 'null', kind 'finetuned': no-trait teachers per probe, made like the null teachers with seeds of their own, whose completions of the data's prompts are filtered and scored like the data; each option's t is then the data's minus its mean over them, and the option with the largest is named. What any fine-tune's numbers do to each option is measured instead of assumed equal. On the toy Llama it names fine-tuned traits best of the statistics tried (scored from saved audits: a fresh holdout's 6 of 6 flagged and named, no false positive); its threshold (25.5) was fitted on that benchmark's scale, and built in it left one of two fresh traits checked unflagged (docs/audit.md, session 36). Each teacher costs one sampling and one counterfactual pass (2: 2.6-3.5x the detector's time). 0: off.",
     )
     prompted_nulls: int = Field(
         3,
