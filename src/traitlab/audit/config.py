@@ -239,7 +239,7 @@ class AuditConfig(FrozenConfig):
     icl_sets: int = Field(8, ge=2, description="Sets of rows (the CI is over them).")
     threshold: float | None = Field(
         None,
-        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen on the audit benchmark's discovery datasets (statistic 'null': 8.0, the highest negative 6.5 + 1 rounded up to 0.5; with counterfactual.kind 'both': 10.0, by the same rule on the demo base, 8.9 + 1; 'shared': 8.0, just above a neutral teacher's 7.0; 'ccos': 10.0, the highest discovery negative 8.9 + 1 rounded up to 0.5).",
+        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen on the audit benchmark's discovery datasets (statistic 'null': 8.0, the highest negative 6.5 + 1 rounded up to 0.5; with counterfactual.kind 'both': 10.0, by the same rule on the demo base, 8.9 + 1; 'shared': 8.0, just above a neutral teacher's 7.0; 'ccos': 10.0, the highest discovery negative 8.9 + 1 rounded up to 0.5; counterfactual.calibration > 0: 25.5, by the same rule on the toy Llama's 89 labelled datasets, provisional).",
     )
     z_threshold: float = Field(
         3.0,
