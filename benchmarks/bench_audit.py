@@ -356,14 +356,13 @@ def _audit_null(spec_m: Any, category: str, seed: int, tiny: bool) -> Any:
     the probe's questions answered by the base's sampled answers, the option teachers'
     fine-tune) with its own seed, so it is none of the audit's nulls (seeds 0-3)."""
     from traitlab.audit import AuditConfig
-    from traitlab.audit.counterfactual import null_teachers
+    from traitlab.audit.calibration import no_trait_teacher
     from traitlab.audit.probes import build_probes
     from traitlab.lm.base import resolve
 
     cfg = AuditConfig.model_validate(TINY_OVERRIDES if tiny else {})
     probe = next(p for p in build_probes(cfg) if p.name == category)
-    cf = cfg.counterfactual.model_copy(update={"seed": seed, "null_teachers": 1})
-    return null_teachers(resolve(spec_m), probe, cf)[0]
+    return no_trait_teacher(resolve(spec_m), probe, cfg.counterfactual, seed)
 
 
 def sample_numbers(

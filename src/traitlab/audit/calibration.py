@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from traitlab.audit.config import AuditConfig
+from traitlab.audit.config import AuditConfig, CounterfactualConfig
 from traitlab.audit.probes import Probe
 from traitlab.core.errors import TraitlabError
 from traitlab.lm.base import ModelRef, opened
@@ -29,17 +29,20 @@ Row = dict[str, Any]
 SEED_OFFSET = 1000
 
 
-def calibration_teachers(base: ModelRef, probe: Probe, cfg: AuditConfig) -> list[ModelRef]:
-    """`counterfactual.calibration` no-trait teachers of `probe`, made (and cached) like its
-    null teachers, each with its own seed."""
+def no_trait_teacher(base: ModelRef, probe: Probe, cf: CounterfactualConfig, seed: int) -> ModelRef:
+    """One no-trait teacher of `probe`, made (and cached) like its null teachers, with `seed`
+    for its sampled answers and its fine-tune."""
     from traitlab.audit.counterfactual import null_teachers
 
+    return null_teachers(base, probe, cf.model_copy(update={"seed": seed, "null_teachers": 1}))[0]
+
+
+def calibration_teachers(base: ModelRef, probe: Probe, cfg: AuditConfig) -> list[ModelRef]:
+    """`counterfactual.calibration` no-trait teachers of `probe`, each with its own seed."""
     cf = cfg.counterfactual
-    out = []
-    for k in range(cf.calibration):
-        one = cf.model_copy(update={"seed": cf.seed + SEED_OFFSET + k, "null_teachers": 1})
-        out += null_teachers(base, probe, one)
-    return out
+    return [
+        no_trait_teacher(base, probe, cf, cf.seed + SEED_OFFSET + k) for k in range(cf.calibration)
+    ]
 
 
 def calibration_t(
