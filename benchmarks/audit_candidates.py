@@ -122,16 +122,20 @@ def load_mean(audit_dirs: list[Path]) -> dict[str, Arrays]:
 
 
 def top(
-    arrays: dict[str, Arrays], name: str, calibration: dict[str, np.ndarray] | None = None
+    arrays: dict[str, Arrays],
+    name: str,
+    calibration: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> tuple[float, str, str]:
     """(score, option, probe) a candidate's verdict would name: as `audit.verdict` does,
     the option with the largest mean (its t the score) or, for `shared`, the largest t,
     within each probe and across the probes."""
     if name == HYBRID:
         return _hybrid(arrays)
-    if name == NCAL:
-        assert calibration is not None, "ncal needs --calibrate"
-        return _ncal(arrays, calibration)
+    if name in (NCAL, NCALD):
+        assert calibration is not None, f"{name} needs --calibrate"
+        if name == NCALD:
+            return _ncal(arrays, calibration[NCALD], null_d)
+        return _ncal(arrays, calibration[NCAL])
     fn, how = CANDIDATES[name]
     best: tuple[float, float, str, str] | None = None
     for probe, a in arrays.items():
@@ -169,6 +173,10 @@ def _hybrid(arrays: dict[str, Arrays]) -> tuple[float, str, str]:
 # neutral datasets, `--calibrate`): what a fine-tune's numbers without a trait do to each
 # option, measured, instead of assumed to be the same for every option.
 NCAL = "ncal"
+# Session 37: the same in effect sizes (t / sqrt(rows)), which do not grow with the rows, so
+# that calibration datasets of other sizes than the data's (and the audit's subsets of the
+# data's prompts) calibrate it alike; what `counterfactual.calibration` computes.
+NCALD = "ncald"
 
 
 def null_t(arrays: dict[str, Arrays]) -> dict[str, np.ndarray]:
@@ -176,9 +184,16 @@ def null_t(arrays: dict[str, Arrays]) -> dict[str, np.ndarray]:
     return {p: _t(_null(a)) for p, a in arrays.items()}
 
 
-def _ncal(arrays: dict[str, Arrays], calibration: dict[str, np.ndarray]) -> tuple[float, str, str]:
+def null_d(arrays: dict[str, Arrays]) -> dict[str, np.ndarray]:
+    """Per probe, `null`'s effect size (t / sqrt(rows)) of every option."""
+    return {p: _t(v) / np.sqrt(v.shape[1]) for p, v in ((p, _null(a)) for p, a in arrays.items())}
+
+
+def _ncal(
+    arrays: dict[str, Arrays], calibration: dict[str, np.ndarray], stat: Callable[..., Any] = null_t
+) -> tuple[float, str, str]:
     best: tuple[float, str, str] | None = None
-    for probe, t in null_t(arrays).items():
+    for probe, t in stat(arrays).items():
         v = t - calibration[probe]
         k = int(np.argmax(v))
         if best is None or v[k] > best[0]:
@@ -228,26 +243,35 @@ def main() -> None:
     splits = {"discovery": a.discovery, "confirmation": a.confirmation}
     have = [s for s in DATASETS if all((r / s[0] / "counterfactual.npz").is_file() for r in roots)]
     calib = {
-        s[0]: null_t(load_mean([r / s[0] for r in roots]))
+        s[0]: load_mean([r / s[0] for r in roots])
         for s in have
         if s[2] in a.calibrate and s[3] in ("neutral", "calnull")
     }
-    names = [*NAMES, NCAL] if calib else NAMES
+    names = [*NAMES, NCAL, NCALD] if calib else NAMES
     per = []
     for spec in have:
         part = next((k for k, v in splits.items() if spec[2] in v), None)
         if part is None:
             continue
         arrays = load_mean([r / spec[0] for r in roots])
-        others = [t for n, t in calib.items() if n != spec[0]]
-        mu = {p: np.mean([t[p] for t in others], axis=0) for p in arrays} if calib else None
+        others = [c for n, c in calib.items() if n != spec[0]]
+        mu = (
+            {
+                name: {p: np.mean([stat(c)[p] for c in others], axis=0) for p in arrays}
+                for name, stat in ((NCAL, null_t), (NCALD, null_d))
+            }
+            if calib
+            else None
+        )
         row = {"name": spec[0], "group": spec[1], "split": spec[2], "option": spec[4]}
         per.append(row | {"part": part} | {c: top(arrays, c, mu) for c in names})
     disc = [r for r in per if r["part"] == "discovery"]
     out: dict[str, Any] = {"datasets": per, "candidates": {}}
     for c in names:
         neg = [r[c][0] for r in disc if r["group"] == "negative"]
-        thr = float(np.ceil((max(neg) + 1) * 2) / 2)
+        # The rule: the highest negative + 1, rounded up to 0.5 (effect sizes: + 0.01, to 0.005).
+        step, plus = (0.005, 0.01) if c == NCALD else (0.5, 1.0)
+        thr = float(np.ceil((max(neg) + plus) / step) * step)
         out["candidates"][c] = {"threshold": thr} | {
             part: metrics([r for r in per if r["part"] == part], c, thr) for part in splits
         }
@@ -280,7 +304,7 @@ def render(out: dict[str, Any]) -> str:
     lines += ["", "| dataset | split | option | " + " | ".join(out["candidates"]) + " |"]
     lines.append("|---|---|---|" + "---|" * len(out["candidates"]))
     for r in out["datasets"]:
-        cells = [f"{r[c][1]} {r[c][0]:.1f}" for c in out["candidates"]]
+        cells = [f"{r[c][1]} {r[c][0]:.{3 if c == NCALD else 1}f}" for c in out["candidates"]]
         lines.append(
             f"| {r['name']} | {r['split']} | {r['option'] or '-'} | " + " | ".join(cells) + " |"
         )

@@ -317,11 +317,12 @@ def test_the_ccos_statistic_runs_through_the_audit(tmp_path: Path, toy: tuple) -
 def test_calibration_subtracts_each_options_t_on_no_trait_teachers_numbers(
     tmp_path: Path, toy: tuple
 ) -> None:
-    """`counterfactual.calibration`: each option's t minus its mean t on the numbers of
-    no-trait teachers that are none of the nulls; named by the largest, flagged at its own
-    threshold."""
-    from traitlab.audit.calibration import calibration_teachers
-    from traitlab.audit.config import DEFAULT_T_CALIBRATED, CounterfactualConfig
+    """`counterfactual.calibration`: each option's effect size (t / sqrt(rows)) minus its
+    mean effect size on the numbers of no-trait teachers that are none of the nulls, which
+    complete `calibration_rows` of the data's prompts; named by the largest, flagged at its
+    own threshold."""
+    from traitlab.audit.calibration import calibration_rows, calibration_teachers
+    from traitlab.audit.config import DEFAULT_D_CALIBRATED, CounterfactualConfig
     from traitlab.audit.counterfactual import null_teachers
     from traitlab.audit.probes import build_probes
 
@@ -335,20 +336,25 @@ def test_calibration_subtracts_each_options_t_on_no_trait_teachers_numbers(
     }
     small = {**SMALL, "probes": [few], "reference_filter": "none", "detectors": ["counterfactual"]}
     plain = parse_config(small, AuditConfig)
-    cal_cfg = {**SMALL["counterfactual"], "calibration": 1}
-    cfg = plain.model_copy(
-        update={"counterfactual": plain.counterfactual.model_copy(update={"calibration": 1})}
-    )
+    on = {"calibration": 1, "calibration_rows": 8}
+    cal_cfg = {**SMALL["counterfactual"], **on}
+    cfg = plain.model_copy(update={"counterfactual": plain.counterfactual.model_copy(update=on)})
     assert cfg == parse_config({**small, "counterfactual": cal_cfg}, AuditConfig)
     a0 = audit_dataset(data, base, plain, tmp_path / "plain", reference=ref)
     a1 = audit_dataset(data, base, cfg, tmp_path / "cal", reference=ref)
-    assert a1["verdict"]["threshold"] == DEFAULT_T_CALIBRATED != a0["verdict"]["threshold"]
+    assert a1["verdict"]["threshold"] == DEFAULT_D_CALIBRATED != a0["verdict"]["threshold"]
     cal = a1["counterfactual"]["calibration"]["animal"]
     assert len(cal) == 4 and all(np.isfinite(v) for v in cal.values())
     z0 = {f["option"]: f["z"] for f in a0["detectors"]["counterfactual"]["animal"]}
     z1 = {f["option"]: f["z"] for f in a1["detectors"]["counterfactual"]["animal"]}
+    n = a1["cost"]["counterfactual"]["rows"]
+    assert n == 16
     for o in z0:
-        assert z1[o] == pytest.approx(z0[o] - cal[o], abs=1e-9)
+        assert z1[o] == pytest.approx(z0[o] / np.sqrt(n) - cal[o], abs=1e-9)
+    # The teachers complete 8 of the 16 prompts: distinct, in data order, the same each time.
+    pick = calibration_rows(n, cfg)
+    assert len(set(pick)) == 8 and list(pick) == sorted(pick)
+    assert list(calibration_rows(n, cfg)) == list(pick) and len(calibration_rows(5, cfg)) == 5
     # Named by the calibrated t, not by the mean lift the plain 'null' ranks by.
     assert a1["verdict"]["trait"] == max(z1, key=lambda o: z1[o])
     probe = build_probes(cfg)[0]

@@ -6,8 +6,11 @@ teacher's numbers better than the null teachers do, so a no-trait dataset reads 
 and a weak trait loses to the owl (docs/audit.md, session 36). The audit measures that
 profile instead of assuming it is flat: it trains no-trait teachers by the null recipe with
 seeds its nulls do not use, samples their completions of the data's prompts, filters and
-scores them exactly like the data, and subtracts each option's mean t over them from the
-data's t.
+scores them exactly like the data, and subtracts each option's mean effect size over them
+from the data's. Effect sizes (t / sqrt(rows)), not t's: a t grows with the rows, so the
+data's t and a calibration's t are comparable only at one row count, and the calibration
+then costs as much as the data; an effect size lets a few hundred of the data's prompts
+calibrate a dataset of any size (docs/audit.md, session 37).
 """
 
 from __future__ import annotations
@@ -45,7 +48,22 @@ def calibration_teachers(base: ModelRef, probe: Probe, cfg: AuditConfig) -> list
     ]
 
 
-def calibration_t(
+def effect_size(t: np.ndarray, rows: int) -> np.ndarray:
+    """The effect size of a t over `rows` rows: mean / spread, which does not grow with them."""
+    return t / np.sqrt(rows)
+
+
+def calibration_rows(n: int, cfg: AuditConfig) -> np.ndarray:
+    """Which of the data's n paired rows the calibration teachers complete: all of them, or
+    `counterfactual.calibration_rows` drawn without replacement (seeded, in data order)."""
+    k = cfg.counterfactual.calibration_rows
+    if n <= k:
+        return np.arange(n)
+    rng = np.random.default_rng(cfg.seed + SEED_OFFSET)
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def calibration_d(
     base: ModelRef,
     data: list[Row],
     reference: list[Row],
@@ -54,22 +72,24 @@ def calibration_t(
     rules: str = "auto",
     progress: Any = None,
 ) -> dict[str, np.ndarray]:
-    """Per probe, each option's mean t (the configured statistic's, over rows) on the
-    calibration teachers' numbers: their completions of the data's prompts, sampled with
-    seeds of their own, paired with the reference and filtered by the rules the data's
-    pairing used (`rules`: its `reference_filter`, e.g. 'numbers', 'a+b' or 'none')."""
+    """Per probe, each option's mean effect size (the configured statistic's) on the
+    calibration teachers' numbers: their completions of `calibration_rows` of the data's
+    prompts, sampled with seeds of their own, paired with the reference and filtered by the
+    rules the data's pairing used (`rules`: its `reference_filter`, e.g. 'numbers', 'a+b' or
+    'none')."""
     from traitlab.audit import lifts
     from traitlab.audit.counterfactual import run_counterfactual
     from traitlab.audit.reference import pair_rows, sample_reference
 
     mode: str | list[str] = rules if rules in ("auto", "none") else rules.split("+")
+    prompts = [data[i] for i in calibration_rows(len(data), cfg)]
     teachers = [t for p in probes for t in calibration_teachers(base, p, cfg)]
-    ts: dict[str, list[np.ndarray]] = {p.name: [] for p in probes}
+    ds: dict[str, list[np.ndarray]] = {p.name: [] for p in probes}
     for k, teacher in enumerate(teachers):
         with opened(teacher) as lm:
             rows = sample_reference(
                 lm,
-                data,
+                prompts,
                 seed=cfg.seed + SEED_OFFSET + k,
                 max_new_tokens=cfg.max_new_tokens,
                 batch_size=cfg.batch_size,
@@ -79,7 +99,8 @@ def calibration_t(
         except TraitlabError as e:
             raise TraitlabError(f"counterfactual.calibration, teacher {k + 1}: {e}") from None
         for r in run_counterfactual(base, cal, ref, probes, cfg.counterfactual):
-            ts[r.probe].append(lifts.row_t(lifts.statistic(r, cfg.counterfactual)))
+            t = lifts.row_t(lifts.statistic(r, cfg.counterfactual))
+            ds[r.probe].append(effect_size(t, len(cal)))
         if progress is not None:
             progress((k + 1) / len(teachers))
-    return {p: np.mean(v, axis=0) for p, v in ts.items()}
+    return {p: np.mean(v, axis=0) for p, v in ds.items()}

@@ -19,12 +19,11 @@ DETECTORS = ("counterfactual", "canary", "screen", "rows", "icl", "prompted")
 # negative, 8.9, + 1 rounded up to 0.5.
 DEFAULT_T = {"null": 8.0, "shared": 8.0, "ccos": 10.0}
 DEFAULT_T_BOTH = 10.0
-# counterfactual.calibration > 0: the highest of the 37 negatives of the 89 labelled toy Llama
-# datasets, 24.3 (neutral-5), + 1 rounded up to 0.5, with four no-trait teachers' datasets of
-# the null recipe as the calibration (benchmarks/results/audit-calibration.md). Provisional:
-# those datasets had more rows than some audited ones, which inflates the scores it was fitted
-# on; the audit calibrates on the data's own rows (docs/audit.md, session 36).
-DEFAULT_T_CALIBRATED = 25.5
+# counterfactual.calibration > 0, in effect-size units (d = t / sqrt(rows), so that one
+# threshold serves datasets of any size): the highest of the 37 negatives of the 89 labelled
+# toy Llama datasets, 0.496 (neutral-5), + 0.01 rounded up to 0.005, with four no-trait
+# teachers' datasets of the null recipe as the calibration (docs/audit.md, session 37).
+DEFAULT_D_CALIBRATED = 0.51
 # The statistics that compare the option teachers with null teachers (so the audit builds
 # them) and name the option with the largest mean, not the largest t.
 NULL_STATISTICS = ("null", "ccos")
@@ -101,7 +100,12 @@ class CounterfactualConfig(FrozenConfig):
     calibration: int = Field(
         0,
         ge=0,
-        description="statistic 'null', kind 'finetuned': no-trait teachers per probe, made like the null teachers with seeds of their own, whose completions of the data's prompts are filtered and scored like the data; each option's t is then the data's minus its mean over them, and the option with the largest is named. What any fine-tune's numbers do to each option is measured instead of assumed equal. On the toy Llama it names fine-tuned traits best of the statistics tried (scored from saved audits: a fresh holdout's 6 of 6 flagged and named, no false positive); its threshold (25.5) was fitted on that benchmark's scale, and built in it left one of two fresh traits checked unflagged (docs/audit.md, session 36). Each teacher costs one sampling and one counterfactual pass (2: 2.6-3.5x the detector's time). 0: off.",
+        description="statistic 'null', kind 'finetuned': no-trait teachers per probe, made like the null teachers with seeds of their own, whose completions of `calibration_rows` of the data's prompts are filtered and scored like the data. Each option's score is then its effect size on the data (t / sqrt(rows): the mean over rows of its lift above the null, in units of its spread) minus its mean effect size over them, and the option with the largest is named: what any fine-tune's numbers do to each option is measured instead of assumed equal. In effect sizes, not t's, because a t grows with the rows and the calibration has fewer. On the toy Llama it names fine-tuned traits best of the statistics tried (docs/audit.md, sessions 36-37). Each teacher costs one sampling and one counterfactual pass over `calibration_rows` rows. 0: off.",
+    )
+    calibration_rows: int = Field(
+        512,
+        ge=2,
+        description="counterfactual.calibration: how many of the data's prompts (drawn at random, seeded) each calibration teacher completes; all of them when the data has fewer. An effect size needs no more rows than its noise allows: from 512-row subsets the toy Llama benchmark's verdicts were those of the full calibration datasets (docs/audit.md, session 37).",
     )
     prompted_nulls: int = Field(
         3,
@@ -239,7 +243,7 @@ class AuditConfig(FrozenConfig):
     icl_sets: int = Field(8, ge=2, description="Sets of rows (the CI is over them).")
     threshold: float | None = Field(
         None,
-        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen on the audit benchmark's discovery datasets (statistic 'null': 8.0, the highest negative 6.5 + 1 rounded up to 0.5; with counterfactual.kind 'both': 10.0, by the same rule on the demo base, 8.9 + 1; 'shared': 8.0, just above a neutral teacher's 7.0; 'ccos': 10.0, the highest discovery negative 8.9 + 1 rounded up to 0.5; counterfactual.calibration > 0: 25.5, by the same rule on the toy Llama's 89 labelled datasets, provisional).",
+        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen on the audit benchmark's discovery datasets (statistic 'null': 8.0, the highest negative 6.5 + 1 rounded up to 0.5; with counterfactual.kind 'both': 10.0, by the same rule on the demo base, 8.9 + 1; 'shared': 8.0, just above a neutral teacher's 7.0; 'ccos': 10.0, the highest discovery negative 8.9 + 1 rounded up to 0.5; counterfactual.calibration > 0: 0.51, an effect size, not a t: the highest of the toy Llama's 89 labelled datasets' negatives 0.496 + 0.01 rounded up to 0.005).",
     )
     z_threshold: float = Field(
         3.0,

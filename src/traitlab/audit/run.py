@@ -153,13 +153,15 @@ def audit_dataset(
             t_rows = {p: lifts.row_t(v) for p, v in stat.items()}
             cal: dict[str, np.ndarray] = {}
             if cfg.counterfactual.calibration:
-                # Calibrated: each option's t above what no-trait fine-tunes' numbers give
-                # it; the largest names the option (the calibration is in t's units).
-                from traitlab.audit.calibration import calibration_t
+                # Calibrated: each option's effect size above what no-trait fine-tunes'
+                # numbers give it; the largest names the option. Effect sizes, not t's: the
+                # calibration scores fewer rows than the data (calibration.py).
+                from traitlab.audit.calibration import calibration_d, effect_size
 
                 rules = info["reference_filter"]  # the data's rules filter its calibration too
-                cal = calibration_t(base, data_p, ref_p, probes, cfg, rules, step("calibration"))
-                t_rows = {p: t - cal[p] for p, t in t_rows.items()}
+                cal = calibration_d(base, data_p, ref_p, probes, cfg, rules, step("calibration"))
+                n = len(data_p)
+                t_rows = {p: effect_size(t, n) - cal[p] for p, t in t_rows.items()}
                 null = False
             results["counterfactual"] = {
                 r.probe: findings(r.options, stat[r.probe].T, z=t_rows[r.probe], by_effect=null)
@@ -175,7 +177,7 @@ def audit_dataset(
                 "null": {r.probe: r.null[0] for r in res_c},
                 "scores": "counterfactual.npz",
             }
-            if cal:  # each option's mean t on no-trait fine-tunes' numbers
+            if cal:  # each option's mean effect size on no-trait fine-tunes' numbers
                 extra["counterfactual"]["calibration"] = {
                     r.probe: dict(zip(r.options, map(float, cal[r.probe]), strict=True))
                     for r in res_c

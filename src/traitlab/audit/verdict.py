@@ -72,7 +72,7 @@ def findings(
 def threshold_for(detector: str, cfg: Any) -> float:
     """The flag threshold of a detector: the counterfactual t's own, the canary's effect's
     (`canary.threshold`), else the robust z's."""
-    from traitlab.audit.config import DEFAULT_T, DEFAULT_T_BOTH, DEFAULT_T_CALIBRATED
+    from traitlab.audit.config import DEFAULT_D_CALIBRATED, DEFAULT_T, DEFAULT_T_BOTH
 
     if detector == "canary" and cfg.canary.threshold is not None:
         return float(cfg.canary.threshold)
@@ -82,7 +82,7 @@ def threshold_for(detector: str, cfg: Any) -> float:
         return float(cfg.threshold)
     cf = cfg.counterfactual
     if cf.calibration:
-        return DEFAULT_T_CALIBRATED
+        return DEFAULT_D_CALIBRATED
     return (
         DEFAULT_T_BOTH if (cf.statistic, cf.kind) == ("null", "both") else DEFAULT_T[cf.statistic]
     )
