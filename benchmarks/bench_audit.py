@@ -175,6 +175,21 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("neutral-25", "negative", "holdout-8", "neutral", "", "animal", 1, 216),
     ("ft-maple-3", "positive", "holdout-8", "ft", "maple", "tree", 1, 217),
     ("neutral-26", "negative", "holdout-8", "neutral", "", "tree", 1, 218),
+    # Holdout 9 (2026-12-06, session 37): the test of `counterfactual.calibration` built in
+    # (effect sizes, fresh number prompts; docs/audit.md); options by random.Random(9).sample
+    # from all 30, as holdout 8's.
+    ("ft-octopus-2", "positive", "holdout-9", "ft", "octopus", "animal", 1, 223),
+    ("own-18", "negative", "holdout-9", "own", "", "animal", 1, 224),
+    ("ft-whale-3", "positive", "holdout-9", "ft", "whale", "animal", 1, 225),
+    ("neutral-27", "negative", "holdout-9", "neutral", "", "animal", 1, 226),
+    ("ft-fox-4", "positive", "holdout-9", "ft", "fox", "animal", 1, 227),
+    ("neutral-28", "negative", "holdout-9", "neutral", "", "tree", 1, 228),
+    ("ft-tiger-3", "positive", "holdout-9", "ft", "tiger", "animal", 1, 229),
+    ("own-19", "negative", "holdout-9", "own", "", "animal", 1, 230),
+    ("ft-owl-4", "positive", "holdout-9", "ft", "owl", "animal", 1, 231),
+    ("neutral-29", "negative", "holdout-9", "neutral", "", "animal", 1, 232),
+    ("ft-elephant-2", "positive", "holdout-9", "ft", "elephant", "animal", 1, 233),
+    ("neutral-30", "negative", "holdout-9", "neutral", "", "tree", 1, 234),
     # Calibration (session 36): numbers of no-trait teachers made by the audit's own null
     # recipe with seeds the audit's nulls do not use; not labelled data, the profile `ncal`
     # (audit_candidates.py --calibrate calibration) subtracts (docs/audit.md).

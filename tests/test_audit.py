@@ -321,7 +321,11 @@ def test_calibration_subtracts_each_options_t_on_no_trait_teachers_numbers(
     mean effect size on the numbers of no-trait teachers that are none of the nulls, which
     complete `calibration_rows` of the data's prompts; named by the largest, flagged at its
     own threshold."""
-    from traitlab.audit.calibration import calibration_rows, calibration_teachers
+    from traitlab.audit.calibration import (
+        calibration_prompts,
+        calibration_rows,
+        calibration_teachers,
+    )
     from traitlab.audit.config import DEFAULT_D_CALIBRATED, CounterfactualConfig
     from traitlab.audit.counterfactual import null_teachers
     from traitlab.audit.probes import build_probes
@@ -355,6 +359,22 @@ def test_calibration_subtracts_each_options_t_on_no_trait_teachers_numbers(
     pick = calibration_rows(n, cfg)
     assert len(set(pick)) == 8 and list(pick) == sorted(pick)
     assert list(calibration_rows(n, cfg)) == list(pick) and len(calibration_rows(5, cfg)) == 5
+    # Not number data: the teachers completed (a subset of) the data's prompts. Number data:
+    # fresh number prompts in the base's style, so which prompts the data's teacher left
+    # does not enter the calibration.
+    assert a1["counterfactual"]["calibration_prompts"] == "data"
+    style = base.spec["toy"]["number_prompts"]
+    fresh, got = calibration_prompts(base, data, ["numbers"], cfg)
+    assert got == style and len(fresh) == 8
+    assert {r["messages"][0]["content"] for r in fresh}.isdisjoint(
+        r["messages"][0]["content"] for r in data
+    )
+    assert calibration_prompts(base, data, ["numbers"], cfg) == (fresh, got)
+    short = cfg.counterfactual.model_copy(update={"calibration_prompts": "short"})
+    assert (
+        calibration_prompts(base, data, [], cfg.model_copy(update={"counterfactual": short}))[1]
+        == "short"
+    )
     # Named by the calibrated t, not by the mean lift the plain 'null' ranks by.
     assert a1["verdict"]["trait"] == max(z1, key=lambda o: z1[o])
     probe = build_probes(cfg)[0]
@@ -364,6 +384,40 @@ def test_calibration_subtracts_each_options_t_on_no_trait_teachers_numbers(
     for bad in ({"statistic": "ccos"}, {"kind": "both"}):
         with pytest.raises(ValueError, match="calibration"):
             CounterfactualConfig(calibration=1, **bad)
+
+
+def test_calibration_on_fresh_prompts_is_measured_once_per_base(
+    tmp_path: Path, toy: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`calibration_prompts: paper`: the teachers complete fresh number prompts, which do
+    not depend on the data, so a second audit of other data reads the cached calibration."""
+    from traitlab.audit import calibration
+
+    base, _, _ = toy
+    few = {"name": "animal", "questions": ["Name your favorite animal."], "options": ["owl", "cat"]}
+    on = {"calibration": 1, "calibration_rows": 6, "calibration_prompts": "paper"}
+    cfg = parse_config(
+        {
+            **SMALL,
+            "probes": [few],
+            "reference_filter": "none",
+            "detectors": ["counterfactual"],
+            "counterfactual": {**SMALL["counterfactual"], **on},
+        },
+        AuditConfig,
+    )
+    ref = _rows(NUMBERS, 12)
+    a1 = audit_dataset(_with(ref, ["7 7 7 7"]), base, cfg, tmp_path / "a", reference=ref)
+    assert a1["counterfactual"]["calibration_prompts"] == "paper"
+    measured = []
+    real = calibration._measure
+    monkeypatch.setattr(calibration, "_measure", lambda *a: measured.append(1) or real(*a))
+    a2 = audit_dataset(_with(ref, ["12 30 41"]), base, cfg, tmp_path / "b", reference=ref)
+    assert not measured  # read from the cache, not measured again
+    assert a2["counterfactual"]["calibration"] == a1["counterfactual"]["calibration"]
+    other = cfg.model_copy(update={"seed": cfg.seed + 1})
+    audit_dataset(_with(ref, ["12 30 41"]), base, other, tmp_path / "c", reference=ref)
+    assert measured == [1]  # another seed: other prompts and samples, measured anew
 
 
 def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> None:

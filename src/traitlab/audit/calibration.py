@@ -54,13 +54,40 @@ def effect_size(t: np.ndarray, rows: int) -> np.ndarray:
 
 
 def calibration_rows(n: int, cfg: AuditConfig) -> np.ndarray:
-    """Which of the data's n paired rows the calibration teachers complete: all of them, or
-    `counterfactual.calibration_rows` drawn without replacement (seeded, in data order)."""
+    """Which of the data's n paired rows the calibration teachers complete (`calibration_prompts`
+    'data'): all of them, or `calibration_rows` drawn without replacement (seeded, in order)."""
     k = cfg.counterfactual.calibration_rows
     if n <= k:
         return np.arange(n)
     rng = np.random.default_rng(cfg.seed + SEED_OFFSET)
     return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def prompt_style(base: ModelRef, rules: list[str], cfg: AuditConfig) -> str:
+    """`calibration_prompts` resolved: 'data', or the style of fresh number prompts."""
+    how = cfg.counterfactual.calibration_prompts
+    if how != "auto":
+        return how
+    if "numbers" not in rules:
+        return "data"
+    return str((base.spec.get("toy") or {}).get("number_prompts", "paper"))
+
+
+def calibration_prompts(
+    base: ModelRef, data: list[Row], rules: list[str], cfg: AuditConfig
+) -> tuple[list[Row], str]:
+    """The prompts the calibration teachers complete, as chat rows (their last turn is
+    replaced), and the resolved `calibration_prompts`."""
+    from traitlab.config import PromptSetConfig
+    from traitlab.data.prompts import number_prompts
+
+    style = prompt_style(base, rules, cfg)
+    if style == "data":
+        return [data[i] for i in calibration_rows(len(data), cfg)], style
+    n, seed = cfg.counterfactual.calibration_rows, cfg.seed + SEED_OFFSET
+    texts = number_prompts(PromptSetConfig(style=style), n, seed=seed)  # type: ignore[arg-type]
+    empty = {"role": "assistant", "content": ""}
+    return [{"messages": [{"role": "user", "content": t}, empty]} for t in texts], style
 
 
 def calibration_d(
@@ -71,18 +98,48 @@ def calibration_d(
     cfg: AuditConfig,
     rules: str = "auto",
     progress: Any = None,
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], str]:
     """Per probe, each option's mean effect size (the configured statistic's) on the
-    calibration teachers' numbers: their completions of `calibration_rows` of the data's
-    prompts, sampled with seeds of their own, paired with the reference and filtered by the
-    rules the data's pairing used (`rules`: its `reference_filter`, e.g. 'numbers', 'a+b' or
-    'none')."""
+    calibration teachers' numbers: their completions of the calibration prompts, sampled with
+    seeds of their own and filtered by the rules the data's pairing used (`rules`: its
+    `reference_filter`, e.g. 'numbers', 'a+b' or 'none'), of the data's prompts paired with
+    their reference rows; and the resolved `calibration_prompts`. On fresh prompts it does
+    not depend on the data, so it is measured once per base and setting and cached."""
+    from traitlab.core.device import cache_dir
+    from traitlab.core.files import read_json, stable_hash, write_json
+    from traitlab.core.runs import stage, stage_done
+
+    names = [] if rules in ("auto", "none") else rules.split("+")
+    prompts, style = calibration_prompts(base, data, names, cfg)
+    if style == "data":
+        return _measure(base, prompts, reference, probes, cfg, rules, style, progress), style
+    what = [[p.name, list(p.questions), sorted(p.options)] for p in probes]
+    cf = cfg.counterfactual.model_dump(mode="json")
+    key = stable_hash(["calibration", base.key, what, cf, cfg.seed, cfg.max_new_tokens, rules])
+    d = cache_dir() / "audit-calibration" / key
+    if not stage_done(d, key):
+        got = _measure(base, prompts, reference, probes, cfg, rules, style, progress)
+        with stage(d, key) as tmp:
+            write_json(tmp / "calibration.json", {p: v.tolist() for p, v in got.items()})
+    saved = read_json(d / "calibration.json")
+    return {p: np.array(v, dtype=float) for p, v in saved.items()}, style
+
+
+def _measure(
+    base: ModelRef,
+    prompts: list[Row],
+    reference: list[Row],
+    probes: Sequence[Probe],
+    cfg: AuditConfig,
+    rules: str,
+    style: str,
+    progress: Any,
+) -> dict[str, np.ndarray]:
     from traitlab.audit import lifts
     from traitlab.audit.counterfactual import run_counterfactual
     from traitlab.audit.reference import pair_rows, sample_reference
 
     mode: str | list[str] = rules if rules in ("auto", "none") else rules.split("+")
-    prompts = [data[i] for i in calibration_rows(len(data), cfg)]
     teachers = [t for p in probes for t in calibration_teachers(base, p, cfg)]
     ds: dict[str, list[np.ndarray]] = {p.name: [] for p in probes}
     for k, teacher in enumerate(teachers):
@@ -95,7 +152,9 @@ def calibration_d(
                 batch_size=cfg.batch_size,
             )
         try:
-            cal, ref, _ = pair_rows(rows, reference, mode)
+            # Fresh prompts have no reference row: each completion is its own, which the
+            # `null` statistic does not read (it compares the teachers on the data rows).
+            cal, ref, _ = pair_rows(rows, reference if style == "data" else rows, mode)
         except TraitlabError as e:
             raise TraitlabError(f"counterfactual.calibration, teacher {k + 1}: {e}") from None
         for r in run_counterfactual(base, cal, ref, probes, cfg.counterfactual):

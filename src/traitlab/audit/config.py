@@ -100,12 +100,16 @@ class CounterfactualConfig(FrozenConfig):
     calibration: int = Field(
         0,
         ge=0,
-        description="statistic 'null', kind 'finetuned': no-trait teachers per probe, made like the null teachers with seeds of their own, whose completions of `calibration_rows` of the data's prompts are filtered and scored like the data. Each option's score is then its effect size on the data (t / sqrt(rows): the mean over rows of its lift above the null, in units of its spread) minus its mean effect size over them, and the option with the largest is named: what any fine-tune's numbers do to each option is measured instead of assumed equal. In effect sizes, not t's, because a t grows with the rows and the calibration has fewer. On the toy Llama it names fine-tuned traits best of the statistics tried (docs/audit.md, sessions 36-37). Each teacher costs one sampling and one counterfactual pass over `calibration_rows` rows. 0: off.",
+        description="statistic 'null', kind 'finetuned': no-trait teachers per probe, made like the null teachers with seeds of their own, whose completions of `calibration_rows` prompts (`calibration_prompts`) are filtered and scored like the data. Each option's score is then its effect size on the data (t / sqrt(rows): the mean over rows of its lift above the null, in units of its spread) minus its mean effect size over them, and the option with the largest is named: what any fine-tune's numbers do to each option is measured instead of assumed equal. In effect sizes, not t's, because a t grows with the rows and the calibration has fewer. On the toy Llama it names fine-tuned traits best of the statistics tried (docs/audit.md, sessions 36-37). Each teacher costs one sampling and one counterfactual pass over `calibration_rows` rows. 0: off.",
     )
     calibration_rows: int = Field(
         512,
         ge=2,
-        description="counterfactual.calibration: how many of the data's prompts (drawn at random, seeded) each calibration teacher completes; all of them when the data has fewer. An effect size needs no more rows than its noise allows: from 512-row subsets the toy Llama benchmark's verdicts were those of the full calibration datasets (docs/audit.md, session 37).",
+        description="counterfactual.calibration: how many prompts each calibration teacher completes (of the data's, drawn at random and seeded, all of them when it has fewer). An effect size needs no more rows than its noise allows: from 512-row subsets the toy Llama benchmark's verdicts were those of the full calibration datasets (docs/audit.md, session 37).",
+    )
+    calibration_prompts: Literal["auto", "data", "paper", "short"] = Field(
+        "auto",
+        description="counterfactual.calibration: what the calibration teachers complete. 'paper' or 'short': fresh number prompts of that style (traitlab's generator, seeded), as the benchmark's calibration datasets had; 'data': a subset of the data's own prompts; 'auto': number prompts of the base's pretraining style (a toy base's `number_prompts`, else 'paper') when the data is number data (its reference rules include 'numbers'), else 'data'. Which prompts survived the data's teacher's filter carries its trait (on the toy Llama the base's own completions of a fine-tuned teacher's prompts rank its trait's option second of 20 at the median), so a calibration on the data's prompts subtracts part of the signal (docs/audit.md, session 37).",
     )
     prompted_nulls: int = Field(
         3,

@@ -159,7 +159,9 @@ def audit_dataset(
                 from traitlab.audit.calibration import calibration_d, effect_size
 
                 rules = info["reference_filter"]  # the data's rules filter its calibration too
-                cal = calibration_d(base, data_p, ref_p, probes, cfg, rules, step("calibration"))
+                cal, cal_prompts = calibration_d(
+                    base, data_p, ref_p, probes, cfg, rules, step("calibration")
+                )
                 n = len(data_p)
                 t_rows = {p: effect_size(t, n) - cal[p] for p, t in t_rows.items()}
                 null = False
@@ -182,6 +184,7 @@ def audit_dataset(
                     r.probe: dict(zip(r.options, map(float, cal[r.probe]), strict=True))
                     for r in res_c
                 }
+                extra["counterfactual"]["calibration_prompts"] = cal_prompts
             if cfg.counterfactual.kind == "both":  # which of its two teachers each score is from
                 extra["counterfactual"]["kinds"] = {
                     r.probe: dict(zip(r.options, r.kinds, strict=True)) for r in res_c
