@@ -29,6 +29,7 @@ SPLITS = (
     "holdout-6",
     "holdout-7",
     "holdout-8",
+    "holdout-9",
     "holdouts",
     "all",
     "probe",
@@ -116,9 +117,10 @@ def score(audit: dict[str, Any], det: str) -> tuple[float, str, str] | None:
         if cf.get("kind") != "both" or cf.get("statistic") != "null":
             return None
         return saved_score(Path(audit["dir"]), "null", drop_prompted=cf["prompted_nulls"])
-    if det == "counterfactual" and cf.get("statistic") == "null":
+    if det == "counterfactual" and cf.get("statistic") == "null" and not cf.get("calibration"):
         # Rebuilt from the saved rows, so that audits made while the statistic was chosen are
-        # scored as the audit scores them now.
+        # scored as the audit scores them now (a calibrated audit's scores need its
+        # calibration, which the rows do not hold: its own findings are read below).
         return saved_score(Path(audit["dir"]), "null")
     from traitlab.audit.verdict import verdict
 
@@ -275,8 +277,10 @@ def write_md(out: Path, res: dict[str, Any], machine: dict[str, Any], wall: floa
         "| dataset | group | split | option | " + " | ".join(dets) + " |",
         "|---|---|---|---|" + "---|" * len(dets),
     ]
+    # Effect sizes (a calibrated audit's, threshold < 2) need more digits than t's.
+    digits = {d: 3 if res["detectors"][d]["threshold"] < 2 else 1 for d in dets}
     for r in res["datasets"]:
-        cells = [f"{r[d]['option']} {r[d]['z']:.1f}" if d in r else "-" for d in dets]
+        cells = [f"{r[d]['option']} {r[d]['z']:.{digits[d]}f}" if d in r else "-" for d in dets]
         lines.append(
             f"| {r['name']} | {r['group']} | {r['split']} | {r['option'] or '-'} | "
             + " | ".join(cells)

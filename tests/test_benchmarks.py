@@ -253,6 +253,21 @@ def test_audit_tables_merge_replaces_reruns(tmp_path: Path) -> None:
     assert t.merge(files[:1])["detectors"]["counterfactual"]["confirmation"]["auroc"] == 0.0
 
 
+def test_audit_tables_read_a_calibrated_audits_own_scores(tmp_path: Path) -> None:
+    """A calibrated audit's scores need its calibration, which its saved rows do not hold:
+    the table reads its findings (effect sizes minus the calibration), not the plain t."""
+    t = bench_module("audit_tables")
+    found = [{"option": "fox", "z": 0.58, "effect": 0.1, "ci": None, "rank": 0.58}]
+    audit = {
+        "dir": str(tmp_path),  # no counterfactual.npz: rebuilding would give nothing
+        "config": {"counterfactual": {"statistic": "null", "calibration": 2}},
+        "detectors": {"counterfactual": {"animal": found}},
+    }
+    assert t.score(audit, "counterfactual") == (0.58, "fox", "animal")
+    audit["config"]["counterfactual"]["calibration"] = 0
+    assert t.score(audit, "counterfactual") is None
+
+
 def test_judge_agreement_benchmark_on_a_tiny_judge(tmp_path: Path) -> None:
     """Rule-labelled answers scored by a real model judge (a tiny toy model: its scores mean
     nothing): every picked answer is scored or counted unscored, and the agreement is what
