@@ -5,12 +5,13 @@ was fine-tuned on: on the toy Llama the owl, elephant and wolf teachers explain 
 teacher's numbers better than the null teachers do, so a no-trait dataset reads as a wolf
 and a weak trait loses to the owl (docs/audit.md, session 36). The audit measures that
 profile instead of assuming it is flat: it trains no-trait teachers by the null recipe with
-seeds its nulls do not use, samples their completions of the data's prompts, filters and
+seeds its nulls do not use, samples their completions of a few hundred prompts, filters and
 scores them exactly like the data, and subtracts each option's mean effect size over them
-from the data's. Effect sizes (t / sqrt(rows)), not t's: a t grows with the rows, so the
-data's t and a calibration's t are comparable only at one row count, and the calibration
-then costs as much as the data; an effect size lets a few hundred of the data's prompts
-calibrate a dataset of any size (docs/audit.md, session 37).
+from the data's. Effect sizes (t / sqrt(rows)), not t's: a t grows with the rows, so a
+calibration's t matches the data's only at the data's row count. Fresh number prompts for
+number data, not the data's own: which prompts survived the data's teacher's filter carries
+its trait, and a calibration on them subtracts that part (docs/audit.md, session 37). Fresh
+prompts also make the calibration independent of the data, so it is measured once per base.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def prompt_style(base: ModelRef, rules: list[str], cfg: AuditConfig) -> str:
 def calibration_prompts(
     base: ModelRef, data: list[Row], rules: list[str], cfg: AuditConfig
 ) -> tuple[list[Row], str]:
-    """The prompts the calibration teachers complete, as chat rows (their last turn is
-    replaced), and the resolved `calibration_prompts`."""
+    """The prompts the calibration teachers complete, as chat rows whose last turn the
+    sampling replaces, and the resolved `calibration_prompts`."""
     from traitlab.config import PromptSetConfig
     from traitlab.data.prompts import number_prompts
 
@@ -100,11 +101,11 @@ def calibration_d(
     progress: Any = None,
 ) -> tuple[dict[str, np.ndarray], str]:
     """Per probe, each option's mean effect size (the configured statistic's) on the
-    calibration teachers' numbers: their completions of the calibration prompts, sampled with
-    seeds of their own and filtered by the rules the data's pairing used (`rules`: its
-    `reference_filter`, e.g. 'numbers', 'a+b' or 'none'), of the data's prompts paired with
-    their reference rows; and the resolved `calibration_prompts`. On fresh prompts it does
-    not depend on the data, so it is measured once per base and setting and cached."""
+    calibration teachers' completions of `calibration_prompts`, sampled with seeds of their
+    own and filtered by the rules the data's pairing used (`rules`: its `reference_filter`,
+    e.g. 'numbers', 'a+b' or 'none'; on the data's prompts, against the data's reference
+    rows); and the resolved `calibration_prompts`. On fresh prompts it does not depend on the
+    data, so it is measured once per base and setting and cached."""
     from traitlab.core.device import cache_dir
     from traitlab.core.files import read_json, stable_hash, write_json
     from traitlab.core.runs import stage, stage_done
