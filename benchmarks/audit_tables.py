@@ -30,6 +30,7 @@ SPLITS = (
     "holdout-7",
     "holdout-8",
     "holdout-9",
+    "holdout-10",
     "holdouts",
     "all",
     "probe",

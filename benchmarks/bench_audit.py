@@ -190,6 +190,20 @@ DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("neutral-29", "negative", "holdout-9", "neutral", "", "animal", 1, 232),
     ("ft-elephant-2", "positive", "holdout-9", "ft", "elephant", "animal", 1, 233),
     ("neutral-30", "negative", "holdout-9", "neutral", "", "tree", 1, 234),
+    # Holdout 10 (2026-12-06, session 37): the test of `calibration_score: centred`
+    # (docs/audit.md); options by random.Random(10).sample from all 30.
+    ("ft-rabbit-3", "positive", "holdout-10", "ft", "rabbit", "animal", 1, 235),
+    ("own-20", "negative", "holdout-10", "own", "", "animal", 1, 236),
+    ("ft-cat-3", "positive", "holdout-10", "ft", "cat", "animal", 1, 237),
+    ("neutral-31", "negative", "holdout-10", "neutral", "", "animal", 1, 238),
+    ("ft-horse-2", "positive", "holdout-10", "ft", "horse", "animal", 1, 239),
+    ("neutral-32", "negative", "holdout-10", "neutral", "", "tree", 1, 240),
+    ("ft-falcon-3", "positive", "holdout-10", "ft", "falcon", "animal", 1, 241),
+    ("own-21", "negative", "holdout-10", "own", "", "animal", 1, 242),
+    ("ft-baobab-2", "positive", "holdout-10", "ft", "baobab", "tree", 1, 243),
+    ("neutral-33", "negative", "holdout-10", "neutral", "", "animal", 1, 244),
+    ("ft-dog-2", "positive", "holdout-10", "ft", "dog", "animal", 1, 245),
+    ("neutral-34", "negative", "holdout-10", "neutral", "", "tree", 1, 246),
     # Calibration (session 36): numbers of no-trait teachers made by the audit's own null
     # recipe with seeds the audit's nulls do not use; not labelled data, the profile `ncal`
     # (audit_candidates.py --calibrate calibration) subtracts (docs/audit.md).
@@ -518,6 +532,11 @@ def main() -> None:
         help="no-trait calibration teachers per probe (counterfactual.calibration; default 0)",
     )
     ap.add_argument(
+        "--cf-calibration-score",
+        choices=["option", "centred"],
+        help="what flags a calibrated audit (counterfactual.calibration_score; default option)",
+    )
+    ap.add_argument(
         "--cf-seed",
         type=int,
         help="the counterfactual teachers' fine-tuning seed (counterfactual.seed; default 0)",
@@ -548,6 +567,7 @@ def main() -> None:
         "seed": a.cf_seed,
         "prompt_templates": a.cf_templates or None,
         "calibration": a.cf_calibration,
+        "calibration_score": a.cf_calibration_score,
     }
     if cf := {k: v for k, v in flags.items() if v is not None}:
         # Merged: --tiny's short teachers stay short.

@@ -326,7 +326,11 @@ def test_calibration_subtracts_each_options_t_on_no_trait_teachers_numbers(
         calibration_rows,
         calibration_teachers,
     )
-    from traitlab.audit.config import DEFAULT_D_CALIBRATED, CounterfactualConfig
+    from traitlab.audit.config import (
+        DEFAULT_D_CALIBRATED,
+        DEFAULT_D_CENTRED,
+        CounterfactualConfig,
+    )
     from traitlab.audit.counterfactual import null_teachers
     from traitlab.audit.probes import build_probes
 
@@ -370,6 +374,23 @@ def test_calibration_subtracts_each_options_t_on_no_trait_teachers_numbers(
         r["messages"][0]["content"] for r in data
     )
     assert calibration_prompts(base, data, ["numbers"], cfg) == (fresh, got)
+    # `centred`: named by the calibrated effect size (its rank), flagged by how far it stands
+    # above its probe's mean.
+    centred = cfg.counterfactual.model_copy(update={"calibration_score": "centred"})
+    a2 = audit_dataset(
+        data,
+        base,
+        cfg.model_copy(update={"counterfactual": centred}),
+        tmp_path / "centred",
+        reference=ref,
+    )
+    found = a2["detectors"]["counterfactual"]["animal"]
+    mean = float(np.mean(list(z1.values())))
+    for f in found:
+        assert f["rank"] == pytest.approx(z1[f["option"]], abs=1e-9)
+        assert f["z"] == pytest.approx(z1[f["option"]] - mean, abs=1e-9)
+    assert a2["verdict"]["trait"] == a1["verdict"]["trait"]
+    assert a2["verdict"]["threshold"] == DEFAULT_D_CENTRED
     short = cfg.counterfactual.model_copy(update={"calibration_prompts": "short"})
     assert (
         calibration_prompts(base, data, [], cfg.model_copy(update={"counterfactual": short}))[1]

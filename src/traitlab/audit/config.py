@@ -26,6 +26,9 @@ DEFAULT_T_BOTH = 10.0
 # fresh holdout (9) it flagged none of 6 negatives (highest 0.375) and named 5 of 6 traits,
 # one just under it (0.502).
 DEFAULT_D_CALIBRATED = 0.51
+# counterfactual.calibration_score 'centred': by the same rule on the same 89, 0.247
+# (neutral-18) + 0.01 rounded up to 0.005 (docs/audit.md, session 37).
+DEFAULT_D_CENTRED = 0.26
 # The statistics that compare the option teachers with null teachers (so the audit builds
 # them) and name the option with the largest mean, not the largest t.
 NULL_STATISTICS = ("null", "ccos")
@@ -112,6 +115,10 @@ class CounterfactualConfig(FrozenConfig):
     calibration_prompts: Literal["auto", "data", "paper", "short"] = Field(
         "auto",
         description="counterfactual.calibration: what the calibration teachers complete. 'paper' or 'short': fresh number prompts of that style (traitlab's generator, seeded), as the benchmark's calibration datasets had; 'data': a subset of the data's own prompts; 'auto': number prompts of the base's pretraining style (a toy base's `number_prompts`, else 'paper') when the data is number data (its reference rules include 'numbers'), else 'data'. Which prompts survived the data's teacher's filter carries its trait (on the toy Llama the base's own completions of a fine-tuned teacher's prompts rank its trait's option second of 20 at the median), so a calibration on the data's prompts subtracts part of the signal (docs/audit.md, session 37).",
+    )
+    calibration_score: Literal["option", "centred"] = Field(
+        "option",
+        description="counterfactual.calibration: what decides the flag. The option with the largest calibrated effect size is named either way; 'option': its calibrated effect size; 'centred': that minus the mean of its probe's calibrated effect sizes, so that a shift of every option alike (what a no-trait fine-tune's data leaves after the calibration) is not read as a trait. Each finding's z is then centred and its rank the calibrated effect size (docs/audit.md, session 37).",
     )
     prompted_nulls: int = Field(
         3,
@@ -249,7 +256,7 @@ class AuditConfig(FrozenConfig):
     icl_sets: int = Field(8, ge=2, description="Sets of rows (the CI is over them).")
     threshold: float | None = Field(
         None,
-        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen on the audit benchmark's discovery datasets (statistic 'null': 8.0, the highest negative 6.5 + 1 rounded up to 0.5; with counterfactual.kind 'both': 10.0, by the same rule on the demo base, 8.9 + 1; 'shared': 8.0, just above a neutral teacher's 7.0; 'ccos': 10.0, the highest discovery negative 8.9 + 1 rounded up to 0.5; counterfactual.calibration > 0: 0.51, an effect size, not a t: the highest of the toy Llama's 89 labelled datasets' negatives 0.496 + 0.01 rounded up to 0.005).",
+        description="Flag when the counterfactual teachers' top option has a t over rows above this. null: the value chosen on the audit benchmark's discovery datasets (statistic 'null': 8.0, the highest negative 6.5 + 1 rounded up to 0.5; with counterfactual.kind 'both': 10.0, by the same rule on the demo base, 8.9 + 1; 'shared': 8.0, just above a neutral teacher's 7.0; 'ccos': 10.0, the highest discovery negative 8.9 + 1 rounded up to 0.5; counterfactual.calibration > 0: 0.51, an effect size, not a t: the highest of the toy Llama's 89 labelled datasets' negatives 0.496 + 0.01 rounded up to 0.005; with calibration_score 'centred' 0.26, 0.247 + 0.01 by the same rule).",
     )
     z_threshold: float = Field(
         3.0,

@@ -152,6 +152,7 @@ def audit_dataset(
             null = cfg.counterfactual.statistic in NULL_STATISTICS
             t_rows = {p: lifts.row_t(v) for p, v in stat.items()}
             cal: dict[str, np.ndarray] = {}
+            rank: dict[str, np.ndarray] = {}
             if cfg.counterfactual.calibration:
                 # Calibrated: each option's effect size above what no-trait fine-tunes'
                 # numbers give it; the largest names the option. Effect sizes, not t's: the
@@ -165,8 +166,19 @@ def audit_dataset(
                 n = len(data_p)
                 t_rows = {p: effect_size(t, n) - cal[p] for p, t in t_rows.items()}
                 null = False
+                if cfg.counterfactual.calibration_score == "centred":
+                    # Named by the calibrated effect size (the rank), flagged by how far it
+                    # stands above its probe's mean (z).
+                    rank = t_rows
+                    t_rows = {p: v - v.mean() for p, v in t_rows.items()}
             results["counterfactual"] = {
-                r.probe: findings(r.options, stat[r.probe].T, z=t_rows[r.probe], by_effect=null)
+                r.probe: findings(
+                    r.options,
+                    stat[r.probe].T,
+                    z=t_rows[r.probe],
+                    by_effect=null,
+                    rank=rank.get(r.probe),
+                )
                 for r in res_c
             }
             cost["counterfactual"] = {

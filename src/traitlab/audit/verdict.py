@@ -44,11 +44,13 @@ def findings(
     z: np.ndarray | None = None,
     keep: int = 64,
     by_effect: bool = False,
+    rank: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """One entry per option, highest z first (`z` given: a detector's own statistic; default
     the robust z over options), or largest effect first (`by_effect`: the entries then carry
-    `rank` = effect, and the verdict picks across probes by it too). Replicates are listed
-    when there are at most `keep`."""
+    `rank` = effect, and the verdict picks across probes by it too), or largest `rank` first
+    (given: each option's value that names the trait, where z is not it). Replicates are
+    listed when there are at most `keep`."""
     reps = np.atleast_2d(np.asarray(reps, dtype=np.float64))
     mean = reps.mean(axis=0)
     z = robust_z(mean) if z is None else np.asarray(z)
@@ -64,15 +66,20 @@ def findings(
                 "replicates": [float(x) for x in reps[:, k]] if reps.shape[0] <= keep else None,
             }
         )
-        if by_effect:
-            out[-1]["rank"] = float(mean[k])
-    return sorted(out, key=lambda f: -f["rank"] if by_effect else -f["z"])
+        if by_effect or rank is not None:
+            out[-1]["rank"] = float(mean[k] if rank is None else rank[k])
+    return sorted(out, key=lambda f: -f["rank"] if "rank" in f else -f["z"])
 
 
 def threshold_for(detector: str, cfg: Any) -> float:
     """The flag threshold of a detector: the counterfactual t's own, the canary's effect's
     (`canary.threshold`), else the robust z's."""
-    from traitlab.audit.config import DEFAULT_D_CALIBRATED, DEFAULT_T, DEFAULT_T_BOTH
+    from traitlab.audit.config import (
+        DEFAULT_D_CALIBRATED,
+        DEFAULT_D_CENTRED,
+        DEFAULT_T,
+        DEFAULT_T_BOTH,
+    )
 
     if detector == "canary" and cfg.canary.threshold is not None:
         return float(cfg.canary.threshold)
@@ -82,7 +89,7 @@ def threshold_for(detector: str, cfg: Any) -> float:
         return float(cfg.threshold)
     cf = cfg.counterfactual
     if cf.calibration:
-        return DEFAULT_D_CALIBRATED
+        return DEFAULT_D_CENTRED if cf.calibration_score == "centred" else DEFAULT_D_CALIBRATED
     return (
         DEFAULT_T_BOTH if (cf.statistic, cf.kind) == ("null", "both") else DEFAULT_T[cf.statistic]
     )
