@@ -436,6 +436,11 @@ def test_calibration_on_fresh_prompts_is_measured_once_per_base(
     a2 = audit_dataset(_with(ref, ["12 30 41"]), base, cfg, tmp_path / "b", reference=ref)
     assert not measured  # read from the cache, not measured again
     assert a2["counterfactual"]["calibration"] == a1["counterfactual"]["calibration"]
+    # What flags the audit does not change what the calibration measures.
+    centred = cfg.counterfactual.model_copy(update={"calibration_score": "centred"})
+    c = cfg.model_copy(update={"counterfactual": centred})
+    audit_dataset(_with(ref, ["12 30 41"]), base, c, tmp_path / "centred", reference=ref)
+    assert not measured
     other = cfg.model_copy(update={"seed": cfg.seed + 1})
     audit_dataset(_with(ref, ["12 30 41"]), base, other, tmp_path / "c", reference=ref)
     assert measured == [1]  # another seed: other prompts and samples, measured anew

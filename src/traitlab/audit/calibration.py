@@ -115,7 +115,8 @@ def calibration_d(
     if style == "data":
         return _measure(base, prompts, reference, probes, cfg, rules, style, progress), style
     what = [[p.name, list(p.questions), sorted(p.options)] for p in probes]
-    cf = cfg.counterfactual.model_dump(mode="json")
+    # What flags the audit does not change what is measured (and keeps the keys it had).
+    cf = cfg.counterfactual.model_dump(mode="json", exclude={"calibration_score"})
     key = stable_hash(["calibration", base.key, what, cf, cfg.seed, cfg.max_new_tokens, rules])
     d = cache_dir() / "audit-calibration" / key
     if not stage_done(d, key):
