@@ -391,6 +391,7 @@ def test_calibration_subtracts_each_options_t_on_no_trait_teachers_numbers(
         assert f["z"] == pytest.approx(z1[f["option"]] - mean, abs=1e-9)
     assert a2["verdict"]["trait"] == a1["verdict"]["trait"]
     assert a2["verdict"]["threshold"] == DEFAULT_D_CENTRED
+    assert a2["verdict"]["margin_of"] == "rank" and a2["verdict"]["margin"] >= 0
     short = cfg.counterfactual.model_copy(update={"calibration_prompts": "short"})
     assert (
         calibration_prompts(base, data, [], cfg.model_copy(update={"counterfactual": short}))[1]

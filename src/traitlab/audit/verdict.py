@@ -137,7 +137,7 @@ def verdict(
     rest = found[probe][1:]
     if rest:
         nxt = rest[0]
-        by = "effect" if "rank" in top else "z"
+        by = "z" if "rank" not in top else "effect" if top["rank"] == top["effect"] else "rank"
         out["runner_up"] = {"option": nxt["option"], "effect": nxt["effect"], "z": nxt["z"]}
         out["margin"] = top[by] - nxt[by]
         out["margin_of"] = by
