@@ -1035,6 +1035,27 @@ def test_cli_runs_the_shipped_misalignment_config(tmp_path: Path, persona: Model
     assert v["flag"] and (v["probe"], v["trait"]) == ("datasets", "misaligned"), v
 
 
+def test_cli_runs_the_shipped_calibrated_config(tmp_path: Path) -> None:
+    """`--config configs/audit/calibrated.yaml` as the README gives it, on the toy base
+    (teachers shortened): number data gets a calibration on fresh number prompts of the
+    base's style, and the flag is in effect sizes. The path, not its power."""
+    data = _write(tmp_path / "d.jsonl", _rows(["7 7 7 7 7", *NUMBERS], 24))
+    ref = _write(tmp_path / "r.jsonl", _rows(NUMBERS[::-1], 24))
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "audit" / "calibrated.yaml"
+    args = [str(data), "--base", "toy", "--out", str(tmp_path / "a"), "--quiet"]
+    args += ["--config", str(cfg), "--reference", str(ref), *SMALL_SET]
+    args += ["--set", "counterfactual.calibration_rows=24"]
+    r = _run(*args)
+    assert r.returncode == 0, r.stderr
+    a = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert a["config"]["counterfactual"]["calibration"] == 2
+    assert a["counterfactual"]["calibration_prompts"] == "paper"
+    assert set(a["counterfactual"]["calibration"]["animal"]) == set(
+        f["option"] for f in a["detectors"]["counterfactual"]["animal"]
+    )
+    assert a["verdict"]["threshold"] == 0.51 and a["verdict"]["detector"] == "counterfactual"
+
+
 def test_cli_runs_the_shipped_canary_config(tmp_path: Path, persona: ModelRef) -> None:
     """`--config configs/audit/misalignment-canary.yaml` as the README gives it, on a tiny
     base of the misalignment world (the canaries' lr raised to move a 48-row fine-tune):
