@@ -54,6 +54,19 @@ def effect_size(t: np.ndarray, rows: int) -> np.ndarray:
     return t / np.sqrt(rows)
 
 
+def calibrated(
+    t: dict[str, np.ndarray], rows: int, cal: dict[str, np.ndarray], cfg: AuditConfig
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per probe, (z, rank) of every option from the data's t over `rows` rows and the
+    calibration: z the calibrated effect size and no rank (`calibration_score: option`), or
+    (`centred`) the rank that names the trait the calibrated effect size and z how far it
+    stands above its probe's mean."""
+    d = {p: effect_size(v, rows) - cal[p] for p, v in t.items()}
+    if cfg.counterfactual.calibration_score == "centred":
+        return {p: v - v.mean() for p, v in d.items()}, d
+    return d, {}
+
+
 def calibration_rows(n: int, cfg: AuditConfig) -> np.ndarray:
     """Which of the data's n paired rows the calibration teachers complete (`calibration_prompts`
     'data'): all of them, or `calibration_rows` drawn without replacement (seeded, in order)."""

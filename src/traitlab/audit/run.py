@@ -157,20 +157,14 @@ def audit_dataset(
                 # Calibrated: each option's effect size above what no-trait fine-tunes'
                 # numbers give it; the largest names the option. Effect sizes, not t's: the
                 # calibration scores fewer rows than the data (calibration.py).
-                from traitlab.audit.calibration import calibration_d, effect_size
+                from traitlab.audit.calibration import calibrated, calibration_d
 
                 rules = info["reference_filter"]  # the data's rules filter its calibration too
                 cal, cal_prompts = calibration_d(
                     base, data_p, ref_p, probes, cfg, rules, step("calibration")
                 )
-                n = len(data_p)
-                t_rows = {p: effect_size(t, n) - cal[p] for p, t in t_rows.items()}
+                t_rows, rank = calibrated(t_rows, len(data_p), cal, cfg)
                 null = False
-                if cfg.counterfactual.calibration_score == "centred":
-                    # Named by the calibrated effect size (the rank), flagged by how far it
-                    # stands above its probe's mean (z).
-                    rank = t_rows
-                    t_rows = {p: v - v.mean() for p, v in t_rows.items()}
             results["counterfactual"] = {
                 r.probe: findings(
                     r.options,
