@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from traitlab.audit.calibration import effect_size
 from traitlab.audit.lifts import regress_out, spread
 from traitlab.audit.lifts import row_t as _t
 
@@ -133,9 +134,7 @@ def top(
         return _hybrid(arrays)
     if name in (NCAL, NCALD):
         assert calibration is not None, f"{name} needs --calibrate"
-        if name == NCALD:
-            return _ncal(arrays, calibration[NCALD], null_d)
-        return _ncal(arrays, calibration[NCAL])
+        return _ncal(arrays, calibration[name], STATS[name])
     fn, how = CANDIDATES[name]
     best: tuple[float, float, str, str] | None = None
     for probe, a in arrays.items():
@@ -186,11 +185,18 @@ def null_t(arrays: dict[str, Arrays]) -> dict[str, np.ndarray]:
 
 def null_d(arrays: dict[str, Arrays]) -> dict[str, np.ndarray]:
     """Per probe, `null`'s effect size (t / sqrt(rows)) of every option."""
-    return {p: _t(v) / np.sqrt(v.shape[1]) for p, v in ((p, _null(a)) for p, a in arrays.items())}
+    return {p: effect_size(t, arrays[p]["l"].shape[1]) for p, t in null_t(arrays).items()}
+
+
+# The calibrated candidates and the statistic each subtracts its calibration from.
+STATS: dict[str, Callable[[dict[str, Arrays]], dict[str, np.ndarray]]] = {
+    NCAL: null_t,
+    NCALD: null_d,
+}
 
 
 def _ncal(
-    arrays: dict[str, Arrays], calibration: dict[str, np.ndarray], stat: Callable[..., Any] = null_t
+    arrays: dict[str, Arrays], calibration: dict[str, np.ndarray], stat: Callable[..., Any]
 ) -> tuple[float, str, str]:
     best: tuple[float, str, str] | None = None
     for probe, t in stat(arrays).items():
@@ -242,8 +248,9 @@ def main() -> None:
     roots = [root, *map(Path, a.seeds)]
     splits = {"discovery": a.discovery, "confirmation": a.confirmation}
     have = [s for s in DATASETS if all((r / s[0] / "counterfactual.npz").is_file() for r in roots)]
+    # Each calibration dataset's `null` t and effect size per probe, computed once.
     calib = {
-        s[0]: load_mean([r / s[0] for r in roots])
+        s[0]: {name: stat(load_mean([r / s[0] for r in roots])) for name, stat in STATS.items()}
         for s in have
         if s[2] in a.calibrate and s[3] in ("neutral", "calnull")
     }
@@ -257,8 +264,8 @@ def main() -> None:
         others = [c for n, c in calib.items() if n != spec[0]]
         mu = (
             {
-                name: {p: np.mean([stat(c)[p] for c in others], axis=0) for p in arrays}
-                for name, stat in ((NCAL, null_t), (NCALD, null_d))
+                name: {p: np.mean([c[name][p] for c in others], axis=0) for p in arrays}
+                for name in STATS
             }
             if calib
             else None

@@ -124,16 +124,21 @@ def calibration_d(
     from traitlab.core.runs import stage, stage_done
 
     names = [] if rules in ("auto", "none") else rules.split("+")
-    prompts, style = calibration_prompts(base, data, names, cfg)
+    mode: str | list[str] = rules if rules in ("auto", "none") else names
+    style = prompt_style(base, names, cfg)
     if style == "data":
-        return _measure(base, prompts, reference, probes, cfg, rules, style, progress), style
+        prompts, _ = calibration_prompts(base, data, names, cfg)
+        return _measure(base, prompts, reference, probes, cfg, mode, progress), style
     what = [[p.name, list(p.questions), sorted(p.options)] for p in probes]
     # What flags the audit does not change what is measured (and keeps the keys it had).
     cf = cfg.counterfactual.model_dump(mode="json", exclude={"calibration_score"})
     key = stable_hash(["calibration", base.key, what, cf, cfg.seed, cfg.max_new_tokens, rules])
     d = cache_dir() / "audit-calibration" / key
     if not stage_done(d, key):
-        got = _measure(base, prompts, reference, probes, cfg, rules, style, progress)
+        # Fresh prompts have no reference row: each completion pairs with itself, which the
+        # `null` statistic does not read (it compares the teachers on the data rows).
+        prompts, _ = calibration_prompts(base, data, names, cfg)
+        got = _measure(base, prompts, None, probes, cfg, mode, progress)
         with stage(d, key) as tmp:
             write_json(tmp / "calibration.json", {p: v.tolist() for p, v in got.items()})
     saved = read_json(d / "calibration.json")
@@ -143,18 +148,18 @@ def calibration_d(
 def _measure(
     base: ModelRef,
     prompts: list[Row],
-    reference: list[Row],
+    reference: list[Row] | None,
     probes: Sequence[Probe],
     cfg: AuditConfig,
-    rules: str,
-    style: str,
+    mode: str | list[str],
     progress: Any,
 ) -> dict[str, np.ndarray]:
+    """Each option's mean effect size over the calibration teachers' completions of
+    `prompts`, paired with `reference` (None: with themselves) under the rules `mode`."""
     from traitlab.audit import lifts
     from traitlab.audit.counterfactual import run_counterfactual
     from traitlab.audit.reference import pair_rows, sample_reference
 
-    mode: str | list[str] = rules if rules in ("auto", "none") else rules.split("+")
     teachers = [t for p in probes for t in calibration_teachers(base, p, cfg)]
     ds: dict[str, list[np.ndarray]] = {p.name: [] for p in probes}
     for k, teacher in enumerate(teachers):
@@ -167,9 +172,7 @@ def _measure(
                 batch_size=cfg.batch_size,
             )
         try:
-            # Fresh prompts have no reference row: each completion is its own, which the
-            # `null` statistic does not read (it compares the teachers on the data rows).
-            cal, ref, _ = pair_rows(rows, reference if style == "data" else rows, mode)
+            cal, ref, _ = pair_rows(rows, rows if reference is None else reference, mode)
         except TraitlabError as e:
             raise TraitlabError(f"counterfactual.calibration, teacher {k + 1}: {e}") from None
         for r in run_counterfactual(base, cal, ref, probes, cfg.counterfactual):
