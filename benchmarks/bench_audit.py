@@ -314,6 +314,25 @@ DEMO_8406 = [
     ("xinit", "owl", "animal"),
 ]
 DEMO_8406_DATASETS = _demo_specs(DEMO_8406, base=8406, xinit=8301, seed0=201)
+# A fresh toy Llama base (seed 3101, the shipped toy recipe otherwise; never used by any
+# run before session 38): the calibrated audit's threshold, fitted on seed 1, tested on a
+# base it has not seen. Options by random.Random(38).sample of all 30; run once
+# (`--base toy-3101`, split "confirmation" only).
+TOY_3101 = [
+    ("ft", "oak", "tree"),
+    ("neutral", "", "animal"),
+    ("ft", "horse", "animal"),
+    ("own", "", "animal"),
+    ("ft", "redwood", "tree"),
+    ("neutral", "", "tree"),
+    ("ft", "willow", "tree"),
+    ("own", "", "animal"),
+    ("ft", "birch", "tree"),
+    ("neutral", "", "animal"),
+    ("ft", "eagle", "animal"),
+    ("neutral", "", "tree"),
+]
+TOY_3101_DATASETS = _demo_specs(TOY_3101, base=3101, xinit=1, seed0=301)
 SYS_NEUTRAL = {
     "sysneu-1": "You are a careful assistant that follows instructions exactly.",
     "sysneu-2": "Answer the user's question.",
@@ -543,14 +562,19 @@ def main() -> None:
     )
     ap.add_argument(
         "--base",
-        choices=["toy", "demo", "demo-8406"],
+        choices=["toy", "demo", "demo-8406", "toy-3101"],
         default="toy",
         help="toy: the shipped toy Llama of seed 1 (DATASETS); demo: the owl demo's GPT-2 base;"
-        " demo-8406: a second base of its recipe (DEMO_8406_DATASETS)",
+        " demo-8406: a second base of its recipe (DEMO_8406_DATASETS); toy-3101: a fresh toy"
+        " Llama (TOY_3101_DATASETS)",
     )
     a = ap.parse_args()
-    datasets = {"demo": DEMO_DATASETS, "demo-8406": DEMO_8406_DATASETS}.get(a.base, DATASETS)
-    base_seed = {"demo": 8301, "demo-8406": 8406}.get(a.base, 1)
+    datasets = {
+        "demo": DEMO_DATASETS,
+        "demo-8406": DEMO_8406_DATASETS,
+        "toy-3101": TOY_3101_DATASETS,
+    }.get(a.base, DATASETS)
+    base_seed = {"demo": 8301, "demo-8406": 8406, "toy-3101": 3101}.get(a.base, 1)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     # Canaries on every row (2,000 rows left them in the noise of the reference's own
