@@ -333,6 +333,23 @@ TOY_3101 = [
     ("neutral", "", "tree"),
 ]
 TOY_3101_DATASETS = _demo_specs(TOY_3101, base=3101, xinit=1, seed0=301)
+# A second fresh toy Llama (seed 3102, session 38), the same pattern, options by
+# random.Random(39): the test of both calibrated scores after 3101 (`--base toy-3102`).
+TOY_3102 = [
+    ("ft", "wolf", "animal"),
+    ("neutral", "", "animal"),
+    ("ft", "tiger", "animal"),
+    ("own", "", "animal"),
+    ("ft", "bear", "animal"),
+    ("neutral", "", "tree"),
+    ("ft", "dog", "animal"),
+    ("own", "", "animal"),
+    ("ft", "baobab", "tree"),
+    ("neutral", "", "animal"),
+    ("ft", "lion", "animal"),
+    ("neutral", "", "tree"),
+]
+TOY_3102_DATASETS = _demo_specs(TOY_3102, base=3102, xinit=1, seed0=313)
 SYS_NEUTRAL = {
     "sysneu-1": "You are a careful assistant that follows instructions exactly.",
     "sysneu-2": "Answer the user's question.",
@@ -562,19 +579,20 @@ def main() -> None:
     )
     ap.add_argument(
         "--base",
-        choices=["toy", "demo", "demo-8406", "toy-3101"],
+        choices=["toy", "demo", "demo-8406", "toy-3101", "toy-3102"],
         default="toy",
         help="toy: the shipped toy Llama of seed 1 (DATASETS); demo: the owl demo's GPT-2 base;"
-        " demo-8406: a second base of its recipe (DEMO_8406_DATASETS); toy-3101: a fresh toy"
-        " Llama (TOY_3101_DATASETS)",
+        " demo-8406: a second base of its recipe (DEMO_8406_DATASETS); toy-3101, toy-3102: fresh"
+        " toy Llamas (TOY_3101_DATASETS, TOY_3102_DATASETS)",
     )
     a = ap.parse_args()
     datasets = {
         "demo": DEMO_DATASETS,
         "demo-8406": DEMO_8406_DATASETS,
         "toy-3101": TOY_3101_DATASETS,
+        "toy-3102": TOY_3102_DATASETS,
     }.get(a.base, DATASETS)
-    base_seed = {"demo": 8301, "demo-8406": 8406, "toy-3101": 3101}.get(a.base, 1)
+    base_seed = {"demo": 8301, "demo-8406": 8406, "toy-3101": 3101, "toy-3102": 3102}.get(a.base, 1)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     # Canaries on every row (2,000 rows left them in the noise of the reference's own
