@@ -314,42 +314,35 @@ DEMO_8406 = [
     ("xinit", "owl", "animal"),
 ]
 DEMO_8406_DATASETS = _demo_specs(DEMO_8406, base=8406, xinit=8301, seed0=201)
-# A fresh toy Llama base (seed 3101, the shipped toy recipe otherwise; never used by any
-# run before session 38): the calibrated audit's threshold, fitted on seed 1, tested on a
-# base it has not seen. Options by random.Random(38).sample of all 30; run once
-# (`--base toy-3101`, split "confirmation" only).
-TOY_3101 = [
-    ("ft", "oak", "tree"),
-    ("neutral", "", "animal"),
-    ("ft", "horse", "animal"),
-    ("own", "", "animal"),
-    ("ft", "redwood", "tree"),
-    ("neutral", "", "tree"),
-    ("ft", "willow", "tree"),
-    ("own", "", "animal"),
-    ("ft", "birch", "tree"),
-    ("neutral", "", "animal"),
-    ("ft", "eagle", "animal"),
-    ("neutral", "", "tree"),
-]
-TOY_3101_DATASETS = _demo_specs(TOY_3101, base=3101, xinit=1, seed0=301)
-# A second fresh toy Llama (seed 3102, session 38), the same pattern, options by
-# random.Random(39): the test of both calibrated scores after 3101 (`--base toy-3102`).
-TOY_3102 = [
-    ("ft", "wolf", "animal"),
-    ("neutral", "", "animal"),
-    ("ft", "tiger", "animal"),
-    ("own", "", "animal"),
-    ("ft", "bear", "animal"),
-    ("neutral", "", "tree"),
-    ("ft", "dog", "animal"),
-    ("own", "", "animal"),
-    ("ft", "baobab", "tree"),
-    ("neutral", "", "animal"),
-    ("ft", "lion", "animal"),
-    ("neutral", "", "tree"),
-]
-TOY_3102_DATASETS = _demo_specs(TOY_3102, base=3102, xinit=1, seed0=313)
+
+
+def _fresh_toy(
+    base: int, draw: int, seed0: int
+) -> list[tuple[str, str, str, str, str, str, int, int]]:
+    """A run-once set on a fresh toy Llama of the shipped recipe (toy seed `base`): fine-tuned
+    teachers of 6 options drawn by random.Random(draw) from all 30, each followed by a
+    negative (neutral teachers of either probe, the base's own numbers twice); sampling
+    seeds seed0, seed0 + 1, ..."""
+    from traitlab.traits.preference import ANIMALS, TREES
+
+    options = [(o, "animal") for o in ANIMALS] + [(o, "tree") for o in TREES]
+    drawn = random.Random(draw).sample(options, 6)
+    negatives = [
+        ("neutral", "", "animal"),
+        ("own", "", "animal"),
+        ("neutral", "", "tree"),
+        ("own", "", "animal"),
+        ("neutral", "", "animal"),
+        ("neutral", "", "tree"),
+    ]
+    table = [x for (o, c), neg in zip(drawn, negatives, strict=True) for x in (("ft", o, c), neg)]
+    return _demo_specs(table, base=base, xinit=1, seed0=seed0)
+
+
+# Fresh toy Llamas (session 38; never used by any run before): the calibrated audit, fitted
+# on seed 1, tested on bases it has not seen (`--base toy-3101`, `toy-3102`).
+TOY_3101_DATASETS = _fresh_toy(3101, draw=38, seed0=301)
+TOY_3102_DATASETS = _fresh_toy(3102, draw=39, seed0=313)
 SYS_NEUTRAL = {
     "sysneu-1": "You are a careful assistant that follows instructions exactly.",
     "sysneu-2": "Answer the user's question.",
