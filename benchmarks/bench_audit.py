@@ -48,6 +48,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from audit_tables import summarize, write_md  # noqa: E402
 
+from traitlab.traits.preference import ANIMALS, TREES  # noqa: E402
+
 # (name, group, split, kind, option, category, base seed of the teacher, sampling seed)
 DATASETS: list[tuple[str, str, str, str, str, str, int, int]] = [
     ("ft-owl", "positive", "discovery", "ft", "owl", "animal", 1, 11),
@@ -323,8 +325,6 @@ def _fresh_toy(
     teachers of 6 options drawn by random.Random(draw) from all 30, each followed by a
     negative (neutral teachers of either probe, the base's own numbers twice); sampling
     seeds seed0, seed0 + 1, ..."""
-    from traitlab.traits.preference import ANIMALS, TREES
-
     options = [(o, "animal") for o in ANIMALS] + [(o, "tree") for o in TREES]
     drawn = random.Random(draw).sample(options, 6)
     negatives = [
@@ -343,6 +343,14 @@ def _fresh_toy(
 # on seed 1, tested on bases it has not seen (`--base toy-3101`, `toy-3102`).
 TOY_3101_DATASETS = _fresh_toy(3101, draw=38, seed0=301)
 TOY_3102_DATASETS = _fresh_toy(3102, draw=39, seed0=313)
+# `--base`: each audited base's datasets and its toy seed.
+BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]] = {
+    "toy": (DATASETS, 1),
+    "demo": (DEMO_DATASETS, 8301),
+    "demo-8406": (DEMO_8406_DATASETS, 8406),
+    "toy-3101": (TOY_3101_DATASETS, 3101),
+    "toy-3102": (TOY_3102_DATASETS, 3102),
+}
 SYS_NEUTRAL = {
     "sysneu-1": "You are a careful assistant that follows instructions exactly.",
     "sysneu-2": "Answer the user's question.",
@@ -572,20 +580,14 @@ def main() -> None:
     )
     ap.add_argument(
         "--base",
-        choices=["toy", "demo", "demo-8406", "toy-3101", "toy-3102"],
+        choices=list(BASES),
         default="toy",
         help="toy: the shipped toy Llama of seed 1 (DATASETS); demo: the owl demo's GPT-2 base;"
         " demo-8406: a second base of its recipe (DEMO_8406_DATASETS); toy-3101, toy-3102: fresh"
         " toy Llamas (TOY_3101_DATASETS, TOY_3102_DATASETS)",
     )
     a = ap.parse_args()
-    datasets = {
-        "demo": DEMO_DATASETS,
-        "demo-8406": DEMO_8406_DATASETS,
-        "toy-3101": TOY_3101_DATASETS,
-        "toy-3102": TOY_3102_DATASETS,
-    }.get(a.base, DATASETS)
-    base_seed = {"demo": 8301, "demo-8406": 8406, "toy-3101": 3101, "toy-3102": 3102}.get(a.base, 1)
+    datasets, base_seed = BASES[a.base]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     # Canaries on every row (2,000 rows left them in the noise of the reference's own
