@@ -23,8 +23,9 @@ DEFAULT_T_BOTH = 10.0
 # threshold serves datasets of any size): the highest of the 37 negatives of the 89 labelled
 # toy Llama datasets, 0.496 (neutral-5), + 0.01 rounded up to 0.005, with four no-trait
 # teachers' datasets of the null recipe as the calibration (docs/audit.md, session 37). On
-# fresh data (holdouts 9 and 10, two GPT-2 bases) it flagged 18 of 21 fine-tuned traits and
-# none of 23 no-trait datasets (highest 0.375).
+# fresh data of that base (holdouts 9 and 10) and two GPT-2 bases it flagged 18 of 21
+# fine-tuned traits and none of 23 no-trait datasets (highest 0.375); on two fresh toy Llamas
+# of the same recipe (seeds 3101, 3102) 5 of 12 and none of 12: a threshold of one base.
 DEFAULT_D_CALIBRATED = 0.51
 # counterfactual.calibration_score 'centred': by the same rule on the same 89, 0.247
 # (neutral-18) + 0.01 rounded up to 0.005 (docs/audit.md, session 37).
