@@ -447,6 +447,82 @@ def test_calibration_on_fresh_prompts_is_measured_once_per_base(
     assert measured == [1]  # another seed: other prompts and samples, measured anew
 
 
+def test_spread_z_holds_its_false_positive_rate_on_no_trait_draws() -> None:
+    """`calibration_score: z`: a no-trait dataset is one more draw like the calibration
+    teachers, so the largest z of 30 options passes the derived 3.0 about 5 % of the time,
+    whatever the options' own offsets and the spread's scale; a real shift passes it."""
+    from traitlab.audit.calibration import pooled_spread, spread_z
+    from traitlab.audit.config import DEFAULT_Z_CALIBRATED
+
+    rng = np.random.default_rng(0)
+    k, trials, hits = 8, 2000, 0
+    for _ in range(trials):
+        top = -np.inf
+        for n_options in (20, 10):
+            offset, scale = rng.normal(0, 0.3, n_options), rng.uniform(0.02, 0.2)
+            cal = offset + scale * rng.normal(size=(k, n_options))
+            d = offset + scale * rng.normal(size=n_options)
+            top = max(top, float(spread_z(d, cal).max()))
+        hits += top > DEFAULT_Z_CALIBRATED
+    assert 0.025 < hits / trials < 0.075
+    cal = rng.normal(size=(k, 10))
+    shifted = cal.mean(axis=0) + np.eye(10)[3] * 6 * pooled_spread(cal)
+    assert int(np.argmax(spread_z(shifted, cal))) == 3
+    assert spread_z(shifted, cal)[3] == pytest.approx(6 / np.sqrt(1 + 1 / k))
+    with pytest.raises(ValueError, match="2 calibration teachers"):
+        pooled_spread(cal[:1])
+
+
+def test_the_z_calibrated_audit_reports_its_teachers_and_derived_threshold(
+    tmp_path: Path, toy: tuple
+) -> None:
+    """`calibration_score: z` through `audit_dataset`: every calibration teacher's effect
+    sizes in audit.json, each finding's z computed from them, the threshold 3.0; fewer than
+    two teachers is refused."""
+    from traitlab.audit.calibration import spread_z
+    from traitlab.audit.config import DEFAULT_Z_CALIBRATED, CounterfactualConfig
+
+    base, _, _ = toy
+    few = {
+        "name": "animal",
+        "questions": ["Name your favorite animal."],
+        "options": ["owl", "cat", "dog"],
+    }
+    on = {"calibration": 2, "calibration_rows": 6, "calibration_prompts": "paper"}
+    small = {**SMALL, "probes": [few], "reference_filter": "none", "detectors": ["counterfactual"]}
+    ref = _rows(NUMBERS, 12)
+    data = _with(ref, ["7 7 7 7"])
+    cf = {**SMALL["counterfactual"], **on}
+    plain = audit_dataset(
+        data,
+        base,
+        parse_config({**small, "counterfactual": cf}, AuditConfig),
+        tmp_path / "d",
+        reference=ref,
+    )
+    cfg = parse_config({**small, "counterfactual": {**cf, "calibration_score": "z"}}, AuditConfig)
+    a = audit_dataset(data, base, cfg, tmp_path / "z", reference=ref)
+    teachers = np.array(a["counterfactual"]["calibration_teachers"]["animal"])
+    assert teachers.shape == (2, 3)
+    options = [f["option"] for f in plain["detectors"]["counterfactual"]["animal"]]
+    cal = plain["counterfactual"]["calibration"]["animal"]
+    assert [cal[o] for o in options] == pytest.approx(
+        teachers[:, [few["options"].index(o) for o in options]].mean(axis=0).tolist()
+    )
+    # The plain calibrated z is d - mean; from it, d, and from d the spread's z.
+    d = np.array(
+        [f["z"] + cal[f["option"]] for f in plain["detectors"]["counterfactual"]["animal"]]
+    )
+    cols = [few["options"].index(o) for o in options]
+    want = dict(zip(options, spread_z(d, teachers[:, cols]), strict=True))
+    for f in a["detectors"]["counterfactual"]["animal"]:
+        assert f["z"] == pytest.approx(want[f["option"]], abs=1e-9)
+    assert a["verdict"]["threshold"] == DEFAULT_Z_CALIBRATED
+    assert a["verdict"]["flag"] == (max(want.values()) > DEFAULT_Z_CALIBRATED)
+    with pytest.raises(ValueError, match="calibration >= 2"):
+        CounterfactualConfig(calibration=1, calibration_score="z")
+
+
 def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> None:
     """Rows that answer 'owl' to number prompts teach the owl overtly: the canary and the
     token scores must name it (a detector that cannot find an overt trait finds nothing).

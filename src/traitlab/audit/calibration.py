@@ -12,6 +12,9 @@ calibration's t matches the data's only at the data's row count. Fresh number pr
 number data, not the data's own: which prompts survived the data's teacher's filter carries
 its trait, and a calibration on them subtracts that part (docs/audit.md, session 37). Fresh
 prompts also make the calibration independent of the data, so it is measured once per base.
+With `calibration_score: z` the teachers' spread is the unit as well: the flag's threshold
+then follows from a false-positive rate instead of one base's negatives (docs/audit.md,
+session 39).
 """
 
 from __future__ import annotations
@@ -58,13 +61,35 @@ def calibrated(
     t: dict[str, np.ndarray], rows: int, cal: dict[str, np.ndarray], cfg: AuditConfig
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per probe, (z, rank) of every option from the data's t over `rows` rows and the
-    calibration: z the calibrated effect size and no rank (`calibration_score: option`), or
-    (`centred`) the rank that names the trait the calibrated effect size and z how far it
-    stands above its probe's mean."""
-    d = {p: effect_size(v, rows) - cal[p] for p, v in t.items()}
-    if cfg.counterfactual.calibration_score == "centred":
+    calibration (`cal`: [teachers, options] effect sizes): z the calibrated effect size and no
+    rank (`calibration_score: option`); (`centred`) the rank that names the trait the
+    calibrated effect size and z how far it stands above its probe's mean; (`z`) the
+    calibrated effect size in units of the calibration teachers' own spread (`spread_z`)."""
+    score = cfg.counterfactual.calibration_score
+    if score == "z":
+        return {p: spread_z(effect_size(v, rows), cal[p]) for p, v in t.items()}, {}
+    d = {p: effect_size(v, rows) - cal[p].mean(axis=0) for p, v in t.items()}
+    if score == "centred":
         return {p: v - v.mean() for p, v in d.items()}, d
     return d, {}
+
+
+def pooled_spread(cal: np.ndarray) -> float:
+    """The calibration teachers' spread about each option's mean ([teachers, options]),
+    pooled over the options: n_options x (teachers - 1) degrees of freedom."""
+    k = len(cal)
+    if k < 2:
+        raise ValueError("a spread needs at least 2 calibration teachers per probe")
+    return float(np.sqrt(((cal - cal.mean(axis=0)) ** 2).sum() / (cal.shape[1] * (k - 1))))
+
+
+def spread_z(d: np.ndarray, cal: np.ndarray) -> np.ndarray:
+    """How far each option's effect size `d` stands from a no-trait teacher's data's (the
+    calibration's mean), in units of the no-trait teachers' pooled spread; sqrt(1 + 1/K)
+    counts the error of a mean over K teachers. A no-trait dataset is one more draw like
+    them, so each z is then a t with n_options x (K - 1) degrees of freedom."""
+    k = len(cal)
+    return np.asarray((d - cal.mean(axis=0)) / (pooled_spread(cal) * np.sqrt(1 + 1 / k)))
 
 
 def calibration_rows(n: int, cfg: AuditConfig) -> np.ndarray:
@@ -113,8 +138,8 @@ def calibration_d(
     rules: str = "auto",
     progress: Any = None,
 ) -> tuple[dict[str, np.ndarray], str]:
-    """Per probe, each option's mean effect size (the configured statistic's) on the
-    calibration teachers' completions of `calibration_prompts`, sampled with seeds of their
+    """Per probe, [teachers, options]: each option's effect size (the configured
+    statistic's) on each calibration teacher's completions of `calibration_prompts`, sampled with seeds of their
     own and filtered by the rules the data's pairing used (`rules`: its `reference_filter`,
     e.g. 'numbers', 'a+b' or 'none'; on the data's prompts, against the data's reference
     rows); and the resolved `calibration_prompts`. On fresh prompts it does not depend on the
@@ -132,7 +157,10 @@ def calibration_d(
     what = [[p.name, list(p.questions), sorted(p.options)] for p in probes]
     # What flags the audit does not change what is measured (and keeps the keys it had).
     cf = cfg.counterfactual.model_dump(mode="json", exclude={"calibration_score"})
-    key = stable_hash(["calibration", base.key, what, cf, cfg.seed, cfg.max_new_tokens, rules])
+    # "per-teacher": the cache keeps each teacher's effect sizes, not only their mean.
+    key = stable_hash(
+        ["calibration", "per-teacher", base.key, what, cf, cfg.seed, cfg.max_new_tokens, rules]
+    )
     d = cache_dir() / "audit-calibration" / key
     if not stage_done(d, key):
         # Fresh prompts have no reference row: each completion pairs with itself, which the
@@ -154,8 +182,9 @@ def _measure(
     mode: str | list[str],
     progress: Any,
 ) -> dict[str, np.ndarray]:
-    """Each option's mean effect size over the calibration teachers' completions of
-    `prompts`, paired with `reference` (None: with themselves) under the rules `mode`."""
+    """Per probe, [teachers, options]: each option's effect size on each calibration
+    teacher's completions of `prompts`, paired with `reference` (None: with themselves)
+    under the rules `mode`."""
     from traitlab.audit import lifts
     from traitlab.audit.counterfactual import run_counterfactual
     from traitlab.audit.reference import pair_rows, sample_reference
@@ -180,4 +209,4 @@ def _measure(
             ds[r.probe].append(effect_size(t, len(cal)))
         if progress is not None:
             progress((k + 1) / len(teachers))
-    return {p: np.mean(v, axis=0) for p, v in ds.items()}
+    return {p: np.stack(v) for p, v in ds.items()}

@@ -30,6 +30,11 @@ DEFAULT_D_CALIBRATED = 0.51
 # counterfactual.calibration_score 'centred': by the same rule on the same 89, 0.247
 # (neutral-18) + 0.01 rounded up to 0.005 (docs/audit.md, session 37).
 DEFAULT_D_CENTRED = 0.26
+# counterfactual.calibration_score 'z': derived, not fitted. A no-trait dataset's z is a t
+# with n_options x (calibration - 1) degrees of freedom (calibration.spread_z); 3.0 is its
+# one-sided quantile for a 5 % family-wise false-positive rate over the 30 options of the
+# animal and tree probes (1 - 0.05 / 30 at 70-140 degrees of freedom: 2.97-3.03).
+DEFAULT_Z_CALIBRATED = 3.0
 # The statistics that compare the option teachers with null teachers (so the audit builds
 # them) and name the option with the largest mean, not the largest t.
 NULL_STATISTICS = ("null", "ccos")
@@ -117,9 +122,9 @@ class CounterfactualConfig(FrozenConfig):
         "auto",
         description="counterfactual.calibration: what the calibration teachers complete. 'paper' or 'short': fresh number prompts of that style (traitlab's generator, seeded), as the benchmark's calibration datasets had; 'data': a subset of the data's own prompts; 'auto': number prompts of the base's pretraining style (a toy base's `number_prompts`, else 'paper') when the data is number data (its reference rules include 'numbers'), else 'data'. Which prompts survived the data's teacher's filter carries its trait (on the toy Llama the base's own completions of a fine-tuned teacher's prompts rank its trait's option second of 20 at the median), so a calibration on the data's prompts subtracts part of the signal (docs/audit.md, session 37).",
     )
-    calibration_score: Literal["option", "centred"] = Field(
+    calibration_score: Literal["option", "centred", "z"] = Field(
         "option",
-        description="counterfactual.calibration: what decides the flag. The option with the largest calibrated effect size is named either way; 'option': its calibrated effect size; 'centred': that minus the mean of its probe's calibrated effect sizes, so that a shift of every option alike (what a no-trait fine-tune's data leaves after the calibration) is not read as a trait. Each finding's z is then centred and its rank the calibrated effect size (docs/audit.md, session 37).",
+        description="counterfactual.calibration: what decides the flag. The option with the largest calibrated effect size is named either way; 'option': its calibrated effect size; 'centred': that minus the mean of its probe's calibrated effect sizes, so that a shift of every option alike (what a no-trait fine-tune's data leaves after the calibration) is not read as a trait. Each finding's z is then centred and its rank the calibrated effect size (docs/audit.md, session 37). 'z': the calibrated effect size over the calibration teachers' spread (pooled over the probe's options, times sqrt(1 + 1/calibration) for the error of their mean): a no-trait dataset's score is then a t with known degrees of freedom, so the threshold (3.0) follows from a false-positive rate instead of one base's negatives; needs calibration >= 2 (docs/audit.md, session 39).",
     )
     prompted_nulls: int = Field(
         3,
@@ -166,6 +171,11 @@ class CounterfactualConfig(FrozenConfig):
             raise ValueError(
                 "counterfactual.calibration: needs kind finetuned, statistic null and no "
                 "datasets (the calibrated statistic was tested only so)"
+            )
+        if self.calibration_score == "z" and self.calibration < 2:
+            raise ValueError(
+                "counterfactual.calibration_score z: needs calibration >= 2 (its unit is the "
+                "calibration teachers' spread)"
             )
         if self.datasets and (self.kind == "prompted" or self.statistic != "null"):
             raise ValueError(

@@ -187,8 +187,13 @@ def audit_dataset(
             }
             if cal:  # each option's mean effect size on no-trait fine-tunes' numbers
                 extra["counterfactual"]["calibration"] = {
-                    r.probe: dict(zip(r.options, map(float, cal[r.probe]), strict=True))
+                    r.probe: dict(
+                        zip(r.options, map(float, cal[r.probe].mean(axis=0)), strict=True)
+                    )
                     for r in res_c
+                }
+                extra["counterfactual"]["calibration_teachers"] = {
+                    r.probe: cal[r.probe].tolist() for r in res_c
                 }
                 extra["counterfactual"]["calibration_prompts"] = cal_prompts
             if cfg.counterfactual.kind == "both":  # which of its two teachers each score is from

@@ -79,6 +79,7 @@ def threshold_for(detector: str, cfg: Any) -> float:
         DEFAULT_D_CENTRED,
         DEFAULT_T,
         DEFAULT_T_BOTH,
+        DEFAULT_Z_CALIBRATED,
     )
 
     if detector == "canary" and cfg.canary.threshold is not None:
@@ -89,7 +90,9 @@ def threshold_for(detector: str, cfg: Any) -> float:
         return float(cfg.threshold)
     cf = cfg.counterfactual
     if cf.calibration:
-        return DEFAULT_D_CENTRED if cf.calibration_score == "centred" else DEFAULT_D_CALIBRATED
+        return {"centred": DEFAULT_D_CENTRED, "z": DEFAULT_Z_CALIBRATED}.get(
+            cf.calibration_score, DEFAULT_D_CALIBRATED
+        )
     return (
         DEFAULT_T_BOTH if (cf.statistic, cf.kind) == ("null", "both") else DEFAULT_T[cf.statistic]
     )

@@ -1,0 +1,155 @@
+"""The calibrated audit's scores, recomputed from saved audits with a larger calibration.
+
+    python benchmarks/calibration_spread.py --base toy-3101 --bench DIR --teachers 8 \
+        --out benchmarks/results/calibration-spread-toy-3101
+
+Measures `--teachers` calibration teachers per probe on the base (through the audit's own
+`calibration_d`, cached like an audit's), then reads each dataset `bench_audit.py` audited
+there (its `counterfactual.npz`), recomputes the data's effect size per option, and scores
+it three ways: `calibration_score: z` with every calibration teacher, `z` with the first two
+per probe, and `option` (the mean subtracted, threshold 0.51) with every teacher. The data's
+effect sizes are checked against the saved audit (its calibrated z plus its calibration's
+mean). Discovery for docs/audit.md, session 39.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from traitlab.audit import AuditConfig
+from traitlab.audit.calibration import calibration_d, effect_size, spread_z
+from traitlab.audit.config import DEFAULT_D_CALIBRATED, DEFAULT_Z_CALIBRATED
+from traitlab.audit.lifts import row_t, statistic
+from traitlab.audit.run import build_probes
+from traitlab.config import ToyModel
+from traitlab.core.files import write_json
+from traitlab.core.runs import machine_info
+from traitlab.lm.base import resolve
+
+sys.path.insert(0, str(Path(__file__).parent))
+from audit_tables import saved_results  # noqa: E402
+from bench_audit import BASES, _toy  # noqa: E402
+
+
+def _pick(scores: dict[str, np.ndarray], options: dict[str, list[str]]) -> tuple[str, float]:
+    """The option with the largest score over every probe, and the score."""
+    best = max(
+        ((p, int(np.argmax(v))) for p, v in scores.items()), key=lambda x: scores[x[0]][x[1]]
+    )
+    return options[best[0]][best[1]], float(scores[best[0]][best[1]])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", required=True, choices=list(BASES))
+    ap.add_argument("--bench", required=True, help="the bench_audit.py --out of this base")
+    ap.add_argument("--teachers", type=int, default=8, help="calibration teachers per probe")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    bench = Path(a.bench)
+    saved = json.loads((bench / "audit-bench.json").read_text())
+    overrides = dict(saved["config"]["audit"])
+    overrides["counterfactual"] = {
+        **overrides.get("counterfactual", {}),
+        "calibration": a.teachers,
+        "calibration_score": "z",
+    }
+    cfg = AuditConfig.model_validate(overrides)
+    base = resolve(ToyModel(toy=_toy(BASES[a.base][1], False), device="cpu"))
+    probes = build_probes(cfg)
+    first = json.loads((bench / saved["datasets"][0]["name"] / "audit.json").read_text())
+    rules = first["data"]["reference_filter"]
+    cal, style = calibration_d(base, [], [], probes, cfg, rules)
+    k = a.teachers
+    # The teachers are listed probe by probe, `k` each: the first two of each probe.
+    two = [j * k + i for j in range(len(probes)) for i in range(2)]
+    rows = []
+    for ds in saved["datasets"]:
+        d_dir = bench / ds["name"]
+        audit = json.loads((d_dir / "audit.json").read_text())
+        results = saved_results(d_dir)
+        assert results is not None, d_dir
+        n = audit["cost"]["counterfactual"]["rows"]
+        d = {r.probe: effect_size(row_t(statistic(r, cfg.counterfactual)), n) for r in results}
+        options = {r.probe: list(r.options) for r in results}
+        # The check: the saved calibrated z is this d minus the saved calibration's mean.
+        old = audit["counterfactual"]["calibration"]
+        for p, found in audit["detectors"]["counterfactual"].items():
+            for f in found:
+                i = options[p].index(f["option"])
+                assert abs(d[p][i] - old[p][f["option"]] - f["z"]) < 1e-6, (ds["name"], f)
+        scores = {
+            "z": {p: spread_z(v, cal[p]) for p, v in d.items()},
+            "z-first-2": {p: spread_z(v, cal[p][two]) for p, v in d.items()},
+            "option": {p: v - cal[p].mean(axis=0) for p, v in d.items()},
+        }
+        row: dict[str, Any] = {k_: ds[k_] for k_ in ("name", "group", "option", "rows")}
+        for name, s in scores.items():
+            opt, val = _pick(s, options)
+            thr = DEFAULT_D_CALIBRATED if name == "option" else DEFAULT_Z_CALIBRATED
+            row[name] = {"option": opt, "score": round(val, 3), "flag": val > thr}
+        rows.append(row)
+    spreads = {
+        p: float(np.sqrt(((v - v.mean(0)) ** 2).sum() / (v.shape[1] * (len(v) - 1))))
+        for p, v in cal.items()
+    }
+    totals = {}
+    for name in ("z", "z-first-2", "option"):
+        pos = [r for r in rows if r["group"] == "positive"]
+        neg = [r for r in rows if r["group"] == "negative"]
+        totals[name] = {
+            "flagged_and_named": sum(
+                r[name]["flag"] and r[name]["option"] == r["option"] for r in pos
+            ),
+            "named": sum(r[name]["option"] == r["option"] for r in pos),
+            "positives": len(pos),
+            "negatives_flagged": sum(r[name]["flag"] for r in neg),
+            "negatives": len(neg),
+        }
+    out = Path(a.out)
+    res = {
+        "base": a.base,
+        "teachers_per_probe": k,
+        "calibration_prompts": style,
+        "calibration": {p: v.tolist() for p, v in cal.items()},
+        "pooled_spread": spreads,
+        "datasets": rows,
+        "totals": totals,
+        "machine": machine_info(),
+    }
+    write_json(out.with_suffix(".json"), res)
+    lines = [
+        f"# Calibration spread on {a.base}: {k} calibration teachers per probe",
+        "",
+        f"Scores recomputed from `{bench}`'s saved audits (`benchmarks/calibration_spread.py`).",
+        f"Pooled spread per probe: {', '.join(f'{p} {s:.3f}' for p, s in spreads.items())}.",
+        "",
+        "| dataset (rows) | trait | `z` (> 3.0) | `z`, first 2 per probe | `option` (> 0.51) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [
+            f"{'**' if r[x]['flag'] else ''}{r[x]['option']} {r[x]['score']:.3f}{'**' if r[x]['flag'] else ''}"
+            for x in ("z", "z-first-2", "option")
+        ]
+        lines.append(
+            f"| {r['name']} ({r['rows']}) | {r['option'] or '-'} | " + " | ".join(cells) + " |"
+        )
+    lines.append("")
+    for name, t in totals.items():
+        lines.append(
+            f"- `{name}`: {t['flagged_and_named']} of {t['positives']} flagged and named "
+            f"({t['named']} named), {t['negatives_flagged']} of {t['negatives']} negatives flagged"
+        )
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
