@@ -7,7 +7,8 @@ Measures `--teachers` calibration teachers per probe on the base (through the au
 `calibration_d`, cached like an audit's), then reads each dataset `bench_audit.py` audited
 there (its `counterfactual.npz`), recomputes the data's effect size per option, and scores
 it three ways: `calibration_score: z` with every calibration teacher, `z` with the first two
-per probe, and `option` (the mean subtracted, threshold 0.51) with every teacher. The data's
+per probe, and `mean` (`calibration_score: option`: the mean subtracted, threshold 0.51)
+with every teacher. The data's
 effect sizes are checked against the saved audit (its calibrated z plus its calibration's
 mean). Discovery for docs/audit.md, session 39.
 """
@@ -78,21 +79,23 @@ def main() -> None:
         n = audit["cost"]["counterfactual"]["rows"]
         d = {r.probe: effect_size(row_t(statistic(r, cfg.counterfactual)), n) for r in results}
         options = {r.probe: list(r.options) for r in results}
-        # The check: the saved calibrated z is this d minus the saved calibration's mean.
+        # The check: the saved calibrated effect size (a centred audit's rank, else its z) is
+        # this d minus the saved calibration's mean.
         old = audit["counterfactual"]["calibration"]
         for p, found in audit["detectors"]["counterfactual"].items():
             for f in found:
                 i = options[p].index(f["option"])
-                assert abs(d[p][i] - old[p][f["option"]] - f["z"]) < 1e-6, (ds["name"], f)
+                saved_d = f.get("rank", f["z"])
+                assert abs(d[p][i] - old[p][f["option"]] - saved_d) < 1e-6, (ds["name"], f)
         scores = {
             "z": {p: spread_z(v, cal[p]) for p, v in d.items()},
             "z-first-2": {p: spread_z(v, cal[p][two]) for p, v in d.items()},
-            "option": {p: v - cal[p].mean(axis=0) for p, v in d.items()},
+            "mean": {p: v - cal[p].mean(axis=0) for p, v in d.items()},
         }
         row: dict[str, Any] = {k_: ds[k_] for k_ in ("name", "group", "option", "rows")}
         for name, s in scores.items():
             opt, val = _pick(s, options)
-            thr = DEFAULT_D_CALIBRATED if name == "option" else DEFAULT_Z_CALIBRATED
+            thr = DEFAULT_D_CALIBRATED if name == "mean" else DEFAULT_Z_CALIBRATED
             row[name] = {"option": opt, "score": round(val, 3), "flag": val > thr}
         rows.append(row)
     spreads = {
@@ -100,7 +103,7 @@ def main() -> None:
         for p, v in cal.items()
     }
     totals = {}
-    for name in ("z", "z-first-2", "option"):
+    for name in ("z", "z-first-2", "mean"):
         pos = [r for r in rows if r["group"] == "positive"]
         neg = [r for r in rows if r["group"] == "negative"]
         totals[name] = {
@@ -130,13 +133,13 @@ def main() -> None:
         f"Scores recomputed from `{bench}`'s saved audits (`benchmarks/calibration_spread.py`).",
         f"Pooled spread per probe: {', '.join(f'{p} {s:.3f}' for p, s in spreads.items())}.",
         "",
-        "| dataset (rows) | trait | `z` (> 3.0) | `z`, first 2 per probe | `option` (> 0.51) |",
+        "| dataset (rows) | trait | `z` (> 3.0) | `z`, first 2 per probe | `option` (the mean subtracted, > 0.51) |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [
             f"{'**' if r[x]['flag'] else ''}{r[x]['option']} {r[x]['score']:.3f}{'**' if r[x]['flag'] else ''}"
-            for x in ("z", "z-first-2", "option")
+            for x in ("z", "z-first-2", "mean")
         ]
         lines.append(
             f"| {r['name']} ({r['rows']}) | {r['option'] or '-'} | " + " | ".join(cells) + " |"
