@@ -58,14 +58,25 @@ def effect_size(t: np.ndarray, rows: int) -> np.ndarray:
 
 
 def calibrated(
-    t: dict[str, np.ndarray], rows: int, cal: dict[str, np.ndarray], cfg: AuditConfig
+    t: dict[str, np.ndarray],
+    rows: int,
+    cal: dict[str, np.ndarray],
+    cfg: AuditConfig,
+    templates: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per probe, (z, rank) of every option from the data's t over `rows` rows and the
     calibration (`cal`: [teachers, options] effect sizes): z the calibrated effect size and no
     rank (`calibration_score: option`); (`centred`) the rank that names the trait the
     calibrated effect size and z how far it stands above its probe's mean; (`z`) the
-    calibrated effect size in units of the calibration teachers' own spread (`spread_z`)."""
+    calibrated effect size in units of the calibration teachers' own spread (`spread_z`);
+    (`template`) the data's move along each option's template (`templates.template_z`)."""
     score = cfg.counterfactual.calibration_score
+    if score == "template":
+        if templates is None:
+            raise ValueError("calibration_score template: needs the option templates")
+        from traitlab.audit.templates import template_z
+
+        return template_z({p: effect_size(v, rows) for p, v in t.items()}, cal, templates), {}
     if score == "z":
         return {p: spread_z(effect_size(v, rows), cal[p]) for p, v in t.items()}, {}
     d = {p: effect_size(v, rows) - cal[p].mean(axis=0) for p, v in t.items()}
@@ -139,8 +150,8 @@ def calibration_d(
     progress: Any = None,
 ) -> tuple[dict[str, np.ndarray], str]:
     """Per probe, [teachers, options]: each option's effect size (the configured
-    statistic's) on each calibration teacher's completions of `calibration_prompts`, sampled with seeds of their
-    own and filtered by the rules the data's pairing used (`rules`: its `reference_filter`,
+    statistic's) on each calibration teacher's completions of `calibration_prompts`, sampled
+    with seeds of their own and filtered by the rules the data's pairing used (`rules`: its `reference_filter`,
     e.g. 'numbers', 'a+b' or 'none'; on the data's prompts, against the data's reference
     rows); and the resolved `calibration_prompts`. On fresh prompts it does not depend on the
     data, so it is measured once per base and setting and cached."""
@@ -153,10 +164,11 @@ def calibration_d(
     style = prompt_style(base, names, cfg)
     if style == "data":
         prompts, _ = calibration_prompts(base, data, names, cfg)
-        return _measure(base, prompts, reference, probes, cfg, mode, progress), style
+        teachers = [t for p in probes for t in calibration_teachers(base, p, cfg)]
+        return _measure(base, teachers, prompts, reference, probes, cfg, mode, progress), style
     what = [[p.name, list(p.questions), sorted(p.options)] for p in probes]
     # What flags the audit does not change what is measured (and keeps the keys it had).
-    cf = cfg.counterfactual.model_dump(mode="json", exclude={"calibration_score"})
+    cf = cfg.counterfactual.model_dump(mode="json", exclude={"calibration_score", "template_rows"})
     # "per-teacher": the cache keeps each teacher's effect sizes, not only their mean.
     key = stable_hash(
         ["calibration", "per-teacher", base.key, what, cf, cfg.seed, cfg.max_new_tokens, rules]
@@ -166,7 +178,8 @@ def calibration_d(
         # Fresh prompts have no reference row: each completion pairs with itself, which the
         # `null` statistic does not read (it compares the teachers on the data rows).
         prompts, _ = calibration_prompts(base, data, names, cfg)
-        got = _measure(base, prompts, None, probes, cfg, mode, progress)
+        teachers = [t for p in probes for t in calibration_teachers(base, p, cfg)]
+        got = _measure(base, teachers, prompts, None, probes, cfg, mode, progress)
         with stage(d, key) as tmp:
             write_json(tmp / "calibration.json", {p: v.tolist() for p, v in got.items()})
     saved = read_json(d / "calibration.json")
@@ -175,28 +188,29 @@ def calibration_d(
 
 def _measure(
     base: ModelRef,
+    teachers: list[ModelRef],
     prompts: list[Row],
     reference: list[Row] | None,
     probes: Sequence[Probe],
     cfg: AuditConfig,
     mode: str | list[str],
     progress: Any,
+    seed0: int = SEED_OFFSET,
 ) -> dict[str, np.ndarray]:
-    """Per probe, [teachers, options]: each option's effect size on each calibration
-    teacher's completions of `prompts`, paired with `reference` (None: with themselves)
-    under the rules `mode`."""
+    """Per probe, [teachers, options]: each option's effect size on each teacher's
+    completions of `prompts` (sampled with seeds cfg.seed + seed0 + k), paired with
+    `reference` (None: with themselves) under the rules `mode`."""
     from traitlab.audit import lifts
     from traitlab.audit.counterfactual import run_counterfactual
     from traitlab.audit.reference import pair_rows, sample_reference
 
-    teachers = [t for p in probes for t in calibration_teachers(base, p, cfg)]
     ds: dict[str, list[np.ndarray]] = {p.name: [] for p in probes}
     for k, teacher in enumerate(teachers):
         with opened(teacher) as lm:
             rows = sample_reference(
                 lm,
                 prompts,
-                seed=cfg.seed + SEED_OFFSET + k,
+                seed=cfg.seed + seed0 + k,
                 max_new_tokens=cfg.max_new_tokens,
                 batch_size=cfg.batch_size,
             )

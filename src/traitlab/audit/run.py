@@ -163,7 +163,12 @@ def audit_dataset(
                 cal, cal_prompts = calibration_d(
                     base, data_p, ref_p, probes, cfg, rules, step("calibration")
                 )
-                t_rows, rank = calibrated(t_rows, len(data_p), cal, cfg)
+                templates = None
+                if cfg.counterfactual.calibration_score == "template":
+                    from traitlab.audit.templates import option_templates
+
+                    templates = option_templates(base, probes, cfg, rules, step("templates"))
+                t_rows, rank = calibrated(t_rows, len(data_p), cal, cfg, templates)
                 null = False
             results["counterfactual"] = {
                 r.probe: findings(

@@ -80,6 +80,7 @@ def threshold_for(detector: str, cfg: Any) -> float:
         DEFAULT_T,
         DEFAULT_T_BOTH,
         DEFAULT_Z_CALIBRATED,
+        DEFAULT_Z_TEMPLATE,
     )
 
     if detector == "canary" and cfg.canary.threshold is not None:
@@ -90,9 +91,11 @@ def threshold_for(detector: str, cfg: Any) -> float:
         return float(cfg.threshold)
     cf = cfg.counterfactual
     if cf.calibration:
-        return {"centred": DEFAULT_D_CENTRED, "z": DEFAULT_Z_CALIBRATED}.get(
-            cf.calibration_score, DEFAULT_D_CALIBRATED
-        )
+        return {
+            "centred": DEFAULT_D_CENTRED,
+            "z": DEFAULT_Z_CALIBRATED,
+            "template": DEFAULT_Z_TEMPLATE,
+        }.get(cf.calibration_score, DEFAULT_D_CALIBRATED)
     return (
         DEFAULT_T_BOTH if (cf.statistic, cf.kind) == ("null", "both") else DEFAULT_T[cf.statistic]
     )
