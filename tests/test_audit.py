@@ -554,6 +554,33 @@ def test_the_z_calibrated_audit_reports_its_teachers_and_derived_threshold(
     assert a["verdict"]["flag"] == (max(want.values()) > DEFAULT_Z_CALIBRATED)
     with pytest.raises(ValueError, match="calibration >= 2"):
         CounterfactualConfig(calibration=1, calibration_score="z")
+    # `template`: each option teacher's numbers as a template, exported, and the z from them.
+    from traitlab.audit.config import DEFAULT_Z_TEMPLATE
+    from traitlab.audit.templates import template_z
+
+    tpl = {**cf, "calibration_score": "template", "template_rows": 4}
+    cfg_t = parse_config({**small, "counterfactual": tpl}, AuditConfig)
+    b = audit_dataset(data, base, cfg_t, tmp_path / "t", reference=ref)
+    c = b["counterfactual"]
+    templates = np.array(c["templates"]["animal"])
+    assert (
+        templates.shape == (3, 3)
+        and c["calibration_teachers"] == a["counterfactual"]["calibration_teachers"]
+    )
+    d_all = np.array([d[options.index(o)] for o in few["options"]])
+    z = template_z({"animal": d_all}, {"animal": teachers}, {"animal": templates})["animal"]
+    for f in b["detectors"]["counterfactual"]["animal"]:
+        assert f["z"] == pytest.approx(z[few["options"].index(f["option"])], abs=1e-9)
+    assert b["verdict"]["threshold"] == DEFAULT_Z_TEMPLATE
+    nonnum = {**tpl, "calibration_prompts": "data"}
+    with pytest.raises(TraitlabError, match="needs number data"):
+        audit_dataset(
+            data,
+            base,
+            parse_config({**small, "counterfactual": nonnum}, AuditConfig),
+            tmp_path / "n",
+            reference=ref,
+        )
 
 
 def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> None:
