@@ -25,8 +25,13 @@ from typing import Any
 import numpy as np
 
 from traitlab.audit import AuditConfig
-from traitlab.audit.calibration import calibration_d, effect_size, spread_z
-from traitlab.audit.config import DEFAULT_D_CALIBRATED, DEFAULT_Z_CALIBRATED, DEFAULT_Z_TEMPLATE
+from traitlab.audit.calibration import calibration_d, effect_size, pooled_spread, spread_z
+from traitlab.audit.config import (
+    DEFAULT_D_CALIBRATED,
+    DEFAULT_T,
+    DEFAULT_Z_CALIBRATED,
+    DEFAULT_Z_TEMPLATE,
+)
 from traitlab.audit.lifts import row_t, statistic
 from traitlab.audit.run import build_probes
 from traitlab.audit.templates import option_templates, template_z
@@ -81,7 +86,8 @@ def main() -> None:
         results = saved_results(d_dir)
         assert results is not None, d_dir
         n = audit["cost"]["counterfactual"]["rows"]
-        d = {r.probe: effect_size(row_t(statistic(r, cfg.counterfactual)), n) for r in results}
+        stat = {r.probe: statistic(r, cfg.counterfactual) for r in results}
+        d = {p: effect_size(row_t(v), n) for p, v in stat.items()}
         options = {r.probe: list(r.options) for r in results}
         # The check: the saved calibrated effect size (a centred audit's rank, else its z) is
         # this d minus the saved calibration's mean.
@@ -99,6 +105,12 @@ def main() -> None:
         if templates is not None:
             scores["template"] = template_z(d, cal, templates)
         row: dict[str, Any] = {k_: ds[k_] for k_ in ("name", "group", "option", "rows")}
+        # The plain `null` (the default): the largest mean lift names, its t flags (> 8).
+        means = {p: v.mean(axis=1) for p, v in stat.items()}
+        opt, _ = _pick(means, options)
+        p_opt = next(p for p in options if opt in options[p])
+        t_opt = float(row_t(stat[p_opt])[options[p_opt].index(opt)])
+        row["null"] = {"option": opt, "score": round(t_opt, 3), "flag": t_opt > DEFAULT_T["null"]}
         for name, s in scores.items():
             opt, val = _pick(s, options)
             thr = {"mean": DEFAULT_D_CALIBRATED, "template": DEFAULT_Z_TEMPLATE}.get(
@@ -106,12 +118,9 @@ def main() -> None:
             )
             row[name] = {"option": opt, "score": round(val, 3), "flag": val > thr}
         rows.append(row)
-    spreads = {
-        p: float(np.sqrt(((v - v.mean(0)) ** 2).sum() / (v.shape[1] * (len(v) - 1))))
-        for p, v in cal.items()
-    }
+    spreads = {p: pooled_spread(v) for p, v in cal.items()}
     totals = {}
-    names = ["z", "z-first-2", "mean"] + (["template"] if templates is not None else [])
+    names = ["z", "z-first-2", "mean"] + (["template"] if templates is not None else []) + ["null"]
     for name in names:
         pos = [r for r in rows if r["group"] == "positive"]
         neg = [r for r in rows if r["group"] == "negative"]
@@ -144,8 +153,9 @@ def main() -> None:
         f"Pooled spread per probe: {', '.join(f'{p} {s:.3f}' for p, s in spreads.items())}.",
         "",
         "| dataset (rows) | trait | `z` (> 3.0) | `z`, first 2 per probe | `option` (the mean subtracted, > 0.51) |"
-        + (" `template` (> 3.5) |" if templates is not None else ""),
-        "|---|---|---|---|---|" + ("---|" if templates is not None else ""),
+        + (" `template` (> 3.5) |" if templates is not None else "")
+        + " plain `null` (t > 8) |",
+        "|---|---|---|---|---|---|" + ("---|" if templates is not None else ""),
     ]
     for r in rows:
         cells = [
