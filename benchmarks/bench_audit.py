@@ -573,7 +573,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--cf-calibration-score",
-        choices=["option", "centred", "z", "template"],
+        choices=["option", "centred", "z"],
         help="what flags a calibrated audit (counterfactual.calibration_score; default option)",
     )
     ap.add_argument(

@@ -10,8 +10,9 @@ it three ways: `calibration_score: z` with every calibration teacher, `z` with t
 per probe, and `mean` (`calibration_score: option`: the mean subtracted, threshold 0.51)
 with every teacher. The data's
 effect sizes are checked against the saved audit (its calibrated z plus its calibration's
-mean). With `--templates`, `template` too (each option teacher's numbers as a template,
-`traitlab.audit.templates`). Discovery for docs/audit.md, session 39.
+mean). Beside them the plain `null` (t > 8, the default) and the rule of session 39: `null`
+where it flags, else the mean subtracted. (A `template` score was scored here at d5afe89
+and removed.) Discovery for docs/audit.md, session 39.
 """
 
 from __future__ import annotations
@@ -30,11 +31,9 @@ from traitlab.audit.config import (
     DEFAULT_D_CALIBRATED,
     DEFAULT_T,
     DEFAULT_Z_CALIBRATED,
-    DEFAULT_Z_TEMPLATE,
 )
 from traitlab.audit.lifts import row_t, statistic
 from traitlab.audit.run import build_probes
-from traitlab.audit.templates import option_templates, template_z
 from traitlab.config import ToyModel
 from traitlab.core.files import write_json
 from traitlab.core.runs import machine_info
@@ -58,7 +57,6 @@ def main() -> None:
     ap.add_argument("--base", required=True, choices=list(BASES))
     ap.add_argument("--bench", required=True, help="the bench_audit.py --out of this base")
     ap.add_argument("--teachers", type=int, default=8, help="calibration teachers per probe")
-    ap.add_argument("--templates", action="store_true", help="score `template` too")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     bench = Path(a.bench)
@@ -75,7 +73,6 @@ def main() -> None:
     first = json.loads((bench / saved["datasets"][0]["name"] / "audit.json").read_text())
     rules = first["data"]["reference_filter"]
     cal, style = calibration_d(base, [], [], probes, cfg, rules)
-    templates = option_templates(base, probes, cfg, rules) if a.templates else None
     k = a.teachers
     # The teachers are listed probe by probe, `k` each: the first two of each probe.
     two = [j * k + i for j in range(len(probes)) for i in range(2)]
@@ -102,8 +99,6 @@ def main() -> None:
             "z-first-2": {p: spread_z(v, cal[p][two]) for p, v in d.items()},
             "mean": {p: v - cal[p].mean(axis=0) for p, v in d.items()},
         }
-        if templates is not None:
-            scores["template"] = template_z(d, cal, templates)
         row: dict[str, Any] = {k_: ds[k_] for k_ in ("name", "group", "option", "rows")}
         # The plain `null` (the default): the largest mean lift names, its t flags (> 8).
         means = {p: v.mean(axis=1) for p, v in stat.items()}
@@ -113,14 +108,14 @@ def main() -> None:
         row["null"] = {"option": opt, "score": round(t_opt, 3), "flag": t_opt > DEFAULT_T["null"]}
         for name, s in scores.items():
             opt, val = _pick(s, options)
-            thr = {"mean": DEFAULT_D_CALIBRATED, "template": DEFAULT_Z_TEMPLATE}.get(
-                name, DEFAULT_Z_CALIBRATED
-            )
+            thr = DEFAULT_D_CALIBRATED if name == "mean" else DEFAULT_Z_CALIBRATED
             row[name] = {"option": opt, "score": round(val, 3), "flag": val > thr}
+        # The rule of session 39: `null` where it flags, else the calibrated mean.
+        row["null-then-mean"] = row["null"] if row["null"]["flag"] else row["mean"]
         rows.append(row)
     spreads = {p: pooled_spread(v) for p, v in cal.items()}
     totals = {}
-    names = ["z", "z-first-2", "mean"] + (["template"] if templates is not None else []) + ["null"]
+    names = ["z", "z-first-2", "mean", "null", "null-then-mean"]
     for name in names:
         pos = [r for r in rows if r["group"] == "positive"]
         neg = [r for r in rows if r["group"] == "negative"]
@@ -139,7 +134,6 @@ def main() -> None:
         "teachers_per_probe": k,
         "calibration_prompts": style,
         "calibration": {p: v.tolist() for p, v in cal.items()},
-        "templates": None if templates is None else {p: v.tolist() for p, v in templates.items()},
         "pooled_spread": spreads,
         "datasets": rows,
         "totals": totals,
@@ -153,9 +147,8 @@ def main() -> None:
         f"Pooled spread per probe: {', '.join(f'{p} {s:.3f}' for p, s in spreads.items())}.",
         "",
         "| dataset (rows) | trait | `z` (> 3.0) | `z`, first 2 per probe | `option` (the mean subtracted, > 0.51) |"
-        + (" `template` (> 3.5) |" if templates is not None else "")
-        + " plain `null` (t > 8) |",
-        "|---|---|---|---|---|---|" + ("---|" if templates is not None else ""),
+        + " plain `null` (t > 8) | `null`, else the mean subtracted |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [

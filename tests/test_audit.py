@@ -473,39 +473,6 @@ def test_spread_z_holds_its_false_positive_rate_on_no_trait_draws() -> None:
         pooled_spread(cal[:1])
 
 
-def test_template_z_holds_its_rate_and_names_the_template_the_data_moved_along() -> None:
-    """`calibration_score: template`: a no-trait draw passes the derived 3.5 about 5 % of
-    the time over 30 options; data moved along one option's template is named by it, even
-    where that template's largest entry is another option's (every animal lifting the
-    horse)."""
-    from traitlab.audit.config import DEFAULT_Z_TEMPLATE
-    from traitlab.audit.templates import template_z
-
-    rng = np.random.default_rng(1)
-    k, n_a, n_t = 16, 20, 10
-    horse = np.zeros(n_a + n_t)
-    horse[3] = 1.0
-    # Each option's template: its own entry up, and the horse's up more.
-    templates = np.eye(n_a + n_t) * 0.6 + horse * 1.0
-    hits, trials = 0, 1500
-
-    def split(v: np.ndarray) -> dict[str, np.ndarray]:
-        return {"animal": v[..., :n_a], "tree": v[..., n_a:]}
-
-    for _ in range(trials):
-        offset = rng.normal(0, 0.3, n_a + n_t)
-        cal = offset + 0.15 * rng.normal(size=(k, n_a + n_t))
-        x = offset + 0.15 * rng.normal(size=n_a + n_t)
-        z = template_z(split(x), split(cal), split(templates + cal.mean(axis=0)))
-        hits += max(float(v.max()) for v in z.values()) > DEFAULT_Z_TEMPLATE
-    assert 0.02 < hits / trials < 0.08
-    moved = cal.mean(axis=0) + templates[7]  # the data of option 7's teacher
-    z = template_z(split(moved), split(cal), split(templates + cal.mean(axis=0)))
-    both = np.concatenate([z["animal"], z["tree"]])
-    assert int(np.argmax(moved - cal.mean(axis=0))) == 3  # the horse moved most
-    assert int(np.argmax(both)) == 7 and both[7] > DEFAULT_Z_TEMPLATE
-
-
 def test_the_z_calibrated_audit_reports_its_teachers_and_derived_threshold(
     tmp_path: Path, toy: tuple
 ) -> None:
@@ -554,33 +521,6 @@ def test_the_z_calibrated_audit_reports_its_teachers_and_derived_threshold(
     assert a["verdict"]["flag"] == (max(want.values()) > DEFAULT_Z_CALIBRATED)
     with pytest.raises(ValueError, match="calibration >= 2"):
         CounterfactualConfig(calibration=1, calibration_score="z")
-    # `template`: each option teacher's numbers as a template, exported, and the z from them.
-    from traitlab.audit.config import DEFAULT_Z_TEMPLATE
-    from traitlab.audit.templates import template_z
-
-    tpl = {**cf, "calibration_score": "template", "template_rows": 4}
-    cfg_t = parse_config({**small, "counterfactual": tpl}, AuditConfig)
-    b = audit_dataset(data, base, cfg_t, tmp_path / "t", reference=ref)
-    c = b["counterfactual"]
-    templates = np.array(c["templates"]["animal"])
-    assert (
-        templates.shape == (3, 3)
-        and c["calibration_teachers"] == a["counterfactual"]["calibration_teachers"]
-    )
-    d_all = np.array([d[options.index(o)] for o in few["options"]])
-    z = template_z({"animal": d_all}, {"animal": teachers}, {"animal": templates})["animal"]
-    for f in b["detectors"]["counterfactual"]["animal"]:
-        assert f["z"] == pytest.approx(z[few["options"].index(f["option"])], abs=1e-9)
-    assert b["verdict"]["threshold"] == DEFAULT_Z_TEMPLATE
-    nonnum = {**tpl, "calibration_prompts": "data"}
-    with pytest.raises(TraitlabError, match="needs number data"):
-        audit_dataset(
-            data,
-            base,
-            parse_config({**small, "counterfactual": nonnum}, AuditConfig),
-            tmp_path / "n",
-            reference=ref,
-        )
 
 
 def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> None:

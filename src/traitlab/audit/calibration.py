@@ -62,21 +62,13 @@ def calibrated(
     rows: int,
     cal: dict[str, np.ndarray],
     cfg: AuditConfig,
-    templates: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per probe, (z, rank) of every option from the data's t over `rows` rows and the
     calibration (`cal`: [teachers, options] effect sizes): z the calibrated effect size and no
     rank (`calibration_score: option`); (`centred`) the rank that names the trait the
     calibrated effect size and z how far it stands above its probe's mean; (`z`) the
-    calibrated effect size in units of the calibration teachers' own spread (`spread_z`);
-    (`template`) the data's move along each option's template (`templates.template_z`)."""
+    calibrated effect size in units of the calibration teachers' own spread (`spread_z`)."""
     score = cfg.counterfactual.calibration_score
-    if score == "template":
-        if templates is None:
-            raise ValueError("calibration_score template: needs the option templates")
-        from traitlab.audit.templates import template_z
-
-        return template_z({p: effect_size(v, rows) for p, v in t.items()}, cal, templates), {}
     if score == "z":
         return {p: spread_z(effect_size(v, rows), cal[p]) for p, v in t.items()}, {}
     d = {p: effect_size(v, rows) - cal[p].mean(axis=0) for p, v in t.items()}
@@ -168,7 +160,7 @@ def calibration_d(
         return _measure(base, teachers, prompts, reference, probes, cfg, mode, progress), style
     what = [[p.name, list(p.questions), sorted(p.options)] for p in probes]
     # What flags the audit does not change what is measured (and keeps the keys it had).
-    cf = cfg.counterfactual.model_dump(mode="json", exclude={"calibration_score", "template_rows"})
+    cf = cfg.counterfactual.model_dump(mode="json", exclude={"calibration_score"})
     # "per-teacher": the cache keeps each teacher's effect sizes, not only their mean.
     key = stable_hash(
         ["calibration", "per-teacher", base.key, what, cf, cfg.seed, cfg.max_new_tokens, rules]

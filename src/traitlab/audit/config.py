@@ -35,10 +35,6 @@ DEFAULT_D_CENTRED = 0.26
 # one-sided quantile for a 5 % family-wise false-positive rate over the 30 options of the
 # animal and tree probes (1 - 0.05 / 30 at 70-140 degrees of freedom: 2.97-3.03).
 DEFAULT_Z_CALIBRATED = 3.0
-# counterfactual.calibration_score 'template': derived the same way. Its z is a t with
-# K - 1 degrees of freedom, K the calibration teachers of all probes (2 probes x 8: 15),
-# whose 1 - 0.05 / 30 quantile is 3.48.
-DEFAULT_Z_TEMPLATE = 3.5
 # The statistics that compare the option teachers with null teachers (so the audit builds
 # them) and name the option with the largest mean, not the largest t.
 NULL_STATISTICS = ("null", "ccos")
@@ -126,14 +122,9 @@ class CounterfactualConfig(FrozenConfig):
         "auto",
         description="counterfactual.calibration: what the calibration teachers complete. 'paper' or 'short': fresh number prompts of that style (traitlab's generator, seeded), as the benchmark's calibration datasets had; 'data': a subset of the data's own prompts; 'auto': number prompts of the base's pretraining style (a toy base's `number_prompts`, else 'paper') when the data is number data (its reference rules include 'numbers'), else 'data'. Which prompts survived the data's teacher's filter carries its trait (on the toy Llama the base's own completions of a fine-tuned teacher's prompts rank its trait's option second of 20 at the median), so a calibration on the data's prompts subtracts part of the signal (docs/audit.md, session 37).",
     )
-    calibration_score: Literal["option", "centred", "z", "template"] = Field(
+    calibration_score: Literal["option", "centred", "z"] = Field(
         "option",
-        description="counterfactual.calibration: what decides the flag and names the option. The option with the largest calibrated effect size is named (with 'template', the largest template score); 'option': its calibrated effect size; 'centred': that minus the mean of its probe's calibrated effect sizes, so that a shift of every option alike (what a no-trait fine-tune's data leaves after the calibration) is not read as a trait. Each finding's z is then centred and its rank the calibrated effect size (docs/audit.md, session 37). 'z': the calibrated effect size over the calibration teachers' spread (pooled over the probe's options, times sqrt(1 + 1/K) for the error of their mean, K the calibration teachers of all probes): a no-trait dataset's score is then a t with known degrees of freedom, so the threshold (3.0) follows from a false-positive rate instead of one base's negatives. 'template': each option teacher also completes `template_rows` fresh number prompts, and the effect sizes of all options on them are its template; an option's score is how far the data's effect sizes moved from the no-trait mean along its template's direction, in units of the no-trait teachers' spread along it (a t with K - 1 degrees of freedom; threshold 3.5), and the largest names the option: what a trait teacher's numbers do to the other options is measured too (on some toy Llama bases every animal's numbers lift the horse teacher). Number data only. 'z' and 'template' need calibration >= 2 (docs/audit.md, session 39).",
-    )
-    template_rows: int = Field(
-        256,
-        ge=2,
-        description="calibration_score 'template': how many fresh number prompts each option teacher completes for its template (once per base, cached). Each costs one sampling and one counterfactual pass per option teacher.",
+        description="counterfactual.calibration: what decides the flag. The option with the largest calibrated effect size is named either way; 'option': its calibrated effect size; 'centred': that minus the mean of its probe's calibrated effect sizes, so that a shift of every option alike (what a no-trait fine-tune's data leaves after the calibration) is not read as a trait. Each finding's z is then centred and its rank the calibrated effect size (docs/audit.md, session 37). 'z': the calibrated effect size over the calibration teachers' spread (pooled over the probe's options, times sqrt(1 + 1/K) for the error of their mean, K the calibration teachers of all probes): a no-trait dataset's score is then a t with known degrees of freedom, so the threshold (3.0) follows from a false-positive rate instead of one base's negatives. Needs calibration >= 2 (docs/audit.md, session 39).",
     )
     prompted_nulls: int = Field(
         3,
@@ -181,10 +172,10 @@ class CounterfactualConfig(FrozenConfig):
                 "counterfactual.calibration: needs kind finetuned, statistic null and no "
                 "datasets (the calibrated statistic was tested only so)"
             )
-        if self.calibration_score in ("z", "template") and self.calibration < 2:
+        if self.calibration_score == "z" and self.calibration < 2:
             raise ValueError(
-                f"counterfactual.calibration_score {self.calibration_score}: needs calibration "
-                ">= 2 (its unit is the calibration teachers' spread)"
+                "counterfactual.calibration_score z: needs calibration >= 2 (its unit is the "
+                "calibration teachers' spread)"
             )
         if self.datasets and (self.kind == "prompted" or self.statistic != "null"):
             raise ValueError(

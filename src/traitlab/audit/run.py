@@ -153,7 +153,6 @@ def audit_dataset(
             t_rows = {p: lifts.row_t(v) for p, v in stat.items()}
             cal: dict[str, np.ndarray] = {}
             rank: dict[str, np.ndarray] = {}
-            templates: dict[str, np.ndarray] | None = None
             if cfg.counterfactual.calibration:
                 # Calibrated: each option's effect size above what no-trait fine-tunes'
                 # numbers give it; the largest names the option. Effect sizes, not t's: the
@@ -164,11 +163,7 @@ def audit_dataset(
                 cal, cal_prompts = calibration_d(
                     base, data_p, ref_p, probes, cfg, rules, step("calibration")
                 )
-                if cfg.counterfactual.calibration_score == "template":
-                    from traitlab.audit.templates import option_templates
-
-                    templates = option_templates(base, probes, cfg, rules, step("templates"))
-                t_rows, rank = calibrated(t_rows, len(data_p), cal, cfg, templates)
+                t_rows, rank = calibrated(t_rows, len(data_p), cal, cfg)
                 null = False
             results["counterfactual"] = {
                 r.probe: findings(
@@ -200,10 +195,6 @@ def audit_dataset(
                 extra["counterfactual"]["calibration_teachers"] = {
                     r.probe: cal[r.probe].tolist() for r in res_c
                 }
-                if templates is not None:  # per probe, [option teachers, options]
-                    extra["counterfactual"]["templates"] = {
-                        r.probe: templates[r.probe].tolist() for r in res_c
-                    }
                 extra["counterfactual"]["calibration_prompts"] = cal_prompts
             if cfg.counterfactual.kind == "both":  # which of its two teachers each score is from
                 extra["counterfactual"]["kinds"] = {

@@ -80,7 +80,6 @@ def threshold_for(detector: str, cfg: Any) -> float:
         DEFAULT_T,
         DEFAULT_T_BOTH,
         DEFAULT_Z_CALIBRATED,
-        DEFAULT_Z_TEMPLATE,
     )
 
     if detector == "canary" and cfg.canary.threshold is not None:
@@ -94,7 +93,6 @@ def threshold_for(detector: str, cfg: Any) -> float:
         return {
             "centred": DEFAULT_D_CENTRED,
             "z": DEFAULT_Z_CALIBRATED,
-            "template": DEFAULT_Z_TEMPLATE,
         }.get(cf.calibration_score, DEFAULT_D_CALIBRATED)
     return (
         DEFAULT_T_BOTH if (cf.statistic, cf.kind) == ("null", "both") else DEFAULT_T[cf.statistic]
