@@ -33,6 +33,7 @@ from traitlab.audit.config import (
     DEFAULT_Z_CALIBRATED,
 )
 from traitlab.audit.lifts import row_t, statistic
+from traitlab.audit.reference import applied_rules
 from traitlab.audit.run import build_probes
 from traitlab.config import ToyModel
 from traitlab.core.files import write_json
@@ -71,7 +72,7 @@ def main() -> None:
     base = resolve(ToyModel(toy=_toy(BASES[a.base][1], False), device="cpu"))
     probes = build_probes(cfg)
     first = json.loads((bench / saved["datasets"][0]["name"] / "audit.json").read_text())
-    rules = first["data"]["reference_filter"]
+    rules = applied_rules(first["data"])
     cal, style = calibration_d(base, [], [], probes, cfg, rules)
     k = a.teachers
     # The teachers are listed probe by probe, `k` each: the first two of each probe.

@@ -138,21 +138,23 @@ def calibration_d(
     reference: list[Row],
     probes: Sequence[Probe],
     cfg: AuditConfig,
-    rules: str = "auto",
+    rules: list[str] | None = None,
     progress: Any = None,
 ) -> tuple[dict[str, np.ndarray], str]:
     """Per probe, [teachers, options]: each option's effect size (the configured
     statistic's) on each calibration teacher's completions of `calibration_prompts`, sampled
-    with seeds of their own and filtered by the rules the data's pairing used (`rules`: its `reference_filter`,
-    e.g. 'numbers', 'a+b' or 'none'; on the data's prompts, against the data's reference
-    rows); and the resolved `calibration_prompts`. On fresh prompts it does not depend on the
+    with seeds of their own and filtered by the rules the data's pairing applied (`rules`,
+    `reference.applied_rules`; None: chosen as the pairing chooses them; on the data's
+    prompts, against the data's reference rows); and the resolved `calibration_prompts`. On fresh prompts it does not depend on the
     data, so it is measured once per base and setting and cached."""
     from traitlab.core.device import cache_dir
     from traitlab.core.files import read_json, stable_hash, write_json
     from traitlab.core.runs import stage, stage_done
 
-    names = [] if rules in ("auto", "none") else rules.split("+")
-    mode: str | list[str] = rules if rules in ("auto", "none") else names
+    names = rules or []
+    mode: str | list[str] = "auto" if rules is None else rules
+    # The key's spelling of the rules, as the pairing writes them (cached keys unchanged).
+    spelled = "auto" if rules is None else "+".join(rules) or "none"
     style = prompt_style(base, names, cfg)
     if style == "data":
         prompts, _ = calibration_prompts(base, data, names, cfg)
@@ -163,7 +165,7 @@ def calibration_d(
     cf = cfg.counterfactual.model_dump(mode="json", exclude={"calibration_score"})
     # "per-teacher": the cache keeps each teacher's effect sizes, not only their mean.
     key = stable_hash(
-        ["calibration", "per-teacher", base.key, what, cf, cfg.seed, cfg.max_new_tokens, rules]
+        ["calibration", "per-teacher", base.key, what, cf, cfg.seed, cfg.max_new_tokens, spelled]
     )
     d = cache_dir() / "audit-calibration" / key
     if not stage_done(d, key):

@@ -94,6 +94,12 @@ def _rules_of(mode: str | list[str], shares: dict[str, float]) -> list[str]:
     return [mode] if isinstance(mode, str) else list(mode)
 
 
+def applied_rules(info: dict[str, Any]) -> list[str]:
+    """The rules a pairing applied, from its info (`pair_rows`' `reference_filter`)."""
+    applied = str(info["reference_filter"])
+    return [] if applied == "none" else applied.split("+")
+
+
 def sample_reference(
     lm: Any,
     data: list[Row],
@@ -175,8 +181,7 @@ def second_reference(
         batch_size=batch_size,
         progress=progress,
     )
-    applied = info["reference_filter"]
-    keep = _passing_all([] if applied == "none" else applied.split("+"), data, null)
+    keep = _passing_all(applied_rules(info), data, null)
     idx = [i for i, k in enumerate(keep) if k]
     if len(idx) < 2:
         raise TraitlabError(

@@ -158,8 +158,9 @@ def audit_dataset(
                 # numbers give it; the largest names the option. Effect sizes, not t's: the
                 # calibration scores fewer rows than the data (calibration.py).
                 from traitlab.audit.calibration import calibrated, calibration_d
+                from traitlab.audit.reference import applied_rules
 
-                rules = info["reference_filter"]  # the data's rules filter its calibration too
+                rules = applied_rules(info)  # the data's rules filter its calibration too
                 cal, cal_prompts = calibration_d(
                     base, data_p, ref_p, probes, cfg, rules, step("calibration")
                 )
