@@ -58,10 +58,7 @@ def effect_size(t: np.ndarray, rows: int) -> np.ndarray:
 
 
 def calibrated(
-    t: dict[str, np.ndarray],
-    rows: int,
-    cal: dict[str, np.ndarray],
-    cfg: AuditConfig,
+    t: dict[str, np.ndarray], rows: int, cal: dict[str, np.ndarray], cfg: AuditConfig
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per probe, (z, rank) of every option from the data's t over `rows` rows and the
     calibration (`cal`: [teachers, options] effect sizes): z the calibrated effect size and no
@@ -82,7 +79,7 @@ def pooled_spread(cal: np.ndarray) -> float:
     pooled over the options: n_options x (teachers - 1) degrees of freedom."""
     k = len(cal)
     if k < 2:
-        raise ValueError("a spread needs at least 2 calibration teachers per probe")
+        raise ValueError("a spread needs at least 2 calibration teachers")
     return float(np.sqrt(((cal - cal.mean(axis=0)) ** 2).sum() / (cal.shape[1] * (k - 1))))
 
 
@@ -145,8 +142,9 @@ def calibration_d(
     statistic's) on each calibration teacher's completions of `calibration_prompts`, sampled
     with seeds of their own and filtered by the rules the data's pairing applied (`rules`,
     `reference.applied_rules`; None: chosen as the pairing chooses them; on the data's
-    prompts, against the data's reference rows); and the resolved `calibration_prompts`. On fresh prompts it does not depend on the
-    data, so it is measured once per base and setting and cached."""
+    prompts, against the data's reference rows); and the resolved `calibration_prompts`. On
+    fresh prompts it does not depend on the data, so it is measured once per base and
+    setting and cached."""
     from traitlab.core.device import cache_dir
     from traitlab.core.files import read_json, stable_hash, write_json
     from traitlab.core.runs import stage, stage_done
@@ -158,8 +156,7 @@ def calibration_d(
     style = prompt_style(base, names, cfg)
     if style == "data":
         prompts, _ = calibration_prompts(base, data, names, cfg)
-        teachers = [t for p in probes for t in calibration_teachers(base, p, cfg)]
-        return _measure(base, teachers, prompts, reference, probes, cfg, mode, progress), style
+        return _measure(base, prompts, reference, probes, cfg, mode, progress), style
     what = [[p.name, list(p.questions), sorted(p.options)] for p in probes]
     # What flags the audit does not change what is measured (and keeps the keys it had).
     cf = cfg.counterfactual.model_dump(mode="json", exclude={"calibration_score"})
@@ -172,8 +169,7 @@ def calibration_d(
         # Fresh prompts have no reference row: each completion pairs with itself, which the
         # `null` statistic does not read (it compares the teachers on the data rows).
         prompts, _ = calibration_prompts(base, data, names, cfg)
-        teachers = [t for p in probes for t in calibration_teachers(base, p, cfg)]
-        got = _measure(base, teachers, prompts, None, probes, cfg, mode, progress)
+        got = _measure(base, prompts, None, probes, cfg, mode, progress)
         with stage(d, key) as tmp:
             write_json(tmp / "calibration.json", {p: v.tolist() for p, v in got.items()})
     saved = read_json(d / "calibration.json")
@@ -182,29 +178,28 @@ def calibration_d(
 
 def _measure(
     base: ModelRef,
-    teachers: list[ModelRef],
     prompts: list[Row],
     reference: list[Row] | None,
     probes: Sequence[Probe],
     cfg: AuditConfig,
     mode: str | list[str],
     progress: Any,
-    seed0: int = SEED_OFFSET,
 ) -> dict[str, np.ndarray]:
-    """Per probe, [teachers, options]: each option's effect size on each teacher's
-    completions of `prompts` (sampled with seeds cfg.seed + seed0 + k), paired with
-    `reference` (None: with themselves) under the rules `mode`."""
+    """Per probe, [teachers, options]: each option's effect size on each calibration
+    teacher's completions of `prompts` (the teachers of every probe, in probe order), paired
+    with `reference` (None: with themselves) under the rules `mode`."""
     from traitlab.audit import lifts
     from traitlab.audit.counterfactual import run_counterfactual
     from traitlab.audit.reference import pair_rows, sample_reference
 
+    teachers = [t for p in probes for t in calibration_teachers(base, p, cfg)]
     ds: dict[str, list[np.ndarray]] = {p.name: [] for p in probes}
     for k, teacher in enumerate(teachers):
         with opened(teacher) as lm:
             rows = sample_reference(
                 lm,
                 prompts,
-                seed=cfg.seed + seed0 + k,
+                seed=cfg.seed + SEED_OFFSET + k,
                 max_new_tokens=cfg.max_new_tokens,
                 batch_size=cfg.batch_size,
             )
