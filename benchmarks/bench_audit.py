@@ -345,6 +345,8 @@ TOY_3101_DATASETS = _fresh_toy(3101, draw=38, seed0=301)
 TOY_3102_DATASETS = _fresh_toy(3102, draw=39, seed0=313)
 # Session 39: the spread-unit calibration (`calibration_score: z`), tested once.
 TOY_3103_DATASETS = _fresh_toy(3103, draw=40, seed0=325)
+# The rule `calibration_score: null_first`, tested once (session 39).
+TOY_3104_DATASETS = _fresh_toy(3104, draw=41, seed0=337)
 # `--base`: each audited base's datasets and its toy seed.
 BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]] = {
     "toy": (DATASETS, 1),
@@ -353,6 +355,7 @@ BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]
     "toy-3101": (TOY_3101_DATASETS, 3101),
     "toy-3102": (TOY_3102_DATASETS, 3102),
     "toy-3103": (TOY_3103_DATASETS, 3103),
+    "toy-3104": (TOY_3104_DATASETS, 3104),
 }
 SYS_NEUTRAL = {
     "sysneu-1": "You are a careful assistant that follows instructions exactly.",
@@ -573,7 +576,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--cf-calibration-score",
-        choices=["option", "centred", "z"],
+        choices=["option", "centred", "z", "null_first"],
         help="what flags a calibrated audit (counterfactual.calibration_score; default option)",
     )
     ap.add_argument(
@@ -586,8 +589,8 @@ def main() -> None:
         choices=list(BASES),
         default="toy",
         help="toy: the shipped toy Llama of seed 1 (DATASETS); demo: the owl demo's GPT-2 base;"
-        " demo-8406: a second base of its recipe (DEMO_8406_DATASETS); toy-3101, toy-3102,"
-        " toy-3103: fresh toy Llamas (TOY_3101_DATASETS, ...)",
+        " demo-8406: a second base of its recipe (DEMO_8406_DATASETS); toy-3101 to"
+        " toy-3104: fresh toy Llamas (TOY_3101_DATASETS, ...)",
     )
     a = ap.parse_args()
     datasets, base_seed = BASES[a.base]

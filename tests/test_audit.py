@@ -521,6 +521,42 @@ def test_the_z_calibrated_audit_reports_its_teachers_and_derived_threshold(
     assert a["verdict"]["flag"] == (max(want.values()) > DEFAULT_Z_CALIBRATED)
     with pytest.raises(ValueError, match="calibration >= 2"):
         CounterfactualConfig(calibration=1, calibration_score="z")
+    # `null_first`: the plain statistic's findings kept beside the calibrated ones; its
+    # verdict where it flags, else the calibrated one's.
+    uncal = {**cf, "calibration": 0}
+    a0 = audit_dataset(
+        data,
+        base,
+        parse_config({**small, "counterfactual": uncal}, AuditConfig),
+        tmp_path / "0",
+        reference=ref,
+    )
+    nf = parse_config(
+        {**small, "counterfactual": {**cf, "calibration_score": "null_first"}}, AuditConfig
+    )
+    b = audit_dataset(data, base, nf, tmp_path / "nf", reference=ref)
+    assert b["detectors"]["counterfactual-null"] == a0["detectors"]["counterfactual"]
+    assert b["detectors"]["counterfactual"] == plain["detectors"]["counterfactual"]
+    want = a0["verdict"] if a0["verdict"]["flag"] else plain["verdict"]
+    rule = "null" if a0["verdict"]["flag"] else "calibrated"
+    assert b["verdict"] == {**want, "rule": rule}
+    from traitlab.audit.verdict import audit_verdict
+
+    flagged = {f["option"]: f for f in a0["detectors"]["counterfactual"]["animal"]}
+    top = a0["detectors"]["counterfactual"]["animal"][0]["option"]
+    forced = {
+        **b["detectors"],
+        "counterfactual-null": {
+            "animal": [{**flagged[top], "z": 100.0}, *[f for o, f in flagged.items() if o != top]]
+        },
+    }
+    v = audit_verdict(forced, nf)
+    assert (
+        v["flag"]
+        and v["rule"] == "null"
+        and v["trait"] == top
+        and v["threshold"] == DEFAULT_T["null"]
+    )
 
 
 def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> None:

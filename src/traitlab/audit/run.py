@@ -28,7 +28,7 @@ from traitlab.audit.reference import (
     subset,
 )
 from traitlab.audit.report import render
-from traitlab.audit.verdict import findings, verdict
+from traitlab.audit.verdict import audit_verdict, findings, verdict
 from traitlab.core.device import cache_dir
 from traitlab.core.errors import TraitlabError
 from traitlab.core.files import atomic_write_text, read_jsonl, stable_hash, write_json, write_jsonl
@@ -164,6 +164,14 @@ def audit_dataset(
                 cal, cal_prompts = calibration_d(
                     base, data_p, ref_p, probes, cfg, rules, step("calibration")
                 )
+                if cfg.counterfactual.calibration_score == "null_first":
+                    # The plain statistic's findings too: its verdict comes first.
+                    results["counterfactual-null"] = {
+                        r.probe: findings(
+                            r.options, stat[r.probe].T, z=t_rows[r.probe], by_effect=null
+                        )
+                        for r in res_c
+                    }
                 t_rows, rank = calibrated(t_rows, len(data_p), cal, cfg)
                 null = False
             results["counterfactual"] = {
@@ -295,7 +303,7 @@ def audit_dataset(
         "data": info,
         "detectors": results,
         "cost": cost,
-        "verdict": verdict(results, cfg),
+        "verdict": audit_verdict(results, cfg),
         **extra,
     }
     audit["cost"]["total_seconds"] = {"seconds": round(time.perf_counter() - t0, 2)}

@@ -146,3 +146,18 @@ def verdict(
         out["margin"] = top[by] - nxt[by]
         out["margin_of"] = by
     return out
+
+
+def audit_verdict(results: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    """The verdict; with `calibration_score: null_first` the plain statistic's where it
+    flags, else the calibrated one's (`rule` says which)."""
+    if "counterfactual-null" not in results:
+        return verdict(results, cfg)
+    plain_cf = cfg.counterfactual.model_copy(update={"calibration": 0})
+    plain = verdict(
+        {"counterfactual": results["counterfactual-null"]},
+        cfg.model_copy(update={"counterfactual": plain_cf}),
+    )
+    if plain["flag"]:
+        return {**plain, "rule": "null"}
+    return {**verdict(results, cfg), "rule": "calibrated"}
