@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -473,12 +474,11 @@ def test_spread_z_holds_its_false_positive_rate_on_no_trait_draws() -> None:
         pooled_spread(cal[:1])
 
 
-def test_the_z_calibrated_audit_reports_its_teachers_and_derived_threshold(
-    tmp_path: Path, toy: tuple
-) -> None:
+def test_the_z_and_null_first_calibrated_audits(tmp_path: Path, toy: tuple) -> None:
     """`calibration_score: z` through `audit_dataset`: every calibration teacher's effect
     sizes in audit.json, each finding's z computed from them, the threshold 3.0; fewer than
-    two teachers is refused."""
+    two teachers is refused. `null_first`: the plain verdict where it flags, else the
+    calibrated one."""
     from traitlab.audit.calibration import spread_z
     from traitlab.audit.config import DEFAULT_Z_CALIBRATED, CounterfactualConfig
 
@@ -493,27 +493,25 @@ def test_the_z_calibrated_audit_reports_its_teachers_and_derived_threshold(
     ref = _rows(NUMBERS, 12)
     data = _with(ref, ["7 7 7 7"])
     cf = {**SMALL["counterfactual"], **on}
-    plain = audit_dataset(
-        data,
-        base,
-        parse_config({**small, "counterfactual": cf}, AuditConfig),
-        tmp_path / "d",
-        reference=ref,
-    )
-    cfg = parse_config({**small, "counterfactual": {**cf, "calibration_score": "z"}}, AuditConfig)
-    a = audit_dataset(data, base, cfg, tmp_path / "z", reference=ref)
+
+    def config(**update: Any) -> AuditConfig:
+        return parse_config({**small, "counterfactual": {**cf, **update}}, AuditConfig)
+
+    def run(name: str, **update: Any) -> dict[str, Any]:
+        return audit_dataset(data, base, config(**update), tmp_path / name, reference=ref)
+
+    plain = run("d")
+    a = run("z", calibration_score="z")
     teachers = np.array(a["counterfactual"]["calibration_teachers"]["animal"])
     assert teachers.shape == (2, 3)
     options = [f["option"] for f in plain["detectors"]["counterfactual"]["animal"]]
+    cols = [few["options"].index(o) for o in options]
     cal = plain["counterfactual"]["calibration"]["animal"]
-    assert [cal[o] for o in options] == pytest.approx(
-        teachers[:, [few["options"].index(o) for o in options]].mean(axis=0).tolist()
-    )
+    assert [cal[o] for o in options] == pytest.approx(teachers[:, cols].mean(axis=0).tolist())
     # The plain calibrated z is d - mean; from it, d, and from d the spread's z.
     d = np.array(
         [f["z"] + cal[f["option"]] for f in plain["detectors"]["counterfactual"]["animal"]]
     )
-    cols = [few["options"].index(o) for o in options]
     want = dict(zip(options, spread_z(d, teachers[:, cols]), strict=True))
     for f in a["detectors"]["counterfactual"]["animal"]:
         assert f["z"] == pytest.approx(want[f["option"]], abs=1e-9)
@@ -523,18 +521,8 @@ def test_the_z_calibrated_audit_reports_its_teachers_and_derived_threshold(
         CounterfactualConfig(calibration=1, calibration_score="z")
     # `null_first`: the plain statistic's findings kept beside the calibrated ones; its
     # verdict where it flags, else the calibrated one's.
-    uncal = {**cf, "calibration": 0}
-    a0 = audit_dataset(
-        data,
-        base,
-        parse_config({**small, "counterfactual": uncal}, AuditConfig),
-        tmp_path / "0",
-        reference=ref,
-    )
-    nf = parse_config(
-        {**small, "counterfactual": {**cf, "calibration_score": "null_first"}}, AuditConfig
-    )
-    b = audit_dataset(data, base, nf, tmp_path / "nf", reference=ref)
+    a0 = run("0", calibration=0)
+    b = run("nf", calibration_score="null_first")
     assert b["detectors"]["counterfactual-null"] == a0["detectors"]["counterfactual"]
     assert b["detectors"]["counterfactual"] == plain["detectors"]["counterfactual"]
     want = a0["verdict"] if a0["verdict"]["flag"] else plain["verdict"]
@@ -550,7 +538,7 @@ def test_the_z_calibrated_audit_reports_its_teachers_and_derived_threshold(
             "animal": [{**flagged[top], "z": 100.0}, *[f for o, f in flagged.items() if o != top]]
         },
     }
-    v = audit_verdict(forced, nf)
+    v = audit_verdict(forced, config(calibration_score="null_first"))
     assert (
         v["flag"]
         and v["rule"] == "null"
