@@ -23,18 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from traitlab.audit import AuditConfig
-from traitlab.audit.calibration import calibration_d, effect_size, pooled_spread, spread_z
-from traitlab.audit.config import (
-    DEFAULT_D_CALIBRATED,
-    DEFAULT_T,
-    DEFAULT_Z_CALIBRATED,
-)
-from traitlab.audit.lifts import row_t, statistic
+from traitlab.audit.calibration import calibrated, calibration_d, effect_size, pooled_spread
+from traitlab.audit.lifts import counterfactual_findings, row_t, statistic
 from traitlab.audit.reference import applied_rules
 from traitlab.audit.run import build_probes
+from traitlab.audit.verdict import audit_verdict, verdict
 from traitlab.config import ToyModel
 from traitlab.core.files import write_json
 from traitlab.core.runs import machine_info
@@ -45,12 +39,21 @@ from audit_tables import saved_results  # noqa: E402
 from bench_audit import BASES, _toy  # noqa: E402
 
 
-def _pick(scores: dict[str, np.ndarray], options: dict[str, list[str]]) -> tuple[str, float]:
-    """The option with the largest score over every probe, and the score."""
-    best = max(
-        ((p, int(np.argmax(v))) for p, v in scores.items()), key=lambda x: scores[x[0]][x[1]]
-    )
-    return options[best[0]][best[1]], float(scores[best[0]][best[1]])
+def _entry(v: dict[str, Any]) -> dict[str, Any]:
+    """A verdict as one table cell: the option it names, its score, its flag."""
+    return {"option": v["trait"], "score": round(float(v["z"]), 3), "flag": bool(v["flag"])}
+
+
+# (column, calibration_score, which calibration teachers)
+SCORES = [("z", "z", "all"), ("z-first-2", "z", "first-2"), ("mean", "option", "all")]
+
+
+def with_score(cfg: AuditConfig, score: str, calibration: int | None = None) -> AuditConfig:
+    """`cfg` with another calibration_score (and calibration: 0 for the plain statistic)."""
+    update: dict[str, Any] = {"calibration_score": score}
+    if calibration is not None:
+        update["calibration"] = calibration
+    return cfg.model_copy(update={"counterfactual": cfg.counterfactual.model_copy(update=update)})
 
 
 def main() -> None:
@@ -85,7 +88,8 @@ def main() -> None:
         assert results is not None, d_dir
         n = audit["cost"]["counterfactual"]["rows"]
         stat = {r.probe: statistic(r, cfg.counterfactual) for r in results}
-        d = {p: effect_size(row_t(v), n) for p, v in stat.items()}
+        t_rows = {p: row_t(v) for p, v in stat.items()}
+        d = {p: effect_size(v, n) for p, v in t_rows.items()}
         options = {r.probe: list(r.options) for r in results}
         # The check: the saved calibrated effect size (a centred audit's rank, else its z) is
         # this d minus the saved calibration's mean.
@@ -95,28 +99,26 @@ def main() -> None:
                 i = options[p].index(f["option"])
                 saved_d = f.get("rank", f["z"])
                 assert abs(d[p][i] - old[p][f["option"]] - saved_d) < 1e-6, (ds["name"], f)
-        scores = {
-            "z": {p: spread_z(v, cal[p]) for p, v in d.items()},
-            "z-first-2": {p: spread_z(v, cal[p][two]) for p, v in d.items()},
-            "mean": {p: v - cal[p].mean(axis=0) for p, v in d.items()},
-        }
         row: dict[str, Any] = {k_: ds[k_] for k_ in ("name", "group", "option", "rows")}
-        # The plain `null` (the default): the largest mean lift names, its t flags (> 8).
-        means = {p: v.mean(axis=1) for p, v in stat.items()}
-        opt, _ = _pick(means, options)
-        p_opt = next(p for p in options if opt in options[p])
-        t_opt = float(row_t(stat[p_opt])[options[p_opt].index(opt)])
-        row["null"] = {"option": opt, "score": round(t_opt, 3), "flag": t_opt > DEFAULT_T["null"]}
-        for name, s in scores.items():
-            opt, val = _pick(s, options)
-            thr = DEFAULT_D_CALIBRATED if name == "mean" else DEFAULT_Z_CALIBRATED
-            row[name] = {"option": opt, "score": round(val, 3), "flag": val > thr}
-        # The rule of session 39: `null` where it flags, else the calibrated mean.
-        row["null-then-mean"] = row["null"] if row["null"]["flag"] else row["mean"]
+        # Each score through the audit's own code: calibrated(), its findings, its verdict.
+        plain = counterfactual_findings(results, stat, t_rows, by_effect=True)
+        for name, score, teachers in SCORES:
+            c = with_score(cfg, score)
+            used = {p: v[two] for p, v in cal.items()} if teachers == "first-2" else cal
+            z, rank = calibrated(t_rows, n, used, c)
+            found = {"counterfactual": counterfactual_findings(results, stat, z, rank=rank)}
+            row[name] = _entry(verdict(found, c))
+            if score == "option":
+                # The plain `null` (the default) and the rule null_first on the same findings.
+                row["null"] = _entry(
+                    verdict({"counterfactual": plain}, with_score(cfg, "option", 0))
+                )
+                both = {**found, "counterfactual-null": plain}
+                row["null-then-mean"] = _entry(audit_verdict(both, with_score(cfg, "null_first")))
         rows.append(row)
     spreads = {p: pooled_spread(v) for p, v in cal.items()}
     totals = {}
-    names = ["z", "z-first-2", "mean", "null", "null-then-mean"]
+    names = [x[0] for x in SCORES] + ["null", "null-then-mean"]
     for name in names:
         pos = [r for r in rows if r["group"] == "positive"]
         neg = [r for r in rows if r["group"] == "negative"]

@@ -10,12 +10,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from traitlab.audit.config import CounterfactualConfig
-from traitlab.audit.verdict import t_stat
+from traitlab.audit.verdict import findings, t_stat
 
 
 @dataclass
@@ -124,6 +124,25 @@ def statistic(r: CounterfactualResult, cfg: CounterfactualConfig) -> np.ndarray:
     if cfg.statistic == "ccos":
         return r.cosine_contrast
     return r.vs_null + (cfg.dataset_margin if r.combine == "best" else 0.0)
+
+
+def counterfactual_findings(
+    results: Sequence[CounterfactualResult],
+    stat: dict[str, np.ndarray],
+    z: dict[str, np.ndarray],
+    by_effect: bool = False,
+    rank: dict[str, np.ndarray] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Per probe, the counterfactual teachers' findings: each option's per-row values
+    (`stat`, [options, rows]) and its `z`, ranked by effect (`by_effect`), by `rank` where
+    given, else by z."""
+    rank = rank or {}
+    return {
+        r.probe: findings(
+            r.options, stat[r.probe].T, z=z[r.probe], by_effect=by_effect, rank=rank.get(r.probe)
+        )
+        for r in results
+    }
 
 
 def save_scores(results: Sequence[CounterfactualResult], path: Path) -> None:

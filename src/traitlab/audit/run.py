@@ -166,24 +166,14 @@ def audit_dataset(
                 )
                 if cfg.counterfactual.calibration_score == "null_first":
                     # The plain statistic's findings too: its verdict comes first.
-                    results["counterfactual-null"] = {
-                        r.probe: findings(
-                            r.options, stat[r.probe].T, z=t_rows[r.probe], by_effect=null
-                        )
-                        for r in res_c
-                    }
+                    results["counterfactual-null"] = lifts.counterfactual_findings(
+                        res_c, stat, t_rows, by_effect=null
+                    )
                 t_rows, rank = calibrated(t_rows, len(data_p), cal, cfg)
                 null = False
-            results["counterfactual"] = {
-                r.probe: findings(
-                    r.options,
-                    stat[r.probe].T,
-                    z=t_rows[r.probe],
-                    by_effect=null,
-                    rank=rank.get(r.probe),
-                )
-                for r in res_c
-            }
+            results["counterfactual"] = lifts.counterfactual_findings(
+                res_c, stat, t_rows, by_effect=null, rank=rank
+            )
             cost["counterfactual"] = {
                 "seconds": round(time.perf_counter() - t, 2),
                 "rows": len(data_p),
