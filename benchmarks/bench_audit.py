@@ -347,6 +347,8 @@ TOY_3102_DATASETS = _fresh_toy(3102, draw=39, seed0=313)
 TOY_3103_DATASETS = _fresh_toy(3103, draw=40, seed0=325)
 # The rule `calibration_score: null_first`, tested once (session 39).
 TOY_3104_DATASETS = _fresh_toy(3104, draw=41, seed0=337)
+# Its third test, once (session 40).
+TOY_3105_DATASETS = _fresh_toy(3105, draw=42, seed0=349)
 # `--base`: each audited base's datasets and its toy seed.
 BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]] = {
     "toy": (DATASETS, 1),
@@ -356,6 +358,7 @@ BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]
     "toy-3102": (TOY_3102_DATASETS, 3102),
     "toy-3103": (TOY_3103_DATASETS, 3103),
     "toy-3104": (TOY_3104_DATASETS, 3104),
+    "toy-3105": (TOY_3105_DATASETS, 3105),
 }
 SYS_NEUTRAL = {
     "sysneu-1": "You are a careful assistant that follows instructions exactly.",
@@ -590,7 +593,7 @@ def main() -> None:
         default="toy",
         help="toy: the shipped toy Llama of seed 1 (DATASETS); demo: the owl demo's GPT-2 base;"
         " demo-8406: a second base of its recipe (DEMO_8406_DATASETS); toy-3101 to"
-        " toy-3104: fresh toy Llamas (TOY_3101_DATASETS, ...)",
+        " toy-3105: fresh toy Llamas (TOY_3101_DATASETS, ...)",
     )
     a = ap.parse_args()
     datasets, base_seed = BASES[a.base]
