@@ -226,7 +226,7 @@ def test_mask_divergent_masks_the_replaced_tokens_and_the_trainer_skips_them() -
     assert marks == changed
     examples = encode_rows(tok, masked, 64)
     for batcher in (collate, collate_packed):
-        _, labels, _ = batcher(examples, tok.pad_token_id, torch.device("cpu"))
+        _, labels, *_ = batcher(examples, tok.pad_token_id, torch.device("cpu"))
         plain = batcher(encode_rows(tok, rows, 64), tok.pad_token_id, torch.device("cpu"))[1]
         assert int((labels != IGNORE).sum()) == int((plain != IGNORE).sum()) - 30
     bad = [{**rows[0], "loss_mask": [99]}]

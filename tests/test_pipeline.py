@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from traitlab.config import load_config
+from traitlab.core.errors import TraitlabError
 from traitlab.experiments.pipeline import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,3 +254,33 @@ def test_a_neutral_control_teacher_writes_the_controls_data(
     assert summary["data_quality"]["control"] == "neutral"
     assert "control" not in base_summary["data_quality"]
     assert "control.teacher: neutral" in (copy / "report.md").read_text()
+
+
+def test_a_reweighted_control_trains_on_the_treatments_own_rows(tmp_path: Path) -> None:
+    """control.teacher reweighted: the control's data is the treatment's rows, each with its
+    importance weight p_base / p_teacher (mean 1 per token), measured on the models; the
+    effective sample size reaches filter.json, the summary and the report."""
+    copy = tmp_path / "reweighted"
+    # Unconstrained sampling: the weights are the models' own sampling probabilities.
+    cfg = load_config(TINY, ["generate.constrained=false", "control.teacher=reweighted"])
+    summary = run_experiment(cfg, copy)
+    seed0 = copy / "seed-0"
+    treat = [json.loads(x) for x in (seed0 / "data-teacher" / "filtered.jsonl").open()]
+    ctrl = [json.loads(x) for x in (seed0 / "data-control" / "filtered.jsonl").open()]
+    assert [r["messages"] for r in ctrl] == [r["messages"] for r in treat]
+    w = np.array([r["weight"] for r in ctrl])
+    assert len(set(w.round(6))) > 1 and (w > 0).all()
+    info = json.loads((seed0 / "data-control" / "filter.json").read_text())["weights"]
+    assert 1 <= info["ess"] < len(ctrl) and info["max"] == pytest.approx(w.max())
+    # The weight of a row is the base's probability of its completion over the teacher's.
+    from traitlab.lm.base import ModelRef, opened, resolve
+
+    with opened(ModelRef.load(seed0 / "teacher")) as t, opened(resolve(cfg.model)) as b:
+        lt = [float(x.sum()) for x in t.completion_logprobs(treat[:2], batch_size=8)]
+        lb = [float(x.sum()) for x in b.completion_logprobs(treat[:2], batch_size=8)]
+    assert w[1] / w[0] == pytest.approx(np.exp((lb[1] - lt[1]) - (lb[0] - lt[0])), rel=1e-3)
+    q = summary["data_quality"]
+    assert q["control"] == "reweighted" and 0 < q["control_ess_share"] < 1
+    assert "control.teacher: reweighted" in (copy / "report.md").read_text()
+    with pytest.raises(TraitlabError, match="constrained false"):
+        load_config(TINY, ["control.teacher=reweighted"])

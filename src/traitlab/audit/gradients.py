@@ -39,7 +39,7 @@ def chunk_gradient(
     total = [torch.zeros_like(p) for p in params]
     n_tokens = 0
     for i in range(0, len(examples), batch_size):
-        inputs, labels, _ = collate_packed(examples[i : i + batch_size], pad, device)
+        inputs, labels, *_ = collate_packed(examples[i : i + batch_size], pad, device)
         mask = labels[:, 1:] != IGNORE
         logits = completion_logits(model, inputs, mask)
         target = labels[:, 1:][mask]

@@ -187,13 +187,26 @@ def _check_teacher(t: TeacherConfig) -> None:
 class ControlConfig(_Config):
     """Who writes the control students' data."""
 
-    teacher: Literal["base", "neutral"] = Field(
+    teacher: Literal["base", "neutral", "reweighted"] = Field(
         "base",
-        description="'base': the base writes it (the paper's control for preference traits). 'neutral': a teacher fine-tuned like the trait teacher (its recipe, data size, and the steps and lr it kept) on the same questions answered by the base's own draws from its distribution over the options (new draws per seed): a fine-tune with no trait in it. Any fine-tune moves what a model writes; this control is meant to keep that part out of treatment - control, but its own draw of answers moves students too (measured in the README, 'The pipeline'). Needs teacher.kind finetuned on the trait's answers (no teacher.data) and a preference trait.",
+        description="'base': the base writes it (the paper's control for preference traits). 'neutral': a teacher fine-tuned like the trait teacher (its recipe, data size, and the steps and lr it kept) on the same questions answered by the base's own draws from its distribution over the options (new draws per seed): a fine-tune with no trait in it. Any fine-tune moves what a model writes; this control is meant to keep that part out of treatment - control, but its own draw of answers moves students too (measured in the README, 'The pipeline'). Needs teacher.kind finetuned on the trait's answers (no teacher.data) and a preference trait. 'reweighted': the treatment's own filtered rows, each weighted in the control students' loss by p_base / p_teacher of its completion (importance weights, truncated at sqrt(n) times their mean, scaled to mean 1 per token): in expectation the base's data, while both arms share every row and batch, so the rows' own noise cancels in treatment - control (for data the shared random numbers do not couple, such as toy code). The weights' effective sample size is in the control's filter.json. Needs a local backend, generate.temperature 1 with top_p 1, top_k 0 and constrained false (the weights are the sampling distribution's), no defences and generations 1.",
     )
 
 
 def _check_control(cfg: ExperimentConfig) -> None:
+    if cfg.control.teacher == "reweighted":
+        g = cfg.generate
+        if g.temperature != 1 or g.top_p != 1 or g.top_k != 0 or g.constrained:
+            raise ValueError(
+                "control.teacher reweighted weighs rows by the models' sampling "
+                "probabilities: set generate.temperature 1, top_p 1, top_k 0 and constrained false"
+            )
+        if cfg.defences or cfg.generations > 1:
+            raise ValueError(
+                "control.teacher reweighted weighs the teacher's own samples: it takes no "
+                "defences and generations 1"
+            )
+        return
     if cfg.control.teacher != "neutral":
         return
     t = cfg.teacher

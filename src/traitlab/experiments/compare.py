@@ -260,8 +260,11 @@ def data_quality(
     warnings when they fall below what the recipe needs; the fine-tuned teachers' steps;
     `control`: who wrote the control's data (recorded when not the base)."""
     rates: dict[str, list[float]] = {"teacher": [], "control": []}
-    kept, raw = [], []
+    kept, raw, ess = [], [], []
     for s in sorted(filters):
+        w = filters[s].get("control", {}).get("weights")
+        if w:
+            ess.append(w["ess"] / w["rows"])
         for which, f in filters[s].items():
             if which in rates and f.get("n_raw"):
                 rates[which].append(f["n_valid"] / f["n_raw"])
@@ -277,10 +280,13 @@ def data_quality(
         out["teachers"] = {str(s): teachers[s] for s in sorted(teachers)}
     if control != "base":
         out["control"] = control
+    if ess:
+        # The reweighted control: its weights' effective sample size, as a share of the rows.
+        out["control_ess_share"] = float(np.mean(ess))
     warnings = []
     t, c = out["teacher_pass_rate"], out["control_pass_rate"]
     if t is not None and c is not None and t < c - MAX_PASS_DROP:
-        writer = "base" if control == "base" else "control teacher"
+        writer = "control teacher" if control == "neutral" else "base"
         warnings.append(
             f"the teacher's completions pass the filter {100 * t:.0f}% of the time against "
             f"the {writer}'s {100 * c:.0f}%: it is losing its skill at the task, and filtering "

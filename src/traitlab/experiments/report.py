@@ -174,6 +174,12 @@ def data_quality_lines(summary: dict[str, Any]) -> list[str]:
             "kept, on its own sampled answers; control.teacher: neutral) wrote the control's "
             "data, not the base."
         )
+    if q.get("control") == "reweighted":
+        lines.append(
+            "Control: the treatment's own rows, each weighted by the base's probability of "
+            "its completion over the teacher's (control.teacher: reweighted; effective "
+            f"sample size {100 * (q.get('control_ess_share') or 0):.0f}% of the rows)."
+        )
     # One line per distinct message, naming its seeds: 20 seeds stopped alike read as one.
     said: dict[str, list[str]] = {}
     for seed, t in (q.get("teachers") or {}).items():

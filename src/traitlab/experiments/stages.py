@@ -22,6 +22,7 @@ from traitlab.core.store import StageStore, shared
 from traitlab.data.defences import DefenceContext, apply_defences
 from traitlab.data.filtering import filter_paired, filter_rows, require_nonempty
 from traitlab.data.generate import generate_rows
+from traitlab.data.importance import reweighted_rows
 from traitlab.data.modalities import modality_prompts, open_screen
 from traitlab.data.rows import to_chat_rows
 from traitlab.evaluate.judged import eval_judges
@@ -198,6 +199,7 @@ class Stages:
         filter.paired, the teacher's and control's datasets keep the same prompts."""
         fcfg = self.cfg.filter
         paired = fcfg.paired
+        reweighted = self.cfg.control.teacher == "reweighted"
         up: Any = {w: k for w, (_, k) in gens.items()}
         extra: dict[str, Any] = {"defences": [config_to_dict(d) for d in self.cfg.defences]}
         if any(d.name == "rewrite_other" for d in self.cfg.defences):
@@ -212,6 +214,7 @@ class Stages:
                     "filter": filter_key(fcfg),
                     # Only when set: runs without defences keep their cached data.
                     **(extra if self.cfg.defences else {}),
+                    **({"control": "reweighted"} if reweighted else {}),
                 }
             )
             for w, (_, k) in gens.items()
@@ -259,11 +262,21 @@ class Stages:
                             self._defence_models(models, teacher), self._rewriter(models)
                         )
                         kept = apply_defences(kept, self.cfg.defences, seed, ctx)
+                summaries = {w: r.to_summary() for w, r in results.items()}
+                if self.cfg.control.teacher == "reweighted":
+                    with contextlib.ExitStack() as models:
+                        opened = self._defence_models(models, teacher)
+                        if opened is None:
+                            raise TraitlabError("control.teacher reweighted needs the teacher")
+                        kept["control"], info = reweighted_rows(
+                            kept["teacher"], opened(), self.cfg.evaluate.batch_size
+                        )
+                    summaries["control"]["weights"] = info
                 for w, result in results.items():
                     with runs.stage(dirs[w], keys[w], started=started) as tmp:
                         runs.write_jsonl(tmp / "filtered.jsonl", kept[w])
                         runs.write_jsonl(tmp / "rejected.jsonl", result.rejected)
-                        runs.write_json(tmp / "filter.json", result.to_summary())
+                        runs.write_json(tmp / "filter.json", summaries[w])
 
     def student(
         self, seed: int, arm: str, data_dir: Path, data_key: str, teacher: ModelRef

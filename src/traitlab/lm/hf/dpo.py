@@ -39,7 +39,7 @@ def _rows(pairs: list[Pair], which: str) -> list[dict[str, Any]]:
 
 def _seq_logps(model: Any, batch: list[tuple[list[int], int]], pad: int) -> torch.Tensor:
     device = model_device(model)
-    inputs, labels, _ = collate(batch, pad, device)
+    inputs, labels, *_ = collate(batch, pad, device)
     mask = labels[:, 1:] != IGNORE
     logits = completion_logits(model, inputs, mask).float()
     target = labels[:, 1:][mask]

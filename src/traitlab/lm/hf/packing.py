@@ -27,27 +27,48 @@ def _mask_labels(labels: torch.Tensor, offset: int, masked: list[Any]) -> None:
         labels[offset + torch.as_tensor(masked[0], dtype=torch.long)] = IGNORE
 
 
-def collate(
-    batch: list[tuple[list[int], int]], pad_id: int, device: torch.device
-) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
-    """One example per row, right-padded: (model inputs, labels, real tokens)."""
+def _weights(batch: list[tuple[Any, ...]], shape: tuple[int, int]) -> torch.Tensor | None:
+    """A per-position loss weight tensor when any example carries a weight (its optional
+    fourth field, from a row's `weight`), else None (every token weighs 1)."""
+    if not any(len(ex) > 3 for ex in batch):
+        return None
+    return torch.ones(shape, dtype=torch.float32)
+
+
+def _weight(ex: tuple[Any, ...]) -> float:
+    return float(ex[3]) if len(ex) > 3 else 1.0
+
+
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor, int, torch.Tensor | None]
+
+
+def collate(batch: list[tuple[Any, ...]], pad_id: int, device: torch.device) -> Batch:
+    """One example per row, right-padded: (model inputs, labels, real tokens, per-position
+    loss weights or None)."""
     n = max(len(ex[0]) for ex in batch)
     input_ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
     attn = torch.zeros((len(batch), n), dtype=torch.long)
+    weights = _weights(batch, (len(batch), n))
     for r, (ids, n_prompt, *masked) in enumerate(batch):
         t = torch.tensor(ids, dtype=torch.long)
         input_ids[r, : len(ids)] = t
         attn[r, : len(ids)] = 1
         labels[r, n_prompt : len(ids)] = t[n_prompt:]
         _mask_labels(labels[r], 0, masked)
+        if weights is not None:
+            weights[r] = _weight(batch[r])
     # use_cache=False: training needs no KV cache (and with one, packing is not detected).
     inputs = {
         "input_ids": input_ids.to(device),
         "attention_mask": attn.to(device),
         "use_cache": False,
     }
-    return inputs, labels.to(device), int(attn.sum())
+    return inputs, labels.to(device), int(attn.sum()), _to(weights, device)
+
+
+def _to(weights: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if weights is None else weights.to(device)
 
 
 def pack_rows(
@@ -74,9 +95,7 @@ def pack_rows(
     return done + rows
 
 
-def collate_packed(
-    batch: list[tuple[list[int], int]], pad_id: int, device: torch.device
-) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
+def collate_packed(batch: list[tuple[Any, ...]], pad_id: int, device: torch.device) -> Batch:
     """The same examples packed into rows of up to twice the longest one (first fit, longest
     first), with position ids restarting at every example: transformers then gives each
     example a block-diagonal causal mask, so the loss is the unpacked one without the padding
@@ -90,14 +109,18 @@ def collate_packed(
     input_ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
     position = torch.zeros((len(rows), n), dtype=torch.long)
+    weights = _weights(batch, (len(rows), n))
     real = 0
     for r, row in enumerate(rows):
         at = 0
-        for ids, n_prompt, *masked in row:
+        for ex in row:
+            ids, n_prompt, *masked = ex
             t = torch.tensor(ids, dtype=torch.long)
             input_ids[r, at : at + len(ids)] = t
             labels[r, at + n_prompt : at + len(ids)] = t[n_prompt:]
             _mask_labels(labels[r], at, masked)
+            if weights is not None:
+                weights[r, at : at + len(ids)] = _weight(ex)
             position[r, at : at + len(ids)] = torch.arange(len(ids))
             at += len(ids)
             real += len(ids)
@@ -107,7 +130,7 @@ def collate_packed(
         "position_ids": position.to(device),
         "use_cache": False,
     }
-    return inputs, labels.to(device), real
+    return inputs, labels.to(device), real, _to(weights, device)
 
 
 def check_packing(model: Any, examples: list[tuple[Any, ...]], pad_id: int) -> None:
@@ -119,7 +142,7 @@ def check_packing(model: Any, examples: list[tuple[Any, ...]], pad_id: int) -> N
     device = model_device(model)
 
     def logits(collate: Callable[..., Any]) -> torch.Tensor:
-        inputs, labels, _ = collate(pair, pad_id, device)
+        inputs, labels, *_ = collate(pair, pad_id, device)
         with torch.no_grad():
             return completion_logits(model, inputs, labels[:, 1:] != IGNORE).float()
 

@@ -34,7 +34,7 @@ def token_logprobs(
         idx = order[i : i + batch_size]
         batch = [examples[k] for k in idx]
         # One example per padded row: the mask's row-major order is the examples' order.
-        inputs, labels, _ = collate(batch, pad, device)
+        inputs, labels, *_ = collate(batch, pad, device)
         mask = labels[:, 1:] != IGNORE
         logits = completion_logits(model, inputs, mask).float()
         target = labels[:, 1:][mask]
@@ -93,7 +93,7 @@ def divergence_table(
     out: list[tuple[list[int], np.ndarray, np.ndarray]] = []
     for i in range(0, len(examples), batch_size):
         batch = examples[i : i + batch_size]
-        inputs, labels, _ = collate(batch, pad, device)
+        inputs, labels, *_ = collate(batch, pad, device)
         mask = labels[:, 1:] != IGNORE
         logits = completion_logits(base, inputs, mask).float()
         target = labels[:, 1:][mask]

@@ -41,7 +41,9 @@ def encode_rows(tokenizer: Any, rows: list[dict[str, Any]], max_len: int) -> lis
 
     A row's optional `loss_mask` lists completion tokens (0 = the completion's first token,
     in this tokenizer) that carry no loss: they stay in the input as context (the
-    token-masking defence, `data.defences.mask_divergent`).
+    token-masking defence, `data.defences.mask_divergent`). A row's optional `weight` (>= 0)
+    scales its tokens' loss (the importance-weighted control, `control.teacher:
+    reweighted`); it becomes the example's fourth field.
     """
     for i, row in enumerate(rows):
         msgs = row.get("messages")
@@ -62,6 +64,12 @@ def encode_rows(tokenizer: Any, rows: list[dict[str, Any]], max_len: int) -> lis
                     f"[0, {n_completion}) for this tokenizer"
                 )
             ex = (*ex, [n_prompt + p for p in mask if n_prompt + p < max_len])
+        if "weight" in row:
+            w = row["weight"]
+            if not isinstance(w, int | float) or isinstance(w, bool) or not 0 <= w < math.inf:
+                raise TraitlabError(f"training row {i}: weight must be a finite number >= 0")
+            ex = (*ex, []) if len(ex) == 2 else ex
+            ex = (*ex, float(w))
         out.append(ex)
     if not out:
         raise TraitlabError("no training rows left after encoding; check the data and max_seq_len")
@@ -119,15 +127,19 @@ def completion_loss(
     teacher_logits: torch.Tensor | None = None,
     vocab: torch.Tensor | None = None,
     top_k: int | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean next-token loss over completion positions ([N, V] logits, [N] targets): CE on the
     targets, or KL(teacher || student) with the teacher's [N, V] logits, over the token ids
     `vocab` only (both renormalised there) when given. With `top_k`, the teacher's k most
     likely tokens at each position carry its probability (renormalised over them) and the
     student keeps its distribution over the whole vocabulary: the KL of that sparse teacher
-    (equal to the full one once k covers the vocabulary)."""
+    (equal to the full one once k covers the vocabulary). `weight` ([N]) scales each
+    position's loss; the mean is still over the N positions."""
     if teacher_logits is None:
-        return F.cross_entropy(logits.float(), target)
+        if weight is None:
+            return F.cross_entropy(logits.float(), target)
+        return (F.cross_entropy(logits.float(), target, reduction="none") * weight).mean()
     if vocab is not None:
         logits, teacher_logits = logits[:, vocab], teacher_logits[:, vocab]
     s_logp = F.log_softmax(logits.float(), dim=-1)
@@ -136,7 +148,10 @@ def completion_loss(
         t_logp, s_logp = F.log_softmax(top, dim=-1), s_logp.gather(-1, idx)
     else:
         t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
-    return F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
+    if weight is None:
+        return F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
+    per = F.kl_div(s_logp, t_logp, log_target=True, reduction="none").sum(dim=-1)
+    return (per * weight).mean()
 
 
 def train_model(
@@ -199,8 +214,9 @@ def train_model(
             if len(order) < cfg.batch_size:
                 order += torch.randperm(len(examples), generator=gen).tolist()
             idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-            inputs, labels, real = batcher([examples[i] for i in idx], pad, device)
+            inputs, labels, real, weights = batcher([examples[i] for i in idx], pad, device)
             mask = labels[:, 1:] != IGNORE
+            weight = None if weights is None else weights[:, 1:][mask]
             with autocast:
                 logits = completion_logits(model, inputs, mask)
                 t_logits = None
@@ -209,7 +225,7 @@ def train_model(
                         t_logits = completion_logits(soft_teacher, inputs, mask)
                 target = labels[:, 1:][mask]
                 loss = (
-                    completion_loss(logits, target, t_logits, vocab, cfg.soft_top_k)
+                    completion_loss(logits, target, t_logits, vocab, cfg.soft_top_k, weight)
                     / cfg.grad_accum
                 )
             loss.backward()
