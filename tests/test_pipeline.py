@@ -259,12 +259,18 @@ def test_a_neutral_control_teacher_writes_the_controls_data(
 def test_a_reweighted_control_trains_on_the_treatments_own_rows(tmp_path: Path) -> None:
     """control.teacher reweighted: the control's data is the treatment's rows, each with its
     importance weight p_base / p_teacher (mean 1 per token), measured on the models; the
-    effective sample size reaches filter.json, the summary and the report."""
+    treatment is untouched; the effective sample size reaches filter.json, the summary and
+    the report."""
     copy = tmp_path / "reweighted"
     # Unconstrained sampling: the weights are the models' own sampling probabilities.
+    run_experiment(load_config(TINY, ["generate.constrained=false"]), copy)
+    seed0 = copy / "seed-0"
+    marker = lambda arm: (seed0 / f"student-{arm}" / "stage.json").read_text()  # noqa: E731
+    before = {arm: marker(arm) for arm in ("treatment", "control")}
     cfg = load_config(TINY, ["generate.constrained=false", "control.teacher=reweighted"])
     summary = run_experiment(cfg, copy)
-    seed0 = copy / "seed-0"
+    # The treatment students are the base control's run's (cache hits); the controls are new.
+    assert marker("treatment") == before["treatment"] and marker("control") != before["control"]
     treat = [json.loads(x) for x in (seed0 / "data-teacher" / "filtered.jsonl").open()]
     ctrl = [json.loads(x) for x in (seed0 / "data-control" / "filtered.jsonl").open()]
     assert [r["messages"] for r in ctrl] == [r["messages"] for r in treat]

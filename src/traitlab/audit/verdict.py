@@ -90,10 +90,14 @@ def threshold_for(detector: str, cfg: Any) -> float:
         return float(cfg.threshold)
     cf = cfg.counterfactual
     if cf.calibration:
+        # null_first: its calibrated part's threshold; `audit_verdict` judges its plain part
+        # with calibration 0, which gives that part the t thresholds below.
         return {
+            "option": DEFAULT_D_CALIBRATED,
+            "null_first": DEFAULT_D_CALIBRATED,
             "centred": DEFAULT_D_CENTRED,
             "z": DEFAULT_Z_CALIBRATED,
-        }.get(cf.calibration_score, DEFAULT_D_CALIBRATED)
+        }[cf.calibration_score]
     return (
         DEFAULT_T_BOTH if (cf.statistic, cf.kind) == ("null", "both") else DEFAULT_T[cf.statistic]
     )

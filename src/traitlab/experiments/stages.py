@@ -214,7 +214,8 @@ class Stages:
                     "filter": filter_key(fcfg),
                     # Only when set: runs without defences keep their cached data.
                     **(extra if self.cfg.defences else {}),
-                    **({"control": "reweighted"} if reweighted else {}),
+                    # The treatment's data is the same with either control.
+                    **({"control": "reweighted"} if reweighted and w == "control" else {}),
                 }
             )
             for w, (_, k) in gens.items()
