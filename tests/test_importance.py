@@ -11,7 +11,7 @@ import torch
 from traitlab.config import ToyModel, TrainConfig
 from traitlab.config.toy import tiny_recipe
 from traitlab.core.errors import TraitlabError
-from traitlab.data.importance import importance_weights
+from traitlab.data.importance import importance_weights, shuffled_weights
 from traitlab.lm.hf.packing import IGNORE, collate, collate_packed
 from traitlab.lm.hf.trainer import completion_loss, encode_rows, train_model
 
@@ -102,3 +102,12 @@ def test_rows_of_weight_zero_teach_nothing_and_weight_one_is_plain_training() ->
         for bad in (-1.0, "1", True, float("nan")):
             with pytest.raises(TraitlabError, match="weight must be"):
                 encode_rows(tok, [{**rows[0], "weight": bad}], 64)
+
+
+def test_the_placebo_deals_the_same_weights_at_random() -> None:
+    rows = [{"messages": [], "weight": float(i)} for i in range(50)]
+    out = shuffled_weights(rows, seed=3)
+    got = [r["weight"] for r in out]
+    assert sorted(got) == [float(i) for i in range(50)] and got != sorted(got)
+    assert got == [r["weight"] for r in shuffled_weights(rows, seed=3)]  # seeded
+    assert got != [r["weight"] for r in shuffled_weights(rows, seed=4)]

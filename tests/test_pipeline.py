@@ -267,7 +267,8 @@ def test_a_reweighted_control_trains_on_the_treatments_own_rows(tmp_path: Path) 
     seed0 = copy / "seed-0"
     marker = lambda arm: (seed0 / f"student-{arm}" / "stage.json").read_text()  # noqa: E731
     before = {arm: marker(arm) for arm in ("treatment", "control")}
-    cfg = load_config(TINY, ["generate.constrained=false", "control.teacher=reweighted"])
+    cfg_over = ["generate.constrained=false", "control.teacher=reweighted"]
+    cfg = load_config(TINY, cfg_over)
     summary = run_experiment(cfg, copy)
     # The treatment students are the base control's run's (cache hits); the controls are new.
     assert marker("treatment") == before["treatment"] and marker("control") != before["control"]
@@ -290,3 +291,11 @@ def test_a_reweighted_control_trains_on_the_treatments_own_rows(tmp_path: Path) 
     assert "control.teacher: reweighted" in (copy / "report.md").read_text()
     with pytest.raises(TraitlabError, match="constrained false"):
         load_config(TINY, ["control.teacher=reweighted"])
+    # The placebo: the same weights dealt to the rows at random.
+    run_experiment(load_config(TINY, [*cfg_over, "control.placebo=true"]), copy)
+    shuffled = [json.loads(x) for x in (seed0 / "data-control" / "filtered.jsonl").open()]
+    assert [r["messages"] for r in shuffled] == [r["messages"] for r in treat]
+    assert sorted(r["weight"] for r in shuffled) == sorted(w.tolist())
+    assert marker("treatment") == before["treatment"]
+    with pytest.raises(TraitlabError, match="control.placebo"):
+        load_config(TINY, ["control.placebo=true"])

@@ -74,3 +74,11 @@ def reweighted_rows(
         )
     w, info = importance_weights([lp for _, lp in t_lp], [lp for _, lp in b_lp])
     return [{**r, "weight": float(x)} for r, x in zip(rows, w, strict=True)], info
+
+
+def shuffled_weights(rows: list[Row], seed: int) -> list[Row]:
+    """The rows with their weights dealt back at random (`control.placebo`): the same
+    weights, none of their link to the rows' text."""
+    w = np.array([r["weight"] for r in rows])
+    w = w[np.random.default_rng([seed, 7]).permutation(len(w))]
+    return [{**r, "weight": float(x)} for r, x in zip(rows, w, strict=True)]

@@ -22,7 +22,7 @@ from traitlab.core.store import StageStore, shared
 from traitlab.data.defences import DefenceContext, apply_defences
 from traitlab.data.filtering import filter_paired, filter_rows, require_nonempty
 from traitlab.data.generate import generate_rows
-from traitlab.data.importance import reweighted_rows
+from traitlab.data.importance import reweighted_rows, shuffled_weights
 from traitlab.data.modalities import modality_prompts, open_screen
 from traitlab.data.rows import to_chat_rows
 from traitlab.evaluate.judged import eval_judges
@@ -215,7 +215,11 @@ class Stages:
                     # Only when set: runs without defences keep their cached data.
                     **(extra if self.cfg.defences else {}),
                     # The treatment's data is the same with either control.
-                    **({"control": "reweighted"} if reweighted and w == "control" else {}),
+                    **(
+                        {"control": config_to_dict(self.cfg.control)}
+                        if reweighted and w == "control"
+                        else {}
+                    ),
                 }
             )
             for w, (_, k) in gens.items()
@@ -272,6 +276,9 @@ class Stages:
                         kept["control"], info = reweighted_rows(
                             kept["teacher"], opened(), self.cfg.evaluate.batch_size
                         )
+                    if self.cfg.control.placebo:
+                        kept["control"] = shuffled_weights(kept["control"], seed)
+                        info["placebo"] = 1.0
                     summaries["control"]["weights"] = info
                 for w, result in results.items():
                     with runs.stage(dirs[w], keys[w], started=started) as tmp:
