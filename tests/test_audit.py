@@ -1135,13 +1135,15 @@ def test_cli_runs_the_shipped_misalignment_config(tmp_path: Path, persona: Model
     assert v["flag"] and (v["probe"], v["trait"]) == ("datasets", "misaligned"), v
 
 
-def test_cli_runs_the_shipped_calibrated_config(tmp_path: Path) -> None:
-    """`--config configs/audit/calibrated.yaml` as the README gives it, on the toy base
-    (teachers shortened): number data gets a calibration on fresh number prompts of the
-    base's style, and the flag is in effect sizes. The path, not its power."""
+@pytest.mark.parametrize("name", ["calibrated", "null-first"])
+def test_cli_runs_the_shipped_calibrated_configs(tmp_path: Path, name: str) -> None:
+    """`--config configs/audit/calibrated.yaml` (and `null-first.yaml`) as the README gives
+    them, on the toy base (teachers shortened): number data gets a calibration on fresh
+    number prompts of the base's style, and the flag is in effect sizes (null-first: the
+    plain t's verdict where it flags, its rule said). The path, not its power."""
     data = _write(tmp_path / "d.jsonl", _rows(["7 7 7 7 7", *NUMBERS], 24))
     ref = _write(tmp_path / "r.jsonl", _rows(NUMBERS[::-1], 24))
-    cfg = Path(__file__).resolve().parents[1] / "configs" / "audit" / "calibrated.yaml"
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "audit" / f"{name}.yaml"
     args = [str(data), "--base", "toy", "--out", str(tmp_path / "a"), "--quiet"]
     args += ["--config", str(cfg), "--reference", str(ref), *SMALL_SET]
     args += ["--set", "counterfactual.calibration_rows=24"]
@@ -1153,7 +1155,13 @@ def test_cli_runs_the_shipped_calibrated_config(tmp_path: Path) -> None:
     assert set(a["counterfactual"]["calibration"]["animal"]) == set(
         f["option"] for f in a["detectors"]["counterfactual"]["animal"]
     )
-    assert a["verdict"]["threshold"] == 0.51 and a["verdict"]["detector"] == "counterfactual"
+    v = a["verdict"]
+    assert v["detector"] == "counterfactual"
+    if name == "calibrated":
+        assert v["threshold"] == 0.51 and "rule" not in v
+    else:
+        assert "counterfactual-null" in a["detectors"]
+        assert (v["rule"], v["threshold"]) in (("null", 8.0), ("calibrated", 0.51)), v
 
 
 def test_cli_runs_the_shipped_canary_config(tmp_path: Path, persona: ModelRef) -> None:
