@@ -111,3 +111,10 @@ def test_the_placebo_deals_the_same_weights_at_random() -> None:
     assert sorted(got) == [float(i) for i in range(50)] and got != sorted(got)
     assert got == [r["weight"] for r in shuffled_weights(rows, seed=3)]  # seeded
     assert got != [r["weight"] for r in shuffled_weights(rows, seed=4)]
+
+
+def test_reweighting_needs_local_models() -> None:
+    from traitlab.data.importance import reweighted_rows
+
+    with pytest.raises(TraitlabError, match="local backend"):
+        reweighted_rows([], (object(), object(), None), batch_size=8)

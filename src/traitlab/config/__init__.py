@@ -8,10 +8,10 @@ from traitlab.config.base import (
     load_yaml,
     set_path,
 )
+from traitlab.config.control import ControlConfig
 from traitlab.config.data import FilterConfig, GenerateConfig, PromptSetConfig
 from traitlab.config.evaluate import EvalConfig, JudgeConfig, TraitConfig
 from traitlab.config.experiment import (
-    ControlConfig,
     DefenceConfig,
     ExperimentConfig,
     FalsifierConfig,

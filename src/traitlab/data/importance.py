@@ -62,6 +62,11 @@ def reweighted_rows(
     from traitlab.lm.hf.rowscore import token_logprobs
 
     teacher, base, system = models
+    if not all(hasattr(m, "model") and hasattr(m, "tokenizer") for m in (teacher, base)):
+        raise TraitlabError(
+            "control.teacher reweighted scores rows token by token: use a local backend "
+            "(toy, hf) for the model and the teacher"
+        )
     t_rows = rows
     if system is not None:
         sys_msg = {"role": "system", "content": system}
