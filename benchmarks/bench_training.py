@@ -63,7 +63,7 @@ def student_step(model: Any, tok: Any, rows: list[dict[str, Any]], steps: int) -
     t_all = 0.0
     for s in range(steps + 1):
         batch = examples[(s * 64) % len(examples) :][:64]
-        inputs, labels, real = collate_packed(batch, tok.pad_token_id, torch.device("cpu"))
+        inputs, labels, real, _ = collate_packed(batch, tok.pad_token_id, torch.device("cpu"))
         mask = labels[:, 1:] != IGNORE
         t0 = time.perf_counter()
         logits = completion_logits(model, inputs, mask)

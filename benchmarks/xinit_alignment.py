@@ -98,7 +98,7 @@ def point(runs: Path, family: str, a: int, b: int, n_rows: int) -> dict[str, flo
     n = 0
     with torch.no_grad():
         for i in range(0, len(examples), 64):
-            inputs, labels, _ = collate(examples[i : i + 64], pad_id(tok), torch.device("cpu"))
+            inputs, labels, *_ = collate(examples[i : i + 64], pad_id(tok), torch.device("cpu"))
             mask = labels[:, 1:] != IGNORE
             lp = [
                 torch.log_softmax(completion_logits(m, inputs, mask)[:, vocab].double(), -1)
@@ -190,7 +190,7 @@ def step_prediction(
         total = [torch.zeros_like(p) for p in params]
         batches = range(0, len(ex), 64)
         for i in batches:
-            inputs, labels, _ = collate(ex[i : i + 64], pad_id(tok), torch.device("cpu"))
+            inputs, labels, *_ = collate(ex[i : i + 64], pad_id(tok), torch.device("cpu"))
             mask = labels[:, 1:] != IGNORE
             with torch.no_grad():
                 t_logits = completion_logits(labeller, inputs, mask)
