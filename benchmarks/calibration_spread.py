@@ -28,7 +28,7 @@ from traitlab.audit.calibration import calibrated, calibration_d, effect_size, p
 from traitlab.audit.lifts import counterfactual_findings, row_t, statistic
 from traitlab.audit.reference import applied_rules
 from traitlab.audit.run import build_probes
-from traitlab.audit.verdict import audit_verdict, verdict
+from traitlab.audit.verdict import audit_verdict, plain_verdict, verdict
 from traitlab.config import ToyModel
 from traitlab.core.files import write_json
 from traitlab.core.runs import machine_info
@@ -48,11 +48,9 @@ def _entry(v: dict[str, Any]) -> dict[str, Any]:
 SCORES = [("z", "z", "all"), ("z-first-2", "z", "first-2"), ("mean", "option", "all")]
 
 
-def with_score(cfg: AuditConfig, score: str, calibration: int | None = None) -> AuditConfig:
-    """`cfg` with another calibration_score (and calibration: 0 for the plain statistic)."""
-    update: dict[str, Any] = {"calibration_score": score}
-    if calibration is not None:
-        update["calibration"] = calibration
+def with_score(cfg: AuditConfig, score: str) -> AuditConfig:
+    """`cfg` with another calibration_score."""
+    update = {"calibration_score": score}
     return cfg.model_copy(update={"counterfactual": cfg.counterfactual.model_copy(update=update)})
 
 
@@ -110,9 +108,7 @@ def main() -> None:
             row[name] = _entry(verdict(found, c))
             if score == "option":
                 # The plain `null` (the default) and the rule null_first on the same findings.
-                row["null"] = _entry(
-                    verdict({"counterfactual": plain}, with_score(cfg, "option", 0))
-                )
+                row["null"] = _entry(plain_verdict(plain, cfg))
                 both = {**found, "counterfactual-null": plain}
                 row["null-then-mean"] = _entry(audit_verdict(both, with_score(cfg, "null_first")))
         rows.append(row)

@@ -158,15 +158,11 @@ def dataset_teachers(
     return teachers, nulls
 
 
-def _behind(system: str, rows: list[Row]) -> list[Row]:
-    return [{"messages": [{"role": "system", "content": system}] + r["messages"]} for r in rows]
-
-
 def _loglik(lm: Any, rows: list[Row], system: str | None = None) -> np.ndarray:
     from traitlab.audit.rows import token_logprobs
+    from traitlab.lm.hf.rowscore import behind_system
 
-    if system is not None:
-        rows = _behind(system, rows)
+    rows = behind_system(rows, system)
     return np.array([lp.sum() for _, lp in token_logprobs(lm.model, lm.tokenizer, rows)])
 
 
@@ -250,7 +246,11 @@ def _best_prompted(
     lm: Any, data: list[Row], reference: list[Row], b_d: np.ndarray, prompts: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(data, reference) log-likelihoods behind the wording that explains the data best."""
-    scored = [PairedLoglik(_behind(sp, data), _behind(sp, reference))(lm) for sp in prompts]
+    from traitlab.lm.hf.rowscore import behind_system
+
+    scored = [
+        PairedLoglik(behind_system(data, sp), behind_system(reference, sp))(lm) for sp in prompts
+    ]
     return scored[best_wording([d - b_d for d, _ in scored])]
 
 

@@ -152,16 +152,19 @@ def verdict(
     return out
 
 
+def plain_verdict(found: dict[str, list[dict[str, Any]]], cfg: Any) -> dict[str, Any]:
+    """The verdict on the plain (uncalibrated) counterfactual findings `found` of an
+    AuditConfig: its own threshold, as if `calibration` were 0."""
+    plain_cf = cfg.counterfactual.model_copy(update={"calibration": 0})
+    return verdict({"counterfactual": found}, cfg.model_copy(update={"counterfactual": plain_cf}))
+
+
 def audit_verdict(results: dict[str, Any], cfg: Any) -> dict[str, Any]:
     """The verdict; with `calibration_score: null_first` the plain statistic's where it
     flags, else the calibrated one's (`rule` says which)."""
     if "counterfactual-null" not in results:
         return verdict(results, cfg)
-    plain_cf = cfg.counterfactual.model_copy(update={"calibration": 0})
-    plain = verdict(
-        {"counterfactual": results["counterfactual-null"]},
-        cfg.model_copy(update={"counterfactual": plain_cf}),
-    )
+    plain = plain_verdict(results["counterfactual-null"], cfg)
     if plain["flag"]:
         return {**plain, "rule": "null"}
     return {**verdict(results, cfg), "rule": "calibrated"}

@@ -59,7 +59,7 @@ def reweighted_rows(
     """The treatment's rows, each with its importance `weight` (the control students' data),
     and the weights' summary. `models`: (teacher, base, the teacher's system prompt), local
     models; the teacher reads each row behind its system prompt, as it wrote it."""
-    from traitlab.lm.hf.rowscore import token_logprobs
+    from traitlab.lm.hf.rowscore import behind_system, token_logprobs
 
     teacher, base, system = models
     if not all(hasattr(m, "model") and hasattr(m, "tokenizer") for m in (teacher, base)):
@@ -67,10 +67,7 @@ def reweighted_rows(
             "control.teacher reweighted scores rows token by token: use a local backend "
             "(toy, hf) for the model and the teacher"
         )
-    t_rows = rows
-    if system is not None:
-        sys_msg = {"role": "system", "content": system}
-        t_rows = [{"messages": [sys_msg, *r["messages"]]} for r in rows]
+    t_rows = behind_system(rows, system)
     t_lp = token_logprobs(teacher.model, teacher.tokenizer, t_rows, batch_size=batch_size)
     b_lp = token_logprobs(base.model, base.tokenizer, rows, batch_size=batch_size)
     if not len(t_lp) == len(b_lp) == len(rows):

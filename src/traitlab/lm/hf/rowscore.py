@@ -18,6 +18,14 @@ from traitlab.lm.hf.trainer import completion_logits, encode_rows
 Row = dict[str, Any]
 
 
+def behind_system(rows: list[Row], system: str | None) -> list[Row]:
+    """Chat rows as a model prompted with `system` reads them (the system message first);
+    unchanged when there is none."""
+    if system is None:
+        return rows
+    return [{"messages": [{"role": "system", "content": system}, *r["messages"]]} for r in rows]
+
+
 @torch.no_grad()
 def token_logprobs(
     model: Any, tokenizer: Any, rows: list[Row], *, batch_size: int = 256, max_len: int = 1024
@@ -79,10 +87,7 @@ def divergence_table(
     number token drawn from the base's distribution at that position over the numbers of the
     same spacing (the original token included). The teacher reads the rows behind
     `teacher_system` if given."""
-    t_rows = rows
-    if teacher_system is not None:
-        sys_msg = {"role": "system", "content": teacher_system}
-        t_rows = [{"messages": [sys_msg, *r["messages"]]} for r in rows]
+    t_rows = behind_system(rows, teacher_system)
     t_lp = token_logprobs(teacher, tokenizer, t_rows, batch_size=batch_size, max_len=max_len)
     number, spaced = _number_classes(tokenizer)
     base.eval()
