@@ -26,7 +26,7 @@ DEFAULT_T_BOTH = 10.0
 # fresh data of that base (holdouts 9 and 10) and two GPT-2 bases it flagged 18 of 21
 # fine-tuned traits and none of 23 no-trait datasets (highest 0.375); on two fresh toy Llamas
 # of the same recipe (seeds 3101, 3102) 5 of 12 and none of 12: a threshold of one base;
-# on two more (3103, 3104) 12 of 12 and none of 12.
+# on two more (3103, 3104) 12 of 12 and none of 12; on a fifth (3105) 2 of 6 and none of 6.
 DEFAULT_D_CALIBRATED = 0.51
 # counterfactual.calibration_score 'centred': by the same rule on the same 89, 0.247
 # (neutral-18) + 0.01 rounded up to 0.005 (docs/audit.md, session 37).
@@ -125,7 +125,7 @@ class CounterfactualConfig(FrozenConfig):
     )
     calibration_score: Literal["option", "centred", "z", "null_first"] = Field(
         "option",
-        description="counterfactual.calibration: what decides the flag. The option with the largest calibrated effect size is named either way; 'option': its calibrated effect size; 'centred': that minus the mean of its probe's calibrated effect sizes, so that a shift of every option alike (what a no-trait fine-tune's data leaves after the calibration) is not read as a trait. Each finding's z is then centred and its rank the calibrated effect size (docs/audit.md, session 37). 'z': the calibrated effect size over the calibration teachers' spread (pooled over the probe's options, times sqrt(1 + 1/K) for the error of their mean, K the calibration teachers of all probes): a no-trait dataset's score is then a t with known degrees of freedom, so the threshold (3.0) follows from a false-positive rate instead of one base's negatives; needs calibration >= 2. 'null_first': the plain `null` statistic's verdict (t > 8) where it flags, else the `option` score's (> 0.51); the two miss different datasets (`null` the smallest, the calibration weak traits and those it renames), and audit.json keeps both findings (`counterfactual-null`) and says which decided (the verdict's `rule`). Tested once, on a base where every score met the bar (docs/audit.md, session 39).",
+        description="counterfactual.calibration: what decides the flag. The option with the largest calibrated effect size is named either way; 'option': its calibrated effect size; 'centred': that minus the mean of its probe's calibrated effect sizes, so that a shift of every option alike (what a no-trait fine-tune's data leaves after the calibration) is not read as a trait. Each finding's z is then centred and its rank the calibrated effect size (docs/audit.md, session 37). 'z': the calibrated effect size over the calibration teachers' spread (pooled over the probe's options, times sqrt(1 + 1/K) for the error of their mean, K the calibration teachers of all probes): a no-trait dataset's score is then a t with known degrees of freedom, so the threshold (3.0) follows from a false-positive rate instead of one base's negatives; needs calibration >= 2. 'null_first': the plain `null` statistic's verdict (t > 8) where it flags, else the `option` score's (> 0.51); the two miss different datasets (`null` the smallest, the calibration weak traits and those it renames), and audit.json keeps both findings (`counterfactual-null`) and says which decided (the verdict's `rule`). On three fresh toy Llamas 18 of 18 traits and none of 18 clean datasets; over every calibrated audit (104 datasets) 46 of 51 and 3 of 53, `null`'s own false positives (docs/audit.md, sessions 39-40; configs/audit/null-first.yaml).",
     )
     prompted_nulls: int = Field(
         3,
