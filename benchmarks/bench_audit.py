@@ -349,6 +349,10 @@ TOY_3103_DATASETS = _fresh_toy(3103, draw=40, seed0=325)
 TOY_3104_DATASETS = _fresh_toy(3104, draw=41, seed0=337)
 # Its third test, once (session 40).
 TOY_3105_DATASETS = _fresh_toy(3105, draw=42, seed0=349)
+# `null_first` with its plain part at t > 10 (`counterfactual.null_threshold`), tested once
+# on two fresh bases (session 41).
+TOY_3106_DATASETS = _fresh_toy(3106, draw=43, seed0=361)
+TOY_3107_DATASETS = _fresh_toy(3107, draw=44, seed0=373)
 # `--base`: each audited base's datasets and its toy seed.
 BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]] = {
     "toy": (DATASETS, 1),
@@ -359,6 +363,8 @@ BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]
     "toy-3103": (TOY_3103_DATASETS, 3103),
     "toy-3104": (TOY_3104_DATASETS, 3104),
     "toy-3105": (TOY_3105_DATASETS, 3105),
+    "toy-3106": (TOY_3106_DATASETS, 3106),
+    "toy-3107": (TOY_3107_DATASETS, 3107),
 }
 SYS_NEUTRAL = {
     "sysneu-1": "You are a careful assistant that follows instructions exactly.",
@@ -583,6 +589,12 @@ def main() -> None:
         help="what flags a calibrated audit (counterfactual.calibration_score; default option)",
     )
     ap.add_argument(
+        "--cf-null-threshold",
+        type=float,
+        help="calibration score null_first: its plain part's t threshold"
+        " (counterfactual.null_threshold; default 8)",
+    )
+    ap.add_argument(
         "--cf-seed",
         type=int,
         help="the counterfactual teachers' fine-tuning seed (counterfactual.seed; default 0)",
@@ -593,7 +605,7 @@ def main() -> None:
         default="toy",
         help="toy: the shipped toy Llama of seed 1 (DATASETS); demo: the owl demo's GPT-2 base;"
         " demo-8406: a second base of its recipe (DEMO_8406_DATASETS); toy-3101 to"
-        " toy-3105: fresh toy Llamas (TOY_3101_DATASETS, ...)",
+        " toy-3107: fresh toy Llamas (TOY_3101_DATASETS, ...)",
     )
     a = ap.parse_args()
     datasets, base_seed = BASES[a.base]
@@ -614,6 +626,7 @@ def main() -> None:
         "prompt_templates": a.cf_templates or None,
         "calibration": a.cf_calibration,
         "calibration_score": a.cf_calibration_score,
+        "null_threshold": a.cf_null_threshold,
     }
     if cf := {k: v for k, v in flags.items() if v is not None}:
         # Merged: --tiny's short teachers stay short.

@@ -10,8 +10,9 @@ it three ways: `calibration_score: z` with every calibration teacher, `z` with t
 per probe, and `mean` (`calibration_score: option`: the mean subtracted, threshold 0.51)
 with every teacher. The data's
 effect sizes are checked against the saved audit (its calibrated z plus its calibration's
-mean). Beside them the plain `null` (t > 8, the default) and the rule of session 39: `null`
-where it flags, else the mean subtracted. (A `template` score was scored here at d5afe89
+mean). Beside them the plain `null` (t > 8, the default), the rule of session 39: `null`
+where it flags, else the mean subtracted, and that rule with its plain part at t >
+`--null-threshold` (session 41). (A `template` score was scored here at d5afe89
 and removed.) Discovery for docs/audit.md, session 39.
 """
 
@@ -59,6 +60,12 @@ def main() -> None:
     ap.add_argument("--base", required=True, choices=list(BASES))
     ap.add_argument("--bench", required=True, help="the bench_audit.py --out of this base")
     ap.add_argument("--teachers", type=int, default=8, help="calibration teachers per probe")
+    ap.add_argument(
+        "--null-threshold",
+        type=float,
+        default=10.0,
+        help="the last column: null_first with its plain part at t > this",
+    )
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     bench = Path(a.bench)
@@ -110,11 +117,17 @@ def main() -> None:
                 # The plain `null` (the default) and the rule null_first on the same findings.
                 row["null"] = _entry(plain_verdict(plain, cfg))
                 both = {**found, "counterfactual-null": plain}
-                row["null-then-mean"] = _entry(audit_verdict(both, with_score(cfg, "null_first")))
+                nf = with_score(cfg, "null_first")
+                row["null-then-mean"] = _entry(audit_verdict(both, nf))
+                # The same rule with its plain part at t > --null-threshold (session 41).
+                cf_t = nf.counterfactual.model_copy(update={"null_threshold": a.null_threshold})
+                row["null-first-t"] = _entry(
+                    audit_verdict(both, nf.model_copy(update={"counterfactual": cf_t}))
+                )
         rows.append(row)
     spreads = {p: pooled_spread(v) for p, v in cal.items()}
     totals = {}
-    names = [x[0] for x in SCORES] + ["null", "null-then-mean"]
+    names = [x[0] for x in SCORES] + ["null", "null-then-mean", "null-first-t"]
     for name in names:
         pos = [r for r in rows if r["group"] == "positive"]
         neg = [r for r in rows if r["group"] == "negative"]
@@ -146,8 +159,9 @@ def main() -> None:
         f"Pooled spread per probe: {', '.join(f'{p} {s:.3f}' for p, s in spreads.items())}.",
         "",
         "| dataset (rows) | trait | `z` (> 3.0) | `z`, first 2 per probe | `option` (the mean subtracted, > 0.51) |"
-        + " plain `null` (t > 8) | `null`, else the mean subtracted |",
-        "|---|---|---|---|---|---|---|",
+        + " plain `null` (t > 8) | `null`, else the mean subtracted |"
+        + f" the same, `null` at t > {a.null_threshold:g} |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [

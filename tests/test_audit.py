@@ -545,6 +545,13 @@ def test_the_z_and_null_first_calibrated_audits(tmp_path: Path, toy: tuple) -> N
         and v["trait"] == top
         and v["threshold"] == DEFAULT_T["null"]
     )
+    # `null_threshold`: the plain part's own threshold; under it the calibrated part decides.
+    v = audit_verdict(forced, config(calibration_score="null_first", null_threshold=120.0))
+    assert v["rule"] == "calibrated" and v == {**plain["verdict"], "rule": "calibrated"}
+    v = audit_verdict(forced, config(calibration_score="null_first", null_threshold=90.0))
+    assert v["flag"] and v["rule"] == "null" and v["trait"] == top and v["threshold"] == 90.0
+    with pytest.raises(ValueError, match="null_threshold: only with"):
+        CounterfactualConfig(calibration=2, null_threshold=10.0)
 
 
 def test_an_overt_trait_is_named_by_the_canary(tmp_path: Path, toy: tuple) -> None:

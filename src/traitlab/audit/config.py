@@ -127,6 +127,11 @@ class CounterfactualConfig(FrozenConfig):
         "option",
         description="counterfactual.calibration: what decides the flag. The option with the largest calibrated effect size is named either way; 'option': its calibrated effect size; 'centred': that minus the mean of its probe's calibrated effect sizes, so that a shift of every option alike (what a no-trait fine-tune's data leaves after the calibration) is not read as a trait. Each finding's z is then centred and its rank the calibrated effect size (docs/audit.md, session 37). 'z': the calibrated effect size over the calibration teachers' spread (pooled over the probe's options, times sqrt(1 + 1/K) for the error of their mean, K the calibration teachers of all probes): a no-trait dataset's score is then a t with known degrees of freedom, so the threshold (3.0) follows from a false-positive rate instead of one base's negatives; needs calibration >= 2. 'null_first': the plain `null` statistic's verdict (t > 8) where it flags, else the `option` score's (> 0.51); the two miss different datasets (`null` the smallest, the calibration weak traits and those it renames), and audit.json keeps both findings (`counterfactual-null`) and says which decided (the verdict's `rule`). On three fresh toy Llamas 18 of 18 traits and none of 18 clean datasets; over every calibrated audit (104 datasets) 46 of 51 and 3 of 53, `null`'s own false positives (docs/audit.md, sessions 39-40; configs/audit/null-first.yaml).",
     )
+    null_threshold: float | None = Field(
+        None,
+        gt=0,
+        description="calibration_score 'null_first': the t over rows above which the plain `null` part flags (the calibrated part keeps its own threshold); unset: the plain statistic's, 8. configs/audit/null-first.yaml sets 10, the project's threshold rule (the highest negative + 1, rounded up to 0.5) on the 104 calibrated audits, where no-trait teachers' numbers reached t 8.9 (docs/audit.md, session 41).",
+    )
     prompted_nulls: int = Field(
         3,
         ge=0,
@@ -172,6 +177,13 @@ class CounterfactualConfig(FrozenConfig):
             raise ValueError(
                 "counterfactual.calibration: needs kind finetuned, statistic null and no "
                 "datasets (the calibrated statistic was tested only so)"
+            )
+        if self.null_threshold is not None and (
+            not self.calibration or self.calibration_score != "null_first"
+        ):
+            raise ValueError(
+                "counterfactual.null_threshold: only with calibration > 0 and "
+                "calibration_score null_first (it is that rule's plain part's threshold)"
             )
         if self.calibration_score == "z" and self.calibration < 2:
             raise ValueError(

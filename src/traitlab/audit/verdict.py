@@ -161,10 +161,13 @@ def plain_verdict(found: dict[str, list[dict[str, Any]]], cfg: Any) -> dict[str,
 
 def audit_verdict(results: dict[str, Any], cfg: Any) -> dict[str, Any]:
     """The verdict; with `calibration_score: null_first` the plain statistic's where it
-    flags, else the calibrated one's (`rule` says which)."""
+    flags (above `counterfactual.null_threshold` where set), else the calibrated one's
+    (`rule` says which)."""
     if "counterfactual-null" not in results:
         return verdict(results, cfg)
-    plain = plain_verdict(results["counterfactual-null"], cfg)
+    t = cfg.counterfactual.null_threshold
+    own = cfg if t is None or cfg.threshold is not None else cfg.model_copy(update={"threshold": t})
+    plain = plain_verdict(results["counterfactual-null"], own)
     if plain["flag"]:
         return {**plain, "rule": "null"}
     return {**verdict(results, cfg), "rule": "calibrated"}
