@@ -75,6 +75,7 @@ def main() -> None:
         **overrides.get("counterfactual", {}),
         "calibration": a.teachers,
         "calibration_score": "z",
+        "null_threshold": None,  # a null_first audit's; each column sets its own
     }
     cfg = AuditConfig.model_validate(overrides)
     base = resolve(ToyModel(toy=_toy(BASES[a.base][1], False), device="cpu"))
