@@ -49,9 +49,9 @@ def _entry(v: dict[str, Any]) -> dict[str, Any]:
 SCORES = [("z", "z", "all"), ("z-first-2", "z", "first-2"), ("mean", "option", "all")]
 
 
-def with_score(cfg: AuditConfig, score: str) -> AuditConfig:
-    """`cfg` with another calibration_score."""
-    update = {"calibration_score": score}
+def with_score(cfg: AuditConfig, score: str, **more: Any) -> AuditConfig:
+    """`cfg` with another calibration_score (and any other counterfactual fields)."""
+    update = {"calibration_score": score, **more}
     return cfg.model_copy(update={"counterfactual": cfg.counterfactual.model_copy(update=update)})
 
 
@@ -118,13 +118,10 @@ def main() -> None:
                 # The plain `null` (the default) and the rule null_first on the same findings.
                 row["null"] = _entry(plain_verdict(plain, cfg))
                 both = {**found, "counterfactual-null": plain}
-                nf = with_score(cfg, "null_first")
-                row["null-then-mean"] = _entry(audit_verdict(both, nf))
+                row["null-then-mean"] = _entry(audit_verdict(both, with_score(cfg, "null_first")))
                 # The same rule with its plain part at t > --null-threshold (session 41).
-                cf_t = nf.counterfactual.model_copy(update={"null_threshold": a.null_threshold})
-                row["null-first-t"] = _entry(
-                    audit_verdict(both, nf.model_copy(update={"counterfactual": cf_t}))
-                )
+                nf_t = with_score(cfg, "null_first", null_threshold=a.null_threshold)
+                row["null-first-t"] = _entry(audit_verdict(both, nf_t))
         rows.append(row)
     spreads = {p: pooled_spread(v) for p, v in cal.items()}
     totals = {}

@@ -154,9 +154,13 @@ def verdict(
 
 def plain_verdict(found: dict[str, list[dict[str, Any]]], cfg: Any) -> dict[str, Any]:
     """The verdict on the plain (uncalibrated) counterfactual findings `found` of an
-    AuditConfig: its own threshold, as if `calibration` were 0."""
-    plain_cf = cfg.counterfactual.model_copy(update={"calibration": 0})
-    return verdict({"counterfactual": found}, cfg.model_copy(update={"counterfactual": plain_cf}))
+    AuditConfig: its own threshold, as if `calibration` were 0, or
+    `counterfactual.null_threshold` where set (and no `threshold` overrides it)."""
+    cf = cfg.counterfactual
+    update: dict[str, Any] = {"counterfactual": cf.model_copy(update={"calibration": 0})}
+    if cf.null_threshold is not None and cfg.threshold is None:
+        update["threshold"] = cf.null_threshold
+    return verdict({"counterfactual": found}, cfg.model_copy(update=update))
 
 
 def audit_verdict(results: dict[str, Any], cfg: Any) -> dict[str, Any]:
@@ -165,9 +169,7 @@ def audit_verdict(results: dict[str, Any], cfg: Any) -> dict[str, Any]:
     (`rule` says which)."""
     if "counterfactual-null" not in results:
         return verdict(results, cfg)
-    t = cfg.counterfactual.null_threshold
-    own = cfg if t is None or cfg.threshold is not None else cfg.model_copy(update={"threshold": t})
-    plain = plain_verdict(results["counterfactual-null"], own)
+    plain = plain_verdict(results["counterfactual-null"], cfg)
     if plain["flag"]:
         return {**plain, "rule": "null"}
     return {**verdict(results, cfg), "rule": "calibrated"}
