@@ -90,6 +90,12 @@ def test_findings_and_verdict() -> None:
     by_effect = findings(["a", "b", "c"], np.array([[0.1, 0.5, 0.3]]), by_effect=True)
     v_e = verdict({"counterfactual": {"animal": by_effect}}, threshold=0.0)
     assert v_e["margin_of"] == "effect" and v_e["margin"] == pytest.approx(0.2)
+    # A given rank that happens to equal the effect is still a rank (said, not guessed).
+    means = np.array([0.1, 0.5, 0.3])
+    by_rank = findings(["a", "b", "c"], means[None], rank=means)
+    assert verdict({"counterfactual": {"animal": by_rank}}, threshold=0.0)["margin_of"] == "rank"
+    old = [{k: v for k, v in f.items() if k != "rank_of"} for f in by_effect]  # saved before
+    assert verdict({"counterfactual": {"animal": old}}, threshold=0.0)["margin_of"] == "effect"
     assert "runner_up" not in verdict({"canary": {"animal": fs[:1]}}, threshold=3.0)
     assert not verdict({"canary": {"animal": fs}}, threshold=1e9)["flag"]
     assert verdict({}, 3.0) == {"flag": False, "detector": None, "reason": "no detector ran"}

@@ -49,7 +49,8 @@ def findings(
     """One entry per option, highest z first (`z` given: a detector's own statistic; default
     the robust z over options), or largest effect first (`by_effect`: the entries then carry
     `rank` = effect, and the verdict picks across probes by it too), or largest `rank` first
-    (given: each option's value that names the trait, where z is not it). Replicates are
+    (given: each option's value that names the trait, where z is not it); `rank_of` says
+    which (`effect` or `rank`). Replicates are
     listed when there are at most `keep`."""
     reps = np.atleast_2d(np.asarray(reps, dtype=np.float64))
     mean = reps.mean(axis=0)
@@ -68,6 +69,7 @@ def findings(
         )
         if by_effect or rank is not None:
             out[-1]["rank"] = float(mean[k] if rank is None else rank[k])
+            out[-1]["rank_of"] = "effect" if rank is None else "rank"
     return sorted(out, key=lambda f: -f["rank"] if "rank" in f else -f["z"])
 
 
@@ -145,7 +147,9 @@ def verdict(
     rest = found[probe][1:]
     if rest:
         nxt = rest[0]
-        by = "z" if "rank" not in top else "effect" if top["rank"] == top["effect"] else "rank"
+        # `rank_of` says what `rank` holds; audits saved before it existed are told by value.
+        same = top["rank"] == top["effect"] if "rank" in top else False
+        by = "z" if "rank" not in top else top.get("rank_of", "effect" if same else "rank")
         out["runner_up"] = {"option": nxt["option"], "effect": nxt["effect"], "z": nxt["z"]}
         out["margin"] = top[by] - nxt[by]
         out["margin_of"] = by
