@@ -131,7 +131,7 @@ class CounterfactualConfig(FrozenConfig):
     null_threshold: float | None = Field(
         None,
         gt=0,
-        description="calibration_score 'null_first': the t over rows above which the plain `null` part flags (the calibrated part keeps its own threshold); unset: the plain statistic's, 8. 10 (the project's threshold rule, the highest negative + 1 rounded up to 0.5, on the 104 calibrated audits, where no-trait teachers' numbers reached t 8.9) flagged 44 of 51 traits and 0 of 53 clean datasets there, but failed its planned test on a fresh toy Llama (6 of 6, and 1 of 6 clean datasets flagged by the calibrated part), so no shipped config sets it (docs/audit.md, session 41).",
+        description="calibration_score 'null_first': the t over rows above which the plain `null` part flags (the calibrated part keeps its own threshold); unset: the plain statistic's, 8. 10 (the project's threshold rule, the highest negative + 1 rounded up to 0.5, on the 104 calibrated audits, where no-trait teachers' numbers reached t 8.9) flagged 44 of 51 traits and 0 of 53 clean datasets there, but failed its planned test on two fresh toy Llamas (11 of 12, and 1 of 12 clean datasets flagged, by the calibrated part), so no shipped config sets it (docs/audit.md, sessions 41-42).",
     )
     prompted_nulls: int = Field(
         3,
