@@ -50,8 +50,7 @@ def findings(
     the robust z over options), or largest effect first (`by_effect`: the entries then carry
     `rank` = effect, and the verdict picks across probes by it too), or largest `rank` first
     (given: each option's value that names the trait, where z is not it); `rank_of` says
-    which (`effect` or `rank`). Replicates are
-    listed when there are at most `keep`."""
+    which (`effect` or `rank`). Replicates are listed when there are at most `keep`."""
     reps = np.atleast_2d(np.asarray(reps, dtype=np.float64))
     mean = reps.mean(axis=0)
     z = robust_z(mean) if z is None else np.asarray(z)
@@ -147,9 +146,10 @@ def verdict(
     rest = found[probe][1:]
     if rest:
         nxt = rest[0]
-        # `rank_of` says what `rank` holds; audits saved before it existed are told by value.
-        same = top["rank"] == top["effect"] if "rank" in top else False
-        by = "z" if "rank" not in top else top.get("rank_of", "effect" if same else "rank")
+        if "rank" not in top:
+            by = "z"
+        else:  # `rank_of` says what `rank` holds; audits saved before it are told by value
+            by = top.get("rank_of") or ("effect" if top["rank"] == top["effect"] else "rank")
         out["runner_up"] = {"option": nxt["option"], "effect": nxt["effect"], "z": nxt["z"]}
         out["margin"] = top[by] - nxt[by]
         out["margin_of"] = by
