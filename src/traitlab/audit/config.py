@@ -27,7 +27,8 @@ DEFAULT_T_BOTH = 10.0
 # fine-tuned traits and none of 23 no-trait datasets (highest 0.375); on two fresh toy Llamas
 # of the same recipe (seeds 3101, 3102) 5 of 12 and none of 12: a threshold of one base;
 # on two more (3103, 3104) 12 of 12 and none of 12; on a fifth (3105) 2 of 6 and none of 6;
-# on a sixth (3106) 6 of 6 and 1 of 6 (a neutral teacher's data at 0.588).
+# on a sixth (3106) 6 of 6 and 1 of 6 (a neutral teacher's data at 0.588); on a seventh
+# (3107) 3 of 6 and none of 6.
 DEFAULT_D_CALIBRATED = 0.51
 # counterfactual.calibration_score 'centred': by the same rule on the same 89, 0.247
 # (neutral-18) + 0.01 rounded up to 0.005 (docs/audit.md, session 37).
