@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from traitlab.core import runs
 from traitlab.core.errors import TraitlabError
@@ -49,6 +50,8 @@ def test_manifest_has_provenance(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "manifest.json").read_text())
     assert saved["config_hash"] == m["config_hash"] == runs.stable_hash({"x": 1, "y": 2})
     assert saved["packages"]["torch"] and "machine" in saved and "git" in saved
+    # The ISA level torch runs its kernels at: runs on CPUs that differ here can round apart.
+    assert saved["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert not runs.is_done(tmp_path)
     runs.mark_done(tmp_path, "h")
     assert runs.is_done(tmp_path)

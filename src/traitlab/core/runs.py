@@ -197,6 +197,9 @@ def machine_info() -> dict[str, Any]:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
+        # The kernels torch dispatches to (DEFAULT, AVX2, AVX512, ...): CPUs that differ here
+        # may round the same run differently, which acts like a partial reseed.
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
