@@ -53,6 +53,8 @@ def machine_info(record: dict[str, Any] | None = None) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "python": m["python"],
         "gpu": m["cuda"],
+        # Absent from manifests written before it was recorded.
+        "cpu_capability": m.get("cpu_capability"),
         "load_avg_1m_at_start": load,
         "contended": bool(load > 0.5 * cores),
     }
@@ -78,8 +80,9 @@ def machine_line(info: dict[str, Any], device: str) -> str:
         else f"load average {info['load_avg_1m_at_start']} at start"
     )
     gpu = f", GPU {info['gpu']}" if info["gpu"] and device.startswith("cuda") else ""
+    isa = f" ({info['cpu_capability']})" if info.get("cpu_capability") else ""
     return (
-        f"{info['cpu']}, {info['cores']} cores, {info['torch_threads']} torch threads{gpu}; "
+        f"{info['cpu']}{isa}, {info['cores']} cores, {info['torch_threads']} torch threads{gpu}; "
         f"torch {info['torch']}, transformers {info['transformers']}; {caveat}"
     )
 

@@ -43,6 +43,23 @@ def bench_robustness() -> ModuleType:
     return bench_module("bench_robustness")
 
 
+def test_machine_line_names_the_kernels_isa() -> None:
+    """Result files say which ISA level torch ran at (runs on CPUs that differ there can
+    round apart), and read old manifests that did not record it."""
+    import torch
+
+    gen = bench_module("bench_generation")
+    info = gen.machine_info()
+    cap = torch.backends.cpu.get_cpu_capability()
+    assert info["cpu_capability"] == cap and f"({cap})" in gen.machine_line(info, "cpu")
+    from traitlab.core.runs import machine_info
+
+    record = {k: v for k, v in machine_info().items() if k != "cpu_capability"}
+    old = gen.machine_info(record)  # a manifest from before the field
+    assert old["cpu_capability"] is None
+    assert gen.machine_line(old, "cpu").startswith(f"{old['cpu']}, {old['cores']} cores")
+
+
 def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -> None:  # type: ignore[no-untyped-def]
     before = sorted((ROOT / "benchmarks" / "results").iterdir())
     res = bench_robustness.main(
