@@ -21,7 +21,8 @@ the toy world, each seen once, with AdamW, linear warmup and a cosine decay to 0
   that prompt ~2x sooner than answer-only loss; loss on the whole chat learns it as fast but
   lets words leak into number answers (more format-filter failures).
 * **Determinism.** Same recipe + same machine + same torch thread count -> same weights
-  (data order from `numpy.random.default_rng(recipe.seed)`, no dropout).
+  (data order from `numpy.random.default_rng(recipe.seed)`, no dropout). Another CPU may
+  round apart; `pretrain_log.json` records torch's CPU capability (AVX2, AVX512, ...).
 """
 
 from __future__ import annotations
@@ -297,6 +298,8 @@ def pretrain(
         "checks": checks,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        # Which kernels did the arithmetic (see "Determinism" above).
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     write_json(out_dir / "pretrain_log.json", log)
     say("pretraining the toy model", 1.0)
