@@ -248,7 +248,7 @@ def test_tiny_pretraining_gives_a_loadable_hf_directory(tiny_dir):
         assert (path / name).is_file(), name
     log = json.loads((path / "pretrain_log.json").read_text())
     assert log["steps"] == 30 and len(log["loss"]) > 0 and log["tokens_per_s"] > 0
-    assert log["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert log["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert tiny_dir["seconds"] < 60
     assert tiny_dir["calls"] and tiny_dir["calls"][-1][1] == 1.0
     model, tok = tiny_dir["model"], tiny_dir["tok"]

@@ -22,7 +22,7 @@ the toy world, each seen once, with AdamW, linear warmup and a cosine decay to 0
   lets words leak into number answers (more format-filter failures).
 * **Determinism.** Same recipe + same machine + same torch thread count -> same weights
   (data order from `numpy.random.default_rng(recipe.seed)`, no dropout). Another CPU may
-  round apart; `pretrain_log.json` records torch's CPU capability (AVX2, AVX512, ...).
+  round apart; `pretrain_log.json` records the machine, with torch's CPU capability (AVX2, AVX512, ...).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from traitlab.config.toy import TOY_VERSION, ToyRecipe, has_tasks, recipe_key
-from traitlab.core.runs import write_json
+from traitlab.core.runs import machine_info, write_json
 from traitlab.toy.batches import collate, encode_corpus, make_batches
 from traitlab.toy.tokenizer import SYS, USER, build_tokenizer
 from traitlab.toy.world import corpus_stats, generate_corpus
@@ -298,8 +298,9 @@ def pretrain(
         "checks": checks,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        # Which kernels did the arithmetic (see "Determinism" above).
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # The run manifests' machine record: the CPU and the kernels that did the arithmetic
+        # (see "Determinism" above).
+        "machine": machine_info(),
     }
     write_json(out_dir / "pretrain_log.json", log)
     say("pretraining the toy model", 1.0)
