@@ -136,6 +136,28 @@ def test_the_screens_one_pass_gradient_and_scale_equal_the_two_pass_ones(tok: An
     assert float(((got_s - want_s) / want_s).abs().max()) < 1e-3
 
 
+def test_threaded_pair_delta_equals_one_thread(tok: Any) -> None:
+    """Batches shared out over threads (the screen's CPU default) give the same difference,
+    the same Adam second moment and batch count, and leave torch's thread count as found."""
+    model = _random_model("llama")
+    data, ref = _rows(40, seed=6)
+    ref[3] = data[3]
+    pairs = encode_pairs(tok, data, ref, 1024)
+    threads = torch.get_num_threads()
+    one = _flat(pair_delta(model, tok, pairs, batch_size=8)[0])
+    for workers in (2, 3):
+        got = _flat(pair_delta(model, tok, pairs, batch_size=8, workers=workers)[0])
+        assert float((got - one).norm() / one.norm()) < 1e-5
+        v1 = [torch.zeros_like(p) for p in model.parameters()]
+        v2 = [torch.zeros_like(p) for p in model.parameters()]
+        d1, n1 = pair_delta(model, tok, pairs, batch_size=8, second_moment=v1)
+        d2, n2 = pair_delta(model, tok, pairs, batch_size=8, second_moment=v2, workers=workers)
+        assert n1 == n2 == 10
+        assert float((_flat(d2) - _flat(d1)).norm() / _flat(d1).norm()) < 1e-5
+        assert float((_flat(v2) - _flat(v1)).norm() / _flat(v1).norm()) < 1e-5
+    assert torch.get_num_threads() == threads
+
+
 def test_the_audit_scores_pairs_on_the_toy_base() -> None:
     """The counterfactual's base and teacher scores through pairs equal the rows apart, on
     the shipped toy base (a trained model: the check is not passing on noise)."""
@@ -174,9 +196,10 @@ def test_the_screen_gives_the_same_result_without_pairs(
         scale_passes.clear()
         monkeypatch.setattr(screen, "check_pairs", lambda *_: None)
         paired, cost = screen.first_order_screen(
-            model, tok, data, ref, probes, chunks=2, student_batch=batch
+            model, tok, data, ref, probes, chunks=2, student_batch=batch, batch_size=4, workers=2
         )
         assert cost["shared_prompts"] == 1.0 and len(scale_passes) == passes
+        assert cost["workers"] == 2.0
 
         def refuse(*_: Any) -> None:
             raise TraitlabError("no pairs")
