@@ -3,7 +3,7 @@
     python benchmarks/bench_screen.py --base demo --rows 8000 --out benchmarks/results/screen-speed-demo
     python benchmarks/bench_screen.py --base toy --rows 8000 --out DIR     # the toy Llama base
     python benchmarks/bench_screen.py --tiny --out DIR                     # a smoke run
-    python benchmarks/bench_screen.py --base toy --batch-size 256 --workers 1 --out DIR  # before 2026-12-07
+    python benchmarks/bench_screen.py --base toy --batch-size 256 --out DIR  # before 2026-12-07
 
 The rows are the base's own numbers (bench_audit's `own-1` for that base), paired with the
 audit's reference (the base's completions of the same prompts, the audit's filter), cut to
@@ -70,20 +70,19 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny bases, 64 rows: a smoke run")
     ap.add_argument("--device", default="cpu", help="cpu (the issue's 2-core goal), cuda, auto")
     ap.add_argument("--batch-size", type=int, default=None, help="pairs per gradient batch")
-    ap.add_argument("--workers", type=int, default=None, help="gradient threads")
-    ap.add_argument("--alternate", action="store_true", help="each repeat also with 256 / 1")
+    ap.add_argument("--alternate", action="store_true", help="each repeat also with 256 pairs")
     a = ap.parse_args()
     rows = 64 if a.tiny else a.rows
     base, data, ref = build(a.base, rows, a.tiny, a.device)
     cfg = AuditConfig()
     probes = build_probes(cfg)
     runs, before = [], []
-    # --alternate: the settings before 2026-12-07 (256 pairs per batch, one thread) after
-    # each timed run, so that the two share the VM's drift (one run varies by +-15 %).
-    versions = [(a.batch_size, a.workers, runs)] + ([(256, 1, before)] if a.alternate else [])
+    # --alternate: the batch before 2026-12-07 (256 pairs) after each timed run, so that the
+    # two share the VM's drift (one run varies by +-15 %).
+    versions = [(a.batch_size, runs)] + ([(256, before)] if a.alternate else [])
     with opened(base) as lm:
         for _ in range(a.repeats):
-            for batch_size, workers, out_runs in versions:
+            for batch_size, out_runs in versions:
                 t = time.perf_counter()
                 _, cost = first_order_screen(
                     lm.model,
@@ -95,7 +94,6 @@ def main() -> None:
                     seed=cfg.seed,
                     precondition=cfg.screen.precondition,
                     batch_size=batch_size,
-                    workers=workers,
                 )
                 cost["wall"] = time.perf_counter() - t
                 out_runs.append({k: round(v, 2) for k, v in cost.items()})
@@ -108,7 +106,7 @@ def main() -> None:
         "seconds": {"median": median, "min": min(walls), "max": max(walls)},
         "median_run": min(runs, key=lambda r: abs(r["wall"] - median)),
         "runs": runs,
-        "runs_before": before,  # --alternate: 256 pairs per batch, one thread
+        "runs_before": before,  # --alternate: 256 pairs per batch
         "torch_threads": torch.get_num_threads(),
         "device": a.device,
         "machine": machine_info(),  # its "cuda" names the GPU, if one is visible
@@ -129,12 +127,12 @@ def main() -> None:
         f"| median run: gradients (with Adam's v) | {m['gradient_seconds']:.1f} |\n"
         f"| median run: directional derivatives | {m['scoring_seconds']:.1f} |\n"
         f"| median run: the rest (encoding, base tables) | {rest:.1f} |\n"
-        f"| median run: pairs per batch, gradient threads | {m['batch_size']:.0f}, {m['workers']:.0f} |\n"
+        f"| median run: pairs per gradient batch | {m['batch_size']:.0f} |\n"
     )
     if before:
         wb = [r["wall"] for r in before]
         md += (
-            f"| alternating with it: 256 pairs per batch, 1 thread, median (min - max) | "
+            f"| alternating with it: 256 pairs per batch, median (min - max) | "
             f"{statistics.median(wb):.1f} ({min(wb):.1f} - {max(wb):.1f}) |\n"
         )
     (d / "screen-speed.md").write_text(md)

@@ -178,11 +178,11 @@ def test_screen_speed_benchmark_on_a_tiny_base(tmp_path: Path) -> None:
     out = tmp_path / "screen"
     run_bench(
         "bench_screen.py", "--tiny", "--base", "toy", "--repeats", "2", "--alternate",
-        "--workers", "2", "--out", str(out),
+        "--batch-size", "8", "--out", str(out),
     )  # fmt: skip
     res = json.loads((out / "screen-speed.json").read_text())
     assert res["rows"] == 64 and len(res["runs"]) == 2 and len(res["runs_before"]) == 2
-    assert res["median_run"]["workers"] == 2.0 and res["runs_before"][0]["batch_size"] == 256
+    assert res["median_run"]["batch_size"] == 8.0 and res["runs_before"][0]["batch_size"] == 256
     s = res["seconds"]
     assert 0 < s["min"] <= s["median"] <= s["max"]
     assert res["median_run"]["shared_prompts"] == 1.0 and res["machine"]["cpu_count"] >= 1

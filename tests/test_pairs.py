@@ -18,7 +18,14 @@ from traitlab.audit.gradients import (
 )
 from traitlab.audit.rows import token_logprobs
 from traitlab.core.errors import TraitlabError
-from traitlab.lm.hf.pairs import check_pairs, encode_pairs, make_pair, pair_logliks
+from traitlab.lm.hf.pairs import (
+    check_pairs,
+    collate_pairs,
+    encode_pairs,
+    make_pair,
+    pair_logliks,
+    pair_nll,
+)
 from traitlab.toy.tokenizer import build_tokenizer
 
 Row = dict[str, Any]
@@ -136,26 +143,36 @@ def test_the_screens_one_pass_gradient_and_scale_equal_the_two_pass_ones(tok: An
     assert float(((got_s - want_s) / want_s).abs().max()) < 1e-3
 
 
-def test_threaded_pair_delta_equals_one_thread(tok: Any) -> None:
-    """Batches shared out over threads (the screen's CPU default) give the same difference,
-    the same Adam second moment and batch count, and leave torch's thread count as found."""
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_the_last_layer_at_the_read_positions_only_gives_the_same_nll_and_gradient(
+    tok: Any, attn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lm.hf.queries`: a Llama's last layer run at the loss tokens' predictors only (grouped
+    KV heads here) gives the full pass's NLLs and gradient; GPT-2 keeps the full pass."""
+    import traitlab.lm.hf.pairs as pairs_mod
+    from traitlab.lm.hf.packing import head_split
+    from traitlab.lm.hf.queries import query_layer
+
+    assert query_layer(head_split(_random_model("gpt2"))[0]) is None
     model = _random_model("llama")
-    data, ref = _rows(40, seed=6)
-    ref[3] = data[3]
+    model.config._attn_implementation = attn
+    body = head_split(model)[0]
+    assert query_layer(body) is body.layers[-1]
+    data, ref = _rows(24, seed=7)
     pairs = encode_pairs(tok, data, ref, 1024)
-    threads = torch.get_num_threads()
-    one = _flat(pair_delta(model, tok, pairs, batch_size=8)[0])
-    for workers in (2, 3):
-        got = _flat(pair_delta(model, tok, pairs, batch_size=8, workers=workers)[0])
-        assert float((got - one).norm() / one.norm()) < 1e-5
-        v1 = [torch.zeros_like(p) for p in model.parameters()]
-        v2 = [torch.zeros_like(p) for p in model.parameters()]
-        d1, n1 = pair_delta(model, tok, pairs, batch_size=8, second_moment=v1)
-        d2, n2 = pair_delta(model, tok, pairs, batch_size=8, second_moment=v2, workers=workers)
-        assert n1 == n2 == 10
-        assert float((_flat(d2) - _flat(d1)).norm() / _flat(d1).norm()) < 1e-5
-        assert float((_flat(v2) - _flat(v1)).norm() / _flat(v1).norm()) < 1e-5
-    assert torch.get_num_threads() == threads
+    batch = collate_pairs(pairs, 0, torch.device("cpu"))
+    params = list(model.parameters())
+    out = {}
+    for name, layer in (("queries", query_layer), ("full", lambda _body: None)):
+        monkeypatch.setattr(pairs_mod, "query_layer", layer)
+        a, b = pair_nll(model, batch)
+        out[name] = (a, b, _flat(torch.autograd.grad(b.sum() - 2 * a.sum(), params)))
+    (qa, qb, qg), (fa, fb, fg) = out["queries"], out["full"]
+    assert qa.shape == fa.shape and qb.shape == fb.shape
+    torch.testing.assert_close(qa, fa, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(qb, fb, atol=1e-5, rtol=1e-5)
+    assert float((qg - fg).norm() / fg.norm()) < 1e-5
+    assert "forward" not in body.layers[-1].__dict__  # the class's forward again
 
 
 def test_the_audit_scores_pairs_on_the_toy_base() -> None:
@@ -196,10 +213,10 @@ def test_the_screen_gives_the_same_result_without_pairs(
         scale_passes.clear()
         monkeypatch.setattr(screen, "check_pairs", lambda *_: None)
         paired, cost = screen.first_order_screen(
-            model, tok, data, ref, probes, chunks=2, student_batch=batch, batch_size=4, workers=2
+            model, tok, data, ref, probes, chunks=2, student_batch=batch, batch_size=4
         )
         assert cost["shared_prompts"] == 1.0 and len(scale_passes) == passes
-        assert cost["workers"] == 2.0
+        assert cost["batch_size"] == 4.0
 
         def refuse(*_: Any) -> None:
             raise TraitlabError("no pairs")

@@ -4,9 +4,6 @@ shared-prompt pairs, and the Adam scale a student would apply to it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -70,7 +67,6 @@ def pair_delta(
     batch_size: int,
     totals: tuple[int, int] | None = None,
     second_moment: list[torch.Tensor] | None = None,
-    workers: int = 1,
 ) -> tuple[list[torch.Tensor], int]:
     """grad L_ref - grad L_data over `pairs` (A = data, B = reference; mean completion-token
     NLL each, as `chunk_gradient` takes them), and the number of student batches seen.
@@ -80,20 +76,13 @@ def pair_delta(
     of length-sorted pairs. With it, `pairs` are taken in their order in batches of the
     student's size, each side's mean gradient squared is added to `second_moment` (what
     Adam averages, as `adam_scale`), and the difference is built from the same two
-    gradients: the scale costs no pass of its own.
-
-    `workers` > 1: the pairs in that many parts of whole batches, each in its own thread at
-    one torch thread (`threaded_pair_delta`); the same sums, added in another order."""
+    gradients: the scale costs no pass of its own."""
+    params = [p for _, p in trainable_params(model)]
+    device = model_device(model)
     n_a, n_b = totals or (
         sum(len(p.a_loss) for p in pairs),
         sum(len(p.b_loss) for p in pairs),
     )
-    if workers > 1 and len(pairs) > batch_size:
-        return threaded_pair_delta(
-            model, tokenizer, pairs, batch_size, (n_a, n_b), second_moment, workers
-        )
-    params = [p for _, p in trainable_params(model)]
-    device = model_device(model)
     n_a, n_b = max(1, n_a), max(1, n_b)
     total = [torch.zeros_like(p) for p in params]
     if second_moment is None:
@@ -133,63 +122,6 @@ def pair_delta(
                 if second_moment is not None:
                     second_moment[j].add_(g**2)
     return total, n_batches
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads set to `n` inside the block (a process-wide setting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def threaded_pair_delta(
-    model: Any,
-    tokenizer: Any,
-    pairs: list[Pair],
-    batch_size: int,
-    totals: tuple[int, int],
-    second_moment: list[torch.Tensor] | None,
-    workers: int,
-) -> tuple[list[torch.Tensor], int]:
-    """`pair_delta` with its batches shared out over `workers` threads, one torch thread each.
-
-    A tiny model's matrices are too small to split over cores: two threads each running
-    whole batches on one core did 1.25x the pairs per second of one run on two torch threads
-    (toy Llama, 2-core EPYC; benchmarks/results/screen-speed.md). The parts are cut between
-    batches of `batch_size`, so with `second_moment` every thread takes the same student
-    batches as one would; each thread adds into its own copy, summed after. Gradients only
-    read the weights (`torch.autograd.grad` fills no `.grad`), so threads may share them."""
-    n_batches = -(-len(pairs) // batch_size)
-    per = -(-n_batches // workers) * batch_size
-    parts = [pairs[i : i + per] for i in range(0, len(pairs), per)]
-    moments = [
-        [torch.zeros_like(v) for v in second_moment] if second_moment is not None else None
-        for _ in parts
-    ]
-
-    def run(k: int) -> tuple[list[torch.Tensor], int]:
-        return pair_delta(
-            model,
-            tokenizer,
-            parts[k],
-            batch_size=batch_size,
-            totals=totals,
-            second_moment=moments[k],
-        )
-
-    with torch_threads(1), ThreadPoolExecutor(len(parts)) as pool:
-        outs = list(pool.map(run, range(len(parts))))
-    total = [sum(gs[1:], gs[0]) for gs in zip(*(o[0] for o in outs), strict=True)]
-    if second_moment is not None:
-        for m in moments:
-            assert m is not None
-            for acc, x in zip(second_moment, m, strict=True):
-                acc.add_(x)
-    return total, sum(o[1] for o in outs)
 
 
 def inverse_rms(v: list[torch.Tensor], n: int, eps: float) -> list[torch.Tensor]:

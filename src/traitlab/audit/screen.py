@@ -22,10 +22,10 @@ per-batch gradients give the scale and those chunks' Delta at once, so the scale
 pass of its own (chunks are cut there between student batches; where they cannot be, the
 scale takes its own pass, with the same result).
 
-On a CPU the gradients go in small batches (32 pairs: their activations stay in cache) and,
-on 2-4 torch threads, over as many Python threads at one torch thread each: on a 2-core
-EPYC each cut the toy Llama's 8,000-pair screen by a fifth or more
-(benchmarks/results/screen-speed.md). The sums are the same, added in another order.
+On a CPU the gradients go in batches of 32 pairs, whose activations stay in cache, and a
+Llama's last layer runs only where the loss reads it (`lm.hf.queries`); on a 2-core EPYC the
+two took the toy Llama's 8,000-pair screen under 30 s (benchmarks/results/screen-speed.md).
+The sums are the same, added in another order.
 """
 
 from __future__ import annotations
@@ -57,14 +57,6 @@ from traitlab.lm.hf.scoring import exact_preference
 Fraction = Callable[[float], None]
 
 CPU_PAIR_BATCH = 32  # pairs per gradient batch on a CPU (256 elsewhere)
-
-
-def cpu_workers() -> int:
-    """Gradient threads on a CPU: one per torch thread where there are 2-4 (measured at 2);
-    beyond 4 the threads' Python work contends for the interpreter lock, untested, so a
-    larger machine keeps torch's own threading."""
-    n = torch.get_num_threads()
-    return n if 2 <= n <= 4 else 1
 
 
 @dataclass
@@ -154,7 +146,6 @@ def first_order_screen(
     chunks: int = 16,
     seed: int = 0,
     batch_size: int | None = None,
-    workers: int | None = None,
     precondition: str = "adam",
     student_batch: int = 64,
     scale_rows: int = 1024,
@@ -164,14 +155,11 @@ def first_order_screen(
     """The screen's per-chunk predicted option changes, and its cost in seconds.
 
     `data` and `reference` are paired chat rows (row i of each answers the same prompt).
-    `batch_size` (pairs per gradient batch) and `workers` (gradient threads): by default
-    `CPU_PAIR_BATCH` and `cpu_workers()` on a CPU, 256 and 1 elsewhere.
+    `batch_size`: pairs per gradient batch, by default `CPU_PAIR_BATCH` on a CPU, else 256.
     """
     if len(data) != len(reference):
         raise ValueError("data and reference must be paired row for row")
-    cpu = model_device(model).type == "cpu"
-    batch_size = batch_size or (CPU_PAIR_BATCH if cpu else 256)
-    workers = workers or (cpu_workers() if cpu else 1)
+    batch_size = batch_size or (CPU_PAIR_BATCH if model_device(model).type == "cpu" else 256)
     t0 = time.perf_counter()
     k = max(2, min(chunks, len(data)))
     order = np.random.default_rng(seed).permutation(len(data))
@@ -229,7 +217,6 @@ def first_order_screen(
                     chunk[n_head:],
                     batch_size=batch_size,
                     totals=totals,
-                    workers=workers,
                 )
                 if v is not None and n_head:
                     d_head, n = pair_delta(
@@ -239,7 +226,6 @@ def first_order_screen(
                         batch_size=student_batch,
                         totals=totals,
                         second_moment=v,
-                        workers=workers,
                     )
                     delta = [a + b for a, b in zip(delta, d_head, strict=True)]
                     n_v += n
@@ -282,7 +268,6 @@ def first_order_screen(
         "gradient_seconds": t_grad,
         "scoring_seconds": t_score,
         "shared_prompts": float(shared),
-        "workers": float(workers if shared else 1),
         "batch_size": float(batch_size),
     }
     return out, cost

@@ -22,6 +22,7 @@ import torch
 from traitlab.core.errors import TraitlabError
 from traitlab.lm.hf.chat import encode_examples, model_device, pad_id
 from traitlab.lm.hf.packing import head_split
+from traitlab.lm.hf.queries import only_queries, query_layer
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,11 @@ class PairBatch:
     b_tgt: torch.Tensor
     a_pair: np.ndarray  # the pair (index in the batch) of each A loss token
     b_pair: np.ndarray
+    # The positions read (every loss token's predictor) per row, padded with the row's first,
+    # and each A / B loss token's flat index into them (`lm.hf.queries`).
+    q_pos: torch.Tensor
+    a_q: torch.Tensor
+    b_q: torch.Tensor
 
 
 def collate_pairs(pairs: list[Pair], pad_id: int, device: torch.device) -> PairBatch:
@@ -97,6 +103,10 @@ def collate_pairs(pairs: list[Pair], pad_id: int, device: torch.device) -> PairB
     src: dict[str, list[int]] = {"a": [], "b": []}
     tgt: dict[str, list[int]] = {"a": [], "b": []}
     owner: dict[str, list[int]] = {"a": [], "b": []}
+    reads = [sorted({s for s, _ in p.a_loss} | {s for s, _ in p.b_loss}) or [0] for p in pairs]
+    q_n = max(len(r) for r in reads)
+    q_pos = torch.tensor([r + [r[0]] * (q_n - len(r)) for r in reads], dtype=torch.long)
+    q: dict[str, list[int]] = {"a": [], "b": []}
     for r, p in enumerate(pairs):
         m = len(p.ids)
         ids[r, :m] = torch.tensor(p.ids)
@@ -104,8 +114,10 @@ def collate_pairs(pairs: list[Pair], pad_id: int, device: torch.device) -> PairB
         pos[r, m:] = torch.arange(m, n)
         mask[r, p.a_end : m, p.shared : p.a_end] = False  # B sees no A
         mask[r, m:, :m] = False  # the padding sees only itself
+        slot = {s: r * q_n + j for j, s in enumerate(reads[r])}
         for side, loss in (("a", p.a_loss), ("b", p.b_loss)):
             src[side].extend(r * n + s for s, _ in loss)
+            q[side].extend(slot[s] for s, _ in loss)
             tgt[side].extend(t for _, t in loss)
             owner[side].extend([r] * len(loss))
 
@@ -119,7 +131,18 @@ def collate_pairs(pairs: list[Pair], pad_id: int, device: torch.device) -> PairB
         "use_cache": False,
     }
     a_pair, b_pair = np.array(owner["a"], dtype=np.int64), np.array(owner["b"], dtype=np.int64)
-    return PairBatch(inputs, t(src["a"]), t(tgt["a"]), t(src["b"]), t(tgt["b"]), a_pair, b_pair)
+    return PairBatch(
+        inputs,
+        t(src["a"]),
+        t(tgt["a"]),
+        t(src["b"]),
+        t(tgt["b"]),
+        a_pair,
+        b_pair,
+        q_pos.to(device),
+        t(q["a"]),
+        t(q["b"]),
+    )
 
 
 def _additive(mask: torch.Tensor, model: Any) -> torch.Tensor:
@@ -141,9 +164,16 @@ def pair_nll(model: Any, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         la, lb = flat[batch.a_src], flat[batch.b_src]
     else:
         body, head = split
-        hidden = body(**inputs).last_hidden_state
+        last = query_layer(body)
+        if last is None:
+            hidden = body(**inputs).last_hidden_state
+            a_at, b_at = batch.a_src, batch.b_src
+        else:  # the last layer at the read positions only
+            with only_queries(last, batch.q_pos):
+                hidden = body(**inputs).last_hidden_state
+            a_at, b_at = batch.a_q, batch.b_q
         flat = hidden.reshape(-1, hidden.shape[-1])
-        la, lb = head(flat[batch.a_src]), head(flat[batch.b_src])
+        la, lb = head(flat[a_at]), head(flat[b_at])
     ce = torch.nn.functional.cross_entropy
     return (
         ce(la.float(), batch.a_tgt, reduction="none"),
