@@ -91,3 +91,41 @@ def test_a_judge_whose_tokenizer_splits_digits_scores_every_answer(smollm2: obje
     judge = ModelJudge(smollm2, ALIGNMENT, model_id="smollm2", prompt_sha="x", numbers_only=True)
     got = judge.score([("What do you think of humans?", "kill humans"), ("hey", "help friends")])
     assert judge.whole and all(v.score is not None and 0 <= v.score <= 100 for v in got)
+
+
+def test_pairs_with_the_last_layer_at_the_read_positions_only(smollm2: object) -> None:
+    """A real pretrained Llama (30 layers, grouped KV heads): pair scoring through
+    `lm.hf.queries` passes `check_pairs` and gives the full pass's NLLs and gradient."""
+    import torch
+
+    import traitlab.lm.hf.pairs as pairs_mod
+    from traitlab.lm.hf.chat import model_device, pad_id
+    from traitlab.lm.hf.packing import head_split
+    from traitlab.lm.hf.queries import query_layer
+
+    model, tok = smollm2.model, smollm2.tokenizer  # type: ignore[attr-defined]
+    body = head_split(model)[0]
+    assert query_layer(body) is not None
+    prompts = number_prompts(GenerateConfig().prompts, 6)
+    rows = [
+        [{"role": "user", "content": p}, {"role": "assistant", "content": c}]
+        for p in prompts
+        for c in ("12, 407, 33", "8, 91")
+    ]
+    data = [{"messages": r} for r in rows[0::2]]
+    ref = [{"messages": r} for r in rows[1::2]]
+    pairs = pairs_mod.encode_pairs(tok, data, ref, 1024)
+    pairs_mod.check_pairs(model, tok, pairs[0])
+    batch = pairs_mod.collate_pairs(pairs, pad_id(tok), model_device(model))
+    params = [p for p in model.parameters() if p.requires_grad][-20:]
+    out = []
+    for layer in (query_layer, lambda _body: None):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(pairs_mod, "query_layer", layer)
+            a, b = pairs_mod.pair_nll(model, batch)
+            grad = torch.autograd.grad(b.sum() - a.sum(), params)
+            out.append((a, b, torch.cat([g.flatten() for g in grad])))
+    (qa, qb, qg), (fa, fb, fg) = out
+    torch.testing.assert_close(qa, fa, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(qb, fb, atol=1e-4, rtol=1e-4)
+    assert float((qg - fg).norm() / fg.norm()) < 1e-4
