@@ -37,6 +37,8 @@ def query_layer(body: Any) -> Any | None:
     attn = getattr(last, "self_attn", None)
     if (type(last).__name__, type(attn).__name__) not in _LAYERS:
         return None
+    if last.training and getattr(attn, "attention_dropout", 0.0):
+        return None  # `_forward` applies no dropout
     return last
 
 
@@ -53,7 +55,7 @@ def _forward(
         raise RuntimeError("only_queries needs the 4-D mask and the rotary positions")
     attn = layer.self_attn
     mod = sys.modules[type(attn).__module__]  # the model file's own helpers
-    b, t, h = hidden_states.shape
+    b, t, _ = hidden_states.shape
     q_n = q_pos.shape[1]
 
     def at(x: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, Q, D]
