@@ -117,14 +117,23 @@ def test_pairs_with_the_last_layer_at_the_read_positions_only(smollm2: object) -
     pairs = pairs_mod.encode_pairs(tok, data, ref, 1024)
     pairs_mod.check_pairs(model, tok, pairs[0])
     batch = pairs_mod.collate_pairs(pairs, pad_id(tok), model_device(model))
-    params = [p for p in model.parameters() if p.requires_grad][-20:]
+    # The last layers' weights, with gradients on for this test (earlier tests in the module
+    # may leave the shared model frozen).
+    params = list(model.parameters())[-20:]
+    frozen = [p.requires_grad for p in params]
     out = []
-    for layer in (query_layer, lambda _body: None):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(pairs_mod, "query_layer", layer)
-            a, b = pairs_mod.pair_nll(model, batch)
-            grad = torch.autograd.grad(b.sum() - a.sum(), params)
-            out.append((a, b, torch.cat([g.flatten() for g in grad])))
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        for layer in (query_layer, lambda _body: None):
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(pairs_mod, "query_layer", layer)
+                a, b = pairs_mod.pair_nll(model, batch)
+                grad = torch.autograd.grad(b.sum() - a.sum(), params)
+                out.append((a, b, torch.cat([g.flatten() for g in grad])))
+    finally:
+        for p, r in zip(params, frozen, strict=True):
+            p.requires_grad_(r)
     (qa, qb, qg), (fa, fb, fg) = out
     torch.testing.assert_close(qa, fa, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(qb, fb, atol=1e-4, rtol=1e-4)
