@@ -10,6 +10,9 @@ float rounding; `check_pairs` compares it with the rows scored apart before any 
 
 Written against the Llama layer (`LlamaDecoderLayer`, `LlamaAttention`, rotary positions,
 grouped KV heads) of transformers 5: other layers keep the full pass (`query_layer`).
+`lm.hf.fastdecode` does the same in its prefill (the last layer at the last prompt position)
+but cannot serve here: its decoders run in inference mode on fused copies of the weights,
+so no gradient would reach the model's parameters. This runs the model's own modules.
 """
 
 from __future__ import annotations
