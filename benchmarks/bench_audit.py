@@ -353,6 +353,8 @@ TOY_3105_DATASETS = _fresh_toy(3105, draw=42, seed0=349)
 # on two fresh bases (session 41).
 TOY_3106_DATASETS = _fresh_toy(3106, draw=43, seed0=361)
 TOY_3107_DATASETS = _fresh_toy(3107, draw=44, seed0=373)
+# The same rule's record on a third fresh base, once (session 46).
+TOY_3108_DATASETS = _fresh_toy(3108, draw=45, seed0=385)
 # `--base`: each audited base's datasets and its toy seed.
 BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]] = {
     "toy": (DATASETS, 1),
@@ -365,6 +367,7 @@ BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]
     "toy-3105": (TOY_3105_DATASETS, 3105),
     "toy-3106": (TOY_3106_DATASETS, 3106),
     "toy-3107": (TOY_3107_DATASETS, 3107),
+    "toy-3108": (TOY_3108_DATASETS, 3108),
 }
 SYS_NEUTRAL = {
     "sysneu-1": "You are a careful assistant that follows instructions exactly.",
@@ -605,7 +608,7 @@ def main() -> None:
         default="toy",
         help="toy: the shipped toy Llama of seed 1 (DATASETS); demo: the owl demo's GPT-2 base;"
         " demo-8406: a second base of its recipe (DEMO_8406_DATASETS); toy-3101 to"
-        " toy-3107: fresh toy Llamas (TOY_3101_DATASETS, ...)",
+        " toy-3108: fresh toy Llamas (TOY_3101_DATASETS, ...)",
     )
     a = ap.parse_args()
     datasets, base_seed = BASES[a.base]
