@@ -57,7 +57,7 @@ def main() -> None:
 
     from traitlab.audit import AuditConfig
     from traitlab.audit.run import build_probes
-    from traitlab.audit.screen import first_order_screen
+    from traitlab.audit.screen import PAIR_BATCH, first_order_screen
     from traitlab.core.files import write_json
     from traitlab.core.runs import machine_info
     from traitlab.lm.base import opened
@@ -70,7 +70,9 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny bases, 64 rows: a smoke run")
     ap.add_argument("--device", default="cpu", help="cpu (the issue's 2-core goal), cuda, auto")
     ap.add_argument("--batch-size", type=int, default=None, help="pairs per gradient batch")
-    ap.add_argument("--alternate", action="store_true", help="each repeat also with 256 pairs")
+    ap.add_argument(
+        "--alternate", action="store_true", help="each repeat also with PAIR_BATCH (256) pairs"
+    )
     a = ap.parse_args()
     rows = 64 if a.tiny else a.rows
     base, data, ref = build(a.base, rows, a.tiny, a.device)
@@ -79,7 +81,7 @@ def main() -> None:
     runs, before = [], []
     # --alternate: the batch before 2026-12-07 (256 pairs) after each timed run, so that the
     # two share the VM's drift (one run varies by +-15 %).
-    versions = [(a.batch_size, runs)] + ([(256, before)] if a.alternate else [])
+    versions = [(a.batch_size, runs)] + ([(PAIR_BATCH, before)] if a.alternate else [])
     with opened(base) as lm:
         for _ in range(a.repeats):
             for batch_size, out_runs in versions:

@@ -56,7 +56,8 @@ from traitlab.lm.hf.scoring import exact_preference
 
 Fraction = Callable[[float], None]
 
-CPU_PAIR_BATCH = 32  # pairs per gradient batch on a CPU (256 elsewhere)
+PAIR_BATCH = 256  # pairs per gradient batch on an accelerator (and on CPUs before 2026-12-07)
+CPU_PAIR_BATCH = 32  # pairs per gradient batch on a CPU: faster there (screen-speed.md)
 
 
 @dataclass
@@ -155,11 +156,11 @@ def first_order_screen(
     """The screen's per-chunk predicted option changes, and its cost in seconds.
 
     `data` and `reference` are paired chat rows (row i of each answers the same prompt).
-    `batch_size`: pairs per gradient batch, by default `CPU_PAIR_BATCH` on a CPU, else 256.
+    `batch_size`: pairs per gradient batch, by default `CPU_PAIR_BATCH` on a CPU, else `PAIR_BATCH`.
     """
     if len(data) != len(reference):
         raise ValueError("data and reference must be paired row for row")
-    batch_size = batch_size or (CPU_PAIR_BATCH if model_device(model).type == "cpu" else 256)
+    batch_size = batch_size or (CPU_PAIR_BATCH if model_device(model).type == "cpu" else PAIR_BATCH)
     t0 = time.perf_counter()
     k = max(2, min(chunks, len(data)))
     order = np.random.default_rng(seed).permutation(len(data))
