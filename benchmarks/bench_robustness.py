@@ -15,7 +15,10 @@ The seeds are a **confirmation** set: the recipe was chosen on other bases (disc
 1, 2, 101-103 and 201; docs/results/toy-transfer-probes.md). Seeds 1001-1005 confirmed the
 fixed-steps teacher (results/robustness-fixed-teacher.md) and, having been seen, motivated
 the early-stopped teacher; its result is on 2001-2005 (--first 2001), never seen before.
-Writes benchmarks/results/robustness[-TAG].json and .md.
+Writes benchmarks/results/robustness[-TAG].json and .md. The runs go to OUT/base-SEED, or
+with --tag to OUT/TAG/base-SEED, so that two tags (a control and its placebo) keep their own
+run directories; all of them share their finished stages through OUT/.store, so a second tag
+on the same bases reuses the teachers, data and students it has in common with the first.
 """
 
 from __future__ import annotations
@@ -170,12 +173,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from traitlab.cli.main import preset_path
     from traitlab.config import load_config
     from traitlab.core.progress import Reporter
+    from traitlab.core.store import StageStore
     from traitlab.experiments.pipeline import run_experiment
 
     path = Path(args.config) if args.config else preset_path(args.preset)
     info = machine_info()
     rows = []
     t_all = time.time()
+    out = Path(args.out)
+    store = StageStore(out / ".store")
+    runs_dir = out / args.tag if args.tag else out
     for i in range(args.bases):
         seed, xseed = args.first + i, args.first + 500 + i
         sets = [
@@ -189,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cfg = load_config(path, sets)
         t0 = time.time()
         with Reporter(enabled=not args.quiet) as rep:
-            summary = run_experiment(cfg, Path(args.out) / f"base-{seed}", reporter=rep)
+            summary = run_experiment(cfg, runs_dir / f"base-{seed}", reporter=rep, store=store)
         rows.append(base_row(seed, xseed, summary, time.time() - t0))
         print(json.dumps(rows[-1]), flush=True)
     pool = pooled(rows)
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--config", help="an experiment YAML instead of the preset")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--out", default="runs/robustness", help="where the runs go")
-    ap.add_argument("--tag", default="", help="results/robustness-TAG.json")
+    ap.add_argument("--tag", default="", help="results/robustness-TAG.json; runs in OUT/TAG/")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)

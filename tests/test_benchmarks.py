@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -72,6 +73,8 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
             "3001",
             "--out",
             str(tmp_path),
+            "--tag",
+            "first",
             "--no-write",
             "--quiet",
         ]
@@ -82,7 +85,7 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
     rows = res["bases"]
     assert [(r["base_seed"], r["cross_init_seed"]) for r in rows] == [(3001, 3501), (3002, 3502)]
     for r in rows:
-        run_dir = tmp_path / f"base-{r['base_seed']}"
+        run_dir = tmp_path / "first" / f"base-{r['base_seed']}"
         assert (run_dir / "DONE").is_file()
         manifest = json.loads((run_dir / "manifest.json").read_text())
         resolved = manifest["config_resolved"]
@@ -108,6 +111,19 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
     assert pool["mean"]["lower"] <= pool["mean"]["mean"] <= pool["mean"]["upper"]
     assert len(res["table"]) >= 2 + len(rows) + 2
     assert any(line.startswith("Pooled (random effects over 2 bases)") for line in res["table"])
+
+    # A second tag on the same base gets its own run directory (the first's manifest is left
+    # as it was) and takes every stage from the shared store: the same student file, linked.
+    first = tmp_path / "first" / "base-3001"
+    manifest = (first / "manifest.json").read_text()
+    again = bench_robustness.main(
+        ["--config", str(ROOT / "configs" / "tiny.yaml"), "--bases", "1", "--first", "3001"]
+        + ["--out", str(tmp_path), "--tag", "second", "--no-write", "--quiet"]
+    )
+    assert again["bases"][0]["diff"] == rows[0]["diff"]
+    assert (first / "manifest.json").read_text() == manifest
+    weights = "seed-0/student-treatment/model.safetensors"
+    assert os.path.samefile(first / weights, tmp_path / "second" / "base-3001" / weights)
     # One base is not pooled: its row's paired t over seeds is its test.
     one = bench_robustness.table(rows[:1], bench_robustness.pooled(rows[:1]))
     assert not any(line.startswith("Pooled") for line in one)
@@ -116,13 +132,15 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
     # option_shifts.py reads the same runs back: the same target shift and rank.
     import option_shifts
 
-    dirs = ["fresh=" + str(tmp_path / f"base-{r['base_seed']}") for r in rows]
+    dirs = ["fresh=" + str(tmp_path / "first" / f"base-{r['base_seed']}") for r in rows]
     got = option_shifts.main([*dirs, "--no-write"])
     for r, g in zip(rows, got, strict=True):
         assert g["label"] == "fresh" and g["base_seed"] == r["base_seed"]
         assert g["same"]["target_shift"] == pytest.approx(r["diff"], abs=1e-12)
         assert g["same"]["rank"] == r["target_rank"]
-        summary = json.loads((tmp_path / f"base-{r['base_seed']}" / "summary.json").read_text())
+        summary = json.loads(
+            (tmp_path / "first" / f"base-{r['base_seed']}" / "summary.json").read_text()
+        )
         shifts = summary["option_shifts"]
         same = shifts["treatment_vs_control"]["shifts"]
         xinit = shifts["xinit_treatment_vs_xinit_control"]["shifts"]
