@@ -102,6 +102,7 @@ def test_pairs_with_the_last_layer_at_the_read_positions_only(smollm2: object) -
     from traitlab.lm.hf.chat import model_device, pad_id
     from traitlab.lm.hf.packing import head_split
     from traitlab.lm.hf.queries import query_layer
+    from traitlab.theory import gradient
 
     model, tok = smollm2.model, smollm2.tokenizer  # type: ignore[attr-defined]
     body = head_split(model)[0]
@@ -117,23 +118,22 @@ def test_pairs_with_the_last_layer_at_the_read_positions_only(smollm2: object) -
     pairs = pairs_mod.encode_pairs(tok, data, ref, 1024)
     pairs_mod.check_pairs(model, tok, pairs[0])
     batch = pairs_mod.collate_pairs(pairs, pad_id(tok), model_device(model))
-    # The last layers' weights, with gradients on for this test (earlier tests in the module
-    # may leave the shared model frozen).
-    params = list(model.parameters())[-20:]
-    frozen = [p.requires_grad for p in params]
+    # The last layers' weights; `theory.gradient` turns their gradients on for the pass and
+    # back after (earlier tests in the module may leave the shared model frozen).
+    names = [n for n, _ in model.named_parameters()][-20:]
+    nll: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def loss(m: torch.nn.Module) -> torch.Tensor:
+        a, b = pairs_mod.pair_nll(m, batch)
+        nll.append((a.detach(), b.detach()))
+        return b.sum() - a.sum()
+
     out = []
-    try:
-        for p in params:
-            p.requires_grad_(True)
-        for layer in (query_layer, lambda _body: None):
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(pairs_mod, "query_layer", layer)
-                a, b = pairs_mod.pair_nll(model, batch)
-                grad = torch.autograd.grad(b.sum() - a.sum(), params)
-                out.append((a, b, torch.cat([g.flatten() for g in grad])))
-    finally:
-        for p, r in zip(params, frozen, strict=True):
-            p.requires_grad_(r)
+    for layer in (query_layer, lambda _body: None):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(pairs_mod, "query_layer", layer)
+            grad = gradient(model, loss, names)
+        out.append((*nll[-1], torch.cat([grad[n].flatten() for n in names])))
     (qa, qb, qg), (fa, fb, fg) = out
     torch.testing.assert_close(qa, fa, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(qb, fb, atol=1e-4, rtol=1e-4)
