@@ -607,8 +607,9 @@ def main() -> None:
         choices=list(BASES),
         default="toy",
         help="toy: the shipped toy Llama of seed 1 (DATASETS); demo: the owl demo's GPT-2 base;"
-        " demo-8406: a second base of its recipe (DEMO_8406_DATASETS); toy-3101 to"
-        " toy-3108: fresh toy Llamas (TOY_3101_DATASETS, ...)",
+        " demo-8406: a second base of its recipe (DEMO_8406_DATASETS); "
+        + ", ".join(k for k in BASES if k.startswith("toy-"))
+        + ": fresh toy Llamas (TOY_3101_DATASETS, ...)",
     )
     a = ap.parse_args()
     datasets, base_seed = BASES[a.base]
