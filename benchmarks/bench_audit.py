@@ -355,6 +355,8 @@ TOY_3106_DATASETS = _fresh_toy(3106, draw=43, seed0=361)
 TOY_3107_DATASETS = _fresh_toy(3107, draw=44, seed0=373)
 # The same rule's record on a third fresh base, once (session 46).
 TOY_3108_DATASETS = _fresh_toy(3108, draw=45, seed0=385)
+# ... and on a fourth (session 47).
+TOY_3109_DATASETS = _fresh_toy(3109, draw=46, seed0=397)
 # `--base`: each audited base's datasets and its toy seed.
 BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]] = {
     "toy": (DATASETS, 1),
@@ -368,6 +370,7 @@ BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]
     "toy-3106": (TOY_3106_DATASETS, 3106),
     "toy-3107": (TOY_3107_DATASETS, 3107),
     "toy-3108": (TOY_3108_DATASETS, 3108),
+    "toy-3109": (TOY_3109_DATASETS, 3109),
 }
 SYS_NEUTRAL = {
     "sysneu-1": "You are a careful assistant that follows instructions exactly.",
