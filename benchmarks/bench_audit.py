@@ -339,38 +339,37 @@ def _fresh_toy(
     return _demo_specs(table, base=base, xinit=1, seed0=seed0)
 
 
-# Fresh toy Llamas (session 38; never used by any run before): the calibrated audit, fitted
-# on seed 1, tested on bases it has not seen (`--base toy-3101`, `toy-3102`).
-TOY_3101_DATASETS = _fresh_toy(3101, draw=38, seed0=301)
-TOY_3102_DATASETS = _fresh_toy(3102, draw=39, seed0=313)
-# Session 39: the spread-unit calibration (`calibration_score: z`), tested once.
-TOY_3103_DATASETS = _fresh_toy(3103, draw=40, seed0=325)
-# The rule `calibration_score: null_first`, tested once (session 39).
-TOY_3104_DATASETS = _fresh_toy(3104, draw=41, seed0=337)
-# Its third test, once (session 40).
-TOY_3105_DATASETS = _fresh_toy(3105, draw=42, seed0=349)
-# `null_first` with its plain part at t > 10 (`counterfactual.null_threshold`), tested once
-# on two fresh bases (session 41).
-TOY_3106_DATASETS = _fresh_toy(3106, draw=43, seed0=361)
-TOY_3107_DATASETS = _fresh_toy(3107, draw=44, seed0=373)
-# The same rule's record on a third fresh base, once (session 46).
-TOY_3108_DATASETS = _fresh_toy(3108, draw=45, seed0=385)
-# ... and on a fourth (session 47).
-TOY_3109_DATASETS = _fresh_toy(3109, draw=46, seed0=397)
+# Fresh toy Llamas of the shipped recipe, each audited once, as toy seed: (the
+# random.Random draw of its 6 options, its first sampling seed). The seed names the base
+# once, so a new base is one line here.
+FRESH_TOYS: dict[int, tuple[int, int]] = {
+    # Session 38 (never used by any run before): the calibrated audit, fitted on seed 1,
+    # tested on bases it has not seen.
+    3101: (38, 301),
+    3102: (39, 313),
+    # Session 39: the spread-unit calibration (`calibration_score: z`), tested once.
+    3103: (40, 325),
+    # The rule `calibration_score: null_first`, tested once (session 39); its third test
+    # (session 40).
+    3104: (41, 337),
+    3105: (42, 349),
+    # `null_first` with its plain part at t > 10 (`counterfactual.null_threshold`), tested
+    # once on two fresh bases (session 41); its record on a third and a fourth (sessions 46,
+    # 47).
+    3106: (43, 361),
+    3107: (44, 373),
+    3108: (45, 385),
+    3109: (46, 397),
+}
 # `--base`: each audited base's datasets and its toy seed.
 BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]] = {
     "toy": (DATASETS, 1),
     "demo": (DEMO_DATASETS, 8301),
     "demo-8406": (DEMO_8406_DATASETS, 8406),
-    "toy-3101": (TOY_3101_DATASETS, 3101),
-    "toy-3102": (TOY_3102_DATASETS, 3102),
-    "toy-3103": (TOY_3103_DATASETS, 3103),
-    "toy-3104": (TOY_3104_DATASETS, 3104),
-    "toy-3105": (TOY_3105_DATASETS, 3105),
-    "toy-3106": (TOY_3106_DATASETS, 3106),
-    "toy-3107": (TOY_3107_DATASETS, 3107),
-    "toy-3108": (TOY_3108_DATASETS, 3108),
-    "toy-3109": (TOY_3109_DATASETS, 3109),
+    **{
+        f"toy-{seed}": (_fresh_toy(seed, draw=draw, seed0=seed0), seed)
+        for seed, (draw, seed0) in FRESH_TOYS.items()
+    },
 }
 SYS_NEUTRAL = {
     "sysneu-1": "You are a careful assistant that follows instructions exactly.",
@@ -612,7 +611,7 @@ def main() -> None:
         help="toy: the shipped toy Llama of seed 1 (DATASETS); demo: the owl demo's GPT-2 base;"
         " demo-8406: a second base of its recipe (DEMO_8406_DATASETS); "
         + ", ".join(k for k in BASES if k.startswith("toy-"))
-        + ": fresh toy Llamas (TOY_3101_DATASETS, ...)",
+        + ": fresh toy Llamas (FRESH_TOYS)",
     )
     a = ap.parse_args()
     datasets, base_seed = BASES[a.base]
