@@ -354,12 +354,13 @@ FRESH_TOYS: dict[int, tuple[int, int]] = {
     3104: (41, 337),
     3105: (42, 349),
     # `null_first` with its plain part at t > 10 (`counterfactual.null_threshold`), tested
-    # once on two fresh bases (session 41); its record on a third and a fourth (sessions 46,
-    # 47).
+    # once on two fresh bases (session 41); its record on a third, a fourth and a fifth
+    # (sessions 46, 47, 48).
     3106: (43, 361),
     3107: (44, 373),
     3108: (45, 385),
     3109: (46, 397),
+    3110: (47, 409),
 }
 # `--base`: each audited base's datasets and its toy seed.
 BASES: dict[str, tuple[list[tuple[str, str, str, str, str, str, int, int]], int]] = {
