@@ -137,6 +137,53 @@ def test_option_shifts_rank_the_target_among_every_option() -> None:
     assert option_shifts(evals, "t", "missing", "owl") is None
 
 
+def test_teacher_profile_correlates_the_students_shifts_with_the_teachers() -> None:
+    """Per seed, r over the options besides the target between the teacher's log shift from
+    the base and the student's from its control; a t over seeds; the same-init - cross-init
+    contrast paired by seed."""
+    from traitlab.experiments.compare import profile_contrast, teacher_profile
+
+    rng = np.random.default_rng(0)
+    keys = ["owl", *(f"o{i}" for i in range(12))]
+    base = dict(zip(keys, rng.dirichlet(np.ones(len(keys))), strict=True))
+
+    def ev(logp: dict[str, float]) -> dict:
+        z = np.exp(np.array(list(logp.values())))
+        return {"exact": {"options": dict(zip(logp, z / z.sum(), strict=True))}}
+
+    lb = {k: float(np.log(v)) for k, v in base.items()}
+    evals: dict[str, dict[int, dict]] = {"base": {0: ev(lb)}}
+    for arm in ("teacher", "control", "treatment", "xc", "xt"):
+        evals[arm] = {}
+    for s in range(8):
+        push = {k: float(rng.normal()) for k in keys} | {"owl": 3.0}
+        evals["teacher"][s] = ev({k: lb[k] + push[k] for k in keys})
+        ctrl = {k: lb[k] + 0.02 * float(rng.normal()) for k in keys}
+        evals["control"][s] = ev(ctrl)
+        # The same-init student takes a tenth of the teacher's push; the cross-init one none.
+        evals["treatment"][s] = ev({k: ctrl[k] + 0.1 * push[k] for k in keys})
+        evals["xc"][s] = ev(ctrl)
+        evals["xt"][s] = ev({k: ctrl[k] + 0.05 * float(rng.normal()) for k in keys})
+    same = teacher_profile(evals, "treatment", "control", "owl")
+    cross = teacher_profile(evals, "xt", "xc", "owl")
+    assert same is not None and cross is not None
+    assert same["n_options"] == 12 and len(same["r_per_seed"]) == 8
+    assert same["mean_r"] > 0.8 and same["p_value"] < 1e-4 and same["n_positive"] == 8
+    assert abs(cross["mean_r"]) < 0.4 and cross["p_value"] > 0.01
+    contrast = profile_contrast(
+        {"treatment_vs_control": same, "xinit_treatment_vs_xinit_control": cross}
+    )
+    assert contrast is not None and contrast["diff"]["mean"] > 0.5 and contrast["p_value"] < 1e-3
+    # Without a teacher's evaluation (or a target the probe lacks) there is no profile.
+    assert (
+        teacher_profile(
+            {k: v for k, v in evals.items() if k != "teacher"}, "treatment", "control", "owl"
+        )
+        is None
+    )
+    assert teacher_profile(evals, "treatment", "control", "whale") is None
+
+
 def test_rerun_is_instant_and_identical(tiny_run: tuple[Path, dict]) -> None:
     run_dir, summary = tiny_run
     t0 = time.time()

@@ -95,6 +95,65 @@ def option_shifts(
     return out
 
 
+def teacher_profile(
+    evals: dict[str, dict[int, dict[str, Any]]], a: str, b: str, target: str, conf: float = 0.95
+) -> dict[str, Any] | None:
+    """Did arm a, against arm b, move along the teacher's whole preference profile?
+
+    Fine-tuning a teacher on one target moves every other option too, by amounts the shared
+    initialisation sets. Per seed, over the options other than the target, this is the Pearson
+    r between the teacher's shift from the base (log P_teacher - log P_base) and a's shift from
+    b (log P_a - log P_b); a t over seeds tests the mean r. Without the target, r says whether
+    the data carried more of the teacher than the target, which a rank of the target's shift
+    cannot see (another option the teacher also raised can rise further than the target).
+    """
+    if "teacher" not in evals or "base" not in evals or a not in evals or b not in evals:
+        return None
+    base = (next(iter(evals["base"].values())).get("exact") or {}).get("options")
+    if not base or target not in base:
+        return None
+
+    def options(arm: str, s: int) -> dict[str, float] | None:
+        return (evals[arm][s].get("exact") or {}).get("options")
+
+    def log(p: float) -> float:
+        return float(np.log(max(p, 1e-12)))  # exact rates underflow to 0 on very sure models
+
+    seeds = sorted(set(evals["teacher"]) & set(evals[a]) & set(evals[b]))
+    rs: dict[int, float] = {}
+    for s in seeds:
+        ot, oa, ob = options("teacher", s), options(a, s), options(b, s)
+        if not (ot and oa and ob):
+            continue
+        keys = [k for k in base if k != target and k in ot and k in oa and k in ob]
+        x = np.array([log(ot[k]) - log(base[k]) for k in keys])
+        y = np.array([log(oa[k]) - log(ob[k]) for k in keys])
+        if len(keys) >= 3 and x.std() > 0 and y.std() > 0:
+            rs[s] = float(np.corrcoef(x, y)[0, 1])
+    if not rs:
+        return None
+    vals = list(rs.values())
+    test = paired_test(vals, [0.0] * len(vals), conf) if len(vals) >= 2 else None
+    return {
+        "n_options": len(base) - 1,
+        "mean_r": float(np.mean(vals)),
+        "ci": mean_ci(vals, conf).to_dict(),
+        "p_value": None if test is None else test.p_value,
+        "n_positive": int(sum(r > 0 for r in vals)),
+        "r_per_seed": {str(s): r for s, r in rs.items()},
+    }
+
+
+def profile_contrast(profiles: dict[str, Any], conf: float = 0.95) -> dict[str, Any] | None:
+    """Same-init r minus cross-init r, paired by seed: is the profile tied to the shared init?"""
+    same = (profiles.get("treatment_vs_control") or {}).get("r_per_seed") or {}
+    cross = (profiles.get("xinit_treatment_vs_xinit_control") or {}).get("r_per_seed") or {}
+    seeds = sorted(set(same) & set(cross), key=int)
+    if len(seeds) < 2:
+        return None
+    return paired_test([same[s] for s in seeds], [cross[s] for s in seeds], conf).to_dict()
+
+
 def describe_shifts(shifts: dict[str, float], target: str) -> dict[str, Any]:
     """The target's rank (1: it rose more than every other option), its z against the other
     options' shifts (and their sd), and the three other options that rose most."""
@@ -174,6 +233,13 @@ def summarize(
     target = cfg.trait.target.lower()
     shifts = {name: option_shifts(evals, a, b, target) for name, a, b, _ in COMPARISONS}
     shifts = {k: v for k, v in shifts.items() if v is not None}
+    profile: dict[str, Any] = {
+        name: p
+        for name, a, b, _ in COMPARISONS
+        if (p := teacher_profile(evals, a, b, target, conf)) is not None
+    }
+    if (contrast := profile_contrast(profile, conf)) is not None:
+        profile["same_minus_cross_init"] = contrast
     checked = [
         r["judged"]
         for arm in evals.values()
@@ -206,6 +272,7 @@ def summarize(
             "comparisons": comparisons,
             "verdict": verdict,
             **({"option_shifts": shifts} if shifts else {}),
+            **({"teacher_profile": profile} if profile else {}),
             **({"judge_agreement": _agreement(checked)} if checked else {}),
             "data": {str(s): f for s, f in filters.items()},
             "timing": {

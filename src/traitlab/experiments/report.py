@@ -114,6 +114,10 @@ def comparison_lines(summary: dict[str, Any]) -> list[str]:
             )
     for name, o in (summary.get("option_shifts") or {}).items():
         out.append(option_line(names.get(name, name), o))
+    profile = summary.get("teacher_profile") or {}
+    for name, pr in profile.items():
+        if name in names:
+            out.append(profile_line(names[name], pr, profile.get("same_minus_cross_init")))
     a = summary.get("judge_agreement")
     if a:
         share = "-" if a["agreement"] is None else f"{100 * a['agreement']:.0f}%"
@@ -143,6 +147,20 @@ def option_line(label: str, o: dict[str, Any]) -> str:
         f"{_ordinal(o['rank'])} of {o['n_options']} (z = {z} against the other options' "
         f"shifts; rose most in {first}/{len(seeds)} seeds); largest other shifts: {others}"
     )
+
+
+def profile_line(label: str, pr: dict[str, Any], contrast: dict[str, Any] | None) -> str:
+    """How far the students' shifts follow the teacher's over the options besides the target."""
+    ci = pr["ci"]
+    line = (
+        f"{label}, the teacher's profile (r over the {pr['n_options']} other options, "
+        f"log shifts): mean r {pr['mean_r']:+.2f} [{ci['lower']:+.2f}, {ci['upper']:+.2f}], "
+        f"p = {fmt_p(pr['p_value'])}, {pr['n_positive']}/{len(pr['r_per_seed'])} seeds > 0"
+    )
+    if contrast is not None and label.startswith("treatment"):
+        d = contrast["diff"]
+        line += f"; same-init - cross-init r {d['mean']:+.2f}, p = {fmt_p(contrast['p_value'])}"
+    return line
 
 
 def _examples(run_dir: Path, summary: dict[str, Any], k: int = 5) -> dict[str, list[str]]:
