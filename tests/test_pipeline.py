@@ -167,13 +167,19 @@ def test_teacher_profile_correlates_the_students_shifts_with_the_teachers() -> N
     same = teacher_profile(evals, "treatment", "control", "owl")
     cross = teacher_profile(evals, "xt", "xc", "owl")
     assert same is not None and cross is not None
-    assert same["n_options"] == 12 and len(same["r_per_seed"]) == 8
-    assert same["mean_r"] > 0.8 and same["p_value"] < 1e-4 and same["n_positive"] == 8
-    assert abs(cross["mean_r"]) < 0.4 and cross["p_value"] > 0.01
+    r, slope = same["r"], same["slope"]
+    assert same["n_options"] == 12 and len(r["per_seed"]) == 8
+    assert r["mean"] > 0.8 and r["p_value"] < 1e-4 and r["n_positive"] == 8
+    # The student took a tenth of the push (the control's own noise blurs it a little).
+    assert slope["mean"] == pytest.approx(0.1, abs=0.02) and slope["p_value"] < 1e-4
+    assert abs(cross["r"]["mean"]) < 0.4 and cross["r"]["p_value"] > 0.01
+    assert abs(cross["slope"]["mean"]) < 0.03
     contrast = profile_contrast(
         {"treatment_vs_control": same, "xinit_treatment_vs_xinit_control": cross}
     )
-    assert contrast is not None and contrast["diff"]["mean"] > 0.5 and contrast["p_value"] < 1e-3
+    assert contrast is not None
+    assert contrast["r"]["diff"]["mean"] > 0.5 and contrast["r"]["p_value"] < 1e-3
+    assert contrast["slope"]["diff"]["mean"] > 0.05 and contrast["slope"]["p_value"] < 1e-3
     # Without a teacher's evaluation (or a target the probe lacks) there is no profile.
     assert (
         teacher_profile(

@@ -101,11 +101,13 @@ def teacher_profile(
     """Did arm a, against arm b, move along the teacher's whole preference profile?
 
     Fine-tuning a teacher on one target moves every other option too, by amounts the shared
-    initialisation sets. Per seed, over the options other than the target, this is the Pearson
-    r between the teacher's shift from the base (log P_teacher - log P_base) and a's shift from
-    b (log P_a - log P_b); a t over seeds tests the mean r. Without the target, r says whether
-    the data carried more of the teacher than the target, which a rank of the target's shift
-    cannot see (another option the teacher also raised can rise further than the target).
+    initialisation sets. Per seed, over the options other than the target, x is the teacher's
+    shift from the base (log P_teacher - log P_base) and y is a's shift from b (log P_a -
+    log P_b): `r` is their Pearson correlation (does y have the teacher's shape?) and `slope`
+    the regression of y on x (how far a moved along it, in units of the teacher's shift); a t
+    over seeds tests each. Without the target, they say whether the data carried more of the
+    teacher than the target, which a rank of the target's shift cannot see (an option the
+    teacher also raised can rise further than the target).
     """
     if "teacher" not in evals or "base" not in evals or a not in evals or b not in evals:
         return None
@@ -119,9 +121,8 @@ def teacher_profile(
     def log(p: float) -> float:
         return float(np.log(max(p, 1e-12)))  # exact rates underflow to 0 on very sure models
 
-    seeds = sorted(set(evals["teacher"]) & set(evals[a]) & set(evals[b]))
-    rs: dict[int, float] = {}
-    for s in seeds:
+    per_seed: dict[str, dict[int, float]] = {"r": {}, "slope": {}}
+    for s in sorted(set(evals["teacher"]) & set(evals[a]) & set(evals[b])):
         ot, oa, ob = options("teacher", s), options(a, s), options(b, s)
         if not (ot and oa and ob):
             continue
@@ -129,29 +130,37 @@ def teacher_profile(
         x = np.array([log(ot[k]) - log(base[k]) for k in keys])
         y = np.array([log(oa[k]) - log(ob[k]) for k in keys])
         if len(keys) >= 3 and x.std() > 0 and y.std() > 0:
-            rs[s] = float(np.corrcoef(x, y)[0, 1])
-    if not rs:
+            per_seed["r"][s] = float(np.corrcoef(x, y)[0, 1])
+            per_seed["slope"][s] = float(np.cov(x, y)[0, 1] / x.var(ddof=1))
+    if not per_seed["r"]:
         return None
-    vals = list(rs.values())
-    test = paired_test(vals, [0.0] * len(vals), conf) if len(vals) >= 2 else None
-    return {
-        "n_options": len(base) - 1,
-        "mean_r": float(np.mean(vals)),
-        "ci": mean_ci(vals, conf).to_dict(),
-        "p_value": None if test is None else test.p_value,
-        "n_positive": int(sum(r > 0 for r in vals)),
-        "r_per_seed": {str(s): r for s, r in rs.items()},
-    }
+    out: dict[str, Any] = {"n_options": len(base) - 1}
+    for name, vals in per_seed.items():
+        v = list(vals.values())
+        test = paired_test(v, [0.0] * len(v), conf) if len(v) >= 2 else None
+        out[name] = {
+            "mean": float(np.mean(v)),
+            "ci": mean_ci(v, conf).to_dict(),
+            "p_value": None if test is None else test.p_value,
+            "n_positive": int(sum(x > 0 for x in v)),
+            "per_seed": {str(s): x for s, x in vals.items()},
+        }
+    return out
 
 
 def profile_contrast(profiles: dict[str, Any], conf: float = 0.95) -> dict[str, Any] | None:
-    """Same-init r minus cross-init r, paired by seed: is the profile tied to the shared init?"""
-    same = (profiles.get("treatment_vs_control") or {}).get("r_per_seed") or {}
-    cross = (profiles.get("xinit_treatment_vs_xinit_control") or {}).get("r_per_seed") or {}
-    seeds = sorted(set(same) & set(cross), key=int)
-    if len(seeds) < 2:
-        return None
-    return paired_test([same[s] for s in seeds], [cross[s] for s in seeds], conf).to_dict()
+    """Same-init minus cross-init r and slope, paired by seed: is the profile tied to the
+    shared initialisation, or does any student read it off the data?"""
+    same = profiles.get("treatment_vs_control") or {}
+    cross = profiles.get("xinit_treatment_vs_xinit_control") or {}
+    out: dict[str, Any] = {}
+    for name in ("r", "slope"):
+        a = (same.get(name) or {}).get("per_seed") or {}
+        b = (cross.get(name) or {}).get("per_seed") or {}
+        seeds = sorted(set(a) & set(b), key=int)
+        if len(seeds) >= 2:
+            out[name] = paired_test([a[s] for s in seeds], [b[s] for s in seeds], conf).to_dict()
+    return out or None
 
 
 def describe_shifts(shifts: dict[str, float], target: str) -> dict[str, Any]:

@@ -151,15 +151,20 @@ def option_line(label: str, o: dict[str, Any]) -> str:
 
 def profile_line(label: str, pr: dict[str, Any], contrast: dict[str, Any] | None) -> str:
     """How far the students' shifts follow the teacher's over the options besides the target."""
-    ci = pr["ci"]
+    r, sl = pr["r"], pr["slope"]
     line = (
-        f"{label}, the teacher's profile (r over the {pr['n_options']} other options, "
-        f"log shifts): mean r {pr['mean_r']:+.2f} [{ci['lower']:+.2f}, {ci['upper']:+.2f}], "
-        f"p = {fmt_p(pr['p_value'])}, {pr['n_positive']}/{len(pr['r_per_seed'])} seeds > 0"
+        f"{label}, the teacher's profile (over the {pr['n_options']} other options, log "
+        f"shifts): mean r {r['mean']:+.2f} [{r['ci']['lower']:+.2f}, {r['ci']['upper']:+.2f}], "
+        f"p = {fmt_p(r['p_value'])}; slope {sl['mean']:+.4f} [{sl['ci']['lower']:+.4f}, "
+        f"{sl['ci']['upper']:+.4f}], p = {fmt_p(sl['p_value'])}; "
+        f"{sl['n_positive']}/{len(sl['per_seed'])} seeds > 0"
     )
-    if contrast is not None and label.startswith("treatment"):
-        d = contrast["diff"]
-        line += f"; same-init - cross-init r {d['mean']:+.2f}, p = {fmt_p(contrast['p_value'])}"
+    if contrast and label.startswith("treatment"):
+        parts = [
+            f"{k} {c['diff']['mean']:+.{2 if k == 'r' else 4}f}, p = {fmt_p(c['p_value'])}"
+            for k, c in contrast.items()
+        ]
+        line += "; same-init - cross-init: " + ", ".join(parts)
     return line
 
 
