@@ -116,8 +116,10 @@ def comparison_lines(summary: dict[str, Any]) -> list[str]:
         out.append(option_line(names.get(name, name), o))
     profile = summary.get("teacher_profile") or {}
     for name, pr in profile.items():
-        if name in names:
-            out.append(profile_line(names[name], pr, profile.get("same_minus_cross_init")))
+        if name in names:  # the contrast goes on the same-init line
+            first = name == COMPARISONS[0][0]
+            contrast = profile.get("same_minus_cross_init") if first else None
+            out.append(profile_line(names[name], pr, contrast))
     a = summary.get("judge_agreement")
     if a:
         share = "-" if a["agreement"] is None else f"{100 * a['agreement']:.0f}%"
@@ -159,7 +161,7 @@ def profile_line(label: str, pr: dict[str, Any], contrast: dict[str, Any] | None
         f"{sl['ci']['upper']:+.4f}], p = {fmt_p(sl['p_value'])}; "
         f"{sl['n_positive']}/{len(sl['per_seed'])} seeds > 0"
     )
-    if contrast and label.startswith("treatment"):
+    if contrast:
         parts = [
             f"{k} {c['diff']['mean']:+.{2 if k == 'r' else 4}f}, p = {fmt_p(c['p_value'])}"
             for k, c in contrast.items()
