@@ -60,6 +60,7 @@ def base_row(seed: int, xseed: int, summary: dict[str, Any], secs: float) -> dic
         "xinit_diff": xc["diff"]["mean"] if xc else None,
         "xinit_p_value": xc["p_value"] if xc else None,
         **_shift_fields(summary.get("option_shifts") or {}),
+        **_profile_fields(summary.get("teacher_profile") or {}),
         "warnings": summary["data_quality"]["warnings"],
         "seconds": round(secs, 1),
     }
@@ -74,6 +75,22 @@ def _shift_fields(shifts: dict[str, Any]) -> dict[str, Any]:
             out[f"{key}target_rank"] = o["rank"]
             out[f"{key}target_z"] = o["z"]
             out[f"{key}top_other"] = o["top_others"][0] if o["top_others"] else None
+    return out
+
+
+def _profile_fields(profile: dict[str, Any]) -> dict[str, Any]:
+    """How far the students moved along the teacher's log shifts besides the target (the
+    slope), in both arms, and the same- minus cross-init contrast's p."""
+    out: dict[str, Any] = {}
+    for key, name in (("", "treatment_vs_control"), ("xinit_", "xinit_treatment_vs_xinit_control")):
+        o = profile.get(name)
+        if o:
+            out[f"{key}profile_slope"] = o["slope"]["mean"]
+            out[f"{key}profile_slope_p"] = o["slope"]["p_value"]
+            out[f"{key}profile_r"] = o["r"]["mean"]
+    c = (profile.get("same_minus_cross_init") or {}).get("slope")
+    if c:
+        out["profile_slope_contrast_p"] = c["p_value"]
     return out
 
 
@@ -133,6 +150,24 @@ def table(rows: list[dict[str, Any]], pool: dict[str, Any]) -> list[str]:
         "shifts.",
         "",
     ]
+    prof = [r for r in rows if "profile_slope" in r and "xinit_profile_slope" in r]
+    if prof:
+        lines += [
+            "The teacher's profile (`teacher_profile` in summary.json): per seed, the slope of "
+            "the students' log shifts on the teacher's own over the options besides the target "
+            "(mean over seeds, t-test p), and r:",
+            "",
+        ]
+        for r in prof:
+            c = r.get("profile_slope_contrast_p")
+            lines.append(
+                f"- {r['base_seed']}: same-init slope {r['profile_slope']:+.4f} "
+                f"(p = {r['profile_slope_p']:.2g}, r {r['profile_r']:+.2f}); cross-init "
+                f"{r['xinit_profile_slope']:+.4f} (p = {r['xinit_profile_slope_p']:.2g}, r "
+                f"{r['xinit_profile_r']:+.2f}); same - cross p = "
+                + ("-" if c is None else f"{c:.2g}")
+            )
+        lines.append("")
     if len(rows) == 1:
         # Pooling one base would swap the paired t over seeds for a normal approximation with
         # a smaller p; the row's own test is the result.

@@ -100,6 +100,11 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
         shifts = summary["option_shifts"]["treatment_vs_control"]
         assert r["target_rank"] == shifts["rank"] and 1 <= r["target_rank"] <= 20
         assert r["xinit_target_rank"] is not None
+        profile = summary["teacher_profile"]
+        assert r["profile_slope"] == pytest.approx(profile["treatment_vs_control"]["slope"]["mean"])
+        assert r["profile_slope_contrast_p"] == pytest.approx(
+            profile["same_minus_cross_init"]["slope"]["p_value"]
+        )
 
     # Two different fresh bases: different starting points, so different base rates.
     assert rows[0]["base"] != rows[1]["base"]
@@ -111,6 +116,7 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
     assert pool["mean"]["lower"] <= pool["mean"]["mean"] <= pool["mean"]["upper"]
     assert len(res["table"]) >= 2 + len(rows) + 2
     assert any(line.startswith("Pooled (random effects over 2 bases)") for line in res["table"])
+    assert sum(line.startswith("- 300") for line in res["table"]) == 2  # the profile lines
 
     # A second tag on the same base gets its own run directory (the first's manifest is left
     # as it was) and takes every stage from the shared store: the same student file, linked.
