@@ -7,7 +7,10 @@ every probed option's exact rate in the treatment and control students (and in t
 pair), and reports where the target's shift ranks among all the options' shifts (1: it rose
 most), its z against the other options' shifts, the other option that rose most, and the
 correlation over options of the same-init and cross-init shifts: near 1 when the data moved
-every student alike (a shift of content, not of the shared initialisation). Runs made
+every student alike (a shift of content, not of the shared initialisation). It also gives the
+teacher's profile from the seed-averaged rates (`teacher_profile` in summary.json has it per
+seed, with tests): over the options besides the target, the r and the slope of each pair's
+log shifts on the teacher's own log shift from the base. Runs made
 before summaries carried `option_shifts` work too: the seed-averaged option rates give the same
 mean shifts. Writes benchmarks/results/option-shifts[-TAG].{json,md}.
 """
@@ -51,7 +54,29 @@ def run_row(run_dir: Path, label: str = "") -> dict[str, Any]:
                 for k in ("target_shift", "rank", "z", "others_sd", "top_others", "n_options")
             }
     row["same_xinit_corr"] = shared_shift(moved.get("same"), moved.get("xinit"))
+    row["profile"] = profile(arms, target)
     return row
+
+
+def profile(arms: dict[str, Any], target: str) -> dict[str, dict[str, float]]:
+    """Per pair, r and slope over the options besides the target of the students' log shift
+    (a / b) on the teacher's (teacher / base), from the seed-averaged option rates."""
+    if not all("exact_options" in arms.get(k, {}) for k in ("teacher", "base")):
+        return {}
+    base, teacher = arms["base"]["exact_options"], arms["teacher"]["exact_options"]
+    keys = [k for k in base if k != target and k in teacher]
+    x = np.log(np.maximum([teacher[k] for k in keys], 1e-12)) - np.log([base[k] for k in keys])
+    out = {}
+    for key, a, b in PAIRS:
+        if a in arms and b in arms and "exact_options" in arms[a] and len(keys) >= 3:
+            oa, ob = arms[a]["exact_options"], arms[b]["exact_options"]
+            y = np.log([oa[k] for k in keys]) - np.log([ob[k] for k in keys])
+            if x.std() > 0 and y.std() > 0:
+                out[key] = {
+                    "r": float(np.corrcoef(x, y)[0, 1]),
+                    "slope": float(np.cov(x, y)[0, 1] / x.var(ddof=1)),
+                }
+    return out
 
 
 def shared_shift(same: dict[str, float] | None, xinit: dict[str, float] | None) -> float | None:
@@ -80,19 +105,27 @@ def _cell(d: dict[str, Any] | None) -> str:
 def table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| runs | base seed | target shift | rank (z) | others' sd | top other "
-        "| cross-init shift | rank (z) | others' sd | top other | same vs cross-init, r |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|",
+        "| cross-init shift | rank (z) | others' sd | top other | same vs cross-init, r "
+        "| teacher's profile: r, slope | cross-init |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         c = r.get("same_xinit_corr")
+        pr = r.get("profile") or {}
+        cells = [
+            f"{pr[k]['r']:+.2f}, {pr[k]['slope']:+.4f}" if k in pr else "-"
+            for k in ("same", "xinit")
+        ]
         lines.append(
             f"| {r['label']} | {r['base_seed']} | {_cell(r.get('same'))} | {_cell(r.get('xinit'))} "
-            f"| {'-' if c is None else f'{c:+.2f}'} |"
+            f"| {'-' if c is None else f'{c:+.2f}'} | {cells[0]} | {cells[1]} |"
         )
     lines += [
         "",
         "Same vs cross-init, r: the correlation over options of the two pairs' shifts (near 1: "
-        "the data moved every student alike, whatever its initialisation).",
+        "the data moved every student alike, whatever its initialisation). The teacher's "
+        "profile: over the options besides the target, the r and the slope of the students' "
+        "log shift on the teacher's log shift from the base (seed-averaged rates).",
     ]
     lines.append("")
     for group in dict.fromkeys(r["label"] for r in rows):
@@ -106,6 +139,19 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
                     f"{len(got)} runs, in the top 3 in {sum(k <= 3 for k in ranks)}; median "
                     f"rank {float(np.median(ranks)):.1f}, mean z {float(np.mean(zs)):+.2f}."
                 )
+        prs = [
+            r["profile"] for r in rows if r["label"] == group and len(r.get("profile") or {}) == 2
+        ]
+        if prs:
+            same = np.array([[p["same"]["r"], p["same"]["slope"]] for p in prs])
+            cross = np.array([[p["xinit"]["r"], p["xinit"]["slope"]] for p in prs])
+            lines.append(
+                f"- {group}, the teacher's profile: same-init r > 0 in {(same[:, 0] > 0).sum()} of "
+                f"{len(prs)} runs (mean r {same[:, 0].mean():+.2f}, slope "
+                f"{same[:, 1].mean():+.4f}); cross-init mean r {cross[:, 0].mean():+.2f}, slope "
+                f"{cross[:, 1].mean():+.4f}; same-init slope above cross-init in "
+                f"{(same[:, 1] > cross[:, 1]).sum()} of {len(prs)}."
+            )
     return lines
 
 

@@ -153,6 +153,28 @@ def test_robustness_benchmark_on_tiny_config(tmp_path: Path, bench_robustness) -
         keys = sorted(same)
         want = np.corrcoef([same[k] for k in keys], [xinit[k] for k in keys])[0, 1]
         assert g["same_xinit_corr"] == pytest.approx(want, abs=1e-9)
+        # The teacher's profile from the seed-averaged rates: both pairs, r and slope agreeing
+        # in sign (the slope is cov / var(x)), and the target left out.
+        for key in ("same", "xinit"):
+            p = g["profile"][key]
+            assert -1.0 <= p["r"] <= 1.0 and np.sign(p["slope"]) == np.sign(p["r"])
+    arms = {
+        "base": {"exact_options": {"owl": 0.1, "a": 0.2, "b": 0.3, "c": 0.4}},
+        "teacher": {"exact_options": {"owl": 0.9, "a": 0.02, "b": 0.03, "c": 0.05}},
+        "control": {"exact_options": {"owl": 0.1, "a": 0.2, "b": 0.3, "c": 0.4}},
+    }
+    # A student whose log shifts are half the teacher's on a, b, c (the owl's own ignored).
+    lt = {
+        k: np.log(arms["teacher"]["exact_options"][k] / arms["base"]["exact_options"][k])
+        for k in "abc"
+    }
+    arms["treatment"] = {
+        "exact_options": {"owl": 0.5}
+        | {k: arms["control"]["exact_options"][k] * np.exp(lt[k] / 2) for k in "abc"}
+    }
+    got_p = option_shifts.profile(arms, "owl")
+    assert got_p["same"]["r"] == pytest.approx(1.0) and got_p["same"]["slope"] == pytest.approx(0.5)
+    assert "xinit" not in got_p and option_shifts.profile({"base": arms["base"]}, "owl") == {}
     assert option_shifts.shared_shift({"a": 1.0, "b": 2.0, "c": 4.0}, None) is None
     assert option_shifts.shared_shift({"a": 1, "b": 2, "c": 3}, {"a": 2, "b": 4, "c": 6}) == (
         pytest.approx(1.0)
