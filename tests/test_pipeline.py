@@ -285,6 +285,18 @@ def test_the_tiny_summary_matches_its_golden_copy(tiny_run: tuple[Path, dict]) -
     assert not diffs, diffs[:10]
 
 
+def test_every_summary_field_is_documented(tiny_run: tuple[Path, dict]) -> None:
+    """docs/summary-schema.md names every top-level field of a run's summary, and the fields
+    of the per-option blocks, so a new statistic cannot land undocumented."""
+    _, summary = tiny_run
+    schema = (ROOT / "docs" / "summary-schema.md").read_text()
+    missing = [k for k in summary if f"`{k}" not in schema]
+    profile = summary["teacher_profile"]["treatment_vs_control"]
+    shifts = summary["option_shifts"]["treatment_vs_control"]
+    missing += [k for k in [*profile, *profile["slope"], *shifts] if f"`{k}`" not in schema]
+    assert not missing, missing
+
+
 def test_a_neutral_control_teacher_writes_the_controls_data(
     tiny_run: tuple[Path, dict], tmp_path: Path
 ) -> None:
