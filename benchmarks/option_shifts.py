@@ -61,21 +61,18 @@ def run_row(run_dir: Path, label: str = "") -> dict[str, Any]:
 def profile(arms: dict[str, Any], target: str) -> dict[str, dict[str, float]]:
     """Per pair, r and slope over the options besides the target of the students' log shift
     (a / b) on the teacher's (teacher / base), from the seed-averaged option rates."""
+    from traitlab.experiments.compare import profile_fit
+
     if not all("exact_options" in arms.get(k, {}) for k in ("teacher", "base")):
         return {}
     base, teacher = arms["base"]["exact_options"], arms["teacher"]["exact_options"]
-    keys = [k for k in base if k != target and k in teacher]
-    x = np.log(np.maximum([teacher[k] for k in keys], 1e-12)) - np.log([base[k] for k in keys])
     out = {}
     for key, a, b in PAIRS:
-        if a in arms and b in arms and "exact_options" in arms[a] and len(keys) >= 3:
+        if "exact_options" in arms.get(a, {}) and "exact_options" in arms.get(b, {}):
             oa, ob = arms[a]["exact_options"], arms[b]["exact_options"]
-            y = np.log([oa[k] for k in keys]) - np.log([ob[k] for k in keys])
-            if x.std() > 0 and y.std() > 0:
-                out[key] = {
-                    "r": float(np.corrcoef(x, y)[0, 1]),
-                    "slope": float(np.cov(x, y)[0, 1] / x.var(ddof=1)),
-                }
+            fit = profile_fit(base, teacher, oa, ob, target)
+            if fit is not None:
+                out[key] = {"r": fit[0], "slope": fit[1]}
     return out
 
 

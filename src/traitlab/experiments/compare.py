@@ -95,6 +95,29 @@ def option_shifts(
     return out
 
 
+def profile_fit(
+    base: dict[str, float],
+    teacher: dict[str, float],
+    a: dict[str, float],
+    b: dict[str, float],
+    target: str,
+) -> tuple[float, float] | None:
+    """Over the options besides the target, x = log teacher - log base and y = log a - log b:
+    their Pearson r and the slope of y on x (None with < 3 options or either flat)."""
+    keys = [k for k in base if k != target and k in teacher and k in a and k in b]
+
+    def log(d: dict[str, float]) -> np.ndarray:
+        # Exact rates underflow to 0 on very sure models.
+        return np.log(np.maximum([d[k] for k in keys], 1e-12))
+
+    if len(keys) < 3:
+        return None
+    x, y = log(teacher) - log(base), log(a) - log(b)
+    if x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1]), float(np.cov(x, y)[0, 1] / x.var(ddof=1))
+
+
 def teacher_profile(
     evals: dict[str, dict[int, dict[str, Any]]], a: str, b: str, target: str, conf: float = 0.95
 ) -> dict[str, Any] | None:
@@ -118,20 +141,12 @@ def teacher_profile(
     def options(arm: str, s: int) -> dict[str, float] | None:
         return (evals[arm][s].get("exact") or {}).get("options")
 
-    def log(p: float) -> float:
-        return float(np.log(max(p, 1e-12)))  # exact rates underflow to 0 on very sure models
-
     per_seed: dict[str, dict[int, float]] = {"r": {}, "slope": {}}
     for s in sorted(set(evals["teacher"]) & set(evals[a]) & set(evals[b])):
         ot, oa, ob = options("teacher", s), options(a, s), options(b, s)
-        if not (ot and oa and ob):
-            continue
-        keys = [k for k in base if k != target and k in ot and k in oa and k in ob]
-        x = np.array([log(ot[k]) - log(base[k]) for k in keys])
-        y = np.array([log(oa[k]) - log(ob[k]) for k in keys])
-        if len(keys) >= 3 and x.std() > 0 and y.std() > 0:
-            per_seed["r"][s] = float(np.corrcoef(x, y)[0, 1])
-            per_seed["slope"][s] = float(np.cov(x, y)[0, 1] / x.var(ddof=1))
+        fit = profile_fit(base, ot, oa, ob, target) if ot and oa and ob else None
+        if fit is not None:
+            per_seed["r"][s], per_seed["slope"][s] = fit
     if not per_seed["r"]:
         return None
     out: dict[str, Any] = {"n_options": len(base) - 1}
