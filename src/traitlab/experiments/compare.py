@@ -151,13 +151,16 @@ def teacher_profile(
         return None
     out: dict[str, Any] = {"n_options": len(base) - 1}
     for name, vals in per_seed.items():
+        # A one-sample t against 0: the paired test against zeros gives the mean, its
+        # interval, p and the seeds above 0 in one place (p is NaN, then null, for 1 seed).
         v = list(vals.values())
-        test = paired_test(v, [0.0] * len(v), conf) if len(v) >= 2 else None
+        test = paired_test(v, [0.0] * len(v), conf)
+        p = test.p_value
         out[name] = {
-            "mean": float(np.mean(v)),
-            "ci": mean_ci(v, conf).to_dict(),
-            "p_value": None if test is None else test.p_value,
-            "n_positive": int(sum(x > 0 for x in v)),
+            "mean": test.diff.mean,
+            "ci": test.diff.to_dict(),
+            "p_value": p if np.isfinite(p) else None,
+            "n_positive": test.n_positive,
             "per_seed": {str(s): x for s, x in vals.items()},
         }
     return out
